@@ -1,0 +1,1 @@
+"""Read run directories and turn them into comparisons (no TensorFlow import)."""

@@ -1,0 +1,1 @@
+"""How work reaches machines: Ray Tune trainable and tuner, submitit executors."""

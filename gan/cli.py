@@ -1,0 +1,74 @@
+"""Command-line plumbing shared by the `jobs/` scripts.
+
+Common flags (`--data`, `--data-format`, `--preset`, `--out`, ...) plus any
+number of dotted config overrides (`--optim.lr_g 1e-4`, `--aug.mirror=false`),
+and `main()` wrapping that turns a `UserError` into one line on stderr and
+exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable
+
+from gan.config import Config, make_config
+from gan.errors import EXIT_USAGE, UserError
+
+
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("data and output")
+    g.add_argument("--data", default=None, help="'synthetic' (default) or a dataset folder")
+    g.add_argument("--data-format", default=None,
+                   help="auto (default), synthetic, pix2pix, cityscapes or paired-folders")
+    g.add_argument("--preset", default="paper", help="paper (default: the study's protocol), small or tiny")
+    g.add_argument("--out", default="runs", help="root of the run directories (default: runs)")
+    g.add_argument("--experiment", default=None, help="experiment folder under --out (default: 'default')")
+    parser.epilog = (parser.epilog or "") + (
+        "Any config field can be set by its dotted name, e.g. --optim.lr_g 1e-4 --aug.mirror false "
+        "--train.steps 2000 (see gan/config.py).")
+
+
+def parse_overrides(extra: list[str]) -> dict[str, str]:
+    """['--optim.lr_g', '1e-4', '--aug.mirror=false'] -> {'optim.lr_g': '1e-4', 'aug.mirror': 'false'}."""
+    overrides, i = {}, 0
+    while i < len(extra):
+        token = extra[i]
+        if not token.startswith("--") or "." not in token.split("=")[0]:
+            raise UserError(f"{token}: unknown argument (config fields are dotted, e.g. --train.steps 100)")
+        if "=" in token:
+            key, value = token[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(extra) or extra[i + 1].startswith("--"):
+                raise UserError(f"{token}: needs a value")
+            key, value = token[2:], extra[i + 1]
+            i += 2
+        overrides[key] = value
+    return overrides
+
+
+def config_from_args(args: argparse.Namespace, extra: list[str], **fixed) -> Config:
+    """Preset, then the common flags, then dotted overrides, then `fixed` (e.g. the generator)."""
+    overrides = {}
+    if args.data is not None:
+        overrides["data.source"] = args.data
+    if args.data_format is not None:
+        overrides["data.format"] = args.data_format
+    if args.experiment is not None:
+        overrides["experiment"] = args.experiment
+    overrides.update(parse_overrides(extra))
+    overrides.update(fixed)
+    return make_config(args.preset, overrides)
+
+
+def run_main(main: Callable[[], int]) -> None:
+    """Run a command: UserError -> 'error: ...' on stderr, exit 2; else exit with main's code."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
+    try:
+        code = main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    sys.exit(code)

@@ -1,0 +1,290 @@
+"""Typed, nested experiment configuration with the study's defaults.
+
+One `Config` object flows from the command line (or a Ray Tune search space, or
+a SLURM array index) to the trainer unchanged. Every field has a dotted name
+(`optim.lr_g`, `model.resnet_blocks`, `aug.mirror`) that works the same way in
+`jobs/train.py --optim.lr_g 1e-4` and in a Tune `param_space`.
+
+Defaults are the paper protocol: 256x256, batch 1, 60,000 steps, evaluation
+every 1,000 steps, Adam(2e-4, beta_1=0.5) for both nets, BCE + 100 * L1,
+split 400/50/50, seed 0. Presets are small functions that change a few fields
+(big_vision style); `PRESETS` is their registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from gan.errors import UserError
+
+
+class ConfigError(UserError):
+    """A bad configuration value; the message names the flag and the problem."""
+
+
+GENERATOR_NAMES = ("unet", "resnet", "hybrid")
+DATA_FORMATS = ("auto", "synthetic", "pix2pix", "cityscapes", "paired-folders")
+
+
+@dataclass
+class DataConfig:
+    # 'synthetic' (generated on first use into the cache) or a dataset folder.
+    source: str = "synthetic"
+    format: str = "auto"  # one of DATA_FORMATS; 'auto' inspects the folder
+    # pix2pix side-by-side files: which half is the generator's input. The
+    # public Cityscapes archive has the photo on the left, labels on the right.
+    input_side: str = "right"
+    image_size: int = 256
+    n_train: int = 400
+    n_val: int = 50
+    n_test: int = 50
+    # Cache for the generated synthetic dataset ('' = $PIX2PIX_CACHE or ~/.cache/pix2pix-suite).
+    cache_dir: str = ""
+
+
+@dataclass
+class AugConfig:
+    # Random jitter as in pix2pix: upscale to size * jitter_scale (286 for 256), random crop back.
+    jitter: bool = True
+    jitter_scale: float = 286 / 256
+    mirror: bool = True  # random left-right flip
+    # Colour jitter of the target photo (brightness/contrast/saturation factors, 0 = off).
+    color_jitter: float = 0.0
+    # Random crop of a fraction of the image (scale range lower bound; 1.0 = off), resized back.
+    crop_scale_min: float = 1.0
+
+
+@dataclass
+class ModelConfig:
+    generator: str = "unet"  # one of GENERATOR_NAMES
+    filters: int = 64  # width of the first layer; every net scales from it
+    dropout: float = 0.5  # U-Net decoder dropout (pix2pix); ResNet/hybrid blocks use resnet_dropout
+    resnet_blocks: int = 9  # residual blocks of the resnet generator
+    resnet_dropout: float = 0.0  # dropout inside residual blocks (resnet and hybrid)
+    hybrid_blocks: int = 6  # residual blocks of the hybrid generator
+    hybrid_downs: int = 3  # DCGAN-style down blocks of the hybrid generator
+
+
+@dataclass
+class OptimConfig:
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    l1_weight: float = 100.0
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 60_000
+    batch_size: int = 1  # global batch, split over the replicas
+    eval_every: int = 1_000
+    seed: int = 0
+    # 'auto': every GPU, else the CPU; an integer N > 1 on a CPU-only host makes
+    # N logical CPU devices (how MirroredStrategy is tested without GPUs).
+    devices: str = "auto"
+    jit_compile: bool = False  # XLA-compile the train step
+    log_every: int = 100  # loss scalars to TensorBoard / plain log lines
+    checkpoints_to_keep: int = 2
+
+
+@dataclass
+class EvalConfig:
+    train_subset: int = 50  # fixed train images measured at each evaluation
+    samples: int = 4  # rows in the input | target | output grid
+    workers: int = 0  # metric worker processes; 0 = one per CPU core
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    aug: AugConfig = field(default_factory=AugConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    experiment: str = "default"
+    run_name: str = ""  # '' = the generator name
+
+    # -- dotted access ----------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """{'optim.lr_g': 0.0002, ...} for every leaf field."""
+        return dict(flatten(self.to_dict()))
+
+    def set(self, dotted: str, value: Any) -> None:
+        """Set one field by dotted name, converting strings to the field's type."""
+        *path, leaf = dotted.split(".")
+        node: Any = self
+        for part in path:
+            if not dataclasses.is_dataclass(node) or part not in _field_names(node):
+                raise ConfigError(f"--{dotted}: unknown config field")
+            node = getattr(node, part)
+        if not dataclasses.is_dataclass(node) or leaf not in _field_names(node):
+            raise ConfigError(f"--{dotted}: unknown config field")
+        current = getattr(node, leaf)
+        if dataclasses.is_dataclass(current):
+            raise ConfigError(f"--{dotted}: is a group; set one of its fields")
+        setattr(node, leaf, _coerce(dotted, value, type(current)))
+
+    def update(self, overrides: dict[str, Any]) -> "Config":
+        for key, value in overrides.items():
+            self.set(key, value)
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.run_name or self.model.generator
+
+    def validate(self) -> "Config":
+        """Raise ConfigError naming the first bad field."""
+        d, t, m, a = self.data, self.train, self.model, self.aug
+        if m.generator not in GENERATOR_NAMES:
+            raise ConfigError(
+                f"--model.generator: unknown generator {m.generator!r} (choose from {', '.join(GENERATOR_NAMES)})")
+        if d.format not in DATA_FORMATS:
+            raise ConfigError(f"--data.format: unknown format {d.format!r} (choose from {', '.join(DATA_FORMATS)})")
+        if d.input_side not in ("left", "right"):
+            raise ConfigError(f"--data.input_side: must be 'left' or 'right', not {d.input_side!r}")
+        size = d.image_size
+        if size < 32 or size > 512 or size & (size - 1):
+            raise ConfigError(f"--data.image_size: {size} is not a power of two from 32 to 512")
+        if m.generator == "hybrid" and size % (2 ** m.hybrid_downs):
+            raise ConfigError(f"--model.hybrid_downs: {m.hybrid_downs} down blocks cannot take {size}px images")
+        for key in ("train.steps", "train.batch_size", "train.eval_every", "train.log_every",
+                    "train.checkpoints_to_keep", "data.n_train", "data.n_val", "data.n_test",
+                    "model.filters", "model.hybrid_downs", "eval.samples"):
+            value = self.flat()[key]
+            minimum = 0 if key == "train.steps" else 1
+            if value < minimum:
+                raise ConfigError(f"--{key}: must be >= {minimum}, got {value}")
+        for key in ("model.resnet_blocks", "model.hybrid_blocks", "eval.train_subset", "eval.workers"):
+            if self.flat()[key] < 0:
+                raise ConfigError(f"--{key}: must be >= 0, got {self.flat()[key]}")
+        for key in ("model.dropout", "model.resnet_dropout"):
+            if not 0.0 <= self.flat()[key] < 1.0:
+                raise ConfigError(f"--{key}: must be in [0, 1), got {self.flat()[key]}")
+        for key in ("optim.lr_g", "optim.lr_d", "optim.l1_weight"):
+            value = self.flat()[key]
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"--{key}: must be a finite number >= 0, got {value}")
+        if not 0.0 <= self.optim.beta1 < 1.0 or not 0.0 <= self.optim.beta2 < 1.0:
+            raise ConfigError("--optim.beta1/--optim.beta2: must be in [0, 1)")
+        if a.jitter_scale < 1.0:
+            raise ConfigError(f"--aug.jitter_scale: must be >= 1, got {a.jitter_scale}")
+        if not 0.0 < a.crop_scale_min <= 1.0:
+            raise ConfigError(f"--aug.crop_scale_min: must be in (0, 1], got {a.crop_scale_min}")
+        if not 0.0 <= a.color_jitter < 1.0:
+            raise ConfigError(f"--aug.color_jitter: must be in [0, 1), got {a.color_jitter}")
+        if t.devices != "auto" and not (t.devices.isdigit() and int(t.devices) >= 1):
+            raise ConfigError(f"--train.devices: must be 'auto' or a positive integer, got {t.devices!r}")
+        if t.devices.isdigit() and t.batch_size % int(t.devices):
+            raise ConfigError(f"--train.batch_size: {t.batch_size} does not split over {t.devices} devices")
+        for key in ("experiment", "run_name"):
+            value = getattr(self, key)
+            if "/" in value or value in (".", ".."):
+                raise ConfigError(f"--{key}: {value!r} is not a valid directory name")
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "Config":
+        cfg = cls()
+        cfg.update(dict(flatten(raw)))
+        return cfg
+
+
+def _field_names(obj: Any) -> set[str]:
+    return {f.name for f in dataclasses.fields(obj)}
+
+
+def flatten(d: dict[str, Any], prefix: str = ""):
+    """Yield (dotted name, value) for every leaf of a nested dict."""
+    for key, value in d.items():
+        if isinstance(value, dict):
+            yield from flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _coerce(dotted: str, value: Any, kind: type) -> Any:
+    """Convert a command-line string (or a Tune sample) to the field's type."""
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            if isinstance(value, str):
+                value = value.replace("_", "")
+                return int(float(value)) if "e" in value.lower() else int(value)
+            return int(value)
+        if kind is float:
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--{dotted}: expected {kind.__name__}, got {value!r}") from None
+
+
+# -- presets ----------------------------------------------------------------
+
+def paper(cfg: Config) -> Config:
+    """The study's protocol (the defaults): 256px, batch 1, 60k steps, eval every 1k.
+
+    About 15 h per generator on one GPU (the study: 800-960 s per 1,000 steps).
+        python jobs/train.py --gen unet --data /data/cityscapes --preset paper
+    """
+    return cfg
+
+
+def small(cfg: Config) -> Config:
+    """CPU demo: 64px synthetic scenes, 600 steps, eval every 150; ~1-2 min per generator on 2 cores.
+
+        python jobs/train.py --gen hybrid --preset small
+    """
+    cfg.data.image_size = 64
+    cfg.data.n_train, cfg.data.n_val, cfg.data.n_test = 100, 20, 20
+    cfg.train.steps, cfg.train.eval_every, cfg.train.log_every = 600, 150, 50
+    cfg.eval.train_subset = 20
+    # Narrower nets: the paper's widths only pay off at 256px and on a GPU.
+    cfg.model.filters = 32
+    cfg.model.resnet_blocks = 6
+    return cfg
+
+
+def tiny(cfg: Config) -> Config:
+    """Seconds-long runs for tests: 32px, 8 steps, eval every 4."""
+    cfg.data.image_size = 32
+    cfg.data.n_train, cfg.data.n_val, cfg.data.n_test = 12, 4, 4
+    cfg.train.steps, cfg.train.eval_every, cfg.train.log_every = 8, 4, 2
+    cfg.eval.train_subset, cfg.eval.samples, cfg.eval.workers = 4, 2, 2
+    cfg.model.filters = 8
+    cfg.model.resnet_blocks = cfg.model.hybrid_blocks = 2
+    return cfg
+
+
+PRESETS: dict[str, Callable[[Config], Config]] = {"paper": paper, "small": small, "tiny": tiny}
+
+
+def make_config(preset: str = "paper", overrides: dict[str, Any] | None = None) -> Config:
+    """Preset, then dotted overrides, then validation."""
+    if preset not in PRESETS:
+        raise ConfigError(f"--preset: unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+    cfg = PRESETS[preset](Config())
+    cfg.update(overrides or {})
+    return cfg.validate()

@@ -1,0 +1,161 @@
+"""The run directory: the one interface between training, launchers and analysis.
+
+    <root>/<experiment>/<run_name>/
+      config.json  status.json  split.json  metrics.csv  timings.csv
+      test_metrics.csv  summary.json  samples/  checkpoints/  tensorboard/
+
+Every write goes to a temporary file in the same folder and is renamed over
+the old one, so a reader opening any file at any moment sees either the old
+or the new whole file, never half a row. CSV files are small (one row per
+evaluation), so "append" rewrites the file; that keeps the guarantee simple.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from gan.config import flatten
+from gan.errors import UserError
+
+# Fields that may change when a run is resumed: they do not change what is
+# learned (more steps extend the run; workers and logging are bookkeeping).
+RESUMABLE_FIELDS = {"train.steps", "eval.workers", "train.log_every", "train.checkpoints_to_keep",
+                    "data.cache_dir"}
+
+METRICS_COLUMNS = ["step", "split", "hist_corr", "template_match", "feature_match", "ssim", "psnr", "l1",
+                   "images"]
+TIMINGS_COLUMNS = ["step", "steps", "train_seconds", "steps_per_second", "images_per_second", "eval_seconds"]
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    if not Path(path).exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_csv(path: Path, columns: list[str], rows: Iterable[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="raise", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, buf.getvalue())
+
+
+def append_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    write_csv(path, columns, read_csv(path) + rows)
+
+
+def git_commit() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def environment() -> dict[str, str]:
+    import tensorflow as tf
+    return {"python": sys.version.split()[0], "tensorflow": tf.__version__, "host": socket.gethostname(),
+            "platform": platform.platform(), "git_commit": git_commit(), "argv": " ".join(sys.argv)}
+
+
+class RunDir:
+    """Paths and writers of one run."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.config = self.path / "config.json"
+        self.status = self.path / "status.json"
+        self.split = self.path / "split.json"
+        self.metrics = self.path / "metrics.csv"
+        self.timings = self.path / "timings.csv"
+        self.test_metrics = self.path / "test_metrics.csv"
+        self.summary = self.path / "summary.json"
+        self.samples = self.path / "samples"
+        self.checkpoints = self.path / "checkpoints"
+        self.tensorboard = self.path / "tensorboard"
+
+    def read_status(self) -> dict[str, Any]:
+        return json.loads(self.status.read_text()) if self.status.exists() else {}
+
+    def set_status(self, state: str, step: int, message: str = "") -> None:
+        write_json(self.status, {"state": state, "step": step, "message": message, "pid": os.getpid(),
+                                 "host": socket.gethostname(), "updated": time.time()})
+
+    def prepare(self, config: dict[str, Any], flat: dict[str, Any], overwrite: bool = False) -> bool:
+        """Create the run or check that it is the same run. Returns True when resuming.
+
+        A folder holding a different run is refused (nothing touched) unless
+        `overwrite`, which moves the old run aside rather than deleting it.
+        """
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"--out {self.path}: exists and is not a directory")
+        if self.path.is_dir() and any(self.path.iterdir()):
+            if not self.config.exists():
+                if not overwrite:
+                    raise UserError(f"--out {self.path}: folder is not empty and holds no run "
+                                    "(config.json missing); choose another --out or pass --overwrite")
+            else:
+                old = json.loads(self.config.read_text())
+                old_flat = dict(flatten(old.get("config", {})))
+                changed = sorted(k for k in set(old_flat) | set(flat)
+                                 if k not in RESUMABLE_FIELDS and old_flat.get(k) != flat.get(k))
+                if not changed:
+                    self._write_config(config)  # records e.g. a longer train.steps
+                    return True
+                if not overwrite:
+                    k = changed[0]
+                    raise UserError(f"--out {self.path}: holds a different run ({k}: {old_flat.get(k)!r} there, "
+                                    f"{flat.get(k)!r} now; {len(changed)} field(s) differ); "
+                                    "pass --overwrite to move it aside, or choose another --out")
+            aside = self.path.with_name(f"{self.path.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.rename(self.path, aside)
+            print(f"moved the previous run aside to {aside}", file=sys.stderr)
+        self.path.mkdir(parents=True, exist_ok=True)
+        for sub in (self.samples, self.checkpoints, self.tensorboard):
+            sub.mkdir(exist_ok=True)
+        self._write_config(config)
+        return False
+
+    def _write_config(self, config: dict[str, Any]) -> None:
+        write_json(self.config, {"config": config, "environment": environment()})
+
+    def truncate_after(self, step: int) -> None:
+        """Drop rows past `step` (written after the checkpoint we resume from)."""
+        for path, columns in ((self.metrics, METRICS_COLUMNS), (self.timings, TIMINGS_COLUMNS)):
+            rows = read_csv(path)
+            kept = [r for r in rows if int(r["step"]) <= step]
+            if len(kept) != len(rows):
+                write_csv(path, columns, kept)
+

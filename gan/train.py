@@ -1,0 +1,257 @@
+"""The pix2pix training loop: MirroredStrategy, step-exact resume, periodic evaluation.
+
+Reads top to bottom: run directory, devices, data, models and optimizers,
+checkpoint restore, the `tf.function` train step, then the loop with
+evaluation, checkpointing and preemption inline. `train(cfg, out)` is what
+`jobs/train.py`, the Ray Tune trainable and the submitit job all call.
+
+Loss (pix2pix): G minimises BCE(D(x, G(x)), 1) + l1_weight * |y - G(x)|,
+D minimises BCE(D(x, y), 1) + BCE(D(x, G(x)), 0); both reduced per example,
+then averaged over the *global* batch (`tf.nn.compute_average_loss`), so the
+gradients Keras sums over replicas are those of one device with the whole batch.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gan import evaluation
+from gan.config import Config
+from gan.data import load_dataset, train_pipeline
+from gan.errors import EXIT_DIVERGED, EXIT_PREEMPTED, UserError
+from gan.metrics import MetricPool
+from gan.rundir import TIMINGS_COLUMNS, RunDir, append_csv, atomic_write, read_csv
+
+LOSS_NAMES = ("gen_total", "gen_gan", "gen_l1", "disc")
+
+
+def make_strategy(devices: str):
+    """MirroredStrategy over every GPU, the GPUs asked for, or N logical CPU devices."""
+    import tensorflow as tf
+    gpus = tf.config.list_physical_devices("GPU")
+    if devices == "auto":
+        names = [f"/gpu:{i}" for i in range(len(gpus))] or ["/cpu:0"]
+        return tf.distribute.MirroredStrategy(names)
+    n = int(devices)
+    if gpus:
+        if n > len(gpus):
+            raise UserError(f"--train.devices: {n} devices asked, {len(gpus)} GPUs present")
+        return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in range(n)])
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+    except RuntimeError:  # already initialised: fine if it already has n devices
+        have = len(tf.config.list_logical_devices("CPU"))
+        if have < n:
+            raise UserError(f"--train.devices: {n} CPU devices asked, but TensorFlow already started "
+                            f"with {have}; set it before anything else uses TensorFlow") from None
+    return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)])
+
+
+def run_path(cfg: Config, out: str | Path) -> Path:
+    return Path(out) / cfg.experiment / cfg.name
+
+
+class _StopFlag:
+    """SIGTERM / SIGUSR1 (SLURM's warning before the limit) / SIGINT: finish the step, checkpoint, exit."""
+
+    def __init__(self):
+        self.signal: str | None = None
+        self._previous = {}
+        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. inside a Ray actor thread): no handler
+                pass
+
+    def _handle(self, signum, frame):
+        self.signal = signal.Signals(signum).name
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+
+    def restore(self):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def train(cfg: Config, out: str | Path, overwrite: bool = False, report=None, log=print) -> int:
+    """Train (or resume) one run; returns the exit code (0, EXIT_DIVERGED or EXIT_PREEMPTED).
+
+    `report(step, metrics_by_split, checkpoint_dir)` is called after each
+    evaluation and checkpoint (the Ray Tune hook); `log` receives plain lines.
+    """
+    import keras
+    import tensorflow as tf
+
+    cfg.validate()
+    run = RunDir(run_path(cfg, out))
+    resuming = run.prepare(cfg.to_dict(), cfg.flat(), overwrite=overwrite)
+    status = run.read_status()
+    if resuming and status.get("state") == "finished" and status.get("step", -1) >= cfg.train.steps:
+        log(f"{run.path}: already finished at step {status['step']}; nothing to do")
+        return 0
+
+    # -- devices, data, models ----------------------------------------------
+    strategy = make_strategy(cfg.train.devices)
+    keras.utils.set_random_seed(cfg.train.seed)
+    data = load_dataset(cfg)
+    for note in data.notes:
+        log(f"note: {note}")
+    if not run.split.exists():
+        atomic_write(run.split, data.split_record())
+    size, batch = cfg.data.image_size, cfg.train.batch_size
+    with strategy.scope():
+        generator = evaluation.build_generator(cfg)
+        discriminator = evaluation.build_discriminator(cfg)
+        opt_g = keras.optimizers.Adam(cfg.optim.lr_g, beta_1=cfg.optim.beta1, beta_2=cfg.optim.beta2)
+        opt_d = keras.optimizers.Adam(cfg.optim.lr_d, beta_1=cfg.optim.beta1, beta_2=cfg.optim.beta2)
+        opt_g.build(generator.trainable_variables)
+        opt_d.build(discriminator.trainable_variables)
+        step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+        # Seconds of training already spent in the current eval interval (survives preemption).
+        interval_var = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+    ckpt = tf.train.Checkpoint(generator=generator, discriminator=discriminator, opt_g=opt_g, opt_d=opt_d,
+                               step=step_var, interval_seconds=interval_var)
+    manager = tf.train.CheckpointManager(ckpt, run.checkpoints, max_to_keep=cfg.train.checkpoints_to_keep)
+    if manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    start = int(step_var.numpy())
+    run.truncate_after(start)  # rows written after that checkpoint are redone, never duplicated
+    log(f"{'resuming' if start else 'starting'} {run.path} at step {start}/{cfg.train.steps} "
+        f"on {strategy.num_replicas_in_sync} device(s); data {data.source} ({data.format}), "
+        f"{len(data.train.ids)}/{len(data.val.ids)}/{len(data.test.ids)} images")
+    run.set_status("running", start)
+
+    # -- the train step -----------------------------------------------------
+    def bce(logits, label: float):
+        per_patch = tf.nn.sigmoid_cross_entropy_with_logits(tf.fill(tf.shape(logits), label), logits)
+        return tf.reduce_mean(per_patch, axis=[1, 2, 3])  # per example
+
+    def losses_and_grads(inputs, targets):
+        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+            fake = generator(inputs, training=True)
+            real_logits = discriminator([inputs, targets], training=True)
+            fake_logits = discriminator([inputs, fake], training=True)
+            gen_gan = bce(fake_logits, 1.0)
+            gen_l1 = tf.reduce_mean(tf.abs(targets - fake), axis=[1, 2, 3])
+            gen_total = gen_gan + cfg.optim.l1_weight * gen_l1
+            disc = bce(real_logits, 1.0) + bce(fake_logits, 0.0)
+            losses = {name: tf.nn.compute_average_loss(value, global_batch_size=batch) for name, value in
+                      zip(LOSS_NAMES, (gen_total, gen_gan, gen_l1, disc))}
+        g_grads = g_tape.gradient(losses["gen_total"], generator.trainable_variables)
+        d_grads = d_tape.gradient(losses["disc"], discriminator.trainable_variables)
+        return losses, g_grads, d_grads
+
+    def replica_step(inputs, targets):
+        losses, g_grads, d_grads = losses_and_grads(inputs, targets)
+        # Keras sums the gradients over replicas before the update.
+        opt_g.apply_gradients(zip(g_grads, generator.trainable_variables))
+        opt_d.apply_gradients(zip(d_grads, discriminator.trainable_variables))
+        return losses
+
+    # No tf.function inside strategy.run: synchronized BatchNorm and the
+    # optimizer's gradient all-reduce are merge points, legal only at this level.
+    @tf.function(jit_compile=cfg.train.jit_compile or None)
+    def train_step(iterator):
+        per_replica = strategy.run(replica_step, args=next(iterator))
+        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
+
+    # -- the loop -----------------------------------------------------------
+    evaluator = evaluation.Evaluator(cfg, data, MetricPool(cfg.eval.workers))
+    writer = tf.summary.create_file_writer(str(run.tensorboard))
+    stop = _StopFlag()
+    progress = _Progress(start, cfg.train.steps, log)
+    iterator = iter(strategy.experimental_distribute_dataset(train_pipeline(data.train, cfg, start)))
+    last_eval = max([int(r["step"]) for r in read_csv(run.timings)] + [0])
+    step, interval_seconds = start, float(interval_var.numpy())
+    try:
+        while step < cfg.train.steps:
+            tick = time.perf_counter()
+            losses = {k: float(v) for k, v in train_step(iterator).items()}  # float(): waits for the step
+            interval_seconds += time.perf_counter() - tick
+            step += 1
+            step_var.assign(step)
+            if not all(math.isfinite(v) for v in losses.values()):
+                bad = ", ".join(f"{k}={v}" for k, v in losses.items() if not math.isfinite(v))
+                run.set_status("failed", step, f"non-finite loss at step {step}: {bad}")
+                log(f"{run.path}: stopped, non-finite loss at step {step}: {bad}")
+                return EXIT_DIVERGED
+            progress.update(step, losses)
+            if step % cfg.train.log_every == 0:
+                with writer.as_default(step=step):
+                    for k, v in losses.items():
+                        tf.summary.scalar(f"loss/{k}", v)
+            if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
+                generator_weights = generator.get_weights()
+                t0 = time.perf_counter()
+                scores = evaluator.evaluate(generator_weights, step, run, writer)
+                eval_seconds = time.perf_counter() - t0
+                train_seconds, interval_seconds = interval_seconds, 0.0
+                append_csv(run.timings, TIMINGS_COLUMNS, [{
+                    "step": step, "steps": step - last_eval, "train_seconds": round(train_seconds, 4),
+                    "steps_per_second": round((step - last_eval) / train_seconds, 4),
+                    "images_per_second": round((step - last_eval) * batch / train_seconds, 4),
+                    "eval_seconds": round(eval_seconds, 4)}])
+                last_eval = step
+                interval_var.assign(0.0)  # the checkpoint below closes the interval
+                manager.save(checkpoint_number=step)
+                run.set_status("running", step)
+                log(f"step {step}: " + "  ".join(
+                    f"{split} ssim {m['ssim']:.3f} hist {m['hist_corr']:.3f}" for split, m in scores.items())
+                    + f"  ({train_seconds:.1f} s train, {eval_seconds:.1f} s eval)")
+                if report is not None:
+                    report(step, scores, manager.latest_checkpoint)
+            if stop.signal and step < cfg.train.steps:
+                interval_var.assign(interval_seconds)
+                manager.save(checkpoint_number=step)
+                run.set_status("preempted", step, f"{stop.signal} at step {step}; rerun the same command to resume")
+                log(f"{run.path}: {stop.signal}, checkpointed at step {step}; rerun to resume")
+                return EXIT_PREEMPTED
+        progress.close()
+
+        # -- test split ----------------------------------------------------
+        summary = evaluator.test(generator.get_weights(), step, run)
+        run.set_status("finished", step)
+        log(f"{run.path}: finished {step} steps; test " + "  ".join(
+            f"{k} {v['mean']:.3f}" for k, v in summary["test"].items()))
+        return 0
+    except BaseException as e:
+        if not isinstance(e, (SystemExit,)):
+            run.set_status("failed", step, f"{type(e).__name__}: {e}".splitlines()[0][:500])
+        raise
+    finally:
+        stop.restore()
+        progress.close()
+        evaluator.close()
+        writer.close()
+
+
+class _Progress:
+    """A tqdm bar in a terminal, a plain line every 10 % of the run otherwise."""
+
+    def __init__(self, start: int, total: int, log):
+        self.log, self.total, self.bar = log, total, None
+        self.every = max(1, total // 10)
+        self.t0, self.start = time.perf_counter(), start
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
+
+    def update(self, step: int, losses: dict[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(g=f"{losses['gen_total']:.3f}", d=f"{losses['disc']:.3f}", refresh=False)
+        elif step % self.every == 0:
+            rate = (step - self.start) / max(time.perf_counter() - self.t0, 1e-9)
+            self.log(f"step {step}/{self.total}  g {losses['gen_total']:.4f} (gan {losses['gen_gan']:.4f}, "
+                     f"l1 {losses['gen_l1']:.4f})  d {losses['disc']:.4f}  {rate:.2f} steps/s")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
