@@ -15,17 +15,17 @@ import numpy as np
 from gan.config import Config
 from gan.data import Dataset, to_float
 from gan.metrics import METRIC_NAMES, MetricPool
-from gan.models import build_discriminator as _build_discriminator
-from gan.models import build_generator as _build_generator
 from gan.rundir import METRICS_COLUMNS, RunDir, append_csv, atomic_write, write_csv, write_json, read_csv
 
 
 def build_generator(cfg: Config):
-    return _build_generator(cfg.model, cfg.data.image_size)
+    from gan import models  # Keras loads here, not when a command merely checks its input
+    return models.build_generator(cfg.model, cfg.data.image_size)
 
 
 def build_discriminator(cfg: Config):
-    return _build_discriminator(cfg.model, cfg.data.image_size)
+    from gan import models
+    return models.build_discriminator(cfg.model, cfg.data.image_size)
 
 
 def to_uint8(images) -> np.ndarray:
@@ -126,3 +126,51 @@ class Evaluator:
 
     def close(self) -> None:
         self.pool.close()
+
+
+def restore_generator(run_path, step: int | None = None):
+    """(config, Generator, step) from a run directory's checkpoint (the latest, or `step`)."""
+    import json
+    from pathlib import Path
+
+    from gan.errors import UserError
+
+    run = RunDir(Path(run_path))
+    if not run.config.exists():
+        raise UserError(f"{run.path}: not a run directory (config.json missing)")
+    cfg = Config.from_dict(json.loads(run.config.read_text())["config"])
+    import tensorflow as tf
+    if step is None:
+        path = tf.train.latest_checkpoint(str(run.checkpoints))
+        if path is None:
+            raise UserError(f"{run.checkpoints}: no checkpoint yet")
+    else:
+        path = str(run.checkpoints / f"ckpt-{step}")
+        if not Path(path + ".index").exists():
+            raise UserError(f"--step {step}: no checkpoint {path}")
+    generator = Generator(cfg)
+    step_var = tf.Variable(0, dtype=tf.int64)
+    tf.train.Checkpoint(generator=generator.model, step=step_var).restore(path).expect_partial()
+    return cfg, generator, int(step_var.numpy())
+
+
+def export_saved_model(generator: Generator, size: int, path) -> None:
+    """A SavedModel whose `serving_default` maps uint8 label maps [N, S, S, 3] to uint8 photos."""
+    import tensorflow as tf
+
+    model = generator.model
+
+    class Exported(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8, name="labels")])
+        def serve(self, labels):
+            def one(image):  # one at a time: batch statistics of each image, as in training-time eval
+                out = self.model(tf.cast(image[None], tf.float32) / 127.5 - 1.0, training=True)[0]
+                return tf.cast(tf.clip_by_value(tf.round((out + 1.0) * 127.5), 0, 255), tf.uint8)
+            return {"photos": tf.map_fn(one, labels, fn_output_signature=tf.uint8)}
+
+    exported = Exported()
+    tf.saved_model.save(exported, str(path), signatures={"serving_default": exported.serve})

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from gan import evaluation
 from gan.config import Config
 from gan.data import load_dataset, train_pipeline
 from gan.errors import EXIT_DIVERGED, EXIT_PREEMPTED, UserError
@@ -85,23 +84,25 @@ def train(cfg: Config, out: str | Path, overwrite: bool = False, report=None, lo
     `report(step, metrics_by_split, checkpoint_dir)` is called after each
     evaluation and checkpoint (the Ray Tune hook); `log` receives plain lines.
     """
-    import keras
-    import tensorflow as tf
-
     cfg.validate()
+    data = load_dataset(cfg)  # bad data fails here, before anything is written or TF starts
     run = RunDir(run_path(cfg, out))
     resuming = run.prepare(cfg.to_dict(), cfg.flat(), overwrite=overwrite)
     status = run.read_status()
     if resuming and status.get("state") == "finished" and status.get("step", -1) >= cfg.train.steps:
         log(f"{run.path}: already finished at step {status['step']}; nothing to do")
         return 0
-
-    # -- devices, data, models ----------------------------------------------
-    strategy = make_strategy(cfg.train.devices)
-    keras.utils.set_random_seed(cfg.train.seed)
-    data = load_dataset(cfg)
     for note in data.notes:
         log(f"note: {note}")
+
+    # -- devices, models, optimizers ------------------------------------------
+    import keras
+    import tensorflow as tf
+
+    from gan import evaluation
+
+    strategy = make_strategy(cfg.train.devices)
+    keras.utils.set_random_seed(cfg.train.seed)
     if not run.split.exists():
         atomic_write(run.split, data.split_record())
     size, batch = cfg.data.image_size, cfg.train.batch_size

@@ -1,0 +1,74 @@
+"""Use a trained run: evaluate a checkpoint on a split, translate label maps, export a SavedModel.
+
+    python jobs/evaluate.py runs/default/unet --split test            # metrics, mean (std)
+    python jobs/evaluate.py runs/default/unet --translate labels/ --to photos/
+    python jobs/evaluate.py runs/default/unet --export exported/unet   # SavedModel, uint8 in/out
+
+`--step N` picks a checkpoint other than the latest. Evaluation writes
+`eval_<split>_step<N>.csv` (per image) into the run directory.
+"""
+
+import argparse
+from pathlib import Path
+
+from gan.cli import run_main
+from gan.errors import UserError
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", help="a run directory (holds config.json and checkpoints/)")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    parser.add_argument("--split", choices=["train", "val", "test"], help="evaluate on this split")
+    parser.add_argument("--data", default=None, help="dataset to evaluate on (default: the run's own)")
+    parser.add_argument("--translate", type=Path, help="folder of label-map images to turn into photos")
+    parser.add_argument("--to", type=Path, help="output folder for --translate")
+    parser.add_argument("--export", type=Path, help="write a SavedModel here")
+    parser.add_argument("--workers", type=int, default=0, help="metric worker processes (0: one per core)")
+    args = parser.parse_args()
+    if not (args.split or args.translate or args.export):
+        raise UserError("nothing to do: give --split, --translate or --export")
+    if args.translate and not args.to:
+        raise UserError("--translate: needs --to OUTPUT_FOLDER")
+    if args.translate and not args.translate.is_dir():
+        raise UserError(f"--translate {args.translate}: no such folder")
+
+    from gan import evaluation
+    from gan.data import IMAGE_SUFFIXES, load_dataset, read_image
+    from gan.metrics import METRIC_NAMES, MetricPool
+    from gan.rundir import write_csv
+
+    cfg, generator, step = evaluation.restore_generator(args.run, args.step)
+    size = cfg.data.image_size
+    if args.split:
+        if args.data:
+            cfg.data.source = args.data
+        split = getattr(load_dataset(cfg), args.split)
+        with MetricPool(args.workers) as pool:
+            rows = pool(generator(split.inputs), split.targets)
+        out = Path(args.run) / f"eval_{args.split}_step{step}.csv"
+        write_csv(out, ["image", *METRIC_NAMES], [{"image": i, **r} for i, r in zip(split.ids, rows)])
+        summary = evaluation.summarise(rows)
+        print(f"{args.run} step {step}, {args.split} ({len(rows)} images):")
+        for name, s in summary.items():
+            print(f"  {name:15s} {s['mean']:.4f} ({s['std']:.4f})")
+        print(f"per-image metrics: {out}")
+    if args.translate:
+        import cv2
+        files = sorted(p for p in args.translate.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise UserError(f"--translate {args.translate}: no images")
+        args.to.mkdir(parents=True, exist_ok=True)
+        for path in files:
+            label = cv2.resize(read_image(str(path)), (size, size), interpolation=cv2.INTER_NEAREST)
+            photo = generator(label[None])[0]
+            evaluation.write_png(args.to / f"{path.stem}.png", photo)
+        print(f"translated {len(files)} label maps into {args.to}")
+    if args.export:
+        evaluation.export_saved_model(generator, size, args.export)
+        print(f"SavedModel (uint8 labels [N,{size},{size},3] -> uint8 photos) in {args.export}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,58 @@
+"""Shared test fixtures: a private synthetic-data cache, small datasets on disk, a CLI runner."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def synthetic_cache(tmp_path_factory):
+    """Every test (and every subprocess) shares one freshly generated synthetic cache."""
+    cache = tmp_path_factory.mktemp("pix2pix-cache")
+    os.environ["PIX2PIX_CACHE"] = str(cache)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return cache
+
+
+def run_cli(*args: str, timeout: float = 600, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """Run a jobs/ script the way a user does."""
+    script, *rest = args
+    return subprocess.run([sys.executable, str(ROOT / "jobs" / script), *rest], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=ROOT, **kwargs)
+
+
+def write_rgb(path: Path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+
+
+def make_pix2pix(root: Path, counts=(8, 3, 3), size: int = 32, ext: str = ".jpg") -> Path:
+    """A pix2pix-layout folder (photo left, label right) of synthetic scenes."""
+    from gan.synthetic import draw_scene
+    index = 0
+    for split, n in zip(("train", "val", "test"), counts):
+        for _ in range(n):
+            photo, label = draw_scene(7, index, size)
+            write_rgb(root / split / f"{index:03d}{ext}", np.concatenate([photo, label], axis=1))
+            index += 1
+    return root
+
+
+def tree_digest(root: Path) -> str:
+    """Hash of every file's path and bytes under root: 'untouched' means equal digests."""
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()

@@ -1,0 +1,61 @@
+"""Config: the paper's defaults, presets, dotted overrides, validation."""
+
+import pytest
+
+from gan.cli import parse_overrides
+from gan.config import Config, ConfigError, make_config
+from gan.errors import UserError
+
+
+def test_defaults_are_the_paper_protocol():
+    cfg = make_config()
+    assert cfg.data.image_size == 256 and cfg.train.batch_size == 1
+    assert cfg.train.steps == 60_000 and cfg.train.eval_every == 1_000
+    assert (cfg.optim.lr_g, cfg.optim.lr_d, cfg.optim.beta1) == (2e-4, 2e-4, 0.5)
+    assert cfg.optim.l1_weight == 100
+    assert (cfg.data.n_train, cfg.data.n_val, cfg.data.n_test) == (400, 50, 50)
+
+
+def test_dotted_overrides_convert_types():
+    cfg = make_config("small", {"optim.lr_g": "1e-4", "aug.mirror": "false", "train.steps": "2_000",
+                                "model.generator": "resnet", "model.resnet_dropout": 0.5})
+    assert cfg.optim.lr_g == 1e-4 and cfg.aug.mirror is False and cfg.train.steps == 2000
+    assert cfg.model.generator == "resnet" and cfg.model.resnet_dropout == 0.5
+    assert cfg.data.image_size == 64  # from the preset, not overridden
+
+
+def test_round_trip_through_dict():
+    cfg = make_config("tiny", {"optim.l1_weight": 50})
+    assert Config.from_dict(cfg.to_dict()) == cfg
+    assert cfg.flat()["optim.l1_weight"] == 50.0
+
+
+def test_parse_overrides_forms():
+    assert parse_overrides(["--a.b", "1", "--c.d=x"]) == {"a.b": "1", "c.d": "x"}
+    with pytest.raises(UserError, match="needs a value"):
+        parse_overrides(["--a.b"])
+    with pytest.raises(UserError, match="unknown argument"):
+        parse_overrides(["--nodot", "1"])
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("optim.nope", "1", "unknown config field"),
+    ("train.steps", "abc", "expected int"),
+    ("train.steps", "-1", "must be >= 0"),
+    ("data.image_size", "100", "not a power of two"),
+    ("data.image_size", "1024", "not a power of two"),
+    ("model.generator", "vgg", "unknown generator"),
+    ("aug.mirror", "maybe", "expected bool"),
+    ("model.dropout", "1.5", "must be in [0, 1)"),
+    ("train.devices", "two", "'auto' or a positive integer"),
+    ("optim", "1", "is a group"),
+])
+def test_bad_values_name_the_flag(key, value, message):
+    with pytest.raises(ConfigError) as e:
+        make_config("paper", {key: value})
+    assert f"--{key.split('.')[0]}" in str(e.value) and message in str(e.value)
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="--preset"):
+        make_config("huge")

@@ -1,0 +1,164 @@
+"""Training end to end: the run-directory contract, resume after kill -9, preemption, devices."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ROOT, run_cli, tree_digest
+from gan.config import make_config
+from gan.train import train
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--preset", "tiny"]
+
+
+def read(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path)
+
+
+@pytest.mark.parametrize("gen", ["unet", "resnet", "hybrid"])
+def test_short_training_writes_the_whole_run_directory(tmp_path, gen):
+    cfg = make_config("tiny", {"model.generator": gen})
+    assert train(cfg, tmp_path) == 0
+    run = tmp_path / "default" / gen
+    config = json.loads((run / "config.json").read_text())
+    assert config["config"]["model"]["generator"] == gen and config["environment"]["tensorflow"]
+    assert json.loads((run / "status.json").read_text())["state"] == "finished"
+    metrics = read(run / "metrics.csv")
+    assert list(zip(metrics.step, metrics.split)) == [(4, "train"), (4, "val"), (8, "train"), (8, "val")]
+    assert set(metrics.columns) >= {"hist_corr", "template_match", "feature_match", "ssim", "psnr", "l1"}
+    timings = read(run / "timings.csv")
+    assert list(timings.step) == [4, 8] and list(timings.steps) == [4, 4]
+    assert (timings.train_seconds > 0).all() and (timings.eval_seconds > 0).all()
+    test = read(run / "test_metrics.csv")
+    assert len(test) == 4 and test.image.is_unique
+    summary = json.loads((run / "summary.json").read_text())
+    for name in ("hist_corr", "ssim", "psnr"):
+        assert summary["test"][name]["mean"] == pytest.approx(test[name].mean(), abs=1e-5)
+        assert summary["test"][name]["std"] == pytest.approx(test[name].std(ddof=1), abs=1e-5)
+    assert summary["train_seconds"] == pytest.approx(timings.train_seconds.sum(), abs=1e-2)
+    assert {p.name for p in (run / "samples").iterdir()} == {"step_000004.png", "step_000008.png", "test.png"}
+    assert (run / "checkpoints" / "ckpt-8.index").exists()
+    assert any((run / "tensorboard").glob("events.out.tfevents.*"))
+    split = json.loads((run / "split.json").read_text())
+    assert len(split["train"]) == 12 and not set(split["val"]) & set(split["test"])
+    # Rerunning a finished run changes nothing.
+    before = tree_digest(run)
+    assert train(cfg, tmp_path) == 0
+    assert tree_digest(run) == before
+
+
+def _wait_for_rows(metrics: Path, proc: subprocess.Popen, min_step: int, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"training ended early ({proc.returncode}): {proc.stderr.read()}")
+        if metrics.exists() and (rows := metrics.read_text().splitlines()[1:]):
+            if int(rows[-1].split(",")[0]) >= min_step:
+                return
+        time.sleep(0.05)
+    raise AssertionError("no evaluation rows in time")
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "jobs" / "train.py"), *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _assert_exact_rows(run: Path, steps: int, every: int) -> None:
+    metrics = read(run / "metrics.csv")
+    expected = [(s, split) for s in range(every, steps + 1, every) for split in ("train", "val")]
+    assert list(zip(metrics.step, metrics.split)) == expected  # none duplicated, none missing
+    timings = read(run / "timings.csv")
+    assert list(timings.step) == list(range(every, steps + 1, every))
+    assert timings.steps.sum() == steps
+
+
+def test_resume_after_kill_9(tmp_path):
+    args = [*TINY, "--gen", "unet", "--out", str(tmp_path), "--train.steps", "300", "--train.eval_every", "10"]
+    run = tmp_path / "default" / "unet"
+    proc = _start(args)
+    _wait_for_rows(run / "metrics.csv", proc, min_step=20)
+    proc.kill()
+    assert proc.wait() == -signal.SIGKILL
+    killed_at = json.loads((run / "status.json").read_text())["step"]
+    assert 0 < killed_at < 300
+    done = run_cli("train.py", *args)
+    assert done.returncode == 0, done.stderr
+    assert f"resuming {run} at step {killed_at}" in done.stdout
+    _assert_exact_rows(run, 300, 10)
+    assert json.loads((run / "status.json").read_text())["state"] == "finished"
+
+
+def test_sigterm_checkpoints_preempts_and_resumes_exactly(tmp_path):
+    # hybrid has no dropout, so an interrupted run must reproduce an uninterrupted one.
+    common = [*TINY, "--gen", "hybrid", "--train.steps", "200", "--train.eval_every", "20"]
+    straight = run_cli("train.py", *common, "--out", str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr
+    args = [*common, "--out", str(tmp_path / "interrupted")]
+    run = tmp_path / "interrupted" / "default" / "hybrid"
+    proc = _start(args)
+    _wait_for_rows(run / "metrics.csv", proc, min_step=20)
+    time.sleep(0.3)  # land between evaluations
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "preempted" and "SIGTERM" in status["message"]
+    assert (run / "checkpoints" / f"ckpt-{status['step']}.index").exists()
+    done = run_cli("train.py", *args)
+    assert done.returncode == 0, done.stderr
+    assert f"resuming {run} at step {status['step']}" in done.stdout
+    _assert_exact_rows(run, 200, 20)
+    a = read(tmp_path / "straight" / "default" / "hybrid" / "metrics.csv")
+    b = read(run / "metrics.csv")
+    for name in ("ssim", "l1", "psnr"):
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-3, atol=1e-3, err_msg=name)
+
+
+def _tensorboard_losses(run: Path) -> dict[int, dict[str, float]]:
+    import tensorflow as tf
+    losses: dict[int, dict[str, float]] = {}
+    for path in sorted((run / "tensorboard").glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag.startswith("loss/"):
+                    losses.setdefault(event.step, {})[value.tag] = float(tf.make_ndarray(value.tensor))
+    return losses
+
+
+def test_two_logical_cpu_devices_match_one_device(tmp_path):
+    """Same global batch and seed: identical losses up to float summation order (rtol 1e-4)."""
+    common = [*TINY, "--gen", "unet", "--train.steps", "6", "--train.eval_every", "6", "--train.log_every", "1",
+              "--train.batch_size", "2", "--model.dropout", "0"]
+    for devices in ("1", "2"):
+        done = run_cli("train.py", *common, "--train.devices", devices, "--out", str(tmp_path / devices))
+        assert done.returncode == 0, done.stderr
+        assert f"on {devices} device(s)" in done.stdout
+    one, two = (_tensorboard_losses(tmp_path / d / "default" / "unet") for d in ("1", "2"))
+    assert sorted(one) == sorted(two) == list(range(1, 7))
+    for step in one:
+        for tag in one[step]:
+            assert two[step][tag] == pytest.approx(one[step][tag], rel=1e-4, abs=1e-5), (step, tag)
+
+
+@pytest.mark.real_data
+@pytest.mark.skipif(not os.environ.get("PIX2PIX_REAL_DATA"),
+                    reason="set PIX2PIX_REAL_DATA to a pix2pix-layout Cityscapes folder (e.g. cityscapes-mini)")
+def test_real_cityscapes_pix2pix_folder(tmp_path):
+    done = run_cli("train.py", *TINY, "--gen", "hybrid", "--data", os.environ["PIX2PIX_REAL_DATA"],
+                   "--data.image_size", "64", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "default" / "hybrid" / "summary.json").read_text())
+    assert summary["images"] == 4 and 0 < summary["test"]["ssim"]["mean"] < 1
