@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from gan.config import Config
 from gan.data import load_dataset, train_pipeline
@@ -51,6 +50,57 @@ def make_strategy(devices: str):
             raise UserError(f"--train.devices: {n} CPU devices asked, but TensorFlow already started "
                             f"with {have}; set it before anything else uses TensorFlow") from None
     return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)])
+
+
+def build_models(cfg: Config):
+    """Generator, discriminator and their Adam optimizers (call inside `strategy.scope()`)."""
+    import keras
+
+    from gan import evaluation
+    generator = evaluation.build_generator(cfg)
+    discriminator = evaluation.build_discriminator(cfg)
+    opt_g = keras.optimizers.Adam(cfg.optim.lr_g, beta_1=cfg.optim.beta1, beta_2=cfg.optim.beta2)
+    opt_d = keras.optimizers.Adam(cfg.optim.lr_d, beta_1=cfg.optim.beta1, beta_2=cfg.optim.beta2)
+    opt_g.build(generator.trainable_variables)  # slots exist before a checkpoint is restored
+    opt_d.build(discriminator.trainable_variables)
+    return generator, discriminator, opt_g, opt_d
+
+
+def make_train_step(cfg: Config, strategy, generator, discriminator, opt_g, opt_d):
+    """`train_step(iterator) -> {loss name: global-batch mean}`: one update of both nets."""
+    import tensorflow as tf
+    batch = cfg.train.batch_size
+
+    def bce(logits, label: float):
+        per_patch = tf.nn.sigmoid_cross_entropy_with_logits(tf.fill(tf.shape(logits), label), logits)
+        return tf.reduce_mean(per_patch, axis=[1, 2, 3])  # per example
+
+    def replica_step(inputs, targets):
+        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+            fake = generator(inputs, training=True)
+            real_logits = discriminator([inputs, targets], training=True)
+            fake_logits = discriminator([inputs, fake], training=True)
+            gen_gan = bce(fake_logits, 1.0)
+            gen_l1 = tf.reduce_mean(tf.abs(targets - fake), axis=[1, 2, 3])
+            gen_total = gen_gan + cfg.optim.l1_weight * gen_l1
+            disc = bce(real_logits, 1.0) + bce(fake_logits, 0.0)
+            losses = {name: tf.nn.compute_average_loss(value, global_batch_size=batch) for name, value in
+                      zip(LOSS_NAMES, (gen_total, gen_gan, gen_l1, disc))}
+        g_grads = g_tape.gradient(losses["gen_total"], generator.trainable_variables)
+        d_grads = d_tape.gradient(losses["disc"], discriminator.trainable_variables)
+        # Keras sums the gradients over replicas before the update.
+        opt_g.apply_gradients(zip(g_grads, generator.trainable_variables))
+        opt_d.apply_gradients(zip(d_grads, discriminator.trainable_variables))
+        return losses
+
+    # No tf.function inside strategy.run: synchronized BatchNorm and the
+    # optimizer's gradient all-reduce are merge points, legal only at this level.
+    @tf.function(jit_compile=cfg.train.jit_compile or None)
+    def train_step(iterator):
+        per_replica = strategy.run(replica_step, args=next(iterator))
+        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
+
+    return train_step
 
 
 def run_path(cfg: Config, out: str | Path) -> Path:
@@ -105,14 +155,9 @@ def train(cfg: Config, out: str | Path, overwrite: bool = False, report=None, lo
     keras.utils.set_random_seed(cfg.train.seed)
     if not run.split.exists():
         atomic_write(run.split, data.split_record())
-    size, batch = cfg.data.image_size, cfg.train.batch_size
+    batch = cfg.train.batch_size
     with strategy.scope():
-        generator = evaluation.build_generator(cfg)
-        discriminator = evaluation.build_discriminator(cfg)
-        opt_g = keras.optimizers.Adam(cfg.optim.lr_g, beta_1=cfg.optim.beta1, beta_2=cfg.optim.beta2)
-        opt_d = keras.optimizers.Adam(cfg.optim.lr_d, beta_1=cfg.optim.beta1, beta_2=cfg.optim.beta2)
-        opt_g.build(generator.trainable_variables)
-        opt_d.build(discriminator.trainable_variables)
+        generator, discriminator, opt_g, opt_d = build_models(cfg)
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
         # Seconds of training already spent in the current eval interval (survives preemption).
         interval_var = tf.Variable(0.0, dtype=tf.float64, trainable=False)
@@ -128,39 +173,7 @@ def train(cfg: Config, out: str | Path, overwrite: bool = False, report=None, lo
         f"{len(data.train.ids)}/{len(data.val.ids)}/{len(data.test.ids)} images")
     run.set_status("running", start)
 
-    # -- the train step -----------------------------------------------------
-    def bce(logits, label: float):
-        per_patch = tf.nn.sigmoid_cross_entropy_with_logits(tf.fill(tf.shape(logits), label), logits)
-        return tf.reduce_mean(per_patch, axis=[1, 2, 3])  # per example
-
-    def losses_and_grads(inputs, targets):
-        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-            fake = generator(inputs, training=True)
-            real_logits = discriminator([inputs, targets], training=True)
-            fake_logits = discriminator([inputs, fake], training=True)
-            gen_gan = bce(fake_logits, 1.0)
-            gen_l1 = tf.reduce_mean(tf.abs(targets - fake), axis=[1, 2, 3])
-            gen_total = gen_gan + cfg.optim.l1_weight * gen_l1
-            disc = bce(real_logits, 1.0) + bce(fake_logits, 0.0)
-            losses = {name: tf.nn.compute_average_loss(value, global_batch_size=batch) for name, value in
-                      zip(LOSS_NAMES, (gen_total, gen_gan, gen_l1, disc))}
-        g_grads = g_tape.gradient(losses["gen_total"], generator.trainable_variables)
-        d_grads = d_tape.gradient(losses["disc"], discriminator.trainable_variables)
-        return losses, g_grads, d_grads
-
-    def replica_step(inputs, targets):
-        losses, g_grads, d_grads = losses_and_grads(inputs, targets)
-        # Keras sums the gradients over replicas before the update.
-        opt_g.apply_gradients(zip(g_grads, generator.trainable_variables))
-        opt_d.apply_gradients(zip(d_grads, discriminator.trainable_variables))
-        return losses
-
-    # No tf.function inside strategy.run: synchronized BatchNorm and the
-    # optimizer's gradient all-reduce are merge points, legal only at this level.
-    @tf.function(jit_compile=cfg.train.jit_compile or None)
-    def train_step(iterator):
-        per_replica = strategy.run(replica_step, args=next(iterator))
-        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
+    train_step = make_train_step(cfg, strategy, generator, discriminator, opt_g, opt_d)
 
     # -- the loop -----------------------------------------------------------
     evaluator = evaluation.Evaluator(cfg, data, MetricPool(cfg.eval.workers))

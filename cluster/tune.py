@@ -1,0 +1,119 @@
+"""Ray Tune: the trainable that runs `gan.train.train`, and the tuner factory.
+
+Each trial is one run directory `<out>/<experiment>/<run_name>`, exactly as
+`jobs/train.py` writes it; `run_name` is derived from the trial's sampled
+values, so a retried or restored trial finds its own run again. After each
+evaluation the trial reports its metrics (`val_ssim`, `train_hist_corr`, ...,
+`step`) and a Tune checkpoint holding the TensorFlow checkpoint; a retried
+trial first restores that checkpoint (`tune.get_checkpoint()`) into its run
+directory, so it resumes at the exact step on any node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from gan.config import make_config
+from gan.train import run_path, train
+
+
+def run_name(sampled: dict[str, Any]) -> str:
+    """'unet' for a plain comparison; 'unet-lr_g=0.00012-mirror=False-3f2a' with swept values."""
+    gen = sampled.get("model.generator", "unet")
+    rest = {k: v for k, v in sorted(sampled.items()) if k != "model.generator"}
+    if not rest:
+        return gen
+    parts = [f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+             for k, v in rest.items()]
+    digest = hashlib.sha1(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    return "-".join([gen, *parts])[:80] + f"-{digest}"
+
+
+def _flat_scores(step: int, scores: dict[str, dict[str, float]]) -> dict[str, float]:
+    out: dict[str, float] = {"step": step}
+    for split, values in scores.items():
+        out.update({f"{split}_{k}": v for k, v in values.items()})
+    return out
+
+
+def _restore_tune_checkpoint(run: Path) -> None:
+    """Copy the TF checkpoint of Tune's latest checkpoint into the run, if the run lacks it."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return
+    with checkpoint.as_directory() as folder:
+        meta = json.loads((Path(folder) / "step.json").read_text())
+        target = run / "checkpoints"
+        have = {p.name for p in target.glob("ckpt-*.index")} if target.exists() else set()
+        if f"ckpt-{meta['step']}.index" in have:
+            return  # shared filesystem: the run directory already has it
+        target.mkdir(parents=True, exist_ok=True)
+        for f in Path(folder).iterdir():
+            if f.name.startswith("ckpt-") or f.name == "checkpoint":
+                shutil.copy2(f, target / f.name)
+
+
+def trainable(space: dict[str, Any]) -> None:
+    """The Tune function trainable: `space` = base settings + this trial's sampled dotted values."""
+    base = dict(space["__base__"])
+    sampled = {k: v for k, v in space.items() if not k.startswith("__")}
+    cfg = make_config(base.pop("__preset__"), {**base, **sampled, "run_name": run_name(sampled)})
+    out = space["__out__"]
+    run = run_path(cfg, out)
+    _restore_tune_checkpoint(run)
+
+    def report(step: int, scores: dict, checkpoint_path: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            for f in Path(checkpoint_path).parent.glob(Path(checkpoint_path).name + ".*"):
+                shutil.copy2(f, Path(tmp) / f.name)
+            (Path(tmp) / "checkpoint").write_text(
+                f'model_checkpoint_path: "{Path(checkpoint_path).name}"\n')
+            (Path(tmp) / "step.json").write_text(json.dumps({"step": step, "run": str(run)}))
+            tune.report({**_flat_scores(step, scores), "run": str(run)},
+                        checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    code = train(cfg, out, report=report)
+    if code:
+        raise RuntimeError(f"{run}: training ended with exit code {code} (see {run / 'status.json'})")
+
+
+def make_tuner(param_space: dict[str, Any], *, base: dict[str, Any], preset: str, out: str, experiment: str,
+               scheduler: str = "fifo", metric: str = "val_ssim", mode: str = "max", num_samples: int = 1,
+               max_failures: int = 2, keep_checkpoints: int = 2, cpus_per_trial: float = 1,
+               gpus_per_trial: float = 0, max_evaluations: int | None = None) -> tune.Tuner:
+    """A Tuner over `param_space`; Tune's own state goes to `<out>/<experiment>/_tune`."""
+    space = {**param_space, "__base__": {**base, "__preset__": preset, "experiment": experiment},
+             "__out__": str(Path(out).resolve())}
+    if scheduler == "asha":
+        sched = tune.schedulers.ASHAScheduler(time_attr="training_iteration", max_t=max_evaluations or 100,
+                                              grace_period=1, reduction_factor=2)
+    elif scheduler == "fifo":
+        sched = tune.schedulers.FIFOScheduler()
+    else:
+        raise ValueError(f"unknown scheduler {scheduler!r}")
+    resources = {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
+    return tune.Tuner(
+        tune.with_resources(trainable, resources),
+        param_space=space,
+        tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=sched, num_samples=num_samples,
+                                    trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
+        run_config=tune.RunConfig(
+            name="_tune", storage_path=str((Path(out) / experiment).resolve()),
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=keep_checkpoints),
+            verbose=1),
+    )
+
+
+def restore_tuner(out: str, experiment: str, cpus_per_trial: float = 1, gpus_per_trial: float = 0) -> tune.Tuner:
+    """The interrupted experiment; finished trials stay finished, errored ones are retried."""
+    path = (Path(out) / experiment / "_tune").resolve()
+    return tune.Tuner.restore(str(path), resume_errored=True,
+                              trainable=tune.with_resources(trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}))
