@@ -1,0 +1,55 @@
+"""submitit: executors and a checkpointable training job (dinov2-style launcher support).
+
+`TrainJob` runs `gan.train.train`; when SLURM warns of a timeout or
+preemption, submitit calls `checkpoint()`, which resubmits the same job; the
+rerun finds the run directory and resumes at its last checkpoint (rows after
+it are dropped and redone, so none is duplicated or missing).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import submitit
+
+from gan.config import Config
+from gan.errors import EXIT_PREEMPTED
+
+
+class TrainJob(submitit.helpers.Checkpointable):
+    def __call__(self, config: dict[str, Any], out: str) -> dict[str, Any]:
+        from gan.rundir import RunDir
+        from gan.train import run_path, train
+        cfg = Config.from_dict(config)
+        code = train(cfg, out)
+        run = RunDir(run_path(cfg, out))
+        if code == EXIT_PREEMPTED:  # SIGTERM/SIGUSR1 reached the trainer first: resubmit ourselves
+            raise submitit.core.utils.UncompletedJobError(f"{run.path}: preempted, resubmit to resume")
+        return {"run": str(run.path), "exit_code": code, **run.read_status()}
+
+    def checkpoint(self, config: dict[str, Any], out: str) -> submitit.helpers.DelayedSubmission:
+        # The trainer checkpoints at every evaluation; the resubmitted job resumes from there.
+        return submitit.helpers.DelayedSubmission(TrainJob(), config, out)
+
+
+def make_executor(folder: str, *, cluster: str | None = None, partition: str | None = None, gpus: int = 0,
+                  cpus: int = 4, mem_gb: int = 16, timeout_min: int = 24 * 60, account: str | None = None,
+                  array_parallelism: int = 16, name: str = "pix2pix") -> submitit.AutoExecutor:
+    """SLURM on a cluster, local processes elsewhere (or as `cluster` says: 'slurm', 'local', 'debug')."""
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    params: dict[str, Any] = {"timeout_min": timeout_min, "name": name, "cpus_per_task": cpus,
+                              "mem_gb": mem_gb, "slurm_array_parallelism": array_parallelism,
+                              "slurm_signal_delay_s": 120}
+    if gpus:
+        params["gpus_per_node"] = gpus
+    if partition:
+        params["slurm_partition"] = partition
+    if account:
+        params["slurm_account"] = account
+    executor.update_parameters(**params)
+    return executor
+
+
+def submit_grid(executor: submitit.AutoExecutor, configs: list[Config], out: str) -> list[submitit.Job]:
+    """One array job over the generator x sweep grid."""
+    return executor.map_array(TrainJob(), [c.to_dict() for c in configs], [out] * len(configs))

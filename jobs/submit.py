@@ -1,0 +1,71 @@
+"""Submit the generator comparison (or any grid of configs) through submitit.
+
+    python jobs/submit.py --gens all --preset paper --partition gpu --gpus 1 --time 1440
+    python jobs/submit.py --gens unet --cluster local --preset small --wait    # no SLURM: local processes
+
+One array job, one task per generator (x each value of --grid KEY=V1,V2);
+each task writes the same run directory as jobs/train.py. Prints the job ids
+and where logs and runs go; --wait blocks and prints the final states.
+"""
+
+import argparse
+import itertools
+from pathlib import Path
+
+from gan.cli import add_common_flags, config_from_args, run_main
+from gan.config import GENERATOR_NAMES
+from gan.errors import UserError
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gens", default="all", help=f"{', '.join(GENERATOR_NAMES)} (comma list) or all")
+    parser.add_argument("--grid", action="append", default=[], help="KEY=V1,V2: also sweep this dotted field")
+    parser.add_argument("--cluster", default=None, help="slurm, local or debug (default: slurm if available)")
+    parser.add_argument("--partition", default=None)
+    parser.add_argument("--account", default=None)
+    parser.add_argument("--gpus", type=int, default=0, help="GPUs per task (the trainer mirrors over them)")
+    parser.add_argument("--cpus", type=int, default=4, help="CPUs per task")
+    parser.add_argument("--mem", type=int, default=16, help="GB of memory per task")
+    parser.add_argument("--time", type=int, default=24 * 60, help="minutes per task")
+    parser.add_argument("--parallel", type=int, default=16, help="array tasks running at once")
+    parser.add_argument("--logs", default="submitit_logs", help="submitit folder (logs, pickles)")
+    parser.add_argument("--wait", action="store_true", help="wait for the jobs and print their results")
+    add_common_flags(parser)
+    args, extra = parser.parse_known_args()
+    gens = list(GENERATOR_NAMES) if args.gens == "all" else args.gens.split(",")
+    axes = [[("model.generator", g) for g in gens]]
+    for item in args.grid:
+        if "=" not in item:
+            raise UserError(f"--grid {item}: expected KEY=V1,V2")
+        key, values = item.split("=", 1)
+        axes.append([(key, v) for v in values.split(",")])
+    configs = []
+    for combo in itertools.product(*axes):
+        fixed = dict(combo)
+        name = "-".join([fixed["model.generator"], *(f"{k.split('.')[-1]}={v}" for k, v in combo[1:])])
+        configs.append(config_from_args(args, extra, **fixed, run_name=name))
+
+    from cluster.submitit_jobs import make_executor, submit_grid
+    executor = make_executor(args.logs, cluster=args.cluster, partition=args.partition, gpus=args.gpus,
+                             cpus=args.cpus, mem_gb=args.mem, timeout_min=args.time, account=args.account,
+                             array_parallelism=args.parallel)
+    jobs = submit_grid(executor, configs, str(Path(args.out).resolve()))
+    for job, cfg in zip(jobs, configs):
+        print(f"job {job.job_id}: {cfg.name} -> {Path(args.out) / cfg.experiment / cfg.name}")
+    print(f"logs in {Path(args.logs).resolve()}")
+    if not args.wait:
+        return 0
+    failed = 0
+    for job in jobs:
+        try:
+            result = job.result()
+            print(f"job {job.job_id}: {result['state']} at step {result['step']} ({result['run']})")
+        except Exception as e:  # report every job, then fail: one bad task must not hide the others
+            failed += 1
+            print(f"job {job.job_id}: failed: {str(e).strip().splitlines()[-1]}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    run_main(main)

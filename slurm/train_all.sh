@@ -1,0 +1,47 @@
+#!/bin/bash
+# Train the three generators as a SLURM job array, one task per generator.
+#
+#   sbatch slurm/train_all.sh                                   # paper protocol, synthetic data
+#   sbatch --export=ALL,DATA=/data/cityscapes,OUT=$PWD/runs slurm/train_all.sh
+#   sbatch --export=ALL,PRESET=small --gres=gpu:0 slurm/train_all.sh   # CPU demo
+#
+# Overridable (environment): DATA (synthetic), OUT (runs), PRESET (paper),
+# EXPERIMENT (slurm), PYTHON (python), EXTRA_ARGS (dotted overrides, e.g.
+# "--optim.lr_g 1e-4"). Each task writes OUT/EXPERIMENT/<generator>/.
+# SLURM sends USR1 300 s before the time limit: the trainer checkpoints and
+# exits 75, and this script requeues the task; a requeued (or preempted and
+# requeued) task reruns the same command, which resumes at the exact step.
+#SBATCH --job-name=pix2pix
+#SBATCH --array=0-2
+#SBATCH --gres=gpu:1
+#SBATCH --cpus-per-task=8
+#SBATCH --mem=32G
+#SBATCH --time=24:00:00
+#SBATCH --output=slurm-%x-%A_%a.out
+#SBATCH --open-mode=append
+#SBATCH --requeue
+#SBATCH --signal=B:USR1@300
+set -uo pipefail
+
+GENERATORS=(unet resnet hybrid)
+GEN=${GENERATORS[${SLURM_ARRAY_TASK_ID:-0}]}
+cd "${SLURM_SUBMIT_DIR:-.}"
+echo "[$(date -Is)] task ${SLURM_ARRAY_TASK_ID:-0} (${GEN}) on $(hostname), restart ${SLURM_RESTART_COUNT:-0}"
+
+# shellcheck disable=SC2086  # EXTRA_ARGS is a list of flags
+"${PYTHON:-python}" jobs/train.py --gen "$GEN" --data "${DATA:-synthetic}" --out "${OUT:-runs}" \
+    --preset "${PRESET:-paper}" --experiment "${EXPERIMENT:-slurm}" ${EXTRA_ARGS:-} &
+child=$!
+trap 'echo "[$(date -Is)] signal: asking the trainer to checkpoint"; kill -USR1 "$child" 2>/dev/null' USR1 TERM
+# `wait` returns early when a trapped signal arrives: wait until the trainer has really exited.
+while true; do
+    wait "$child"; code=$?
+    kill -0 "$child" 2>/dev/null || break
+done
+if [ "$code" -eq 75 ]; then
+    echo "[$(date -Is)] preempted at a checkpoint; requeueing"
+    scontrol requeue "${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}_${SLURM_ARRAY_TASK_ID:-0}" 2>/dev/null \
+        || scontrol requeue "$SLURM_JOB_ID"
+    exit 0
+fi
+exit "$code"

@@ -1,0 +1,155 @@
+"""Ray Tune end to end on a real two-node Ray cluster on 127.0.0.1 (no other address is contacted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+TINY = ["--preset", "tiny", "--cpus-per-trial", "1"]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """Head + second node, each its own raylet; the driver and every trial reach it via RAY_ADDRESS."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # keep every node on 127.0.0.1 (shared/notes)
+    from ray.cluster_utils import Cluster
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    import ray
+    ray.init(address=cluster.address)
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    assert len(nodes) == 2 and {n["NodeManagerAddress"] for n in nodes} == {"127.0.0.1"}
+    ray.shutdown()
+    yield cluster
+    cluster.shutdown()
+
+
+def tune_cmd(out: Path, *args: str) -> list[str]:
+    return [sys.executable, str(ROOT / "jobs" / "tune.py"), "--out", str(out), *TINY, *args]
+
+
+def run_tune(cluster, out: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_ADDRESS": cluster.address}
+    return subprocess.run(tune_cmd(out, *args), capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
+
+
+def assert_exact_rows(run: Path, steps: int, every: int) -> None:
+    metrics = pd.read_csv(run / "metrics.csv")
+    expected = [(s, split) for s in range(every, steps + 1, every) for split in ("train", "val")]
+    assert list(zip(metrics.step, metrics.split)) == expected
+    assert pd.read_csv(run / "timings.csv").steps.sum() == steps
+
+
+def test_three_generators_in_parallel(ray_cluster, tmp_path):
+    done = run_tune(ray_cluster, tmp_path, "--gens", "all")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for gen in ("unet", "resnet", "hybrid"):
+        run = tmp_path / "default" / gen
+        assert json.loads((run / "status.json").read_text())["state"] == "finished"
+        assert (run / "summary.json").exists() and (run / "test_metrics.csv").exists()
+        assert_exact_rows(run, 8, 4)
+    assert "best configuration per generator by val_ssim" in done.stdout
+    assert "| default/hybrid | finished |" in done.stdout
+
+
+def test_asha_stops_a_trial_early(ray_cluster, tmp_path):
+    space = tmp_path / "space.json"
+    # Learning rates from useless to fine: ASHA keeps the better half at each rung.
+    space.write_text(json.dumps({"optim.lr_g": {"grid": [1e-7, 1e-6, 2e-4, 1e-3]}}))
+    done = run_tune(ray_cluster, tmp_path / "out", "--gens", "hybrid", "--space", str(space),
+                    "--scheduler", "asha", "--train.steps", "16", "--train.eval_every", "2")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    steps = [json.loads(p.read_text())["step"] for p in (tmp_path / "out" / "default").glob("*/status.json")]
+    assert len(steps) == 4
+    assert min(steps) < 16 and max(steps) == 16, steps
+
+
+def _ancestors(pid: int) -> set[int]:
+    seen = set()
+    while pid > 1 and pid not in seen:
+        seen.add(pid)
+        pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    return seen
+
+
+def _wait_rows(runs: list[Path], rows: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if all((r / "metrics.csv").exists() and len((r / "metrics.csv").read_text().splitlines()) > rows
+               for r in runs):
+            return
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        time.sleep(0.2)
+    raise AssertionError("trials produced no rows in time")
+
+
+def test_node_loss_resumes_from_checkpoint(ray_cluster, tmp_path):
+    """Kill the node a trial runs on: the trial is retried and continues at its checkpoint."""
+    extra = ray_cluster.add_node(num_cpus=1)
+    ray_cluster.wait_for_nodes()
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.address}
+    proc = subprocess.Popen(tune_cmd(tmp_path, "--gens", "unet,hybrid", "--train.steps", "150",
+                                     "--train.eval_every", "10", "--max-failures", "3"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    runs = [tmp_path / "default" / g for g in ("unet", "hybrid")]
+    _wait_rows(runs, 4, proc)
+    # Which worker node hosts a trial? The trial process (status.json's pid) descends from its raylet.
+    raylets = {node: node.all_processes["raylet"][0].process.pid for node in ray_cluster.worker_nodes}
+    victim = None
+    for run in runs:
+        chain = _ancestors(json.loads((run / "status.json").read_text())["pid"])
+        victim = victim or next((node for node, pid in raylets.items() if pid in chain), None)
+    assert victim is not None, "no trial on a worker node"
+    step_at_kill = {r.name: json.loads((r / "status.json").read_text())["step"] for r in runs}
+    ray_cluster.remove_node(victim)
+    if victim is not extra:  # keep two live nodes for the other tests
+        ray_cluster.add_node(num_cpus=1)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-4000:]
+    for run in runs:
+        assert json.loads((run / "status.json").read_text())["state"] == "finished"
+        assert_exact_rows(run, 150, 10)
+    resumed = [int(line.split(" at step ")[1].split("/")[0]) for line in out.splitlines()
+               if "resuming" in line and " at step " in line]
+    assert resumed and min(resumed) >= 10, (step_at_kill, out[-4000:])
+
+
+def test_driver_loss_then_resume_skips_finished_trials(ray_cluster, tmp_path):
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.address}
+    args = ["--gens", "all", "--train.steps", "100", "--train.eval_every", "10", "--experiment", "drv"]
+    proc = subprocess.Popen(tune_cmd(tmp_path, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env, cwd=ROOT)
+    runs = {g: tmp_path / "drv" / g for g in ("unet", "resnet", "hybrid")}
+    deadline = time.time() + 600
+    finished: list[str] = []
+    while time.time() < deadline and not finished:
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        finished = [g for g, r in runs.items() if (r / "status.json").exists()
+                    and json.loads((r / "status.json").read_text())["state"] == "finished"]
+        time.sleep(0.2)
+    assert finished and len(finished) < 3, finished
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished_mtime = {g: (runs[g] / "summary.json").stat().st_mtime_ns for g in finished}
+    done = subprocess.run(tune_cmd(tmp_path, "--experiment", "drv", "--resume"), capture_output=True, text=True,
+                          env=env, timeout=900, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
+    for g, run in runs.items():
+        assert json.loads((run / "status.json").read_text())["state"] == "finished", g
+        assert_exact_rows(run, 100, 10)
+    for g in finished:  # not rerun
+        assert (runs[g] / "summary.json").stat().st_mtime_ns == finished_mtime[g]
+        assert f"drv/{g} at step" not in done.stdout
