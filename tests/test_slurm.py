@@ -59,7 +59,7 @@ def test_sbatch_train_all_leaves_three_finished_runs(slurm, tmp_path):
 
 
 def test_requeue_resumes_without_duplicated_rows(slurm, tmp_path):
-    job = sbatch(slurm, tmp_path, "--array=2", env="EXTRA_ARGS=--train.steps 300 --train.eval_every 10")
+    job = sbatch(slurm, tmp_path, "--array=2", env="EXTRA_ARGS=--train.steps 150 --train.eval_every 10")
     task = f"{job}_2"
     run = tmp_path / "slurm" / "hybrid"
     deadline = time.time() + 300
@@ -84,7 +84,7 @@ def test_requeue_resumes_without_duplicated_rows(slurm, tmp_path):
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "finished", log[-3000:]
     assert "restart 1" in log and "resuming" in log, log[-3000:]
-    exact_rows(run, 300, 10)
+    exact_rows(run, 150, 10)
 
 
 def test_submitit_round_trip_with_preemption(slurm, tmp_path):
@@ -95,7 +95,7 @@ def test_submitit_round_trip_with_preemption(slurm, tmp_path):
     os.environ["SLURM_CONF"] = slurm.env["SLURM_CONF"]
     executor = make_executor(str(tmp_path / "logs"), cluster="slurm", cpus=1, mem_gb=2, timeout_min=20)
     executor.update_parameters(slurm_setup=[f"export PIX2PIX_CACHE={os.environ['PIX2PIX_CACHE']}"])
-    cfg = make_config("tiny", {"model.generator": "hybrid", "train.steps": 400, "train.eval_every": 10})
+    cfg = make_config("tiny", {"model.generator": "hybrid", "train.steps": 150, "train.eval_every": 10})
     job = executor.submit(TrainJob(), cfg.to_dict(), str(tmp_path / "runs"))
     run = tmp_path / "runs" / "default" / "hybrid"
     deadline = time.time() + 300
@@ -111,8 +111,8 @@ def test_submitit_round_trip_with_preemption(slurm, tmp_path):
             break
         time.sleep(0.5)
     result = job.result()
-    assert result["state"] == "finished" and result["step"] == 400
-    exact_rows(run, 400, 10)
+    assert result["state"] == "finished" and result["step"] == 150
+    exact_rows(run, 150, 10)
     assert "resuming" in (job.stdout() or ""), job.stdout()
 
 
