@@ -1,17 +1,24 @@
 """Discover run directories and load them into tidy pandas frames.
 
-A run directory is any folder holding `config.json` (DESIGN.md). Runs that
-are still running, preempted or failed are loaded too, with their state, so
-a report can say which they are.
+A run directory is any folder holding `config.json` (DESIGN.md) — single
+runs, a Tune experiment, a SLURM array alike. Runs that are still running,
+preempted or failed are loaded too, with their state, so a report can say
+which they are. Folders moved aside by `--overwrite` (`*.replaced-*`) and
+Tune's own state (`_tune`) are skipped.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
+METRICS = ["hist_corr", "template_match", "feature_match", "ssim", "psnr", "l1"]
+STUDY_METRICS = ["hist_corr", "template_match", "feature_match", "ssim"]
+LOWER_IS_BETTER = {"l1"}
 
 
 @dataclass
@@ -23,10 +30,11 @@ class Run:
     timings: pd.DataFrame
     test_metrics: pd.DataFrame
     summary: dict = field(default_factory=dict)
+    label: str = ""  # set by find_runs when two roots hold runs of the same name
 
     @property
     def name(self) -> str:
-        return f"{self.config.get('experiment', '')}/{self.config.get('run_name') or self.generator}"
+        return self.label or f"{self.config.get('experiment', '')}/{self.config.get('run_name') or self.generator}"
 
     @property
     def generator(self) -> str:
@@ -36,18 +44,35 @@ class Run:
     def state(self) -> str:
         return self.status.get("state", "unknown")
 
+    @property
+    def seed(self) -> int:
+        return self.config["train"]["seed"]
+
+    def flat_config(self) -> dict:
+        return dict(_flatten(self.config))
+
+
+def _flatten(d: dict, prefix: str = ""):
+    for key, value in d.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
 
 def _csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame()
 
 
-def load_run(path: Path) -> Run:
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def load_run(path: str | Path) -> Run:
     path = Path(path)
-    config = json.loads((path / "config.json").read_text())["config"]
-    status = json.loads((path / "status.json").read_text()) if (path / "status.json").exists() else {}
-    summary = json.loads((path / "summary.json").read_text()) if (path / "summary.json").exists() else {}
-    return Run(path, config, status, _csv(path / "metrics.csv"), _csv(path / "timings.csv"),
-               _csv(path / "test_metrics.csv"), summary)
+    return Run(path, _json(path / "config.json")["config"], _json(path / "status.json"),
+               _csv(path / "metrics.csv"), _csv(path / "timings.csv"), _csv(path / "test_metrics.csv"),
+               _json(path / "summary.json"))
 
 
 def find_runs(*roots: str | Path) -> list[Run]:
@@ -56,7 +81,37 @@ def find_runs(*roots: str | Path) -> list[Run]:
     for root in map(Path, roots):
         if not root.exists():
             raise FileNotFoundError(f"{root}: no such folder")
-        if (root / "config.json").exists():
-            paths.add(root)
-        paths.update(p.parent for p in root.rglob("config.json") if ".replaced-" not in str(p.parent))
-    return [load_run(p) for p in sorted(paths)]
+        candidates = [root / "config.json", *root.rglob("config.json")]
+        paths.update(p.parent for p in candidates if p.exists() and ".replaced-" not in str(p)
+                     and "_tune" not in p.parts)
+    runs = [load_run(p) for p in sorted(paths)]
+    if len({r.name for r in runs}) < len(runs):  # e.g. default/unet under two roots: name them by path
+        common = Path(os.path.commonpath([r.path for r in runs]))
+        for r in runs:
+            r.label = str(r.path.relative_to(common)) if r.path != common else r.path.name
+    return runs
+
+
+def swept_fields(runs: list[Run]) -> list[str]:
+    """Config fields (other than names and the generator) whose value differs between runs."""
+    flats = [r.flat_config() for r in runs]
+    keys = set().union(*flats) - {"run_name", "experiment", "model.generator", "data.source", "data.cache_dir"}
+    return sorted(k for k in keys if len({json.dumps(f.get(k)) for f in flats}) > 1)
+
+
+def metrics_frame(runs: list[Run]) -> pd.DataFrame:
+    """Every evaluation row of every run: run, generator, state, step, split, metrics."""
+    frames = [r.metrics.assign(run=r.name, generator=r.generator, state=r.state) for r in runs if not r.metrics.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def timings_frame(runs: list[Run]) -> pd.DataFrame:
+    frames = [r.timings.assign(run=r.name, generator=r.generator) for r in runs if not r.timings.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def test_frame(runs: list[Run]) -> pd.DataFrame:
+    """Per-image test metrics of every finished run: run, generator, seed, image, metrics."""
+    frames = [r.test_metrics.assign(run=r.name, generator=r.generator, seed=r.seed)
+              for r in runs if not r.test_metrics.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -1,4 +1,7 @@
-"""Comparison tables: the study's mean (std) test table per generator, and timings."""
+"""Comparison tables from run directories: the study's test table, best steps, cost, sweeps.
+
+Every table is a pandas DataFrame; `write_table` saves CSV, Markdown and LaTeX.
+"""
 
 from __future__ import annotations
 
@@ -6,41 +9,107 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.runs import Run, find_runs, load_run
-
-METRICS = ["hist_corr", "template_match", "feature_match", "ssim", "psnr", "l1"]
+from analysis.runs import LOWER_IS_BETTER, METRICS, Run, find_runs, swept_fields, test_frame
 
 
 def test_table(runs: list[Run]) -> pd.DataFrame:
-    """One row per run: mean and std of each per-image test metric, seconds per 1,000 steps."""
+    """Per generator: mean and std (ddof=1) of each per-image test metric, over every image of every
+    finished run of that generator, plus seconds per 1,000 training steps."""
+    tests = test_frame(runs)
     rows = []
-    for run in runs:
-        row = {"run": run.name, "generator": run.generator, "state": run.state,
-               "step": run.status.get("step", 0)}
-        if not run.test_metrics.empty:
-            for m in METRICS:
-                row[f"{m}_mean"] = run.test_metrics[m].mean()
-                row[f"{m}_std"] = run.test_metrics[m].std(ddof=1)
-        if not run.timings.empty:
-            row["seconds_per_1k_steps"] = 1000 * run.timings["train_seconds"].sum() / run.timings["steps"].sum()
+    for gen in sorted({r.generator for r in runs}):
+        mine = [r for r in runs if r.generator == gen]
+        row = {"generator": gen, "runs": len(mine), "finished": sum(r.state == "finished" for r in mine)}
+        images = tests[tests.generator == gen] if not tests.empty else tests
+        row["images"] = len(images)
+        for m in METRICS:
+            row[f"{m}_mean"] = images[m].mean() if len(images) else float("nan")
+            row[f"{m}_std"] = images[m].std(ddof=1) if len(images) > 1 else float("nan")
+        timed = [r.timings for r in mine if not r.timings.empty]
+        if timed:
+            t = pd.concat(timed)
+            row["seconds_per_1k_steps"] = 1000 * t.train_seconds.sum() / t.steps.sum()
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def comparison_table(run_paths: list[Path] | None = None, runs: list[Run] | None = None) -> str:
-    """The study's table as Markdown: mean (std) of each test metric per run."""
-    runs = runs if runs is not None else [load_run(p) for p in run_paths]
-    table = test_table(runs)
-    header = ["run", "state", *METRICS, "s / 1k steps"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for _, r in table.iterrows():
-        cells = [r["run"], r["state"]]
-        for m in METRICS:
-            cells.append(f"{r[f'{m}_mean']:.3f} ({r[f'{m}_std']:.3f})" if f"{m}_mean" in r and pd.notna(
-                r.get(f"{m}_mean")) else "-")
-        cells.append(f"{r['seconds_per_1k_steps']:.0f}" if pd.notna(r.get("seconds_per_1k_steps")) else "-")
-        lines.append("| " + " | ".join(map(str, cells)) + " |")
+def study_table(runs: list[Run]) -> pd.DataFrame:
+    """The study's layout: one row per generator, 'mean (std)' strings, time per 1,000 steps."""
+    t = test_table(runs)
+    out = pd.DataFrame({"generator": t.generator})
+    for m in METRICS:
+        out[m] = [f"{a:.3f} ({b:.3f})" if pd.notna(a) else "-" for a, b in zip(t[f"{m}_mean"], t[f"{m}_std"])]
+    if "seconds_per_1k_steps" in t:
+        out["s / 1k steps"] = [f"{v:.1f}" if pd.notna(v) else "-" for v in t.seconds_per_1k_steps]
+    return out
+
+
+def runs_table(runs: list[Run]) -> pd.DataFrame:
+    """One row per run: state, step, best validation step by SSIM, cost."""
+    rows = []
+    for r in runs:
+        row = {"run": r.name, "generator": r.generator, "state": r.state, "step": r.status.get("step", 0),
+               "message": r.status.get("message", "")}
+        val = r.metrics[r.metrics.split == "val"] if not r.metrics.empty else pd.DataFrame()
+        if len(val):
+            best = val.loc[val.ssim.idxmax()]
+            row.update(best_step=int(best.step), best_val_ssim=best.ssim)
+        if not r.timings.empty:
+            t = r.timings
+            devices = int(r.config["train"]["devices"]) if str(r.config["train"]["devices"]).isdigit() else 1
+            row.update(train_seconds=t.train_seconds.sum(), eval_seconds=t.eval_seconds.sum(),
+                       device_seconds=devices * t.train_seconds.sum(),
+                       seconds_per_1k_steps=1000 * t.train_seconds.sum() / t.steps.sum(),
+                       images_per_second=(t.steps.sum() * r.config["train"]["batch_size"]) / t.train_seconds.sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def sweep_table_all(runs: list[Run], metric: str = "ssim") -> pd.DataFrame:
+    """Every run's swept values and its final validation `metric`."""
+    fields = swept_fields(runs)
+    rows = []
+    for r in runs:
+        val = r.metrics[r.metrics.split == "val"] if not r.metrics.empty else pd.DataFrame()
+        if not len(val):
+            continue
+        flat = r.flat_config()
+        rows.append({"generator": r.generator, "run": r.name, f"val_{metric}": val[metric].iloc[-1],
+                     "step": int(val.step.iloc[-1]), **{f: flat.get(f) for f in fields}})
+    return pd.DataFrame(rows)
+
+
+def sweep_table(runs: list[Run], metric: str = "ssim") -> pd.DataFrame:
+    """For sweeps: the best configuration per generator by the final validation `metric`."""
+    frame = sweep_table_all(runs, metric)
+    if frame.empty:
+        return frame
+    ascending = metric in LOWER_IS_BETTER
+    return (frame.sort_values(f"val_{metric}", ascending=ascending).groupby("generator", as_index=False).head(1)
+            .sort_values("generator").reset_index(drop=True))
+
+
+def to_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
+    """Markdown without the optional `tabulate` dependency."""
+    def cell(v):
+        return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines)
+
+
+def write_table(frame: pd.DataFrame, stem: Path) -> None:
+    """stem.csv, stem.md and stem.tex."""
+    frame.to_csv(stem.with_suffix(".csv"), index=False)
+    stem.with_suffix(".md").write_text(to_markdown(frame) + "\n")
+    stem.with_suffix(".tex").write_text(frame.to_latex(index=False, float_format="%.3f", escape=True))
+
+
+def comparison_table(run_paths: list[Path] | None = None, runs: list[Run] | None = None) -> str:
+    """The study's table as Markdown (printed at the end of the launchers)."""
+    from analysis.runs import load_run
+    runs = runs if runs is not None else [load_run(p) for p in run_paths]
+    return to_markdown(study_table(runs))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ def main() -> int:
     parser.add_argument("--run-name", default=None, help="run folder name (default: the generator)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a different run in the same folder (the old one is moved aside)")
+    parser.add_argument("--report", default=None, metavar="DIR",
+                        help="at the end, write the comparison report (tables, figures, HTML) here")
     add_common_flags(parser)
     args, extra = parser.parse_known_args()
     gens = list(GENERATOR_NAMES) if args.gen == "all" else args.gen.split(",")
@@ -41,6 +43,9 @@ def main() -> int:
             return code
     if len(configs) > 1:
         print(comparison_table([run_path(cfg, args.out) for cfg in configs]))
+    if args.report:
+        from analysis.report import build_report
+        print(f"report: {build_report([run_path(cfg, args.out) for cfg in configs], args.report)}")
     return code
 
 

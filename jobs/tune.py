@@ -36,6 +36,8 @@ def main() -> int:
     parser.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial")
     parser.add_argument("--cpus-per-trial", type=float, default=1)
     parser.add_argument("--gpus-per-trial", type=float, default=0)
+    parser.add_argument("--report", default=None, metavar="DIR",
+                        help="at the end, write the comparison report (tables, figures, HTML) here")
     add_common_flags(parser)
     args, extra = parser.parse_known_args()
     experiment = args.experiment or "default"
@@ -95,6 +97,9 @@ def main() -> int:
     from analysis.tables import comparison_table
     print()
     print(comparison_table(runs=find_runs(Path(args.out) / experiment)))
+    if args.report:
+        from analysis.report import build_report
+        print(f"report: {build_report([Path(args.out) / experiment], args.report)}")
     return 1 if errors else 0
 
 

@@ -1,0 +1,82 @@
+"""Figures (matplotlib, PNG + SVG): metric evolution, step time, sweeps, the sample sheet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed on a cluster node
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from analysis.runs import METRICS, Run  # noqa: E402
+
+
+def save(fig, stem: Path) -> list[Path]:
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    for p in paths:
+        fig.savefig(p, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def evolution(metrics: pd.DataFrame, stem: Path) -> list[Path]:
+    """One panel per metric; train dashed, validation solid; one colour per run (as the study's figures)."""
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8), squeeze=False)
+    colours = dict(zip(sorted(metrics.run.unique()), plt.cm.tab10.colors))
+    for ax, metric in zip(axes.flat, METRICS):
+        for (run, split), group in metrics.groupby(["run", "split"]):
+            ax.plot(group.step, group[metric], linestyle="-" if split == "val" else "--",
+                    color=colours[run], label=f"{run} ({split})", marker="." if len(group) < 30 else None)
+        ax.set_title(metric)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("Metrics every evaluation (solid: validation, dashed: train subset)")
+    return save(fig, stem)
+
+
+def step_time(timings: pd.DataFrame, stem: Path) -> list[Path]:
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for run, group in timings.groupby("run"):
+        ax.plot(group.step, 1000 * group.train_seconds / group.steps, marker=".", label=run)
+    ax.set_xlabel("step")
+    ax.set_ylabel("seconds per 1,000 steps (interval)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save(fig, stem)
+
+
+def sweep(table: pd.DataFrame, fields: list[str], metric: str, stem: Path) -> list[Path]:
+    """Each swept field against the final validation metric, one colour per generator."""
+    fig, axes = plt.subplots(1, len(fields), figsize=(4 * len(fields), 3.5), squeeze=False)
+    for ax, field in zip(axes.flat, fields):
+        for gen, group in table.groupby("generator"):
+            ax.scatter(group[field].astype(str) if group[field].dtype == object else group[field],
+                       group[f"val_{metric}"], label=gen)
+        ax.set_xlabel(field)
+        ax.set_ylabel(f"val {metric}")
+    axes.flat[0].legend(fontsize=7)
+    return save(fig, stem)
+
+
+def sample_sheet(runs: list[Run], stem: Path) -> list[Path] | None:
+    """Input | target | each run's output on the same test images (from each run's samples/test.png)."""
+    import cv2
+    grids = [(r, cv2.imread(str(r.path / "samples" / "test.png"))) for r in runs]
+    grids = [(r, g[:, :, ::-1]) for r, g in grids if g is not None]
+    if not grids:
+        return None
+    shape = grids[0][1].shape
+    grids = [(r, g) for r, g in grids if g.shape == shape]  # same image size and sample count
+    width = shape[1] // 3
+    columns = [grids[0][1][:, :width], grids[0][1][:, width:2 * width]] + [g[:, 2 * width:] for _, g in grids]
+    titles = ["input", "target"] + [r.name for r, _ in grids]
+    fig, axes = plt.subplots(1, len(columns), figsize=(2.2 * len(columns), 2.2 * shape[0] / width))
+    for ax, column, title in zip(np.atleast_1d(axes), columns, titles):
+        ax.imshow(column)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    return save(fig, stem)

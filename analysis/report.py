@@ -1,0 +1,118 @@
+"""One report from any set of runs: tables, figures, statistics, a self-contained HTML page,
+and the executed comparison notebook exported to HTML.
+
+    python jobs/report.py runs/default -o reports/default
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import plots, stats, tables
+from analysis.runs import STUDY_METRICS, find_runs, metrics_frame, swept_fields, test_frame, timings_frame
+
+NOTEBOOK = Path(__file__).parent / "notebooks" / "compare.ipynb"
+
+
+def build_report(roots: list[str | Path], out: str | Path, notebook: bool = True, metric: str = "ssim") -> Path:
+    """Write every table and figure under `out` and return the path of report.html."""
+    out = Path(out)
+    runs = find_runs(*roots)
+    if not runs:
+        raise FileNotFoundError(f"no run directories (config.json) under {', '.join(map(str, roots))}")
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    (out / "figures").mkdir(exist_ok=True)
+    tests = test_frame(runs)
+    frames = {
+        "study": tables.study_table(runs),
+        "test_summary": tables.test_table(runs),
+        "runs": tables.runs_table(runs),
+    }
+    if not tests.empty:
+        frames["bootstrap_ci"] = stats.bootstrap_ci(tests)
+        frames["paired_tests"] = stats.paired_tests(tests)
+        if tests.groupby("generator").seed.nunique().max() > 1:
+            frames["seed_spread"] = stats.seed_spread(tests)
+    fields = swept_fields(runs)
+    if fields:
+        frames["sweep_best"] = tables.sweep_table(runs, metric)
+    for name, frame in frames.items():
+        tables.write_table(frame, out / "tables" / name)
+
+    figures: dict[str, Path] = {}
+    metrics = metrics_frame(runs)
+    if not metrics.empty:
+        figures["Metric evolution"] = plots.evolution(metrics, out / "figures" / "evolution")[0]
+    timings = timings_frame(runs)
+    if not timings.empty:
+        figures["Training time per interval"] = plots.step_time(timings, out / "figures" / "step_time")[0]
+    if fields and not frames["sweep_best"].empty:
+        all_runs = tables.sweep_table_all(runs, metric)
+        figures[f"Sweep: parameters vs val {metric}"] = plots.sweep(all_runs, fields, metric,
+                                                                  out / "figures" / "sweep")[0]
+    sheet = plots.sample_sheet([r for r in runs if r.state == "finished"], out / "figures" / "samples")
+    if sheet:
+        figures["Test samples: input | target | each run"] = sheet[0]
+
+    page = out / "report.html"
+    page.write_text(_html(runs, frames, figures))
+    if notebook:
+        execute_notebook(roots, out)
+    return page
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" style="max-width:100%">'
+
+
+def _html(runs, frames: dict[str, pd.DataFrame], figures: dict[str, Path]) -> str:
+    states = pd.Series([r.state for r in runs]).value_counts().to_dict()
+    unfinished = [r for r in runs if r.state != "finished"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>pix2pix comparison report</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;"
+        "font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+        "th{background:#eee}.warn{color:#a40}</style></head><body>",
+        "<h1>pix2pix comparison report</h1>",
+        f"<p>{len(runs)} runs ({', '.join(f'{n} {s}' for s, n in states.items())}); "
+        f"written {time.strftime('%Y-%m-%d %H:%M')}. Study metrics: {', '.join(STUDY_METRICS)} "
+        "(higher is better), plus psnr (higher) and l1 (lower).</p>",
+    ]
+    if unfinished:
+        parts.append("<p class='warn'>Not finished: " + ", ".join(
+            f"{html.escape(r.name)} ({r.state} at step {r.status.get('step', 0)}"
+            + (f": {html.escape(r.status['message'])}" if r.status.get("message") else "") + ")"
+            for r in unfinished) + "</p>")
+    titles = {"study": "Test metrics per generator: mean (std) over test images",
+              "bootstrap_ci": "95 % bootstrap confidence intervals of the test means",
+              "paired_tests": "Paired Wilcoxon signed-rank tests between generators (Holm-corrected)",
+              "seed_spread": "Spread across seeds", "runs": "Runs: state, best validation step, cost",
+              "sweep_best": "Best configuration per generator", "test_summary": "Test summary (numeric)"}
+    for name, frame in frames.items():
+        parts.append(f"<h2>{titles.get(name, name)}</h2>")
+        parts.append(frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-"))
+    for title, path in figures.items():
+        parts.append(f"<h2>{html.escape(title)}</h2>{_img(path)}")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def execute_notebook(roots: list[str | Path], out: Path) -> Path:
+    """Run compare.ipynb headless with the run roots as its parameter; export it to HTML."""
+    import nbformat
+    import papermill
+    from nbconvert import HTMLExporter
+
+    executed = out / "compare.ipynb"
+    papermill.execute_notebook(str(NOTEBOOK), str(executed), kernel_name="python3", progress_bar=False,
+                               parameters={"roots": [str(Path(r).resolve()) for r in roots]}, cwd=str(out))
+    body, _ = HTMLExporter(embed_images=True).from_notebook_node(nbformat.read(executed, as_version=4))
+    page = out / "compare.html"
+    page.write_text(body)
+    return page

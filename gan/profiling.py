@@ -1,0 +1,92 @@
+"""What `jobs/bench.py` measures against: analytic FLOPs, the attainable rate, a textbook step.
+
+- `model_flops`: multiply-adds x 2 of every Conv2D / Conv2DTranspose / Dense
+  for one image (the rest — BN, activations, adds — is < 1 % at these sizes).
+- `train_step_flops`: G forward + two D forwards, times 3 for forward +
+  backward (the usual 1:2 forward:backward estimate).
+- `attainable_gflops`: the best of a large float32 matmul and a large 3x3
+  convolution measured on this machine, the roof a step can approach.
+- `reference_step`: the plain TensorFlow-tutorial pix2pix step — one
+  `tf.function`, two GradientTapes, Keras BCE, no strategy, no XLA — the
+  baseline the project's step is compared with.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def model_flops(model) -> int:
+    """FLOPs of one forward pass for one image."""
+    from keras import layers
+    total = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, layers.Conv2DTranspose):
+            _, h, w, c_in = layer.input.shape
+            k = np.prod(layer.kernel_size)
+            total += 2 * h * w * k * c_in * layer.filters
+        elif isinstance(layer, layers.Conv2D):
+            _, h, w, c_out = layer.output.shape
+            k = np.prod(layer.kernel_size)
+            total += 2 * h * w * k * layer.input.shape[-1] * c_out
+        elif isinstance(layer, layers.Dense):
+            total += 2 * layer.input.shape[-1] * layer.units
+    return int(total)
+
+
+def train_step_flops(generator, discriminator) -> int:
+    return 3 * (model_flops(generator) + 2 * model_flops(discriminator))
+
+
+def _best_rate(fn, flops: float, repeats: int = 5) -> float:
+    fn()  # warm up / trace
+    best = min(_timed(fn) for _ in range(repeats))
+    return flops / best / 1e9
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def attainable_gflops() -> dict[str, float]:
+    import tensorflow as tf
+    n = 2048
+    a = tf.random.normal([n, n])
+    matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, a)))
+    x = tf.random.normal([1, 64, 64, 256])
+    kernel = tf.random.normal([3, 3, 256, 256])
+    conv = tf.function(lambda: tf.reduce_sum(tf.nn.conv2d(x, kernel, 1, "SAME")))
+    rates = {"matmul_gflops": _best_rate(lambda: float(matmul()), 2 * n ** 3),
+             "conv_gflops": _best_rate(lambda: float(conv()), 2 * 64 * 64 * 9 * 256 * 256)}
+    rates["attainable_gflops"] = max(rates.values())
+    return rates
+
+
+def reference_step(generator, discriminator, l1_weight: float = 100.0):
+    """The textbook step (TensorFlow pix2pix tutorial): returns `step(inputs, targets) -> gen_total`."""
+    import keras
+    import tensorflow as tf
+    bce = keras.losses.BinaryCrossentropy(from_logits=True)
+    opt_g = keras.optimizers.Adam(2e-4, beta_1=0.5)
+    opt_d = keras.optimizers.Adam(2e-4, beta_1=0.5)
+
+    @tf.function
+    def step(inputs, targets):
+        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+            fake = generator(inputs, training=True)
+            real_logits = discriminator([inputs, targets], training=True)
+            fake_logits = discriminator([inputs, fake], training=True)
+            gan = bce(tf.ones_like(fake_logits), fake_logits)
+            gen_total = gan + l1_weight * tf.reduce_mean(tf.abs(targets - fake))
+            disc = bce(tf.ones_like(real_logits), real_logits) + bce(tf.zeros_like(fake_logits), fake_logits)
+        opt_g.apply_gradients(zip(g_tape.gradient(gen_total, generator.trainable_variables),
+                                  generator.trainable_variables))
+        opt_d.apply_gradients(zip(d_tape.gradient(disc, discriminator.trainable_variables),
+                                  discriminator.trainable_variables))
+        return gen_total
+
+    return step

@@ -1,0 +1,44 @@
+"""Turn any set of runs into the comparison report: tables, figures, statistics, HTML, notebook.
+
+    python jobs/report.py runs/default -o reports/default
+    python jobs/report.py runs/sweep1 runs/slurm -o reports/all --no-notebook
+
+Reads run directories only (no TensorFlow). Writes tables/*.{csv,md,tex},
+figures/*.{png,svg}, report.html (self-contained) and compare.{ipynb,html}.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from gan.errors import UserError
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("roots", nargs="+", help="folders holding run directories (or runs themselves)")
+    parser.add_argument("-o", "--out", default="reports", help="output folder (default: reports)")
+    parser.add_argument("--metric", default="ssim", help="validation metric for sweep tables (default: ssim)")
+    parser.add_argument("--no-notebook", action="store_true", help="skip executing the notebook")
+    args = parser.parse_args()
+    for root in args.roots:
+        if not Path(root).is_dir():
+            raise UserError(f"{root}: no such folder")
+    from analysis.report import build_report
+    from analysis.tables import comparison_table
+    from analysis.runs import find_runs
+    try:
+        page = build_report(args.roots, args.out, notebook=not args.no_notebook, metric=args.metric)
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from None
+    print(comparison_table(runs=find_runs(*args.roots)))
+    print(f"\nreport: {page}" + ("" if args.no_notebook else f"\nnotebook: {Path(args.out) / 'compare.html'}"))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

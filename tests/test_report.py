@@ -1,0 +1,142 @@
+"""Reports from real short runs: numbers equal direct computations, files written, notebook runs,
+unfinished runs flagged, and the HTML renders in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as scipy_stats
+
+from conftest import ROOT, run_cli
+from gan.config import make_config
+from gan.train import train
+from services import unavailable
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory):
+    """Three finished tiny runs, one failed (diverged) and one left 'running' by kill -9."""
+    out = tmp_path_factory.mktemp("runs")
+    for gen in ("unet", "resnet", "hybrid"):
+        assert train(make_config("tiny", {"model.generator": gen, "experiment": "cmp"}), out) == 0
+    diverging = make_config("tiny", {"model.generator": "hybrid", "experiment": "bad", "run_name": "diverged",
+                                     "optim.lr_d": 1e30, "optim.lr_g": 1e30})
+    assert train(diverging, out) == 3
+    proc = subprocess.Popen([sys.executable, str(ROOT / "jobs" / "train.py"), "--preset", "tiny", "--gen", "unet",
+                             "--experiment", "bad", "--run-name", "killed", "--train.steps", "1000",
+                             "--out", str(out)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = out / "bad" / "killed" / "metrics.csv"
+    deadline = time.time() + 300
+    while not metrics.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(runs_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    done = run_cli("report.py", str(runs_root), "-o", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, done.stdout
+
+
+def test_study_table_equals_direct_computation(runs_root, report):
+    out, stdout = report
+    table = pd.read_csv(out / "tables" / "test_summary.csv").set_index("generator")
+    for gen in ("unet", "resnet", "hybrid"):
+        direct = pd.read_csv(runs_root / "cmp" / gen / "test_metrics.csv")
+        for metric in ("hist_corr", "template_match", "feature_match", "ssim", "psnr", "l1"):
+            assert table.loc[gen, f"{metric}_mean"] == pytest.approx(direct[metric].mean())
+            assert table.loc[gen, f"{metric}_std"] == pytest.approx(direct[metric].std(ddof=1), nan_ok=True)
+    hybrid = pd.read_csv(runs_root / "cmp" / "hybrid" / "timings.csv")
+    # The hybrid row pools the finished run and the diverged one (no timings), so it is the finished run's.
+    assert table.loc["hybrid", "seconds_per_1k_steps"] == pytest.approx(
+        1000 * hybrid.train_seconds.sum() / hybrid.steps.sum())
+    assert "| unet |" in stdout and "| hybrid |" in stdout
+    assert (out / "tables" / "study.md").read_text().startswith("| generator |")
+    assert "\\begin{tabular}" in (out / "tables" / "study.tex").read_text()
+
+
+def test_paired_tests_and_intervals_match_scipy(runs_root, report):
+    out, _ = report
+    a = pd.read_csv(runs_root / "cmp" / "unet" / "test_metrics.csv").set_index("image")
+    b = pd.read_csv(runs_root / "cmp" / "resnet" / "test_metrics.csv").set_index("image")
+    paired = pd.read_csv(out / "tables" / "paired_tests.csv")
+    row = paired[(paired.metric == "l1") & (paired.a == "resnet") & (paired.b == "unet")].iloc[0]
+    assert row.p == pytest.approx(scipy_stats.wilcoxon(b.l1, a.loc[b.index].l1).pvalue)
+    family = paired[paired.metric == "l1"].sort_values("p")
+    assert (family.p_holm >= family.p - 1e-12).all() and (family.p_holm <= 1).all()
+    assert family.p_holm.iloc[0] == pytest.approx(min(1, len(family) * family.p.iloc[0]))
+    ci = pd.read_csv(out / "tables" / "bootstrap_ci.csv")
+    ssim = ci[(ci.generator == "unet") & (ci.metric == "ssim")].iloc[0]
+    assert ssim["mean"] == pytest.approx(a.ssim.mean())
+    assert ssim.ci_low <= ssim["mean"] <= ssim.ci_high
+
+
+def test_unfinished_runs_are_reported(report):
+    out, _ = report
+    runs = pd.read_csv(out / "tables" / "runs.csv").set_index("run")
+    assert runs.loc["bad/diverged", "state"] == "failed"
+    assert "non-finite loss" in runs.loc["bad/diverged", "message"]
+    assert runs.loc["bad/killed", "state"] == "running"
+    page = (out / "report.html").read_text()
+    assert "Not finished: " in page and "bad/diverged (failed" in page and "bad/killed (running" in page
+
+
+def test_figures_and_notebook_are_written(report):
+    out, _ = report
+    for name in ("evolution", "step_time", "samples"):
+        for suffix in (".png", ".svg"):
+            assert (out / "figures" / f"{name}{suffix}").stat().st_size > 1000
+    notebook = json.loads((out / "compare.ipynb").read_text())
+    errors = [o for c in notebook["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    assert "hist_corr" in (out / "compare.html").read_text()
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    if os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env, timeout=600)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], capture_output=True, env=env, timeout=900)
+        if shutil.which("chromium"):
+            return shutil.which("chromium")
+    unavailable("headless Chromium is not installed (Debian package 'chromium')")
+
+
+def test_report_renders_in_headless_chromium(report):
+    out, _ = report
+    browser = _chromium()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"]
+    url = (out / "report.html").resolve().as_uri()
+    dom = subprocess.run([browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert "<title>pix2pix comparison report</title>" in dom.stdout
+    assert dom.stdout.count("<table") >= 4 and "data:image/png;base64" in dom.stdout
+    shot = out / "screenshot.png"
+    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1400,2000", url],
+                   capture_output=True, timeout=120)
+    import cv2
+    image = cv2.imread(str(shot))
+    assert image is not None and image.shape[:2] == (2000, 1400)
+    assert image.std() > 10  # not a blank page: text, tables and figures were drawn
+    assert np.mean(image < 128) > 0.01
