@@ -56,3 +56,14 @@ def tree_digest(root: Path) -> str:
             h.update(str(p.relative_to(root)).encode())
             h.update(p.read_bytes())
     return h.hexdigest()
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory):
+    """The three generators trained with the tiny preset into <root>/cmp/<generator> (shared, read-only)."""
+    from gan.config import make_config
+    from gan.train import train
+    out = tmp_path_factory.mktemp("tiny-runs")
+    for gen in ("unet", "resnet", "hybrid"):
+        assert train(make_config("tiny", {"model.generator": gen, "experiment": "cmp"}), out) == 0
+    return out

@@ -53,18 +53,6 @@ def assert_exact_rows(run: Path, steps: int, every: int) -> None:
     assert pd.read_csv(run / "timings.csv").steps.sum() == steps
 
 
-def test_three_generators_in_parallel(ray_cluster, tmp_path):
-    done = run_tune(ray_cluster, tmp_path, "--gens", "all")
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    for gen in ("unet", "resnet", "hybrid"):
-        run = tmp_path / "default" / gen
-        assert json.loads((run / "status.json").read_text())["state"] == "finished"
-        assert (run / "summary.json").exists() and (run / "test_metrics.csv").exists()
-        assert_exact_rows(run, 8, 4)
-    assert "best configuration per generator by val_ssim" in done.stdout
-    assert "| hybrid |" in done.stdout and "| unet |" in done.stdout  # the comparison table
-
-
 def test_asha_stops_a_trial_early(ray_cluster, tmp_path):
     space = tmp_path / "space.json"
     # Learning rates from useless to fine: ASHA keeps the better half at each rung.
@@ -127,7 +115,9 @@ def test_node_loss_resumes_from_checkpoint(ray_cluster, tmp_path):
     assert resumed and min(resumed) >= 10, (step_at_kill, out[-4000:])
 
 
-def test_driver_loss_then_resume_skips_finished_trials(ray_cluster, tmp_path):
+def test_three_generators_driver_loss_and_resume(ray_cluster, tmp_path):
+    """`tune.py --gens all` runs the three trials in parallel; after the driver is killed, `--resume`
+    finishes the others without rerunning finished ones, and ends with the comparison."""
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.address}
     args = ["--gens", "all", "--train.steps", "100", "--train.eval_every", "10", "--experiment", "drv"]
     proc = subprocess.Popen(tune_cmd(tmp_path, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -150,6 +140,9 @@ def test_driver_loss_then_resume_skips_finished_trials(ray_cluster, tmp_path):
     for g, run in runs.items():
         assert json.loads((run / "status.json").read_text())["state"] == "finished", g
         assert_exact_rows(run, 100, 10)
+        assert (run / "summary.json").exists() and (run / "test_metrics.csv").exists()
     for g in finished:  # not rerun
         assert (runs[g] / "summary.json").stat().st_mtime_ns == finished_mtime[g]
         assert f"drv/{g} at step" not in done.stdout
+    assert "best configuration per generator by val_ssim" in done.stdout
+    assert all(f"| {g} |" in done.stdout for g in runs)  # the comparison table

@@ -27,11 +27,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def runs_root(tmp_path_factory):
+def runs_root(tiny_runs, tmp_path_factory):
     """Three finished tiny runs, one failed (diverged) and one left 'running' by kill -9."""
     out = tmp_path_factory.mktemp("runs")
-    for gen in ("unet", "resnet", "hybrid"):
-        assert train(make_config("tiny", {"model.generator": gen, "experiment": "cmp"}), out) == 0
+    shutil.copytree(tiny_runs / "cmp", out / "cmp")
     diverging = make_config("tiny", {"model.generator": "hybrid", "experiment": "bad", "run_name": "diverged",
                                      "optim.lr_d": 1e30, "optim.lr_g": 1e30})
     assert train(diverging, out) == 3
