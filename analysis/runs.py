@@ -18,6 +18,7 @@ import pandas as pd
 
 METRICS = ["hist_corr", "template_match", "feature_match", "ssim", "psnr", "l1"]
 STUDY_METRICS = ["hist_corr", "template_match", "feature_match", "ssim"]
+FCN_METRICS = ["fcn_pixel_acc", "fcn_class_acc", "fcn_iou"]  # with a segmenter (gan/segmenter.py)
 LOWER_IS_BETTER = {"l1"}
 
 

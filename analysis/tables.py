@@ -9,22 +9,27 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.runs import LOWER_IS_BETTER, METRICS, Run, find_runs, swept_fields, test_frame
+from analysis.runs import FCN_METRICS, LOWER_IS_BETTER, METRICS, Run, find_runs, swept_fields, test_frame
 
 
 def test_table(runs: list[Run]) -> pd.DataFrame:
     """Per generator: mean and std (ddof=1) of each per-image test metric, over every image of every
     finished run of that generator, plus seconds per 1,000 training steps."""
     tests = test_frame(runs)
+    metrics = metric_columns(tests)
     rows = []
     for gen in sorted({r.generator for r in runs}):
         mine = [r for r in runs if r.generator == gen]
         row = {"generator": gen, "runs": len(mine), "finished": sum(r.state == "finished" for r in mine)}
         images = tests[tests.generator == gen] if not tests.empty else tests
         row["images"] = len(images)
-        for m in METRICS:
+        for m in metrics:
             row[f"{m}_mean"] = images[m].mean() if len(images) else float("nan")
             row[f"{m}_std"] = images[m].std(ddof=1) if len(images) > 1 else float("nan")
+        for key in ("fid", "kid"):
+            values = [r.summary[key] for r in mine if key in r.summary]
+            if values:
+                row[key] = sum(values) / len(values)
         timed = [r.timings for r in mine if not r.timings.empty]
         if timed:
             t = pd.concat(timed)
@@ -33,14 +38,31 @@ def test_table(runs: list[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def metric_columns(tests: pd.DataFrame) -> list[str]:
+    """The study's metrics, psnr, l1, and the FCN-score columns when a segmenter was used."""
+    return METRICS + [m for m in FCN_METRICS if m in tests]
+
+
 def study_table(runs: list[Run]) -> pd.DataFrame:
-    """The study's layout: one row per generator, 'mean (std)' strings, time per 1,000 steps."""
+    """The study's layout: one row per generator, 'mean (std)' strings, time per 1,000 steps; with a
+    segmenter, a last row with the FCN-score of the real test photos (the reference)."""
     t = test_table(runs)
+    metrics = [m for m in metric_columns(test_frame(runs))]
     out = pd.DataFrame({"generator": t.generator})
-    for m in METRICS:
+    for m in metrics:
         out[m] = [f"{a:.3f} ({b:.3f})" if pd.notna(a) else "-" for a, b in zip(t[f"{m}_mean"], t[f"{m}_std"])]
+    for key in ("fid", "kid"):
+        if key in t:
+            out[key] = [f"{v:.3f}" if pd.notna(v) else "-" for v in t[key]]
     if "seconds_per_1k_steps" in t:
         out["s / 1k steps"] = [f"{v:.1f}" if pd.notna(v) else "-" for v in t.seconds_per_1k_steps]
+    real = [r.summary["fcn"]["real"] for r in runs if "fcn" in r.summary]
+    if real:  # every run scores the same real test photos with its segmenter: show their mean
+        reference = {c: "-" for c in out.columns}
+        reference["generator"] = "real photos (reference)"
+        for m in FCN_METRICS:
+            reference[m] = f"{sum(x[m[len('fcn_'):]] for x in real) / len(real):.3f}"
+        out = pd.concat([out, pd.DataFrame([reference])], ignore_index=True)
     return out
 
 

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from gan.errors import UserError
@@ -97,6 +98,10 @@ class EvalConfig:
     train_subset: int = 50  # fixed train images measured at each evaluation
     samples: int = 4  # rows in the input | target | output grid
     workers: int = 0  # metric worker processes; 0 = one per CPU core
+    # FCN-score on the test split: a run directory of jobs/train_segmenter.py ('' = off).
+    segmenter: str = ""
+    # FID/KID on the test split: a Keras weights file of InceptionV3(include_top=False, pooling='avg').
+    inception_weights: str = ""
 
 
 @dataclass
@@ -186,6 +191,11 @@ class Config:
             raise ConfigError(f"--train.devices: must be 'auto' or a positive integer, got {t.devices!r}")
         if t.devices.isdigit() and t.batch_size % int(t.devices):
             raise ConfigError(f"--train.batch_size: {t.batch_size} does not split over {t.devices} devices")
+        if self.eval.segmenter and not (Path(self.eval.segmenter) / "segmenter.weights.h5").exists():
+            raise ConfigError(f"--eval.segmenter {self.eval.segmenter}: no segmenter.weights.h5 there "
+                              "(train one with jobs/train_segmenter.py)")
+        if self.eval.inception_weights and not Path(self.eval.inception_weights).is_file():
+            raise ConfigError(f"--eval.inception_weights {self.eval.inception_weights}: no such file")
         for key in ("experiment", "run_name"):
             value = getattr(self, key)
             if "/" in value or value in (".", ".."):

@@ -110,7 +110,7 @@ def select_splits(pools: dict[str, list[Pair]], n_train: int, n_val: int, n_test
             room = n - len(picked)
             picked += shuffled[src][:room]
             shuffled[src] = shuffled[src][room:]
-        if not picked:
+        if not picked and n > 0:
             raise UserError(f"--data: no images left for the {split} split "
                             f"(dataset splits: {', '.join(f'{s}={len(pools[s])}' for s in SPLITS)})")
         if len(picked) < n:

@@ -61,11 +61,12 @@ def write_png(path, image: np.ndarray) -> None:
 
 
 def summarise(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
-    """Mean and sample standard deviation (ddof=1) of every metric."""
+    """Mean and sample standard deviation (ddof=1) of every metric (NaN-aware)."""
     out = {}
-    for name in METRIC_NAMES:
+    for name in rows[0]:
         values = np.array([r[name] for r in rows], np.float64)
-        out[name] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+        out[name] = {"mean": float(np.nanmean(values)),
+                     "std": float(np.nanstd(values, ddof=1)) if np.isfinite(values).sum() > 1 else 0.0}
     return out
 
 
@@ -109,8 +110,22 @@ class Evaluator:
         test = self.data.test
         outputs = self.generator(test.inputs)
         per_image = self.pool(outputs, test.targets)
-        write_csv(run.test_metrics, ["image", *METRIC_NAMES],
-                  [{"image": i, **{k: round(r[k], 6) for k in METRIC_NAMES}} for i, r in zip(test.ids, per_image)])
+        extra = {}
+        if self.cfg.eval.segmenter:  # FCN-score: segment the generated photos, score against the input labels
+            from gan.segmenter import Segmenter
+            segmenter = Segmenter.load(self.cfg.eval.segmenter)
+            fcn_rows, fcn_generated = segmenter.fcn_scores(outputs, test.inputs)
+            _, fcn_real = segmenter.fcn_scores(test.targets, test.inputs)  # the reference: real photos
+            per_image = [{**a, **b} for a, b in zip(per_image, fcn_rows)]
+            extra["fcn"] = {"generated": fcn_generated, "real": fcn_real, "segmenter": self.cfg.eval.segmenter}
+        if self.cfg.eval.inception_weights:
+            from gan.fid import InceptionFeatures, fid, kid
+            features = InceptionFeatures(self.cfg.eval.inception_weights)
+            real, fake = features(test.targets), features(outputs)
+            extra.update(fid=fid(real, fake), kid=kid(real, fake))
+        columns = list(per_image[0])
+        write_csv(run.test_metrics, ["image", *columns],
+                  [{"image": i, **{k: round(r[k], 6) for k in columns}} for i, r in zip(test.ids, per_image)])
         k = self.cfg.eval.samples
         write_png(run.samples / "test.png", sample_grid(test.inputs[:k], test.targets[:k], outputs[:k]))
         timings = read_csv(run.timings)
@@ -120,6 +135,7 @@ class Evaluator:
             "train_seconds": round(sum(float(r["train_seconds"]) for r in timings), 3),
             "eval_seconds": round(sum(float(r["eval_seconds"]) for r in timings), 3),
             "parameters": {"generator": int(self.generator.model.count_params())},
+            **extra,
         }
         write_json(run.summary, summary)
         return summary

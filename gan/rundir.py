@@ -31,7 +31,7 @@ from gan.errors import UserError
 # Fields that may change when a run is resumed: they do not change what is
 # learned (more steps extend the run; workers and logging are bookkeeping).
 RESUMABLE_FIELDS = {"train.steps", "eval.workers", "train.log_every", "train.checkpoints_to_keep",
-                    "data.cache_dir"}
+                    "data.cache_dir", "eval.segmenter", "eval.inception_weights"}
 
 METRICS_COLUMNS = ["step", "split", "hist_corr", "template_match", "feature_match", "ssim", "psnr", "l1",
                    "images"]

@@ -1,0 +1,94 @@
+"""FCN-score and FID/KID: label mapping, a segmenter trained here, score identities."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from gan.labels import IGNORE, TRAIN_CLASSES, colours_to_train_ids, label_ids_to_train_ids, train_ids_to_colours
+from gan.synthetic import draw_scene
+
+pytestmark = pytest.mark.slow
+
+
+def test_exact_palette_maps_exactly():
+    ids = np.arange(19, dtype=np.uint8).repeat(4).reshape(4, 19)
+    assert np.array_equal(colours_to_train_ids(train_ids_to_colours(ids)), ids)
+    void = np.array([[[0, 0, 0], [250, 170, 160]]], np.uint8)  # unlabeled, parking
+    assert (colours_to_train_ids(void) == IGNORE).all()
+
+
+def test_jpeg_compressed_labels_map_to_their_class():
+    _, label = draw_scene(3, 5, 128)
+    exact = colours_to_train_ids(label)
+    ok, buf = cv2.imencode(".jpg", label[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 75])
+    noisy = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
+    assert not np.array_equal(noisy, label)  # the colours really are noisy
+    assert np.mean(colours_to_train_ids(noisy) == exact) > 0.95  # only pixels near edges may differ
+
+
+def test_label_ids():
+    label_ids = np.array([[7, 8, 26, 0, 33]], np.uint8)
+    assert label_ids_to_train_ids(label_ids).tolist() == [[0, 1, 13, IGNORE, 18]]
+    assert {c[2] for c in TRAIN_CLASSES} == set(range(19))
+
+
+@pytest.fixture(scope="module")
+def segmenter_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("seg")
+    done = run_cli("train_segmenter.py", "--preset", "tiny", "--epochs", "10", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    return out / "segmenter" / "segmenter"
+
+
+def test_segmenter_learns_above_chance(segmenter_run):
+    summary = json.loads((segmenter_run / "summary.json").read_text())["val_real_photos"]
+    assert summary["pixel_acc"] > 0.3 and summary["class_acc"] > 1 / 19 and summary["iou"] > 1 / 19 / 2
+    assert len((segmenter_run / "metrics.csv").read_text().splitlines()) == 11  # header + 10 epochs
+
+
+def test_real_photos_score_at_least_a_constant_image(segmenter_run):
+    from gan.segmenter import Segmenter
+    segmenter = Segmenter.load(segmenter_run)
+    scenes = [draw_scene(0, 450 + i, 32) for i in range(8)]
+    photos, labels = np.stack([p for p, _ in scenes]), np.stack([lab for _, lab in scenes])
+    _, real = segmenter.fcn_scores(photos, labels)
+    _, constant = segmenter.fcn_scores(np.full_like(photos, 128), labels)
+    # A flat image is segmented as one or two classes: the class-level scores expose it.
+    assert real["class_acc"] > constant["class_acc"] and real["iou"] > constant["iou"], (real, constant)
+
+
+def test_training_reports_the_fcn_score(segmenter_run, tmp_path):
+    done = run_cli("train.py", "--preset", "tiny", "--gen", "hybrid", "--out", str(tmp_path),
+                   "--eval.segmenter", str(segmenter_run), "--report", str(tmp_path / "report"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = tmp_path / "default" / "hybrid"
+    header = (run / "test_metrics.csv").read_text().splitlines()[0]
+    assert header.endswith("fcn_pixel_acc,fcn_class_acc,fcn_iou")
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["fcn"]["real"]) == {"pixel_acc", "class_acc", "iou"}
+    assert "fcn_iou" in summary["test"]
+    study = (tmp_path / "report" / "tables" / "study.md").read_text()
+    assert "| real photos (reference) |" in study and "fcn_pixel_acc" in study
+
+
+def test_fid_and_kid_identities(tmp_path):
+    import keras
+    from gan.fid import InceptionFeatures, fid, kid
+    weights = tmp_path / "inception.weights.h5"
+    keras.utils.set_random_seed(0)
+    keras.applications.InceptionV3(include_top=False, pooling="avg", weights=None).save_weights(weights)
+    features = InceptionFeatures(weights, image_size=75)  # the weights fit any input size; 75 is the least
+    images = np.stack([draw_scene(0, i, 64)[0] for i in range(10)])
+    real = features(images)
+    assert real.shape == (10, 2048)
+    shifted = features(np.clip(images.astype(int) + 40, 0, 255).astype(np.uint8))
+    far = features(np.clip(images.astype(int) + 120, 0, 255).astype(np.uint8))
+    assert 0 < fid(real, shifted) < fid(real, far)
+    assert fid(real, real) < 1e-3 * fid(real, shifted)  # zero up to the matrix square root's rounding
+    assert abs(kid(real, real)) < kid(real, shifted) / 5
+    assert kid(real, shifted) < kid(real, far)
