@@ -58,11 +58,11 @@ def test_asha_stops_a_trial_early(ray_cluster, tmp_path):
     # Learning rates from useless to fine: ASHA keeps the better half at each rung.
     space.write_text(json.dumps({"optim.lr_g": {"grid": [1e-7, 1e-6, 2e-4, 1e-3]}}))
     done = run_tune(ray_cluster, tmp_path / "out", "--gens", "hybrid", "--space", str(space),
-                    "--scheduler", "asha", "--train.steps", "16", "--train.eval_every", "2")
+                    "--scheduler", "asha", "--train.steps", "8", "--train.eval_every", "2")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     steps = [json.loads(p.read_text())["step"] for p in (tmp_path / "out" / "default").glob("*/status.json")]
     assert len(steps) == 4
-    assert min(steps) < 16 and max(steps) == 16, steps
+    assert min(steps) < 8 and max(steps) == 8, steps
 
 
 def _ancestors(pid: int) -> set[int]:
