@@ -67,3 +67,15 @@ def tiny_runs(tmp_path_factory):
     for gen in ("unet", "resnet", "hybrid"):
         assert train(make_config("tiny", {"model.generator": gen, "experiment": "cmp"}), out) == 0
     return out
+
+
+def assert_exact_rows(run: Path, steps: int, every: int) -> None:
+    """metrics.csv has one train and one val row per evaluation, none duplicated or missing;
+    timings.csv one row per interval, whose step counts add up to the run's steps."""
+    import pandas as pd
+    metrics = pd.read_csv(run / "metrics.csv")
+    expected = [(s, split) for s in range(every, steps + 1, every) for split in ("train", "val")]
+    assert list(zip(metrics.step, metrics.split)) == expected
+    timings = pd.read_csv(run / "timings.csv")
+    assert list(timings.step) == list(range(every, steps + 1, every))
+    assert timings.steps.sum() == steps

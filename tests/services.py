@@ -138,6 +138,16 @@ PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP
             time.sleep(1)
         raise TimeoutError(f"job {job_id} still queued: {self.run('squeue', '-j', job_id).stdout}")
 
+    def release_requeued(self, job_id: str, timeout: float = 120) -> None:
+        """SLURM holds a requeued job ~2 minutes (shared/notes): once it is pending again, start it now."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.run("squeue", "-h", "-j", job_id, "-o", "%T").stdout.strip() == "PENDING":
+                self.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"job {job_id} was not requeued: {self.run('squeue', '-j', job_id).stdout}")
+
     def stop(self) -> None:
         for pid in reversed(self.pids):
             if _alive(pid):

@@ -10,10 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, assert_exact_rows
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -44,13 +43,6 @@ def tune_cmd(out: Path, *args: str) -> list[str]:
 def run_tune(cluster, out: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     env = {**os.environ, "RAY_ADDRESS": cluster.address}
     return subprocess.run(tune_cmd(out, *args), capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
-
-
-def assert_exact_rows(run: Path, steps: int, every: int) -> None:
-    metrics = pd.read_csv(run / "metrics.csv")
-    expected = [(s, split) for s in range(every, steps + 1, every) for split in ("train", "val")]
-    assert list(zip(metrics.step, metrics.split)) == expected
-    assert pd.read_csv(run / "timings.csv").steps.sum() == steps
 
 
 def test_asha_stops_a_trial_early(ray_cluster, tmp_path):

@@ -10,10 +10,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, assert_exact_rows, run_cli
 from services import Slurm
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -40,13 +39,6 @@ def sbatch(slurm: Slurm, out: Path, *extra: str, env: str = "") -> str:
     return done.stdout.strip().split(";")[0]
 
 
-def exact_rows(run: Path, steps: int, every: int) -> None:
-    metrics = pd.read_csv(run / "metrics.csv")
-    assert list(zip(metrics.step, metrics.split)) == [
-        (s, split) for s in range(every, steps + 1, every) for split in ("train", "val")]
-    assert pd.read_csv(run / "timings.csv").steps.sum() == steps
-
-
 def test_sbatch_train_all_leaves_three_finished_runs(slurm, tmp_path):
     job = sbatch(slurm, tmp_path)
     slurm.wait_job(job)
@@ -54,7 +46,7 @@ def test_sbatch_train_all_leaves_three_finished_runs(slurm, tmp_path):
         run = tmp_path / "slurm" / gen
         status = json.loads((run / "status.json").read_text())
         assert status["state"] == "finished", (gen, status, list(tmp_path.glob("*.out")))
-        exact_rows(run, 8, 4)
+        assert_exact_rows(run, 8, 4)
         assert (run / "summary.json").exists()
 
 
@@ -71,24 +63,16 @@ def test_requeue_resumes_without_duplicated_rows(slurm, tmp_path):
     else:
         raise AssertionError(f"no rows; log: {[p.read_text() for p in tmp_path.glob('*.out')]}")
     assert slurm.run("scontrol", "requeue", task).returncode == 0
-    # SLURM holds a requeued job ~2 minutes (shared/notes): make it eligible now.
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        state = slurm.run("squeue", "-h", "-j", task, "-o", "%T").stdout.strip()
-        if state == "PENDING":
-            slurm.run("scontrol", "update", f"JobId={task}", "StartTime=now")
-            break
-        time.sleep(0.5)
+    slurm.release_requeued(task)
     slurm.wait_job(job)
     log = "".join(p.read_text() for p in tmp_path.glob("slurm_*.out"))
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "finished", log[-3000:]
     assert "restart 1" in log and "resuming" in log, log[-3000:]
-    exact_rows(run, 150, 10)
+    assert_exact_rows(run, 150, 10)
 
 
 def test_submitit_round_trip_with_preemption(slurm, tmp_path):
-    import submitit
     from cluster.submitit_jobs import TrainJob, make_executor
     from gan.config import make_config
 
@@ -103,16 +87,10 @@ def test_submitit_round_trip_with_preemption(slurm, tmp_path):
         assert time.time() < deadline and job.state not in ("FAILED", "COMPLETED"), job.stderr()
         time.sleep(0.2)
     job._interrupt()  # what SLURM does before preemption/timeout: submitit checkpoints and requeues
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        state = slurm.run("squeue", "-h", "-j", job.job_id, "-o", "%T").stdout.strip()
-        if state == "PENDING":
-            slurm.run("scontrol", "update", f"JobId={job.job_id}", "StartTime=now")
-            break
-        time.sleep(0.5)
+    slurm.release_requeued(job.job_id)
     result = job.result()
     assert result["state"] == "finished" and result["step"] == 150
-    exact_rows(run, 150, 10)
+    assert_exact_rows(run, 150, 10)
     assert "resuming" in (job.stdout() or ""), job.stdout()
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, run_cli, tree_digest
+from conftest import ROOT, assert_exact_rows, run_cli, tree_digest
 from gan.config import make_config
 from gan.train import train
 
@@ -75,15 +75,6 @@ def _start(args: list[str]) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _assert_exact_rows(run: Path, steps: int, every: int) -> None:
-    metrics = read(run / "metrics.csv")
-    expected = [(s, split) for s in range(every, steps + 1, every) for split in ("train", "val")]
-    assert list(zip(metrics.step, metrics.split)) == expected  # none duplicated, none missing
-    timings = read(run / "timings.csv")
-    assert list(timings.step) == list(range(every, steps + 1, every))
-    assert timings.steps.sum() == steps
-
-
 def test_resume_after_kill_9(tmp_path):
     args = [*TINY, "--gen", "unet", "--out", str(tmp_path), "--train.steps", "200", "--train.eval_every", "10"]
     run = tmp_path / "default" / "unet"
@@ -96,7 +87,7 @@ def test_resume_after_kill_9(tmp_path):
     done = run_cli("train.py", *args)
     assert done.returncode == 0, done.stderr
     assert f"resuming {run} at step {killed_at}" in done.stdout
-    _assert_exact_rows(run, 200, 10)
+    assert_exact_rows(run, 200, 10)
     assert json.loads((run / "status.json").read_text())["state"] == "finished"
 
 
@@ -119,7 +110,7 @@ def test_sigterm_checkpoints_preempts_and_resumes_exactly(tmp_path):
     done = run_cli("train.py", *args)
     assert done.returncode == 0, done.stderr
     assert f"resuming {run} at step {status['step']}" in done.stdout
-    _assert_exact_rows(run, 120, 20)
+    assert_exact_rows(run, 120, 20)
     a = read(tmp_path / "straight" / "default" / "hybrid" / "metrics.csv")
     b = read(run / "metrics.csv")
     for name in ("ssim", "l1", "psnr"):
