@@ -37,21 +37,31 @@ class InceptionFeatures:
             raise UserError(f"--eval.inception_weights {weights}: not InceptionV3(include_top=False, "
                             f"pooling='avg') weights ({str(e).splitlines()[0][:120]})") from None
         self.size = image_size
-        self._features = tf.function(
-            lambda x: self.model(tf.image.resize(tf.cast(x, tf.float32), [image_size, image_size]) / 127.5 - 1.0,
-                                 training=False), reduce_retracing=True)
 
-    def __call__(self, images: np.ndarray, batch: int = 16) -> np.ndarray:
-        return np.concatenate([self._features(images[i:i + batch]).numpy() for i in range(0, len(images), batch)])
+    def __call__(self, images: np.ndarray, batch: int = 32) -> np.ndarray:
+        import tensorflow as tf
+        # Eager calls: tracing this 300-layer graph costs more than the few batches of a test split.
+        return np.concatenate([
+            self.model(tf.image.resize(tf.cast(images[i:i + batch], tf.float32), [self.size, self.size])
+                       / 127.5 - 1.0, training=False).numpy() for i in range(0, len(images), batch)])
 
 
 def fid(real: np.ndarray, fake: np.ndarray) -> float:
     real, fake = real.astype(np.float64), fake.astype(np.float64)
     mu_r, mu_f = real.mean(0), fake.mean(0)
     cov_r, cov_f = np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
-    root, _ = linalg.sqrtm(cov_r @ cov_f, disp=False)
-    root = root.real  # numerical noise can leave a tiny imaginary part
-    return float(max(0.0, ((mu_r - mu_f) ** 2).sum() + np.trace(cov_r + cov_f - 2 * root)))
+    return float(max(0.0, ((mu_r - mu_f) ** 2).sum() + np.trace(cov_r) + np.trace(cov_f)
+                     - 2 * _trace_sqrt_product(cov_r, cov_f)))
+
+
+def _trace_sqrt_product(a: np.ndarray, b: np.ndarray) -> float:
+    """Tr((A B)^1/2) for covariance matrices, as the sum of square roots of the eigenvalues of the
+    symmetric A^1/2 B A^1/2 (same spectrum as A B): two symmetric eigendecompositions, about 10x
+    faster than scipy.linalg.sqrtm on 2048 x 2048 and free of its complex round-off."""
+    w, v = linalg.eigh(a)
+    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    m = root_a @ b @ root_a
+    return float(np.sqrt(np.clip(linalg.eigvalsh((m + m.T) / 2), 0, None)).sum())
 
 
 def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 10, subset_size: int = 1000, seed: int = 0) -> float:

@@ -47,14 +47,15 @@ def run_tune(cluster, out: Path, *args: str, timeout: float = 900) -> subprocess
 
 def test_asha_stops_a_trial_early(ray_cluster, tmp_path):
     space = tmp_path / "space.json"
-    # Learning rates from useless to fine: ASHA keeps the better half at each rung.
-    space.write_text(json.dumps({"optim.lr_g": {"grid": [1e-7, 1e-6, 2e-4, 1e-3]}}))
+    # Useful learning rates first, then useless ones: when the useless trials reach a rung, the useful
+    # ones have set the bar (validation L1, which the step directly minimises), and ASHA stops them.
+    space.write_text(json.dumps({"optim.lr_g": {"grid": [1e-3, 2e-4, 1e-7, 1e-8]}}))
     done = run_tune(ray_cluster, tmp_path / "out", "--gens", "hybrid", "--space", str(space),
-                    "--scheduler", "asha", "--train.steps", "8", "--train.eval_every", "2")
+                    "--scheduler", "asha", "--metric", "val_l1", "--train.steps", "16", "--train.eval_every", "2")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     steps = [json.loads(p.read_text())["step"] for p in (tmp_path / "out" / "default").glob("*/status.json")]
     assert len(steps) == 4
-    assert min(steps) < 8 and max(steps) == 8, steps
+    assert min(steps) < 16 and max(steps) == 16, steps
 
 
 def _ancestors(pid: int) -> set[int]:
