@@ -56,12 +56,14 @@ def study_table(runs: list[Run]) -> pd.DataFrame:
             out[key] = [f"{v:.3f}" if pd.notna(v) else "-" for v in t[key]]
     if "seconds_per_1k_steps" in t:
         out["s / 1k steps"] = [f"{v:.1f}" if pd.notna(v) else "-" for v in t.seconds_per_1k_steps]
-    real = [r.summary["fcn"]["real"] for r in runs if "fcn" in r.summary]
-    if real:  # every run scores the same real test photos with its segmenter: show their mean
+    real = [r.summary["fcn"]["real_image_mean"] for r in runs if "fcn" in r.summary]
+    if real:  # the same segmenter on the real test photos, averaged per image like the rows above
         reference = {c: "-" for c in out.columns}
         reference["generator"] = "real photos (reference)"
         for m in FCN_METRICS:
-            reference[m] = f"{sum(x[m[len('fcn_'):]] for x in real) / len(real):.3f}"
+            mean = sum(x[m]["mean"] for x in real) / len(real)
+            std = sum(x[m]["std"] for x in real) / len(real)
+            reference[m] = f"{mean:.3f} ({std:.3f})"
         out = pd.concat([out, pd.DataFrame([reference])], ignore_index=True)
     return out
 

@@ -115,9 +115,13 @@ class Evaluator:
             from gan.segmenter import Segmenter
             segmenter = Segmenter.load(self.cfg.eval.segmenter)
             fcn_rows, fcn_generated = segmenter.fcn_scores(outputs, test.inputs)
-            _, fcn_real = segmenter.fcn_scores(test.targets, test.inputs)  # the reference: real photos
+            real_rows, fcn_real = segmenter.fcn_scores(test.targets, test.inputs)  # the reference: real photos
             per_image = [{**a, **b} for a, b in zip(per_image, fcn_rows)]
-            extra["fcn"] = {"generated": fcn_generated, "real": fcn_real, "segmenter": self.cfg.eval.segmenter}
+            # Dataset-level scores (summed confusion matrix, as the paper reports) and per-image means
+            # (what the mean (std) tables compare), for the generated and the real test photos.
+            extra["fcn"] = {"generated": fcn_generated, "real": fcn_real,
+                            "generated_image_mean": summarise(fcn_rows), "real_image_mean": summarise(real_rows),
+                            "segmenter": self.cfg.eval.segmenter}
         if self.cfg.eval.inception_weights:
             from gan.fid import InceptionFeatures, fid, kid
             features = InceptionFeatures(self.cfg.eval.inception_weights)

@@ -25,7 +25,6 @@ from gan.errors import UserError
 class InceptionFeatures:
     def __init__(self, weights: str | Path, image_size: int = 299):
         import keras
-        import tensorflow as tf
         weights = Path(weights)
         if not weights.exists():
             raise UserError(f"--eval.inception_weights {weights}: no such file")

@@ -24,8 +24,10 @@ JOBS = Path(__file__).resolve().parent
 
 
 def wall(cmd: list[str], env: dict | None = None) -> float:
+    merged = {**os.environ, **(env or {})}
+    merged = {k: v for k, v in merged.items() if v is not None}  # None: unset (e.g. RAY_ADDRESS)
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    done = subprocess.run(cmd, capture_output=True, text=True, env=merged)
     if done.returncode:
         sys.exit(f"error: {' '.join(cmd[:3])} failed:\n{done.stderr[-2000:]}")
     return time.perf_counter() - t0
@@ -59,7 +61,7 @@ def main() -> int:
             "plain_train_s": wall([sys.executable, str(JOBS / "train.py"), "--gen", args.gen, *common,
                                    "--out", f"{tmp}/plain"]),
             "tune_one_trial_s": wall([sys.executable, str(JOBS / "tune.py"), "--gens", args.gen, *common,
-                                      "--out", f"{tmp}/tune"], env={"RAY_ADDRESS": ""}),
+                                      "--out", f"{tmp}/tune"], env={"RAY_ADDRESS": None}),
             "submitit_local_s": wall([sys.executable, str(JOBS / "submit.py"), "--gens", args.gen, *common,
                                       "--cluster", "local", "--wait", "--out", f"{tmp}/submitit",
                                       "--logs", f"{tmp}/logs"]),
