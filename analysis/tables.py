@@ -47,7 +47,7 @@ def study_table(runs: list[Run]) -> pd.DataFrame:
     """The study's layout: one row per generator, 'mean (std)' strings, time per 1,000 steps; with a
     segmenter, a last row with the FCN-score of the real test photos (the reference)."""
     t = test_table(runs)
-    metrics = [m for m in metric_columns(test_frame(runs))]
+    metrics = metric_columns(test_frame(runs))
     out = pd.DataFrame({"generator": t.generator})
     for m in metrics:
         out[m] = [f"{a:.3f} ({b:.3f})" if pd.notna(a) else "-" for a, b in zip(t[f"{m}_mean"], t[f"{m}_std"])]

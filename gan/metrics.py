@@ -83,7 +83,6 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "hist_corr": hist_corr, "template_match": template_match, "feature_match": feature_match,
     "ssim": ssim, "psnr": psnr, "l1": l1}
 METRIC_NAMES = tuple(METRICS)
-STUDY_METRICS = ("hist_corr", "template_match", "feature_match", "ssim")
 
 
 def image_metrics(generated: np.ndarray, real: np.ndarray) -> dict[str, float]:

@@ -8,9 +8,9 @@ figures/*.{png,svg}, report.html (self-contained) and compare.{ipynb,html}.
 """
 
 import argparse
-import sys
 from pathlib import Path
 
+from gan.cli import run_main
 from gan.errors import UserError
 
 
@@ -37,8 +37,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main)
