@@ -29,6 +29,8 @@ class ConfigError(UserError):
 
 GENERATOR_NAMES = ("unet", "resnet", "hybrid")
 DATA_FORMATS = ("auto", "synthetic", "pix2pix", "cityscapes", "paired-folders")
+BATCHNORM_MODES = ("auto", "fused", "synchronized", "keras")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 
 @dataclass
@@ -68,6 +70,9 @@ class ModelConfig:
     resnet_dropout: float = 0.0  # dropout inside residual blocks (resnet and hybrid)
     hybrid_blocks: int = 6  # residual blocks of the hybrid generator
     hybrid_downs: int = 3  # DCGAN-style down blocks of the hybrid generator
+    # BatchNorm kernel: 'auto' = fused on one replica, synchronized on several;
+    # 'fused' / 'keras' = per-replica statistics; 'synchronized' = global batch.
+    batchnorm: str = "auto"
 
 
 @dataclass
@@ -88,7 +93,10 @@ class TrainConfig:
     # 'auto': every GPU, else the CPU; an integer N > 1 on a CPU-only host makes
     # N logical CPU devices (how MirroredStrategy is tested without GPUs).
     devices: str = "auto"
-    jit_compile: bool = False  # XLA-compile the train step
+    jit_compile: bool = False  # XLA-compile the train step (1.6x slower on CPU: measured by jobs/bench.py)
+    # 'auto' = mixed_float16 (with loss scaling) on GPUs of compute capability
+    # >= 7.0, else float32; or float32 / mixed_float16 / mixed_bfloat16.
+    precision: str = "auto"
     log_every: int = 100  # loss scalars to TensorBoard / plain log lines
     checkpoints_to_keep: int = 2
 
@@ -153,6 +161,12 @@ class Config:
         if m.generator not in GENERATOR_NAMES:
             raise ConfigError(
                 f"--model.generator: unknown generator {m.generator!r} (choose from {', '.join(GENERATOR_NAMES)})")
+        if m.batchnorm not in BATCHNORM_MODES:
+            raise ConfigError(f"--model.batchnorm: unknown mode {m.batchnorm!r} "
+                              f"(choose from {', '.join(BATCHNORM_MODES)})")
+        if t.precision not in PRECISIONS:
+            raise ConfigError(f"--train.precision: unknown precision {t.precision!r} "
+                              f"(choose from {', '.join(PRECISIONS)})")
         if d.format not in DATA_FORMATS:
             raise ConfigError(f"--data.format: unknown format {d.format!r} (choose from {', '.join(DATA_FORMATS)})")
         if d.input_side not in ("left", "right"):

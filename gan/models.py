@@ -14,10 +14,13 @@
 - `patchgan`: the tutorial's 70x70 PatchGAN on (input, target) pairs:
   30x30 logits at 256px. 2,770,433 parameters, filters 64.
 
-All convolutions start from N(0, 0.02) as in pix2pix. BatchNormalization is
-`synchronized=True`: under MirroredStrategy the batch statistics are those of
-the global batch, so N replicas train exactly like one device with the same
-global batch.
+All convolutions start from N(0, 0.02) as in pix2pix. BatchNormalization
+follows `model.batchnorm` (see `norm_layer`): on one replica a fused kernel
+(FusedBatchNormV3: one pass forward and backward instead of Keras 3's
+moments + elementwise ops), on several `synchronized=True`, so the batch
+statistics are those of the global batch and N replicas train exactly like
+one device with the same global batch. Both keep the same four variables, so
+checkpoints move freely between them.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Callable
 import keras
 from keras import layers
 
-from gan.config import ModelConfig
+from gan.config import BATCHNORM_MODES, ModelConfig
 from gan.errors import UserError
 
 
@@ -36,57 +39,96 @@ def _init():
     return keras.initializers.RandomNormal(0.0, 0.02)
 
 
-def _norm():
-    return layers.BatchNormalization(synchronized=True)
+class FusedBatchNorm(layers.BatchNormalization):
+    """Keras BatchNormalization whose training pass is TensorFlow's fused kernel.
+
+    Same variables, same forward values (biased batch variance, as Keras) and
+    same moving-average update; only the kernel differs. Statistics are per
+    replica, so `norm_layer` uses it only when there is one.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable) or mask is not None or self.renorm:
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+        x = tf.cast(inputs, "float32")  # as Keras: statistics in float32 under mixed precision
+        empty = tf.constant([], tf.float32)
+        y, mean, unbiased_var, *_ = tf.raw_ops.FusedBatchNormV3(
+            x=x, scale=self.gamma, offset=self.beta, mean=empty, variance=empty, epsilon=self.epsilon,
+            exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
+        n = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
+        variance = unbiased_var * tf.maximum(n - 1.0, 0.0) / n  # the kernel reports n/(n-1) x Keras's
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return tf.cast(y, self.compute_dtype)
 
 
-def down(filters: int, size: int = 4, batchnorm: bool = True, name: str | None = None) -> keras.Sequential:
+def norm_layer(mode: str) -> Callable[[], layers.Layer]:
+    """The BatchNormalization factory for `model.batchnorm`.
+
+    auto: fused when the current distribution strategy has one replica,
+    synchronized when it has several. fused / keras: per-replica statistics
+    (keras = the plain layer, as in the textbook pix2pix).
+    """
+    if mode == "auto":
+        import tensorflow as tf
+        mode = "fused" if tf.distribute.get_strategy().num_replicas_in_sync == 1 else "synchronized"
+    if mode == "fused":
+        return FusedBatchNorm
+    if mode == "synchronized":
+        return lambda: layers.BatchNormalization(synchronized=True)
+    if mode == "keras":
+        return layers.BatchNormalization
+    raise UserError(f"--model.batchnorm: unknown mode {mode!r} (choose from {', '.join(BATCHNORM_MODES)})")
+
+
+def down(norm, filters: int, size: int = 4, batchnorm: bool = True, name: str | None = None) -> keras.Sequential:
     """Conv stride 2 -> [BN] -> LeakyReLU(0.2): the pix2pix / DCGAN down block."""
     block = keras.Sequential(name=name)
     block.add(layers.Conv2D(filters, size, strides=2, padding="same", kernel_initializer=_init(), use_bias=False))
     if batchnorm:
-        block.add(_norm())
+        block.add(norm())
     block.add(layers.LeakyReLU(0.2))
     return block
 
 
-def up(filters: int, size: int = 4, dropout: float = 0.0, name: str | None = None) -> keras.Sequential:
+def up(norm, filters: int, size: int = 4, dropout: float = 0.0, name: str | None = None) -> keras.Sequential:
     """Transposed conv stride 2 -> BN -> [Dropout] -> ReLU: the pix2pix up block."""
     block = keras.Sequential(name=name)
     block.add(layers.Conv2DTranspose(filters, size, strides=2, padding="same", kernel_initializer=_init(),
                                      use_bias=False))
-    block.add(_norm())
+    block.add(norm())
     if dropout:
         block.add(layers.Dropout(dropout))
     block.add(layers.ReLU())
     return block
 
 
-def conv_bn_relu(x, filters: int, size: int, strides: int = 1):
+def conv_bn_relu(norm, x, filters: int, size: int, strides: int = 1):
     x = layers.Conv2D(filters, size, strides=strides, padding="same", kernel_initializer=_init(), use_bias=False)(x)
-    return layers.ReLU()(_norm()(x))
+    return layers.ReLU()(norm()(x))
 
 
-def residual_block(x, filters: int, dropout: float = 0.0):
+def residual_block(norm, x, filters: int, dropout: float = 0.0):
     """conv3 + BN + ReLU [+ Dropout] + conv3 + BN, added to the input."""
-    y = conv_bn_relu(x, filters, 3)
+    y = conv_bn_relu(norm, x, filters, 3)
     if dropout:
         y = layers.Dropout(dropout)(y)
     y = layers.Conv2D(filters, 3, padding="same", kernel_initializer=_init(), use_bias=False)(y)
-    return layers.Add()([x, _norm()(y)])
+    return layers.Add()([x, norm()(y)])
 
 
 def unet(cfg: ModelConfig, size: int) -> keras.Model:
-    f = cfg.filters
+    f, norm = cfg.filters, norm_layer(cfg.batchnorm)
     depth = int(math.log2(size))
     widths = [f, 2 * f, 4 * f] + [8 * f] * (depth - 3)
     inputs = layers.Input([size, size, 3])
     x, skips = inputs, []
     for i, width in enumerate(widths):
-        x = down(width, batchnorm=i > 0, name=f"down{i}")(x)
+        x = down(norm, width, batchnorm=i > 0, name=f"down{i}")(x)
         skips.append(x)
     for i, (width, skip) in enumerate(zip(reversed(widths[:-1]), reversed(skips[:-1]))):
-        x = up(width, dropout=cfg.dropout if i < 3 else 0.0, name=f"up{i}")(x)
+        x = up(norm, width, dropout=cfg.dropout if i < 3 else 0.0, name=f"up{i}")(x)
         x = layers.Concatenate()([x, skip])
     outputs = layers.Conv2DTranspose(3, 4, strides=2, padding="same", kernel_initializer=_init(),
                                      activation="tanh")(x)
@@ -94,45 +136,45 @@ def unet(cfg: ModelConfig, size: int) -> keras.Model:
 
 
 def resnet(cfg: ModelConfig, size: int) -> keras.Model:
-    f = cfg.filters
+    f, norm = cfg.filters, norm_layer(cfg.batchnorm)
     inputs = layers.Input([size, size, 3])
-    x = conv_bn_relu(inputs, f, 7)
-    x = conv_bn_relu(x, 2 * f, 3, strides=2)
-    x = conv_bn_relu(x, 4 * f, 3, strides=2)
+    x = conv_bn_relu(norm, inputs, f, 7)
+    x = conv_bn_relu(norm, x, 2 * f, 3, strides=2)
+    x = conv_bn_relu(norm, x, 4 * f, 3, strides=2)
     for _ in range(cfg.resnet_blocks):
-        x = residual_block(x, 4 * f, cfg.resnet_dropout)
+        x = residual_block(norm, x, 4 * f, cfg.resnet_dropout)
     for width in (2 * f, f):
-        x = conv_bn_relu(layers.UpSampling2D(2)(x), width, 3)
+        x = conv_bn_relu(norm, layers.UpSampling2D(2)(x), width, 3)
     outputs = layers.Conv2D(3, 7, padding="same", kernel_initializer=_init(), activation="tanh")(x)
     return keras.Model(inputs, outputs, name="resnet")
 
 
 def hybrid(cfg: ModelConfig, size: int) -> keras.Model:
-    f = cfg.filters
+    f, norm = cfg.filters, norm_layer(cfg.batchnorm)
     widths = [f * min(2 ** i, 8) for i in range(cfg.hybrid_downs)]
     inputs = layers.Input([size, size, 3])
     x = inputs
     for i, width in enumerate(widths):
-        x = down(width, batchnorm=i > 0, name=f"down{i}")(x)  # DCGAN: no BN on the first block
+        x = down(norm, width, batchnorm=i > 0, name=f"down{i}")(x)  # DCGAN: no BN on the first block
     for _ in range(cfg.hybrid_blocks):
-        x = residual_block(x, widths[-1], cfg.resnet_dropout)
+        x = residual_block(norm, x, widths[-1], cfg.resnet_dropout)
     for i, width in enumerate(reversed(widths)):
-        x = up(width, name=f"up{i}")(x)
+        x = up(norm, width, name=f"up{i}")(x)
     outputs = layers.Conv2D(3, 3, padding="same", kernel_initializer=_init(), activation="tanh")(x)
     return keras.Model(inputs, outputs, name="hybrid")
 
 
-def patchgan(filters: int, size: int) -> keras.Model:
-    f = filters
+def patchgan(filters: int, size: int, batchnorm: str = "auto") -> keras.Model:
+    f, norm = filters, norm_layer(batchnorm)
     inp = layers.Input([size, size, 3], name="input_image")
     tar = layers.Input([size, size, 3], name="target_image")
     x = layers.Concatenate()([inp, tar])
-    x = down(f, batchnorm=False)(x)
-    x = down(2 * f)(x)
-    x = down(4 * f)(x)
+    x = down(norm, f, batchnorm=False)(x)
+    x = down(norm, 2 * f)(x)
+    x = down(norm, 4 * f)(x)
     x = layers.ZeroPadding2D()(x)
     x = layers.Conv2D(8 * f, 4, strides=1, kernel_initializer=_init(), use_bias=False)(x)
-    x = layers.LeakyReLU(0.2)(_norm()(x))
+    x = layers.LeakyReLU(0.2)(norm()(x))
     x = layers.ZeroPadding2D()(x)
     logits = layers.Conv2D(1, 4, strides=1, kernel_initializer=_init())(x)
     return keras.Model([inp, tar], logits, name="patchgan")
@@ -151,4 +193,4 @@ def build_generator(cfg: ModelConfig, size: int) -> keras.Model:
 
 
 def build_discriminator(cfg: ModelConfig, size: int) -> keras.Model:
-    return patchgan(cfg.filters, size)
+    return patchgan(cfg.filters, size, cfg.batchnorm)

@@ -52,13 +52,32 @@ def make_strategy(devices: str):
     return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)])
 
 
+def resolve_precision(precision: str) -> str:
+    """`train.precision` 'auto': mixed_float16 where every GPU has tensor cores (compute capability
+    >= 7.0, the TensorFlow mixed-precision guide's threshold), float32 elsewhere, CPUs included."""
+    if precision != "auto":
+        return precision
+    import tensorflow as tf
+    gpus = tf.config.list_physical_devices("GPU")
+    capabilities = [tf.config.experimental.get_device_details(g).get("compute_capability", (0, 0)) for g in gpus]
+    return "mixed_float16" if gpus and min(capabilities) >= (7, 0) else "float32"
+
+
 def build_models(cfg: Config):
-    """Generator, discriminator and their Adam optimizers (call inside `strategy.scope()`)."""
+    """Generator, discriminator and their Adam optimizers (call inside `strategy.scope()`).
+
+    Under mixed precision the layers compute in float16/bfloat16 and keep float32 variables.
+    """
     import keras
 
     from gan import evaluation
-    generator = evaluation.build_generator(cfg)
-    discriminator = evaluation.build_discriminator(cfg)
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(resolve_precision(cfg.train.precision))
+    try:
+        generator = evaluation.build_generator(cfg)
+        discriminator = evaluation.build_discriminator(cfg)
+    finally:  # the policy is process-global: leave it as found
+        keras.mixed_precision.set_global_policy(previous)
     opt_g = keras.optimizers.Adam(cfg.optim.lr_g, beta_1=cfg.optim.beta1, beta_2=cfg.optim.beta2)
     opt_d = keras.optimizers.Adam(cfg.optim.lr_d, beta_1=cfg.optim.beta1, beta_2=cfg.optim.beta2)
     opt_g.build(generator.trainable_variables)  # slots exist before a checkpoint is restored
@@ -66,10 +85,58 @@ def build_models(cfg: Config):
     return generator, discriminator, opt_g, opt_d
 
 
+class DynamicLossScale:
+    """Dynamic loss scaling for mixed_float16, written for MirroredStrategy's replica context.
+
+    Keras 3's LossScaleOptimizer fails inside `strategy.run` (its merge-call
+    path finds no gradients; TF 2.21), so the step scales itself: the loss is
+    multiplied by `scale` before the gradient and the gradients divided after.
+    A replica whose gradients hold inf/NaN contributes zeros to that step's
+    summed gradient; the first replica's verdict halves the scale, and after
+    `growth_steps` finite steps the scale doubles (the TensorFlow guide's
+    policy). No extra collective: an agreement all-reduce between the
+    BatchNorm and gradient all-reduces was misordered across replicas on CPU.
+    A zeroed step still decays Adam's moments once.
+    Its two variables are checkpointed with the run (`train_step.checkpoint_state`).
+    """
+
+    def __init__(self, initial: float = 2.0 ** 15, growth_steps: int = 2000):
+        import tensorflow as tf
+        first = dict(trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        self.scale = tf.Variable(initial, dtype=tf.float32, **first)
+        self.good_steps = tf.Variable(0, dtype=tf.int64, **first)
+        self.growth_steps = growth_steps
+
+    def unscale(self, scaled_grads: list) -> list:
+        """Gradients of `loss * scale` (taken inside the tape) -> the gradients to apply."""
+        import tensorflow as tf
+        grads = [g / self.scale for g in scaled_grads]
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+        return self._update(grads, finite)
+
+    def _update(self, grads, finite):
+        import tensorflow as tf
+        grow = tf.logical_and(finite, self.good_steps + 1 >= self.growth_steps)
+        self.scale.assign(tf.where(finite, tf.where(grow, 2.0 * self.scale, self.scale), 0.5 * self.scale))
+        self.good_steps.assign(tf.where(tf.logical_and(finite, tf.logical_not(grow)), self.good_steps + 1, 0))
+        return [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
+
+
 def make_train_step(cfg: Config, strategy, generator, discriminator, opt_g, opt_d):
-    """`train_step(iterator) -> {loss name: global-batch mean}`: one update of both nets."""
+    """`train_step(iterator) -> {loss name: global-batch mean}`: one update of both nets.
+
+    `train_step.checkpoint_state`: what the run's checkpoint must hold besides the nets and
+    optimizers (the two `DynamicLossScale`s under mixed_float16, else nothing).
+    """
     import tensorflow as tf
     batch = cfg.train.batch_size
+    loss_scales = {}
+    if resolve_precision(cfg.train.precision) == "mixed_float16":
+        with strategy.scope():
+            loss_scales = {"loss_scale_g": DynamicLossScale(), "loss_scale_d": DynamicLossScale()}
+
+    def scaled(loss, name):
+        return loss * loss_scales[name].scale if name in loss_scales else loss
 
     def bce(logits, label: float):
         per_patch = tf.nn.sigmoid_cross_entropy_with_logits(tf.fill(tf.shape(logits), label), logits)
@@ -80,14 +147,20 @@ def make_train_step(cfg: Config, strategy, generator, discriminator, opt_g, opt_
             fake = generator(inputs, training=True)
             real_logits = discriminator([inputs, targets], training=True)
             fake_logits = discriminator([inputs, fake], training=True)
+            # Losses in float32 whatever the compute precision.
+            fake, real_logits, fake_logits = (tf.cast(t, tf.float32) for t in (fake, real_logits, fake_logits))
             gen_gan = bce(fake_logits, 1.0)
             gen_l1 = tf.reduce_mean(tf.abs(targets - fake), axis=[1, 2, 3])
             gen_total = gen_gan + cfg.optim.l1_weight * gen_l1
             disc = bce(real_logits, 1.0) + bce(fake_logits, 0.0)
             losses = {name: tf.nn.compute_average_loss(value, global_batch_size=batch) for name, value in
                       zip(LOSS_NAMES, (gen_total, gen_gan, gen_l1, disc))}
-        g_grads = g_tape.gradient(losses["gen_total"], generator.trainable_variables)
-        d_grads = d_tape.gradient(losses["disc"], discriminator.trainable_variables)
+            g_loss, d_loss = scaled(losses["gen_total"], "loss_scale_g"), scaled(losses["disc"], "loss_scale_d")
+        g_grads = g_tape.gradient(g_loss, generator.trainable_variables)
+        d_grads = d_tape.gradient(d_loss, discriminator.trainable_variables)
+        if loss_scales:
+            g_grads = loss_scales["loss_scale_g"].unscale(g_grads)
+            d_grads = loss_scales["loss_scale_d"].unscale(d_grads)
         # Keras sums the gradients over replicas before the update.
         opt_g.apply_gradients(zip(g_grads, generator.trainable_variables))
         opt_d.apply_gradients(zip(d_grads, discriminator.trainable_variables))
@@ -100,6 +173,8 @@ def make_train_step(cfg: Config, strategy, generator, discriminator, opt_g, opt_
         per_replica = strategy.run(replica_step, args=next(iterator))
         return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
 
+    train_step.checkpoint_state = {name: tf.train.Checkpoint(scale=ls.scale, good_steps=ls.good_steps)
+                                   for name, ls in loss_scales.items()}
     return train_step
 
 
@@ -161,8 +236,9 @@ def train(cfg: Config, out: str | Path, overwrite: bool = False, report=None, lo
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
         # Seconds of training already spent in the current eval interval (survives preemption).
         interval_var = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+    train_step = make_train_step(cfg, strategy, generator, discriminator, opt_g, opt_d)
     ckpt = tf.train.Checkpoint(generator=generator, discriminator=discriminator, opt_g=opt_g, opt_d=opt_d,
-                               step=step_var, interval_seconds=interval_var)
+                               step=step_var, interval_seconds=interval_var, **train_step.checkpoint_state)
     manager = tf.train.CheckpointManager(ckpt, run.checkpoints, max_to_keep=cfg.train.checkpoints_to_keep)
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
@@ -172,8 +248,6 @@ def train(cfg: Config, out: str | Path, overwrite: bool = False, report=None, lo
         f"on {strategy.num_replicas_in_sync} device(s); data {data.source} ({data.format}), "
         f"{len(data.train.ids)}/{len(data.val.ids)}/{len(data.test.ids)} images")
     run.set_status("running", start)
-
-    train_step = make_train_step(cfg, strategy, generator, discriminator, opt_g, opt_d)
 
     # -- the loop -----------------------------------------------------------
     evaluator = evaluation.Evaluator(cfg, data, MetricPool(cfg.eval.workers))

@@ -2,13 +2,16 @@
 
     python jobs/bench.py                          # paper settings: 256px, batch 1, all generators
     python jobs/bench.py --gens unet --batch 4 --jit
+    python jobs/bench.py --precision mixed_bfloat16   # CPUs with AVX512_BF16/AMX; mixed_float16 on GPUs
+    python jobs/bench.py --gens hybrid --size 128 --steps 4 --growth-steps 2000   # memory over 2,000 steps
     python jobs/bench.py --real ../shared/data/cityscapes-mini    # also time the pipeline on real JPEGs
     python jobs/bench.py --size 32 --steps 3 --eval-images 4 --preset tiny   # seconds, for tests
 
 In one process on this machine, per generator: median and p90 ms per
-training step after warm-up for the project's step (`gan/train.py`, on a fixed
-batch so the input pipeline is not in the way) and for a textbook reference
-step (`gan/profiling.py`: one tf.function, two GradientTapes, no XLA),
+training step after warm-up for the project's step (`gan/train.py` with the
+config's defaults or the flags below, on a fixed batch so the input pipeline
+is not in the way) and for a textbook reference step (`gan/profiling.py`: one
+tf.function, two GradientTapes, Keras BatchNormalization, float32, no XLA),
 measured in alternating blocks; their ratio; achieved GFLOP/s from an
 analytic FLOP count against the attainable matmul/conv rate measured in the
 same run; inference ms per image; seconds per evaluation (generation and the
@@ -27,6 +30,7 @@ import time
 
 from gan.cli import run_main
 from gan.config import GENERATOR_NAMES, make_config
+from gan.errors import UserError
 
 
 def rss_mb() -> float:
@@ -62,12 +66,14 @@ def bench_generator(name: str, args) -> dict:
 
     cfg = make_config(args.preset, {"model.generator": name, "data.image_size": args.size,
                                     "train.batch_size": args.batch, "data.n_val": args.eval_images,
-                                    "eval.train_subset": args.eval_images, "train.jit_compile": args.jit})
+                                    "eval.train_subset": args.eval_images, "train.jit_compile": args.jit,
+                                    "train.precision": args.precision, "model.batchnorm": args.batchnorm})
     strategy = make_strategy(cfg.train.devices)
     with strategy.scope():
         generator, discriminator, opt_g, opt_d = build_models(cfg)
     project = make_train_step(cfg, strategy, generator, discriminator, opt_g, opt_d)
-    ref_g, ref_d = evaluation.build_generator(cfg), evaluation.build_discriminator(cfg)
+    textbook = make_config(args.preset, {**cfg.flat(), "model.batchnorm": "keras"})
+    ref_g, ref_d = evaluation.build_generator(textbook), evaluation.build_discriminator(textbook)
     reference = profiling.reference_step(ref_g, ref_d, cfg.optim.l1_weight)
     rng = np.random.default_rng(0)
     x, y = (tf.constant(rng.uniform(-1, 1, (args.batch, args.size, args.size, 3)).astype("float32"))
@@ -84,10 +90,11 @@ def bench_generator(name: str, args) -> dict:
         project_s += timed_steps(run_project, block)
         reference_s += timed_steps(run_reference, block)
     flops = profiling.train_step_flops(generator, discriminator) * args.batch
-    rss_before = rss_mb()
-    if args.growth_steps:
-        timed_steps(run_project, args.growth_steps)
-    growth = rss_mb() - rss_before
+    rss_trace = [(0, rss_mb())]  # resident MB after each quarter of the growth steps
+    for quarter in range(4 if args.growth_steps else 0):
+        timed_steps(run_project, args.growth_steps // 4)
+        rss_trace.append(((quarter + 1) * (args.growth_steps // 4), rss_mb()))
+    growth = rss_trace[-1][1] - rss_trace[0][1]
 
     data = load_dataset(cfg)
     with MetricPool(cfg.eval.workers) as pool:
@@ -107,7 +114,9 @@ def bench_generator(name: str, args) -> dict:
             eval_s = time.perf_counter() - t0
     p_ms, r_ms = np.array(project_s) * 1000, np.array(reference_s) * 1000
     interval_s = np.median(p_ms) / 1000 * cfg.train.eval_every
+    from gan.train import resolve_precision
     return {"generator": name, "size": args.size, "batch": args.batch, "jit": args.jit,
+            "precision": resolve_precision(cfg.train.precision), "batchnorm": cfg.model.batchnorm,
             "parameters": int(generator.count_params()), "step_gflop": flops / 1e9,
             "step_ms_median": float(np.median(p_ms)), "step_ms_p90": float(np.percentile(p_ms, 90)),
             "reference_ms_median": float(np.median(r_ms)), "reference_ms_p90": float(np.percentile(r_ms, 90)),
@@ -117,7 +126,7 @@ def bench_generator(name: str, args) -> dict:
             "inference_ms_per_image": infer_ms, "eval_seconds": eval_s,
             "eval_images": len(data.val.ids) + len(evaluator.sets["train"][0]),
             "eval_share_of_interval": eval_s / (interval_s + eval_s),
-            "memory_growth_mb": growth, "growth_steps": args.growth_steps}
+            "memory_growth_mb": growth, "growth_steps": args.growth_steps, "rss_mb_by_step": rss_trace}
 
 
 def bench_pipeline(source: str, args, steps_per_second: float | None) -> dict:
@@ -150,11 +159,18 @@ def main() -> int:
     parser.add_argument("--eval-images", type=int, default=50, help="validation images (and train subset)")
     parser.add_argument("--preset", default="paper")
     parser.add_argument("--jit", action="store_true", help="XLA-compile the project's step")
+    parser.add_argument("--precision", default="auto", help="the project step's train.precision")
+    parser.add_argument("--batchnorm", default="auto", help="the project step's model.batchnorm")
     parser.add_argument("--growth-steps", type=int, default=0, help="steps over which to watch memory growth")
     parser.add_argument("--real", default=None, help="a pix2pix folder to time the input pipeline on")
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
     gens = list(GENERATOR_NAMES) if args.gens == "all" else args.gens.split(",")
+    for g in gens:  # bad flags fail here, in one line, before anything is measured
+        make_config(args.preset, {"model.generator": g, "data.image_size": args.size, "train.batch_size": args.batch,
+                                  "train.precision": args.precision, "model.batchnorm": args.batchnorm})
+    if args.growth_steps and args.growth_steps < 4:
+        raise UserError(f"--growth-steps: {args.growth_steps} is fewer than the 4 quarters it is sampled at")
 
     from gan import profiling
     roof = profiling.attainable_gflops()
@@ -173,7 +189,8 @@ def main() -> int:
         pipelines.append(bench_pipeline(args.real, args, fastest))
 
     print(f"\nbench on {platform.node()} ({platform.machine()}), {args.size}px, batch {args.batch}"
-          f"{', XLA' if args.jit else ''}; median of {args.steps} steps after {args.warmup} warm-up\n")
+          f"{', XLA' if args.jit else ''}; project step: {results[0]['precision']}, batchnorm "
+          f"{results[0]['batchnorm']}; median of {args.steps} steps after {args.warmup} warm-up\n")
     print("| generator | params | GFLOP/step | step ms (p50 / p90) | reference ms (p50 / p90) | ratio "
           "| GFLOP/s (of attainable) | inference ms/img | eval s | eval share of 1k steps |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -188,8 +205,10 @@ def main() -> int:
         print(f"| {p['source']} | {p['images_per_second']:.0f} | {p['times_step_rate']:.1f} "
               f"| {p['load_seconds']:.1f} ({p['images_loaded']}) |")
     if args.growth_steps:
-        print("\n" + ", ".join(f"{r['generator']} RSS growth {r['memory_growth_mb']:+.0f} MB over "
-                               f"{args.growth_steps} steps" for r in results))
+        for r in results:
+            trace = ", ".join(f"{mb:.0f} MB at +{step}" for step, mb in r["rss_mb_by_step"])
+            print(f"\n{r['generator']}: RSS growth {r['memory_growth_mb']:+.0f} MB over {args.growth_steps} "
+                  f"steps ({trace})")
     print(f"\npeak resident memory: {peak_rss_mb():.0f} MB")
     if args.json:
         with open(args.json, "w") as f:
