@@ -1,4 +1,4 @@
-"""Figures (matplotlib, PNG + SVG): metric evolution, step time, sweeps, the sample sheet."""
+"""Figures (matplotlib, PNG + SVG): metric evolution, step time, sweeps, the FCN-score, the sample sheet."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.runs import METRICS, Run  # noqa: E402
+from analysis.runs import FCN_METRICS, METRICS, Run  # noqa: E402
 
 
 def save(fig, stem: Path) -> list[Path]:
@@ -35,6 +35,40 @@ def evolution(metrics: pd.DataFrame, stem: Path) -> list[Path]:
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=7)
     fig.suptitle("Metrics every evaluation (solid: validation, dashed: train subset)")
+    return save(fig, stem)
+
+
+def fcn_evolution(fcn: pd.DataFrame, stem: Path) -> list[Path]:
+    """The FCN-score at every evaluation: generated val solid, train subset dashed, one colour per run;
+    the same segmenter on the real val photos dotted black (the reference the generators chase)."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), squeeze=False)
+    colours = dict(zip(sorted(fcn.run.unique()), plt.cm.tab10.colors))
+    for ax, metric in zip(axes.flat, FCN_METRICS):
+        for (run, split), group in fcn[fcn.split.isin(["train", "val"])].groupby(["run", "split"]):
+            ax.plot(group.step, group[metric], linestyle="-" if split == "val" else "--", color=colours[run],
+                    label=f"{run} ({split})", marker="." if len(group) < 30 else None)
+        real = fcn[fcn.split == "val_real"].groupby("step")[metric].mean()
+        if not real.empty:
+            ax.plot(real.index, real.values, ":", color="black", label="real val photos")
+        ax.set_title(metric)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("FCN-score every evaluation (segmenter on generated photos vs the input labels)")
+    return save(fig, stem)
+
+
+def fcn_test(table: pd.DataFrame, stem: Path) -> list[Path]:
+    """Test FCN-score per generator (mean and std over test images) beside the real photos' score
+    (grey), from `analysis.tables.fcn_table`."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.5), squeeze=False)
+    names = table.generator.astype(str).tolist()
+    colours = [f"C{i}" for i in range(len(names) - 1)] + ["0.4"]  # the last row is the real photos
+    for ax, metric in zip(axes.flat, FCN_METRICS):
+        ax.bar(names, table[f"{metric}_mean"], yerr=table[f"{metric}_std"], color=colours, capsize=3)
+        ax.set_title(f"test {metric}")
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+        ax.grid(alpha=0.3, axis="y")
     return save(fig, stem)
 
 

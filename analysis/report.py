@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import plots, stats, tables
-from analysis.runs import STUDY_METRICS, find_runs, metrics_frame, swept_fields, test_frame, timings_frame
+from analysis.runs import (STUDY_METRICS, fcn_frame, find_runs, metrics_frame, swept_fields, test_frame,
+                           timings_frame)
 
 NOTEBOOK = Path(__file__).parent / "notebooks" / "compare.ipynb"
 
@@ -48,6 +49,13 @@ def build_report(roots: list[str | Path], out: str | Path, notebook: bool = True
     metrics = metrics_frame(runs)
     if not metrics.empty:
         figures["Metric evolution"] = plots.evolution(metrics, out / "figures" / "evolution")[0]
+    fcn = fcn_frame(runs)
+    if not fcn.empty:
+        figures["FCN-score every evaluation"] = plots.fcn_evolution(fcn, out / "figures" / "fcn_evolution")[0]
+    fcn_test = tables.fcn_table(runs)
+    if not fcn_test.empty:
+        figures["Test FCN-score with the real photos' reference"] = plots.fcn_test(
+            fcn_test, out / "figures" / "fcn_test")[0]
     timings = timings_frame(runs)
     if not timings.empty:
         figures["Training time per interval"] = plots.step_time(timings, out / "figures" / "step_time")[0]

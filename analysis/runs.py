@@ -31,6 +31,7 @@ class Run:
     timings: pd.DataFrame
     test_metrics: pd.DataFrame
     summary: dict = field(default_factory=dict)
+    fcn_metrics: pd.DataFrame = field(default_factory=pd.DataFrame)  # with eval.fcn_every_eval
     label: str = ""  # set by find_runs when two roots hold runs of the same name
 
     @property
@@ -73,7 +74,7 @@ def load_run(path: str | Path) -> Run:
     path = Path(path)
     return Run(path, _json(path / "config.json")["config"], _json(path / "status.json"),
                _csv(path / "metrics.csv"), _csv(path / "timings.csv"), _csv(path / "test_metrics.csv"),
-               _json(path / "summary.json"))
+               _json(path / "summary.json"), _csv(path / "fcn_metrics.csv"))
 
 
 def find_runs(*roots: str | Path) -> list[Run]:
@@ -103,6 +104,13 @@ def swept_fields(runs: list[Run]) -> list[str]:
 def metrics_frame(runs: list[Run]) -> pd.DataFrame:
     """Every evaluation row of every run: run, generator, state, step, split, metrics."""
     frames = [r.metrics.assign(run=r.name, generator=r.generator, state=r.state) for r in runs if not r.metrics.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def fcn_frame(runs: list[Run]) -> pd.DataFrame:
+    """FCN-score rows of every evaluation (runs trained with eval.fcn_every_eval): run, generator, step,
+    split (train / val for generated photos, train_real / val_real for the real-photo reference)."""
+    frames = [r.fcn_metrics.assign(run=r.name, generator=r.generator) for r in runs if not r.fcn_metrics.empty]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

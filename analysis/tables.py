@@ -56,16 +56,37 @@ def study_table(runs: list[Run]) -> pd.DataFrame:
             out[key] = [f"{v:.3f}" if pd.notna(v) else "-" for v in t[key]]
     if "seconds_per_1k_steps" in t:
         out["s / 1k steps"] = [f"{v:.1f}" if pd.notna(v) else "-" for v in t.seconds_per_1k_steps]
-    real = [r.summary["fcn"]["real_image_mean"] for r in runs if "fcn" in r.summary]
-    if real:  # the same segmenter on the real test photos, averaged per image like the rows above
+    real = fcn_reference(runs)
+    if real:
         reference = {c: "-" for c in out.columns}
-        reference["generator"] = "real photos (reference)"
-        for m in FCN_METRICS:
-            mean = sum(x[m]["mean"] for x in real) / len(real)
-            std = sum(x[m]["std"] for x in real) / len(real)
-            reference[m] = f"{mean:.3f} ({std:.3f})"
+        reference["generator"] = REAL_PHOTOS
+        reference.update({m: f"{mean:.3f} ({std:.3f})" for m, (mean, std) in real.items()})
         out = pd.concat([out, pd.DataFrame([reference])], ignore_index=True)
     return out
+
+
+REAL_PHOTOS = "real photos (reference)"
+
+
+def fcn_reference(runs: list[Run]) -> dict[str, tuple[float, float]]:
+    """The segmenter's score on the real test photos, {metric: (mean, std) over images}, averaged over
+    the runs that measured it (all see the same test photos); {} when no run used a segmenter."""
+    real = [r.summary["fcn"]["real_image_mean"] for r in runs if "fcn" in r.summary]
+    return {m: (sum(x[m]["mean"] for x in real) / len(real), sum(x[m]["std"] for x in real) / len(real))
+            for m in FCN_METRICS} if real else {}
+
+
+def fcn_table(runs: list[Run]) -> pd.DataFrame:
+    """Numeric test FCN-score per generator (`<metric>_mean`, `<metric>_std`) and the real-photo row;
+    empty when no run used a segmenter."""
+    real = fcn_reference(runs)
+    if not real:
+        return pd.DataFrame()
+    t = test_table(runs)
+    columns = ["generator"] + [f"{m}_{s}" for m in FCN_METRICS for s in ("mean", "std")]
+    t = t[[c for c in columns if c in t]].dropna()
+    row = {"generator": REAL_PHOTOS, **{f"{m}_{s}": v for m, ms in real.items() for s, v in zip(("mean", "std"), ms)}}
+    return pd.concat([t, pd.DataFrame([row])], ignore_index=True)
 
 
 def runs_table(runs: list[Run]) -> pd.DataFrame:

@@ -108,6 +108,8 @@ class EvalConfig:
     workers: int = 0  # metric worker processes; 0 = one per CPU core
     # FCN-score on the test split: a run directory of jobs/train_segmenter.py ('' = off).
     segmenter: str = ""
+    # Also the FCN-score at every evaluation (train subset and val, fcn_metrics.csv); needs segmenter.
+    fcn_every_eval: bool = False
     # FID/KID on the test split: a Keras weights file of InceptionV3(include_top=False, pooling='avg').
     inception_weights: str = ""
 
@@ -208,6 +210,8 @@ class Config:
         if self.eval.segmenter and not (Path(self.eval.segmenter) / "segmenter.weights.h5").exists():
             raise ConfigError(f"--eval.segmenter {self.eval.segmenter}: no segmenter.weights.h5 there "
                               "(train one with jobs/train_segmenter.py)")
+        if self.eval.fcn_every_eval and not self.eval.segmenter:
+            raise ConfigError("--eval.fcn_every_eval: needs --eval.segmenter (a jobs/train_segmenter.py run)")
         if self.eval.inception_weights and not Path(self.eval.inception_weights).is_file():
             raise ConfigError(f"--eval.inception_weights {self.eval.inception_weights}: no such file")
         for key in ("experiment", "run_name"):

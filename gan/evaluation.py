@@ -15,7 +15,7 @@ import numpy as np
 from gan.config import Config
 from gan.data import Dataset, to_float
 from gan.metrics import METRIC_NAMES, MetricPool
-from gan.rundir import METRICS_COLUMNS, RunDir, append_csv, atomic_write, write_csv, write_json, read_csv
+from gan.rundir import FCN_COLUMNS, METRICS_COLUMNS, RunDir, append_csv, atomic_write, write_csv, write_json, read_csv
 
 
 def build_generator(cfg: Config):
@@ -77,6 +77,31 @@ class Evaluator:
         n = min(cfg.eval.train_subset, len(data.train.ids))
         self.sets = {"train": (data.train.inputs[:n], data.train.targets[:n]),  # fixed subset
                      "val": (data.val.inputs, data.val.targets)}
+        self._segmenter = None
+        self._fcn_real: dict[str, dict[str, float]] = {}  # real photos' FCN-score per split, computed once
+
+    @property
+    def segmenter(self):
+        if self._segmenter is None:
+            from gan.segmenter import Segmenter
+            self._segmenter = Segmenter.load(self.cfg.eval.segmenter)
+        return self._segmenter
+
+    def _fcn_rows(self, step: int, outputs: dict[str, np.ndarray]) -> tuple[list[dict], dict]:
+        """fcn_metrics.csv rows for the generated photos of each split and for its real photos
+        (split `<name>_real`, the reference), and the generated scores by split."""
+        rows, scores = [], {}
+        for split, generated in outputs.items():
+            inputs, targets = self.sets[split]
+            if split not in self._fcn_real:
+                self._fcn_real[split] = summarise(self.segmenter.fcn_scores(targets, inputs)[0])
+            generated_rows, _ = self.segmenter.fcn_scores(generated, inputs)
+            scores[split] = {k: v["mean"] for k, v in summarise(generated_rows).items()}
+            for name, values in ((split, scores[split]),
+                                 (f"{split}_real", {k: v["mean"] for k, v in self._fcn_real[split].items()})):
+                rows.append({"step": step, "split": name, **{k: round(v, 6) for k, v in values.items()},
+                             "images": len(inputs)})
+        return rows, scores
 
     def evaluate(self, weights, step: int, run: RunDir, writer=None) -> dict[str, dict[str, float]]:
         """Metrics on the train subset and the val split; one metrics.csv row per split."""
@@ -91,6 +116,11 @@ class Evaluator:
             rows.append({"step": step, "split": split, **{k: round(v, 6) for k, v in scores[split].items()},
                          "images": len(inputs)})
         append_csv(run.metrics, METRICS_COLUMNS, rows)
+        if self.cfg.eval.fcn_every_eval:
+            fcn_rows, fcn_scores = self._fcn_rows(step, outputs)
+            append_csv(run.fcn_metrics, FCN_COLUMNS, fcn_rows)
+            for split, values in fcn_scores.items():  # reported to Tune and TensorBoard with the rest
+                scores[split].update(values)
         k = self.cfg.eval.samples
         grid = sample_grid(self.sets["val"][0][:k], self.sets["val"][1][:k], outputs["val"][:k])
         write_png(run.samples / f"step_{step:06d}.png", grid)
@@ -112,8 +142,7 @@ class Evaluator:
         per_image = self.pool(outputs, test.targets)
         extra = {}
         if self.cfg.eval.segmenter:  # FCN-score: segment the generated photos, score against the input labels
-            from gan.segmenter import Segmenter
-            segmenter = Segmenter.load(self.cfg.eval.segmenter)
+            segmenter = self.segmenter
             fcn_rows, fcn_generated = segmenter.fcn_scores(outputs, test.inputs)
             real_rows, fcn_real = segmenter.fcn_scores(test.targets, test.inputs)  # the reference: real photos
             per_image = [{**a, **b} for a, b in zip(per_image, fcn_rows)]

@@ -35,6 +35,7 @@ RESUMABLE_FIELDS = {"train.steps", "eval.workers", "train.log_every", "train.che
 
 METRICS_COLUMNS = ["step", "split", "hist_corr", "template_match", "feature_match", "ssim", "psnr", "l1",
                    "images"]
+FCN_COLUMNS = ["step", "split", "fcn_pixel_acc", "fcn_class_acc", "fcn_iou", "images"]  # eval.fcn_every_eval
 TIMINGS_COLUMNS = ["step", "steps", "train_seconds", "steps_per_second", "images_per_second", "eval_seconds"]
 
 
@@ -101,6 +102,7 @@ class RunDir:
         self.metrics = self.path / "metrics.csv"
         self.timings = self.path / "timings.csv"
         self.test_metrics = self.path / "test_metrics.csv"
+        self.fcn_metrics = self.path / "fcn_metrics.csv"
         self.summary = self.path / "summary.json"
         self.samples = self.path / "samples"
         self.checkpoints = self.path / "checkpoints"
@@ -153,7 +155,8 @@ class RunDir:
 
     def truncate_after(self, step: int) -> None:
         """Drop rows past `step` (written after the checkpoint we resume from)."""
-        for path, columns in ((self.metrics, METRICS_COLUMNS), (self.timings, TIMINGS_COLUMNS)):
+        for path, columns in ((self.metrics, METRICS_COLUMNS), (self.timings, TIMINGS_COLUMNS),
+                              (self.fcn_metrics, FCN_COLUMNS)):
             rows = read_csv(path)
             kept = [r for r in rows if int(r["step"]) <= step]
             if len(kept) != len(rows):

@@ -64,7 +64,8 @@ def test_real_photos_score_at_least_a_constant_image(segmenter_run):
 
 def test_training_reports_the_fcn_score(segmenter_run, tmp_path):
     done = run_cli("train.py", "--preset", "tiny", "--gen", "hybrid", "--out", str(tmp_path),
-                   "--eval.segmenter", str(segmenter_run), "--report", str(tmp_path / "report"))
+                   "--eval.segmenter", str(segmenter_run), "--eval.fcn_every_eval", "true",
+                   "--report", str(tmp_path / "report"))
     assert done.returncode == 0, done.stderr[-2000:]
     run = tmp_path / "default" / "hybrid"
     header = (run / "test_metrics.csv").read_text().splitlines()[0]
@@ -75,6 +76,29 @@ def test_training_reports_the_fcn_score(segmenter_run, tmp_path):
     assert "fcn_iou" in summary["test"]
     study = (tmp_path / "report" / "tables" / "study.md").read_text()
     assert "| real photos (reference) |" in study and "fcn_pixel_acc" in study
+
+    # At every evaluation (tiny: steps 4 and 8): generated and real rows per split, beside an unchanged
+    # metrics.csv; the real photos' score is computed once and is the same at every step.
+    import pandas as pd
+    from gan.rundir import METRICS_COLUMNS
+    assert (run / "metrics.csv").read_text().splitlines()[0] == ",".join(METRICS_COLUMNS)
+    fcn = pd.read_csv(run / "fcn_metrics.csv")
+    assert sorted(zip(fcn.step, fcn.split)) == sorted(
+        (s, p) for s in (4, 8) for p in ("train", "train_real", "val", "val_real"))
+    metrics = ["fcn_pixel_acc", "fcn_class_acc", "fcn_iou"]
+    assert fcn[metrics].ge(0).all().all() and fcn[metrics].le(1).all().all()
+    real = fcn[fcn.split == "val_real"].set_index("step")[metrics]
+    assert np.allclose(real.loc[4], real.loc[8])
+    # The real val photos scored at step 4 equal a direct computation with the same segmenter.
+    from gan.config import Config
+    from gan.data import load_dataset
+    from gan.segmenter import Segmenter
+    cfg = Config.from_dict(json.loads((run / "config.json").read_text())["config"])
+    val = load_dataset(cfg).val
+    rows, _ = Segmenter.load(segmenter_run).fcn_scores(val.targets, val.inputs)
+    assert real.loc[4].tolist() == pytest.approx([np.mean([r[m] for r in rows]) for m in metrics], abs=1e-6)
+    figures = tmp_path / "report" / "figures"
+    assert (figures / "fcn_evolution.png").stat().st_size > 0 and (figures / "fcn_test.png").stat().st_size > 0
 
 
 def test_fid_and_kid_identities(tmp_path):
