@@ -4,8 +4,13 @@
   for one image (the rest — BN, activations, adds — is < 1 % at these sizes).
 - `train_step_flops`: G forward + two D forwards, times 3 for forward +
   backward (the usual 1:2 forward:backward estimate).
+- `memory_estimate`: weights + gradients + Adam slots, and the activations a
+  step keeps for the backward pass per image (every layer output of G and of
+  the two D passes, float32) — what sizes the batch on a GPU.
 - `attainable_gflops`: the best of a large float32 matmul and a large 3x3
   convolution measured on this machine, the roof a step can approach.
+- `op_time_breakdown`: trace a few steps with `tf.profiler` (a TensorBoard
+  profile) and sum the host time per TensorFlow op type — where a step goes.
 - `reference_step`: the plain TensorFlow-tutorial pix2pix step — one
   `tf.function`, two GradientTapes, Keras BCE, no strategy, no XLA — the
   baseline the project's step is compared with.
@@ -40,6 +45,20 @@ def train_step_flops(generator, discriminator) -> int:
     return 3 * (model_flops(generator) + 2 * model_flops(discriminator))
 
 
+def memory_estimate(generator, discriminator) -> dict[str, float]:
+    """MB of weights + gradients + Adam's two slots (4 x float32 per parameter), and MB of activations
+    per image in the batch (upper estimate: every layer's output, G once and D twice)."""
+    def activations(model) -> int:
+        total = 0
+        for layer in model._flatten_layers(include_self=False, recursive=True):
+            outputs = layer.output if isinstance(layer.output, (list, tuple)) else [layer.output]
+            total += sum(int(np.prod(o.shape[1:])) for o in outputs)
+        return total
+    params = generator.count_params() + discriminator.count_params()
+    return {"state_mb": 16 * params / 1e6,
+            "activations_mb_per_image": 4 * (activations(generator) + 2 * activations(discriminator)) / 1e6}
+
+
 def _best_rate(fn, flops: float, repeats: int = 5) -> float:
     fn()  # warm up / trace
     best = min(_timed(fn) for _ in range(repeats))
@@ -64,6 +83,35 @@ def attainable_gflops() -> dict[str, float]:
              "conv_gflops": _best_rate(lambda: float(conv()), 2 * 64 * 64 * 9 * 256 * 256)}
     rates["attainable_gflops"] = max(rates.values())
     return rates
+
+
+def op_time_breakdown(step_fn, steps: int, logdir: str, top: int = 12) -> list[tuple[str, float]]:
+    """[(op type, ms per step)] for the `top` op types by time over `steps` traced calls of `step_fn`
+    (summed over TensorFlow's executor threads, so it can exceed the wall time); the raw trace stays
+    in `logdir` for TensorBoard's profile plugin."""
+    import collections
+    from pathlib import Path
+
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    tf.profiler.experimental.start(logdir)
+    for _ in range(steps):
+        step_fn()
+    tf.profiler.experimental.stop()
+    space = xplane_pb2.XSpace()
+    space.ParseFromString(sorted(Path(logdir).rglob("*.xplane.pb"))[-1].read_bytes())
+    per_op: collections.Counter = collections.Counter()
+    for plane in space.planes:
+        if not plane.name.startswith("/host:CPU") and not plane.name.startswith("/device:GPU"):
+            continue
+        for line in plane.lines:
+            if "Compute" not in line.name and "Stream" not in line.name:  # op executions only
+                continue
+            for event in line.events:
+                op_type = plane.event_metadata[event.metadata_id].name.split(":")[-1]
+                per_op[op_type] += event.duration_ps / 1e9 / steps
+    return [(op, ms) for op, ms in per_op.most_common() if op != "Process"][:top]
 
 
 def reference_step(generator, discriminator, l1_weight: float = 100.0):

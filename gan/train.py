@@ -142,7 +142,7 @@ def make_train_step(cfg: Config, strategy, generator, discriminator, opt_g, opt_
         per_patch = tf.nn.sigmoid_cross_entropy_with_logits(tf.fill(tf.shape(logits), label), logits)
         return tf.reduce_mean(per_patch, axis=[1, 2, 3])  # per example
 
-    def replica_step(inputs, targets):
+    def losses_and_gradients(inputs, targets):
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             fake = generator(inputs, training=True)
             real_logits = discriminator([inputs, targets], training=True)
@@ -158,6 +158,15 @@ def make_train_step(cfg: Config, strategy, generator, discriminator, opt_g, opt_
             g_loss, d_loss = scaled(losses["gen_total"], "loss_scale_g"), scaled(losses["disc"], "loss_scale_d")
         g_grads = g_tape.gradient(g_loss, generator.trainable_variables)
         d_grads = d_tape.gradient(d_loss, discriminator.trainable_variables)
+        return losses, g_grads, d_grads
+
+    if cfg.train.jit_compile:
+        # XLA compiles the forward and backward passes; the updates stay outside, because the
+        # optimizer's cross-replica gradient sum is a merge point XLA cannot hold.
+        losses_and_gradients = tf.function(losses_and_gradients, jit_compile=True)
+
+    def replica_step(inputs, targets):
+        losses, g_grads, d_grads = losses_and_gradients(inputs, targets)
         if loss_scales:
             g_grads = loss_scales["loss_scale_g"].unscale(g_grads)
             d_grads = loss_scales["loss_scale_d"].unscale(d_grads)
@@ -166,9 +175,9 @@ def make_train_step(cfg: Config, strategy, generator, discriminator, opt_g, opt_
         opt_d.apply_gradients(zip(d_grads, discriminator.trainable_variables))
         return losses
 
-    # No tf.function inside strategy.run: synchronized BatchNorm and the
-    # optimizer's gradient all-reduce are merge points, legal only at this level.
-    @tf.function(jit_compile=cfg.train.jit_compile or None)
+    # No tf.function around replica_step: synchronized BatchNorm and the optimizer's
+    # gradient all-reduce are merge points, legal only at this level.
+    @tf.function
     def train_step(iterator):
         per_replica = strategy.run(replica_step, args=next(iterator))
         return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}

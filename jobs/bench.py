@@ -4,6 +4,7 @@
     python jobs/bench.py --gens unet --batch 4 --jit
     python jobs/bench.py --precision mixed_bfloat16   # CPUs with AVX512_BF16/AMX; mixed_float16 on GPUs
     python jobs/bench.py --gens hybrid --size 128 --steps 4 --growth-steps 2000   # memory over 2,000 steps
+    python jobs/bench.py --gens resnet --profile /tmp/prof    # + time per TensorFlow op type (tf.profiler)
     python jobs/bench.py --real ../shared/data/cityscapes-mini    # also time the pipeline on real JPEGs
     python jobs/bench.py --size 32 --steps 3 --eval-images 4 --preset tiny   # seconds, for tests
 
@@ -62,7 +63,7 @@ def bench_generator(name: str, args) -> dict:
     from gan.data import load_dataset
     from gan.metrics import MetricPool
     from gan.rundir import RunDir
-    from gan.train import build_models, make_strategy, make_train_step
+    from gan.train import build_models, make_strategy, make_train_step, resolve_precision
 
     cfg = make_config(args.preset, {"model.generator": name, "data.image_size": args.size,
                                     "train.batch_size": args.batch, "data.n_val": args.eval_images,
@@ -90,11 +91,16 @@ def bench_generator(name: str, args) -> dict:
         project_s += timed_steps(run_project, block)
         reference_s += timed_steps(run_reference, block)
     flops = profiling.train_step_flops(generator, discriminator) * args.batch
+    memory = profiling.memory_estimate(generator, discriminator)
     rss_trace = [(0, rss_mb())]  # resident MB after each quarter of the growth steps
     for quarter in range(4 if args.growth_steps else 0):
         timed_steps(run_project, args.growth_steps // 4)
         rss_trace.append(((quarter + 1) * (args.growth_steps // 4), rss_mb()))
     growth = rss_trace[-1][1] - rss_trace[0][1]
+
+    profile = None
+    if args.profile:
+        profile = profiling.op_time_breakdown(run_project, 3, f"{args.profile}/{name}")
 
     data = load_dataset(cfg)
     with MetricPool(cfg.eval.workers) as pool:
@@ -114,7 +120,6 @@ def bench_generator(name: str, args) -> dict:
             eval_s = time.perf_counter() - t0
     p_ms, r_ms = np.array(project_s) * 1000, np.array(reference_s) * 1000
     interval_s = np.median(p_ms) / 1000 * cfg.train.eval_every
-    from gan.train import resolve_precision
     return {"generator": name, "size": args.size, "batch": args.batch, "jit": args.jit,
             "precision": resolve_precision(cfg.train.precision), "batchnorm": cfg.model.batchnorm,
             "parameters": int(generator.count_params()), "step_gflop": flops / 1e9,
@@ -126,6 +131,7 @@ def bench_generator(name: str, args) -> dict:
             "inference_ms_per_image": infer_ms, "eval_seconds": eval_s,
             "eval_images": len(data.val.ids) + len(evaluator.sets["train"][0]),
             "eval_share_of_interval": eval_s / (interval_s + eval_s),
+            **memory, "op_ms_per_step": profile,
             "memory_growth_mb": growth, "growth_steps": args.growth_steps, "rss_mb_by_step": rss_trace}
 
 
@@ -162,6 +168,8 @@ def main() -> int:
     parser.add_argument("--precision", default="auto", help="the project step's train.precision")
     parser.add_argument("--batchnorm", default="auto", help="the project step's model.batchnorm")
     parser.add_argument("--growth-steps", type=int, default=0, help="steps over which to watch memory growth")
+    parser.add_argument("--profile", default=None, help="trace 3 project steps per generator into this folder "
+                        "(TensorBoard profile) and print the time per op type")
     parser.add_argument("--real", default=None, help="a pix2pix folder to time the input pipeline on")
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
@@ -204,6 +212,17 @@ def main() -> int:
     for p in pipelines:
         print(f"| {p['source']} | {p['images_per_second']:.0f} | {p['times_step_rate']:.1f} "
               f"| {p['load_seconds']:.1f} ({p['images_loaded']}) |")
+    print("\n| generator | weights + grads + Adam MB | activations MB per image | at batch 1 / 8 / 32 (GB) |"
+          "\n|---|---|---|---|")
+    for r in results:
+        at = " / ".join(f"{(r['state_mb'] + b * r['activations_mb_per_image']) / 1e3:.1f}" for b in (1, 8, 32))
+        print(f"| {r['generator']} | {r['state_mb']:.0f} | {r['activations_mb_per_image']:.0f} | {at} |")
+    for r in results:
+        if r["op_ms_per_step"]:
+            total = sum(ms for _, ms in r["op_ms_per_step"])
+            print(f"\n{r['generator']}: ms per step by op type (tf.profiler, summed over executor threads; "
+                  f"trace in {args.profile}/{r['generator']})\n" + "\n".join(
+                      f"  {ms:9.1f}  {100 * ms / total:5.1f} %  {op}" for op, ms in r["op_ms_per_step"]))
     if args.growth_steps:
         for r in results:
             trace = ", ".join(f"{mb:.0f} MB at +{step}" for step, mb in r["rss_mb_by_step"])

@@ -15,14 +15,22 @@ pytestmark = pytest.mark.slow
 def test_bench_tiny_mode_reports_every_figure(tmp_path):
     out = tmp_path / "bench.json"
     done = run_cli("bench.py", "--size", "32", "--steps", "2", "--warmup", "1", "--eval-images", "4",
-                   "--preset", "tiny", "--gens", "hybrid", "--growth-steps", "4", "--json", str(out))
+                   "--preset", "tiny", "--gens", "hybrid", "--growth-steps", "4", "--profile", str(tmp_path / "prof"),
+                   "--json", str(out))
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(out.read_text())
     (g,) = report["generators"]
     for key in ("step_ms_median", "step_ms_p90", "reference_ms_median", "ratio_to_reference", "gflops",
-                "share_of_attainable", "inference_ms_per_image", "eval_seconds", "eval_share_of_interval"):
+                "share_of_attainable", "inference_ms_per_image", "eval_seconds", "eval_share_of_interval",
+                "state_mb", "activations_mb_per_image"):
         assert np.isfinite(g[key]) and g[key] > 0, key
     assert g["step_ms_p90"] >= g["step_ms_median"]
+    from gan.models import build_discriminator
+    d_params = build_discriminator(make_config("tiny").model, 32).count_params()
+    assert g["state_mb"] == pytest.approx(16 * (g["parameters"] + d_params) / 1e6)  # 4 float32 per parameter
+    assert [q for q, _ in g["rss_mb_by_step"]] == [0, 1, 2, 3, 4]
+    ops = dict(g["op_ms_per_step"])
+    assert any(op.endswith("Conv2D") or "Conv2DBackprop" in op for op in ops) and all(v > 0 for v in ops.values())
     assert g["ratio_to_reference"] == pytest.approx(g["step_ms_median"] / g["reference_ms_median"])
     assert report["roof"]["attainable_gflops"] >= max(report["roof"]["matmul_gflops"], report["roof"]["conv_gflops"])
     assert report["pipelines"][0]["images_per_second"] > 0
@@ -37,20 +45,22 @@ def test_analytic_flops_of_a_known_conv():
     assert model_flops(model) == 2 * 32 * 32 * 9 * 3 * 8
 
 
-def project_and_textbook_losses(gen: str, precision: str = "float32", steps: int = 4):
+def project_and_textbook_losses(gen: str, precision: str = "float32", steps: int = 4, jit: bool = False):
     """gen_total of the project's step (fused BatchNorm, MirroredStrategy, `precision`) and of the
     textbook step (Keras BatchNorm, float32) from the same weights on the same batches."""
     import tensorflow as tf
     from gan import evaluation, profiling
     from gan.models import FusedBatchNorm
     from gan.train import build_models, make_strategy, make_train_step
-    cfg = make_config("tiny", {"model.generator": gen, "model.dropout": 0.0, "train.precision": precision})
+    cfg = make_config("tiny", {"model.generator": gen, "model.dropout": 0.0, "train.precision": precision,
+                               "train.jit_compile": jit})
     strategy = make_strategy("auto")
     with strategy.scope():
         generator, discriminator, opt_g, opt_d = build_models(cfg)
     assert any(isinstance(layer, FusedBatchNorm) for layer in generator._flatten_layers())
     project = make_train_step(cfg, strategy, generator, discriminator, opt_g, opt_d)
-    textbook = make_config("tiny", {**cfg.flat(), "model.batchnorm": "keras", "train.precision": "float32"})
+    textbook = make_config("tiny", {**cfg.flat(), "model.batchnorm": "keras", "train.precision": "float32",
+                                    "train.jit_compile": False})
     ref_g, ref_d = evaluation.build_generator(textbook), evaluation.build_discriminator(textbook)
     ref_g.set_weights(generator.get_weights())
     ref_d.set_weights(discriminator.get_weights())
@@ -68,6 +78,12 @@ def test_project_step_matches_textbook_step(gen):
     """Same weights, same batches: the optimised step (fused BatchNorm kernel, distributed loop) computes
     the textbook step's losses to rtol 1e-4 over 4 updates."""
     losses = project_and_textbook_losses(gen)
+    np.testing.assert_allclose(losses[:, 0], losses[:, 1], rtol=1e-4)
+
+
+def test_xla_step_matches_textbook_step():
+    """train.jit_compile: XLA compiles the forward and backward passes; same losses to rtol 1e-4."""
+    losses = project_and_textbook_losses("hybrid", jit=True)
     np.testing.assert_allclose(losses[:, 0], losses[:, 1], rtol=1e-4)
 
 
