@@ -93,7 +93,7 @@ class TrainConfig:
     # 'auto': every GPU, else the CPU; an integer N > 1 on a CPU-only host makes
     # N logical CPU devices (how MirroredStrategy is tested without GPUs).
     devices: str = "auto"
-    jit_compile: bool = False  # XLA-compile the train step (1.6x slower on CPU: measured by jobs/bench.py)
+    jit_compile: bool = False  # XLA for forward + backward (1.5-1.8x slower on CPU: jobs/bench.py --jit)
     # 'auto' = mixed_float16 (with loss scaling) on GPUs of compute capability
     # >= 7.0, else float32; or float32 / mixed_float16 / mixed_bfloat16.
     precision: str = "auto"
