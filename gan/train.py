@@ -108,14 +108,10 @@ class DynamicLossScale:
         self.growth_steps = growth_steps
 
     def unscale(self, scaled_grads: list) -> list:
-        """Gradients of `loss * scale` (taken inside the tape) -> the gradients to apply."""
+        """Gradients of `loss * scale` (taken inside the tape) -> the gradients to apply; updates the scale."""
         import tensorflow as tf
         grads = [g / self.scale for g in scaled_grads]
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
-        return self._update(grads, finite)
-
-    def _update(self, grads, finite):
-        import tensorflow as tf
         grow = tf.logical_and(finite, self.good_steps + 1 >= self.growth_steps)
         self.scale.assign(tf.where(finite, tf.where(grow, 2.0 * self.scale, self.scale), 0.5 * self.scale))
         self.good_steps.assign(tf.where(tf.logical_and(finite, tf.logical_not(grow)), self.good_steps + 1, 0))

@@ -196,3 +196,16 @@ def test_evaluate_translate_and_export(tiny_runs, tmp_path):
     served = tf.saved_model.load(str(tmp_path / "model")).signatures["serving_default"]
     out = served(labels=tf.constant(np.stack([draw_scene(1, 0, 32)[1]])))["photos"]
     assert out.dtype == tf.uint8 and out.shape == (1, 32, 32, 3)
+
+
+def test_dynamic_loss_scale_halves_on_overflow_and_grows_after_finite_steps():
+    import tensorflow as tf
+    from gan.train import DynamicLossScale
+    ls = DynamicLossScale(initial=8.0, growth_steps=3)
+    grads = ls.unscale([tf.constant([16.0, np.inf])])
+    assert float(ls.scale) == 4.0 and grads[0].numpy().tolist() == [0.0, 0.0]  # zeroed, scale halved
+    for _ in range(2):
+        grads = ls.unscale([tf.constant([4.0, 8.0])])
+        assert grads[0].numpy().tolist() == [1.0, 2.0] and float(ls.scale) == 4.0
+    ls.unscale([tf.constant([4.0, 8.0])])  # the third finite step in a row doubles the scale
+    assert float(ls.scale) == 8.0 and int(ls.good_steps) == 0
