@@ -22,17 +22,22 @@ def save(fig, stem: Path) -> list[Path]:
     return paths
 
 
-def evolution(metrics: pd.DataFrame, stem: Path) -> list[Path]:
-    """One panel per metric; train dashed, validation solid; one colour per run (as the study's figures)."""
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8), squeeze=False)
-    colours = dict(zip(sorted(metrics.run.unique()), plt.cm.tab10.colors))
-    for ax, metric in zip(axes.flat, METRICS):
-        for (run, split), group in metrics.groupby(["run", "split"]):
+def _run_split_lines(frame: pd.DataFrame, metrics: list[str], axes) -> None:
+    """One panel per metric; a line per (run, split): validation solid, train subset dashed."""
+    colours = dict(zip(sorted(frame.run.unique()), plt.cm.tab10.colors))
+    for ax, metric in zip(axes.flat, metrics):
+        for (run, split), group in frame.groupby(["run", "split"]):
             ax.plot(group.step, group[metric], linestyle="-" if split == "val" else "--",
                     color=colours[run], label=f"{run} ({split})", marker="." if len(group) < 30 else None)
         ax.set_title(metric)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
+
+
+def evolution(metrics: pd.DataFrame, stem: Path) -> list[Path]:
+    """One panel per metric; train dashed, validation solid; one colour per run (as the study's figures)."""
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8), squeeze=False)
+    _run_split_lines(metrics, METRICS, axes)
     axes.flat[0].legend(fontsize=7)
     fig.suptitle("Metrics every evaluation (solid: validation, dashed: train subset)")
     return save(fig, stem)
@@ -42,17 +47,10 @@ def fcn_evolution(fcn: pd.DataFrame, stem: Path) -> list[Path]:
     """The FCN-score at every evaluation: generated val solid, train subset dashed, one colour per run;
     the same segmenter on the real val photos dotted black (the reference the generators chase)."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4), squeeze=False)
-    colours = dict(zip(sorted(fcn.run.unique()), plt.cm.tab10.colors))
+    _run_split_lines(fcn[fcn.split.isin(["train", "val"])], FCN_METRICS, axes)
+    real = fcn[fcn.split == "val_real"].groupby("step")[FCN_METRICS].mean()
     for ax, metric in zip(axes.flat, FCN_METRICS):
-        for (run, split), group in fcn[fcn.split.isin(["train", "val"])].groupby(["run", "split"]):
-            ax.plot(group.step, group[metric], linestyle="-" if split == "val" else "--", color=colours[run],
-                    label=f"{run} ({split})", marker="." if len(group) < 30 else None)
-        real = fcn[fcn.split == "val_real"].groupby("step")[metric].mean()
-        if not real.empty:
-            ax.plot(real.index, real.values, ":", color="black", label="real val photos")
-        ax.set_title(metric)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
+        ax.plot(real.index, real[metric], ":", color="black", label="real val photos")
     axes.flat[0].legend(fontsize=7)
     fig.suptitle("FCN-score every evaluation (segmenter on generated photos vs the input labels)")
     return save(fig, stem)
