@@ -21,7 +21,8 @@ def main() -> int:
     parser.add_argument("--out", default="runs")
     parser.add_argument("--name", default="segmenter")
     parser.add_argument("--image-size", type=int, default=None)
-    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="default: up to 40, fewer on large splits (about 12,000 training images in all)")
     parser.add_argument("--batch-size", type=int, default=None)
     args = parser.parse_args()
     from gan.segmenter import PRESETS, SegmenterConfig, train_segmenter

@@ -117,3 +117,12 @@ def test_fid_and_kid_identities(tmp_path):
     assert fid(real, real) < 1e-3 * fid(real, shifted)  # zero up to the matrix square root's rounding
     assert abs(kid(real, real)) < kid(real, shifted) / 5
     assert kid(real, shifted) < kid(real, far)
+
+
+def test_segmenter_epochs_follow_the_image_budget():
+    from gan.segmenter import SegmenterConfig, resolve_epochs
+    cfg = SegmenterConfig()
+    assert resolve_epochs(cfg, 80) == 40  # cityscapes-mini: capped at 40
+    assert resolve_epochs(cfg, 2975) == 4  # full Cityscapes: ~12,000 images, well under an hour on CPU
+    assert resolve_epochs(cfg, 100_000) == 1
+    assert resolve_epochs(SegmenterConfig(epochs=7), 2975) == 7  # an explicit --epochs wins
