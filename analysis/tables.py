@@ -84,7 +84,7 @@ def fcn_table(runs: list[Run]) -> pd.DataFrame:
         return pd.DataFrame()
     t = test_table(runs)
     columns = ["generator"] + [f"{m}_{s}" for m in FCN_METRICS for s in ("mean", "std")]
-    t = t[[c for c in columns if c in t]].dropna()
+    t = t[[c for c in columns if c in t]].dropna(subset=[f"{FCN_METRICS[0]}_mean"])  # generators without FCN
     row = {"generator": REAL_PHOTOS, **{f"{m}_{s}": v for m, ms in real.items() for s, v in zip(("mean", "std"), ms)}}
     return pd.concat([t, pd.DataFrame([row])], ignore_index=True)
 

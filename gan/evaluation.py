@@ -78,7 +78,7 @@ class Evaluator:
         self.sets = {"train": (data.train.inputs[:n], data.train.targets[:n]),  # fixed subset
                      "val": (data.val.inputs, data.val.targets)}
         self._segmenter = None
-        self._fcn_real: dict[str, dict[str, float]] = {}  # real photos' FCN-score per split, computed once
+        self._fcn_real: dict[str, dict[str, float]] = {}  # real photos' mean FCN-score per split, computed once
 
     @property
     def segmenter(self):
@@ -87,6 +87,10 @@ class Evaluator:
             self._segmenter = Segmenter.load(self.cfg.eval.segmenter)
         return self._segmenter
 
+    def _fcn_means(self, photos: np.ndarray, label_maps: np.ndarray) -> dict[str, float]:
+        rows, _ = self.segmenter.fcn_scores(photos, label_maps)
+        return {k: v["mean"] for k, v in summarise(rows).items()}
+
     def _fcn_rows(self, step: int, outputs: dict[str, np.ndarray]) -> tuple[list[dict], dict]:
         """fcn_metrics.csv rows for the generated photos of each split and for its real photos
         (split `<name>_real`, the reference), and the generated scores by split."""
@@ -94,11 +98,9 @@ class Evaluator:
         for split, generated in outputs.items():
             inputs, targets = self.sets[split]
             if split not in self._fcn_real:
-                self._fcn_real[split] = summarise(self.segmenter.fcn_scores(targets, inputs)[0])
-            generated_rows, _ = self.segmenter.fcn_scores(generated, inputs)
-            scores[split] = {k: v["mean"] for k, v in summarise(generated_rows).items()}
-            for name, values in ((split, scores[split]),
-                                 (f"{split}_real", {k: v["mean"] for k, v in self._fcn_real[split].items()})):
+                self._fcn_real[split] = self._fcn_means(targets, inputs)
+            scores[split] = self._fcn_means(generated, inputs)
+            for name, values in ((split, scores[split]), (f"{split}_real", self._fcn_real[split])):
                 rows.append({"step": step, "split": name, **{k: round(v, 6) for k, v in values.items()},
                              "images": len(inputs)})
         return rows, scores
