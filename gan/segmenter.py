@@ -52,7 +52,9 @@ class SegmenterConfig:
 
 PRESETS = {
     "default": {},  # full train split at 128 px, epochs from the image budget
-    "tiny": {"image_size": 32, "filters": 8, "epochs": 3, "batch_size": 4, "max_train": 24, "max_val": 8},
+    # Tests: ~15 s on 2 cores; enough images and steps that real photos beat a constant image by a wide
+    # margin (class acc ~0.45-0.5 against ~0.23), whatever the thread order of the float sums.
+    "tiny": {"image_size": 32, "filters": 16, "epochs": 12, "batch_size": 4, "max_train": 96, "max_val": 8},
 }
 
 

@@ -40,7 +40,7 @@ def test_label_ids():
 @pytest.fixture(scope="module")
 def segmenter_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("seg")
-    done = run_cli("train_segmenter.py", "--preset", "tiny", "--epochs", "10", "--out", str(out))
+    done = run_cli("train_segmenter.py", "--preset", "tiny", "--out", str(out))
     assert done.returncode == 0, done.stderr[-2000:]
     return out / "segmenter" / "segmenter"
 
@@ -48,18 +48,19 @@ def segmenter_run(tmp_path_factory):
 def test_segmenter_learns_above_chance(segmenter_run):
     summary = json.loads((segmenter_run / "summary.json").read_text())["val_real_photos"]
     assert summary["pixel_acc"] > 0.3 and summary["class_acc"] > 1 / 19 and summary["iou"] > 1 / 19 / 2
-    assert len((segmenter_run / "metrics.csv").read_text().splitlines()) == 11  # header + 10 epochs
+    assert len((segmenter_run / "metrics.csv").read_text().splitlines()) == 13  # header + 12 epochs
 
 
 def test_real_photos_score_at_least_a_constant_image(segmenter_run):
     from gan.segmenter import Segmenter
     segmenter = Segmenter.load(segmenter_run)
-    scenes = [draw_scene(0, 450 + i, 32) for i in range(8)]
+    scenes = [draw_scene(0, 450 + i, 32) for i in range(16)]
     photos, labels = np.stack([p for p, _ in scenes]), np.stack([lab for _, lab in scenes])
     _, real = segmenter.fcn_scores(photos, labels)
     _, constant = segmenter.fcn_scores(np.full_like(photos, 128), labels)
-    # A flat image is segmented as one or two classes: the class-level scores expose it.
-    assert real["class_acc"] > constant["class_acc"] and real["iou"] > constant["iou"], (real, constant)
+    # A flat image is segmented as one or two classes: the class-level scores expose it. The margin is
+    # half the one measured (real ~0.45-0.5, constant ~0.23), so thread-order noise cannot flip it.
+    assert real["class_acc"] > constant["class_acc"] + 0.1 and real["iou"] > constant["iou"] + 0.1, (real, constant)
 
 
 def test_training_reports_the_fcn_score(segmenter_run, tmp_path):
