@@ -8,6 +8,7 @@ it are dropped and redone, so none is duplicated or missing).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import submitit
@@ -39,7 +40,9 @@ def make_executor(folder: str, *, cluster: str | None = None, partition: str | N
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     params: dict[str, Any] = {"timeout_min": timeout_min, "name": name, "cpus_per_task": cpus,
                               "mem_gb": mem_gb, "slurm_array_parallelism": array_parallelism,
-                              "slurm_signal_delay_s": 120}
+                              "slurm_signal_delay_s": 120,
+                              # The fast path on the compute node: its own allocator path, found there.
+                              "slurm_setup": [f"export $({sys.executable} -m gan.fastpath)"]}
     if gpus:
         params["gpus_per_node"] = gpus
     if partition:

@@ -15,6 +15,7 @@ from typing import Callable
 
 from gan.config import Config, make_config
 from gan.errors import EXIT_USAGE, UserError
+from gan.fastpath import reexec_with_allocator
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -66,6 +67,7 @@ def config_from_args(args: argparse.Namespace, extra: list[str], **fixed) -> Con
 def run_main(main: Callable[[], int]) -> None:
     """Run a command: UserError -> 'error: ...' on stderr, exit 2; else exit with main's code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
+    reexec_with_allocator()  # before TensorFlow loads: the fast path (gan/fastpath.py)
     try:
         code = main()
     except UserError as e:

@@ -14,6 +14,11 @@
 - `reference_step`: the plain TensorFlow-tutorial pix2pix step — one
   `tf.function`, two GradientTapes, Keras BCE, no strategy, no XLA — the
   baseline the project's step is compared with.
+- `textbook_process` (`python -m gan.profiling GEN SIZE BATCH STEPS WARMUP`):
+  that step timed alone in a fresh process, as a user's plain script runs it;
+  `jobs/bench.py` starts it with and without the caching allocator, because
+  a reference timed inside the bench's own process shares its allocator
+  state and hides the difference.
 """
 
 from __future__ import annotations
@@ -138,3 +143,33 @@ def reference_step(generator, discriminator, l1_weight: float = 100.0):
         return gen_total
 
     return step
+
+
+def textbook_process(gen: str, size: int, batch: int, steps: int, warmup: int, preset: str = "paper") -> dict:
+    """The textbook step as a plain script would run it, in this (fresh) process: ms per step and kernel
+    (system) CPU ms per step after `warmup` steps, and the allocator the process runs on."""
+    import resource
+
+    import tensorflow as tf
+
+    from gan import evaluation
+    from gan.config import make_config
+    from gan.fastpath import loaded_allocator
+    cfg = make_config(preset, {"model.generator": gen, "data.image_size": size, "model.batchnorm": "keras"})
+    step = reference_step(evaluation.build_generator(cfg), evaluation.build_discriminator(cfg), cfg.optim.l1_weight)
+    rng = np.random.default_rng(0)
+    x, y = (tf.constant(rng.uniform(-1, 1, (batch, size, size, 3)).astype("float32")) for _ in range(2))
+    for _ in range(warmup):
+        float(step(x, y))
+    kernel0 = resource.getrusage(resource.RUSAGE_SELF).ru_stime
+    times = [_timed(lambda: float(step(x, y))) for _ in range(steps)]
+    kernel = resource.getrusage(resource.RUSAGE_SELF).ru_stime - kernel0
+    return {"step_ms": [1000 * t for t in times], "system_ms_per_step": 1000 * kernel / steps,
+            "allocator": loaded_allocator() or "system"}
+
+
+if __name__ == "__main__":  # python -m gan.profiling GEN SIZE BATCH STEPS WARMUP [PRESET] -> one JSON line
+    import json
+    import sys
+    gen_, size_, batch_, steps_, warmup_, *rest = sys.argv[1:]
+    print(json.dumps(textbook_process(gen_, int(size_), int(batch_), int(steps_), int(warmup_), *rest)))

@@ -36,7 +36,10 @@ RESUMABLE_FIELDS = {"train.steps", "eval.workers", "train.log_every", "train.che
 METRICS_COLUMNS = ["step", "split", "hist_corr", "template_match", "feature_match", "ssim", "psnr", "l1",
                    "images"]
 FCN_COLUMNS = ["step", "split", "fcn_pixel_acc", "fcn_class_acc", "fcn_iou", "images"]  # eval.fcn_every_eval
-TIMINGS_COLUMNS = ["step", "steps", "train_seconds", "steps_per_second", "images_per_second", "eval_seconds"]
+# system_seconds: kernel CPU time of the interval's training steps (page faults show up here);
+# host / device / cpus: where the interval ran, so that timings of different machines are told apart.
+TIMINGS_COLUMNS = ["step", "steps", "train_seconds", "steps_per_second", "images_per_second", "eval_seconds",
+                   "system_seconds", "host", "device", "cpus"]
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
@@ -87,8 +90,12 @@ def git_commit() -> str:
 
 def environment() -> dict[str, str]:
     import tensorflow as tf
+
+    from gan.fastpath import loaded_allocator
     return {"python": sys.version.split()[0], "tensorflow": tf.__version__, "host": socket.gethostname(),
-            "platform": platform.platform(), "git_commit": git_commit(), "argv": " ".join(sys.argv)}
+            "platform": platform.platform(), "git_commit": git_commit(), "argv": " ".join(sys.argv),
+            "allocator": loaded_allocator() or "system (glibc malloc: slower, see gan/fastpath.py)",
+            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
 
 
 class RunDir:

@@ -8,30 +8,39 @@
     python jobs/bench.py --real ../shared/data/cityscapes-mini    # also time the pipeline on real JPEGs
     python jobs/bench.py --size 32 --steps 3 --eval-images 4 --preset tiny   # seconds, for tests
 
-In one process on this machine, per generator: median and p90 ms per
-training step after warm-up for the project's step (`gan/train.py` with the
-config's defaults or the flags below, on a fixed batch so the input pipeline
-is not in the way) and for a textbook reference step (`gan/profiling.py`: one
-tf.function, two GradientTapes, Keras BatchNormalization, float32, no XLA),
-measured in alternating blocks; their ratio; achieved GFLOP/s from an
-analytic FLOP count against the attainable matmul/conv rate measured in the
-same run; inference ms per image; seconds per evaluation (generation and the
-six metrics on the validation split and the train subset) and its share of a
-1,000-step interval; peak resident memory; optionally memory growth over N
-steps. Also the input pipeline's images per second (synthetic, and a real
-pix2pix folder with --real). Prints Markdown; --json writes every figure.
+Per generator, each in its own process and in alternating rounds (so the
+machine's drift hits all alike, and no process shares another's allocator
+state): the textbook TensorFlow pix2pix step (`gan/profiling.py`: one
+tf.function, two GradientTapes, Keras BatchNormalization, float32) as a plain
+script on the system's malloc and on the caching allocator, and the
+project's end-to-end `jobs/train.py` (steady-state intervals of its
+timings.csv); ms per step and kernel (system) CPU ms per step for each, and
+the ratios. In the bench's own process: the project's step on a fixed batch,
+achieved GFLOP/s from an analytic FLOP count against the attainable
+matmul/conv rate, inference ms per image, seconds per evaluation
+(generation and the metrics on the validation split and the train subset)
+and its share of a 1,000-step interval, peak resident memory, optionally
+memory growth over N steps and time per op type. Also the input pipeline's
+images per second (synthetic, and a real pix2pix folder with --real).
+Prints Markdown; --json writes every figure.
 """
 
 import argparse
 import json
+import os
 import platform
 import resource
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 from gan.cli import run_main
 from gan.config import GENERATOR_NAMES, make_config
 from gan.errors import UserError
+from gan.fastpath import ALLOCATOR_ENV, allocator_env
+from gan.rundir import read_csv
 
 
 def rss_mb() -> float:
@@ -73,23 +82,14 @@ def bench_generator(name: str, args) -> dict:
     with strategy.scope():
         generator, discriminator, opt_g, opt_d = build_models(cfg)
     project = make_train_step(cfg, strategy, generator, discriminator, opt_g, opt_d)
-    textbook = make_config(args.preset, {**cfg.flat(), "model.batchnorm": "keras"})
-    ref_g, ref_d = evaluation.build_generator(textbook), evaluation.build_discriminator(textbook)
-    reference = profiling.reference_step(ref_g, ref_d, cfg.optim.l1_weight)
     rng = np.random.default_rng(0)
     x, y = (tf.constant(rng.uniform(-1, 1, (args.batch, args.size, args.size, 3)).astype("float32"))
             for _ in range(2))
     iterator = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors((x, y)).repeat()))
     run_project = lambda: float(project(iterator)["gen_total"])  # float() waits for the step  # noqa: E731
-    run_reference = lambda: float(reference(x, y))  # noqa: E731
     for _ in range(args.warmup):
         run_project()
-        run_reference()
-    project_s, reference_s = [], []
-    block = max(1, args.steps // 4)
-    while len(project_s) < args.steps:  # alternate, so drift in the machine hits both alike
-        project_s += timed_steps(run_project, block)
-        reference_s += timed_steps(run_reference, block)
+    project_s = timed_steps(run_project, args.steps)
     flops = profiling.train_step_flops(generator, discriminator) * args.batch
     memory = profiling.memory_estimate(generator, discriminator)
     rss_trace = [(0, rss_mb())]  # resident MB after each quarter of the growth steps
@@ -118,21 +118,78 @@ def bench_generator(name: str, args) -> dict:
             t0 = time.perf_counter()
             evaluator.evaluate(generator.get_weights(), 0, run)
             eval_s = time.perf_counter() - t0
-    p_ms, r_ms = np.array(project_s) * 1000, np.array(reference_s) * 1000
+    p_ms = np.array(project_s) * 1000
     interval_s = np.median(p_ms) / 1000 * cfg.train.eval_every
+    processes = separate_processes(name, args)
     return {"generator": name, "size": args.size, "batch": args.batch, "jit": args.jit,
             "precision": resolve_precision(cfg.train.precision), "batchnorm": cfg.model.batchnorm,
             "parameters": int(generator.count_params()), "step_gflop": flops / 1e9,
             "step_ms_median": float(np.median(p_ms)), "step_ms_p90": float(np.percentile(p_ms, 90)),
-            "reference_ms_median": float(np.median(r_ms)), "reference_ms_p90": float(np.percentile(r_ms, 90)),
-            "ratio_to_reference": float(np.median(p_ms) / np.median(r_ms)),
-            "gflops": flops / 1e9 / (np.median(p_ms) / 1000),
-            "reference_gflops": flops / 1e9 / (np.median(r_ms) / 1000),
+            **processes,
+            "ratio_to_textbook_plain": processes["end_to_end_ms"] / processes["textbook_plain_ms"],
+            "ratio_to_textbook_fast": processes["end_to_end_ms"] / processes["textbook_fast_ms"],
+            "kernel_share": processes["end_to_end_system_ms"] / processes["end_to_end_ms"],
+            "gflops": flops / 1e9 / (processes["end_to_end_ms"] / 1000),
+            "reference_gflops": flops / 1e9 / (processes["textbook_plain_ms"] / 1000),
             "inference_ms_per_image": infer_ms, "eval_seconds": eval_s,
             "eval_images": len(data.val.ids) + len(evaluator.sets["train"][0]),
             "eval_share_of_interval": eval_s / (interval_s + eval_s),
             **memory, "op_ms_per_step": profile,
             "memory_growth_mb": growth, "growth_steps": args.growth_steps, "rss_mb_by_step": rss_trace}
+
+
+def textbook_in_process(name: str, args, fast: bool) -> dict:
+    """The textbook step in a fresh process (gan/profiling.py), on the caching allocator or on
+    the system's malloc, as a user's plain script would run."""
+    env = allocator_env() if fast else {**os.environ, ALLOCATOR_ENV: "system"}
+    if not fast:
+        env.pop("LD_PRELOAD", None)
+    done = subprocess.run([sys.executable, "-m", "gan.profiling", name, str(args.size), str(args.batch),
+                           str(args.steps), str(args.warmup), args.preset],
+                          capture_output=True, text=True, env=env, check=False)
+    if done.returncode:
+        raise RuntimeError(f"textbook step process failed: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def end_to_end(name: str, args) -> dict:
+    """A real short `jobs/train.py` run (3 intervals of --steps steps, tiny evaluations): ms and kernel ms
+    per step over the steady-state intervals (after the first, which includes tracing), from timings.csv."""
+    with tempfile.TemporaryDirectory() as out:
+        flags = {"data.image_size": args.size, "train.batch_size": args.batch,
+                 "train.steps": 3 * args.steps, "train.eval_every": args.steps, "data.n_val": 1, "data.n_test": 1,
+                 "eval.train_subset": 1, "eval.samples": 1, "eval.workers": 1, "train.jit_compile": args.jit,
+                 "train.precision": args.precision, "model.batchnorm": args.batchnorm}
+        done = subprocess.run([sys.executable, str(Path(__file__).with_name("train.py")), "--gen", name, "--preset", args.preset,
+                               "--out", out, *[a for k, v in flags.items() for a in (f"--{k}", str(v))]],
+                              capture_output=True, text=True, check=False)
+        if done.returncode:
+            raise RuntimeError(f"jobs/train.py failed: {done.stderr.strip()[-2000:]}")
+        run = Path(out) / "default" / name
+        steady = read_csv(run / "timings.csv")[1:]
+        steps = sum(int(r["steps"]) for r in steady)
+        allocator = json.loads((run / "config.json").read_text())["environment"]["allocator"]
+        return {"ms": 1000 * sum(float(r["train_seconds"]) for r in steady) / steps,
+                "system_ms": 1000 * sum(float(r["system_seconds"]) for r in steady) / steps, "allocator": allocator}
+
+
+def separate_processes(name: str, args) -> dict:
+    """Alternating rounds of: textbook step on the system's malloc, textbook step on the caching allocator,
+    the project's end-to-end jobs/train.py; each in its own process, so drift in the machine hits all alike."""
+    plain, fast, e2e = [], [], []
+    for _ in range(args.rounds):
+        plain.append(textbook_in_process(name, args, fast=False))
+        fast.append(textbook_in_process(name, args, fast=True))
+        e2e.append(end_to_end(name, args))
+    import numpy as np
+    return {"textbook_plain_ms": float(np.median([t for r in plain for t in r["step_ms"]])),
+            "textbook_plain_system_ms": float(np.median([r["system_ms_per_step"] for r in plain])),
+            "textbook_fast_ms": float(np.median([t for r in fast for t in r["step_ms"]])),
+            "textbook_fast_system_ms": float(np.median([r["system_ms_per_step"] for r in fast])),
+            "end_to_end_ms": float(np.median([r["ms"] for r in e2e])),
+            "end_to_end_system_ms": float(np.median([r["system_ms"] for r in e2e])),
+            "allocators": {"textbook_plain": plain[0]["allocator"], "textbook_fast": fast[0]["allocator"],
+                           "end_to_end": e2e[0]["allocator"]}}
 
 
 def bench_pipeline(source: str, args, steps_per_second: float | None) -> dict:
@@ -160,7 +217,9 @@ def main() -> int:
     parser.add_argument("--gens", default="all", help="generators (comma list or all)")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per generator (each of project, reference)")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per generator and process "
+                        "(the end-to-end run trains 3 intervals of this many)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of the separate processes")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--eval-images", type=int, default=50, help="validation images (and train subset)")
     parser.add_argument("--preset", default="paper")
@@ -189,8 +248,9 @@ def main() -> int:
         r = bench_generator(g, args)
         r["share_of_attainable"] = r["gflops"] / roof["attainable_gflops"]
         results.append(r)
-        print(f"{g}: {r['step_ms_median']:.1f} ms/step (reference {r['reference_ms_median']:.1f}), "
-              f"eval {r['eval_seconds']:.1f} s", flush=True)
+        print(f"{g}: end-to-end {r['end_to_end_ms']:.1f} ms/step, textbook {r['textbook_plain_ms']:.1f} "
+              f"(system malloc) / {r['textbook_fast_ms']:.1f} (caching allocator), eval {r['eval_seconds']:.1f} s",
+              flush=True)
     fastest = max(1000 / r["step_ms_median"] for r in results)
     pipelines = [bench_pipeline("synthetic", args, fastest)]
     if args.real:
@@ -199,15 +259,25 @@ def main() -> int:
     print(f"\nbench on {platform.node()} ({platform.machine()}), {args.size}px, batch {args.batch}"
           f"{', XLA' if args.jit else ''}; project step: {results[0]['precision']}, batchnorm "
           f"{results[0]['batchnorm']}; median of {args.steps} steps after {args.warmup} warm-up\n")
-    print("| generator | params | GFLOP/step | step ms (p50 / p90) | reference ms (p50 / p90) | ratio "
-          "| GFLOP/s (of attainable) | inference ms/img | eval s | eval share of 1k steps |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("Each step figure in its own process (alternating rounds): the textbook step as a plain script on the "
+          "system's malloc and on the caching allocator, and the project's end-to-end jobs/train.py "
+          "(steady-state intervals of timings.csv); kernel = system CPU ms per step.\n")
+    print("| generator | params | GFLOP/step | end-to-end ms (kernel) | textbook ms, system malloc (kernel) "
+          "| textbook ms, allocator (kernel) | ratio to plain textbook | ratio to textbook on allocator "
+          "| kernel share | GFLOP/s (of attainable) | in-bench step ms (p50 / p90) | inference ms/img "
+          "| eval s | eval share of 1k steps |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['generator']} | {r['parameters']:,} | {r['step_gflop']:.1f} "
-              f"| {r['step_ms_median']:.1f} / {r['step_ms_p90']:.1f} "
-              f"| {r['reference_ms_median']:.1f} / {r['reference_ms_p90']:.1f} | {r['ratio_to_reference']:.2f} "
-              f"| {r['gflops']:.1f} ({100 * r['share_of_attainable']:.0f} %) | {r['inference_ms_per_image']:.1f} "
+              f"| {r['end_to_end_ms']:.0f} ({r['end_to_end_system_ms']:.0f}) "
+              f"| {r['textbook_plain_ms']:.0f} ({r['textbook_plain_system_ms']:.0f}) "
+              f"| {r['textbook_fast_ms']:.0f} ({r['textbook_fast_system_ms']:.0f}) "
+              f"| {r['ratio_to_textbook_plain']:.2f} | {r['ratio_to_textbook_fast']:.2f} "
+              f"| {100 * r['kernel_share']:.1f} % "
+              f"| {r['gflops']:.1f} ({100 * r['share_of_attainable']:.0f} %) "
+              f"| {r['step_ms_median']:.0f} / {r['step_ms_p90']:.0f} | {r['inference_ms_per_image']:.1f} "
               f"| {r['eval_seconds']:.1f} ({r['eval_images']} img) | {100 * r['eval_share_of_interval']:.1f} % |")
+    print("\nallocators: " + "; ".join(f"{k}: {v}" for k, v in results[0]["allocators"].items()))
     print("\n| input pipeline | images/s | x fastest step rate | load s (images) |\n|---|---|---|---|")
     for p in pipelines:
         print(f"| {p['source']} | {p['images_per_second']:.0f} | {p['times_step_rate']:.1f} "
