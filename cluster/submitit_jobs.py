@@ -35,14 +35,18 @@ class TrainJob(submitit.helpers.Checkpointable):
 
 def make_executor(folder: str, *, cluster: str | None = None, partition: str | None = None, gpus: int = 0,
                   cpus: int = 4, mem_gb: int = 16, timeout_min: int = 24 * 60, account: str | None = None,
-                  array_parallelism: int = 16, name: str = "pix2pix") -> submitit.AutoExecutor:
-    """SLURM on a cluster, local processes elsewhere (or as `cluster` says: 'slurm', 'local', 'debug')."""
+                  array_parallelism: int = 16, name: str = "pix2pix",
+                  setup: list[str] | tuple[str, ...] = ()) -> submitit.AutoExecutor:
+    """SLURM on a cluster, local processes elsewhere (or as `cluster` says: 'slurm', 'local', 'debug').
+
+    `setup`: extra shell lines run before the task (after the one that exports the fast path's
+    LD_PRELOAD; local tasks inherit it from the submitting process, which `run_main` started on it)."""
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     params: dict[str, Any] = {"timeout_min": timeout_min, "name": name, "cpus_per_task": cpus,
                               "mem_gb": mem_gb, "slurm_array_parallelism": array_parallelism,
                               "slurm_signal_delay_s": 120,
                               # The fast path on the compute node: its own allocator path, found there.
-                              "slurm_setup": [f"export $({sys.executable} -m gan.fastpath)"]}
+                              "slurm_setup": [f"export $({sys.executable} -m gan.fastpath)", *setup]}
     if gpus:
         params["gpus_per_node"] = gpus
     if partition:

@@ -79,3 +79,14 @@ def assert_exact_rows(run: Path, steps: int, every: int) -> None:
     timings = pd.read_csv(run / "timings.csv")
     assert list(timings.step) == list(range(every, steps + 1, every))
     assert timings.steps.sum() == steps
+
+
+def assert_fast_path(run: Path) -> None:
+    """The process that trained `run` had the caching allocator mapped in (config.json records what
+    /proc/self/maps of that process showed), and its timings name the host, device and CPUs."""
+    import json
+    environment = json.loads((run / "config.json").read_text())["environment"]
+    assert "libmimalloc" in environment["allocator"], environment
+    import pandas as pd
+    timings = pd.read_csv(run / "timings.csv")
+    assert (timings.system_seconds >= 0).all() and (timings.cpus >= 1).all() and (timings.device != "").all()

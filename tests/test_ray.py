@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, assert_exact_rows
+from conftest import ROOT, assert_exact_rows, assert_fast_path
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -134,6 +134,7 @@ def test_three_generators_driver_loss_and_resume(ray_cluster, tmp_path):
         assert json.loads((run / "status.json").read_text())["state"] == "finished", g
         assert_exact_rows(run, 100, 10)
         assert (run / "summary.json").exists() and (run / "test_metrics.csv").exists()
+        assert_fast_path(run)  # the trial process (a Ray worker) had the allocator mapped in
     for g in finished:  # not rerun
         assert (runs[g] / "summary.json").stat().st_mtime_ns == finished_mtime[g]
         assert f"drv/{g} at step" not in done.stdout

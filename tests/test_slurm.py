@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, assert_exact_rows, run_cli
+from conftest import ROOT, assert_exact_rows, assert_fast_path, run_cli
 from services import Slurm
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -48,6 +48,7 @@ def test_sbatch_train_all_leaves_three_finished_runs(slurm, tmp_path):
         assert status["state"] == "finished", (gen, status, list(tmp_path.glob("*.out")))
         assert_exact_rows(run, 8, 4)
         assert (run / "summary.json").exists()
+        assert_fast_path(run)  # the SLURM task trained with the caching allocator mapped in
 
 
 def test_requeue_resumes_without_duplicated_rows(slurm, tmp_path):
@@ -77,8 +78,8 @@ def test_submitit_round_trip_with_preemption(slurm, tmp_path):
     from gan.config import make_config
 
     os.environ["SLURM_CONF"] = slurm.env["SLURM_CONF"]
-    executor = make_executor(str(tmp_path / "logs"), cluster="slurm", cpus=1, mem_gb=2, timeout_min=20)
-    executor.update_parameters(slurm_setup=[f"export PIX2PIX_CACHE={os.environ['PIX2PIX_CACHE']}"])
+    executor = make_executor(str(tmp_path / "logs"), cluster="slurm", cpus=1, mem_gb=2, timeout_min=20,
+                             setup=[f"export PIX2PIX_CACHE={os.environ['PIX2PIX_CACHE']}"])
     cfg = make_config("tiny", {"model.generator": "hybrid", "train.steps": 150, "train.eval_every": 10})
     job = executor.submit(TrainJob(), cfg.to_dict(), str(tmp_path / "runs"))
     run = tmp_path / "runs" / "default" / "hybrid"
@@ -92,6 +93,7 @@ def test_submitit_round_trip_with_preemption(slurm, tmp_path):
     assert result["state"] == "finished" and result["step"] == 150
     assert_exact_rows(run, 150, 10)
     assert "resuming" in (job.stdout() or ""), job.stdout()
+    assert_fast_path(run)  # the submitit task exported the allocator in its sbatch set-up
 
 
 def test_submit_command_local_round_trip(tmp_path):

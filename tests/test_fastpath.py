@@ -1,0 +1,62 @@
+"""The fast path: every command re-executes itself once on the caching allocator (gan/fastpath.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from conftest import ROOT, assert_fast_path, run_cli
+from gan.fastpath import ALLOCATOR_ENV, allocator_env, find_allocator, loaded_allocator
+
+PROBE = ("from gan.cli import run_main; from gan.fastpath import loaded_allocator; "
+         "run_main(lambda: print('mapped:', loaded_allocator()) or 0)")
+
+
+def probe(**env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    return subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60, cwd=ROOT,
+                          env={**clean, **env})
+
+
+def test_choice_of_allocator():
+    assert find_allocator("system") is None
+    mimalloc = find_allocator("mimalloc")
+    assert mimalloc and "libmimalloc" in mimalloc and os.path.isfile(mimalloc)  # installed with the project
+    assert find_allocator("auto") == mimalloc
+    assert find_allocator("/no/such/lib.so") is None
+    env = allocator_env({ALLOCATOR_ENV: "mimalloc", "LD_PRELOAD": "/opt/other.so"})
+    assert env["LD_PRELOAD"] == f"{mimalloc} /opt/other.so"  # first, and the user's own preloads kept
+    assert "LD_PRELOAD" not in allocator_env({ALLOCATOR_ENV: "system"})
+
+
+def test_command_reexecutes_once_on_the_allocator():
+    done = probe()
+    assert done.returncode == 0, done.stderr
+    assert "mapped: " in done.stdout and "libmimalloc" in done.stdout, done.stdout
+    assert done.stdout.count("mapped:") == 1 and "warning" not in done.stderr
+
+
+def test_system_allocator_on_request_and_one_line_when_missing():
+    done = probe(**{ALLOCATOR_ENV: "system"})
+    assert done.returncode == 0 and "mapped: None" in done.stdout and done.stderr == ""
+    done = probe(**{ALLOCATOR_ENV: "/no/such/lib.so"})
+    assert done.returncode == 0 and "mapped: None" in done.stdout
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "pip install cmeel-mimalloc" in warnings[0], done.stderr
+
+
+def test_loaded_allocator_reads_the_process_map(tmp_path):
+    maps = tmp_path / "maps"
+    maps.write_text("7f00-7f01 r-xp 00000000 08:01 42 /usr/lib/x86_64-linux-gnu/libc.so.6\n"
+                    "7f02-7f03 r-xp 00000000 08:01 43 /venv/cmeel.prefix/lib/libmimalloc.so.3\n")
+    assert loaded_allocator(str(maps)) == "/venv/cmeel.prefix/lib/libmimalloc.so.3"
+    maps.write_text("7f00-7f01 r-xp 00000000 08:01 42 /usr/lib/x86_64-linux-gnu/libc.so.6\n")
+    assert loaded_allocator(str(maps)) is None
+
+
+def test_training_run_records_the_fast_path(tmp_path):
+    done = run_cli("train.py", "--preset", "tiny", "--gen", "hybrid", "--out", str(tmp_path),
+                   env={"LD_PRELOAD": ""})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert_fast_path(tmp_path / "default" / "hybrid")
