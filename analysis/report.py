@@ -15,7 +15,7 @@ import pandas as pd
 
 from analysis import plots, stats, tables
 from analysis.runs import (STUDY_METRICS, fcn_frame, find_runs, metrics_frame, swept_fields, test_frame,
-                           timings_frame)
+                           timings_frame, version_warning)
 
 NOTEBOOK = Path(__file__).parent / "notebooks" / "compare.ipynb"
 
@@ -92,6 +92,9 @@ def _html(runs, frames: dict[str, pd.DataFrame], figures: dict[str, Path]) -> st
         f"written {time.strftime('%Y-%m-%d %H:%M')}. Study metrics: {', '.join(STUDY_METRICS)} "
         "(higher is better), plus psnr (higher) and l1 (lower).</p>",
     ]
+    mixed = version_warning(runs)
+    if mixed:
+        parts.append(f"<p class='warn'>{html.escape(mixed)}</p>")
     if unfinished:
         parts.append("<p class='warn'>Not finished: " + ", ".join(
             f"{html.escape(r.name)} ({r.state} at step {r.status.get('step', 0)}"

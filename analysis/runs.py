@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-METRICS = ["hist_corr", "template_match", "feature_match", "ssim", "psnr", "l1"]
+METRICS = ["hist_corr", "template_match", "feature_match", "ssim", "ssim_rgb", "template_match_rgb", "psnr", "l1"]
 STUDY_METRICS = ["hist_corr", "template_match", "feature_match", "ssim"]
 FCN_METRICS = ["fcn_pixel_acc", "fcn_class_acc", "fcn_iou"]  # with a segmenter (gan/segmenter.py)
 LOWER_IS_BETTER = {"l1"}
@@ -33,6 +33,12 @@ class Run:
     summary: dict = field(default_factory=dict)
     fcn_metrics: pd.DataFrame = field(default_factory=pd.DataFrame)  # with eval.fcn_every_eval
     label: str = ""  # set by find_runs when two roots hold runs of the same name
+    environment: dict = field(default_factory=dict)  # config.json's: versions, host, metrics_version
+
+    @property
+    def metrics_version(self) -> int:
+        """The metric definitions the run was measured with (gan/metrics.py; 1 = before the field existed)."""
+        return int(self.environment.get("metrics_version", 1))
 
     @property
     def name(self) -> str:
@@ -72,9 +78,22 @@ def _json(path: Path) -> dict:
 
 def load_run(path: str | Path) -> Run:
     path = Path(path)
-    return Run(path, _json(path / "config.json")["config"], _json(path / "status.json"),
+    config = _json(path / "config.json")
+    return Run(path, config["config"], _json(path / "status.json"),
                _csv(path / "metrics.csv"), _csv(path / "timings.csv"), _csv(path / "test_metrics.csv"),
-               _json(path / "summary.json"), _csv(path / "fcn_metrics.csv"))
+               _json(path / "summary.json"), _csv(path / "fcn_metrics.csv"), environment=config.get("environment", {}))
+
+
+def version_warning(runs: list[Run]) -> str:
+    """'' when every run used the same metric definitions, else one sentence saying which used which."""
+    versions: dict[int, list[str]] = {}
+    for r in runs:
+        versions.setdefault(r.metrics_version, []).append(r.name)
+    if len(versions) < 2:
+        return ""
+    return ("Runs were measured with different metric definitions (gan/metrics.py METRICS_VERSION): "
+            + "; ".join(f"version {v}: {', '.join(names)}" for v, names in sorted(versions.items()))
+            + ". Their values are not comparable; report them apart.")
 
 
 def find_runs(*roots: str | Path) -> list[Run]:

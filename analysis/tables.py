@@ -153,8 +153,10 @@ def write_table(frame: pd.DataFrame, stem: Path) -> None:
 def comparison_table(run_paths: list[Path] | None = None, runs: list[Run] | None = None) -> str:
     """The study's table as Markdown (printed at the end of the launchers)."""
     from analysis.runs import load_run
+    from analysis.runs import version_warning
     runs = runs if runs is not None else [load_run(p) for p in run_paths]
-    return to_markdown(study_table(runs))
+    warning = version_warning(runs)
+    return (f"warning: {warning}\n\n" if warning else "") + to_markdown(study_table(runs))
 
 
 if __name__ == "__main__":

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 
 from gan.config import make_config
+from gan.fastpath import CPUS_ENV
 from gan.train import run_path, train
 
 
@@ -67,6 +70,10 @@ def trainable(space: dict[str, Any]) -> None:
     cfg = make_config(base.pop("__preset__"), {**base, **sampled, "run_name": run_name(sampled)})
     out = space["__out__"]
     run = run_path(cfg, out)
+    # TensorFlow's thread pools get the CPUs Tune assigned to this trial, not the whole node.
+    assigned = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    if assigned:
+        os.environ[CPUS_ENV] = str(max(1, int(assigned)))
     _restore_tune_checkpoint(run)
 
     def report(step: int, scores: dict, checkpoint_path: str) -> None:

@@ -45,6 +45,9 @@ class DataConfig:
     n_train: int = 400
     n_val: int = 50
     n_test: int = 50
+    # Seed of the 400/50/50 selection, apart from train.seed: runs that differ only in their
+    # training seed see the same test photos, so paired tests and seed spreads compare like with like.
+    split_seed: int = 0
     # Cache for the generated synthetic dataset ('' = $PIX2PIX_CACHE or ~/.cache/pix2pix-suite).
     cache_dir: str = ""
 
@@ -94,9 +97,9 @@ class TrainConfig:
     # N logical CPU devices (how MirroredStrategy is tested without GPUs).
     devices: str = "auto"
     jit_compile: bool = False  # XLA for forward + backward (1.5-1.8x slower on CPU: jobs/bench.py --jit)
-    # 'auto' = mixed_float16 (with loss scaling) on GPUs of compute capability
-    # >= 7.0, else float32; or float32 / mixed_float16 / mixed_bfloat16.
-    precision: str = "auto"
+    # float32 (the study's numerics, on every device) unless asked: 'auto' = mixed_float16 (with loss
+    # scaling) on GPUs of compute capability >= 7.0, else float32; or mixed_float16 / mixed_bfloat16.
+    precision: str = "float32"
     log_every: int = 100  # loss scalars to TensorBoard / plain log lines
     checkpoints_to_keep: int = 2
 

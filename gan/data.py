@@ -200,7 +200,7 @@ class Dataset:
 def load_dataset(cfg: Config) -> Dataset:
     root, fmt = resolve_source(cfg)
     pools = find_pairs(root, fmt)
-    chosen, notes = select_splits(pools, cfg.data.n_train, cfg.data.n_val, cfg.data.n_test, cfg.train.seed)
+    chosen, notes = select_splits(pools, cfg.data.n_train, cfg.data.n_val, cfg.data.n_test, cfg.data.split_seed)
     splits = {s: load_split(chosen[s], cfg.data.image_size, cfg.data.input_side) for s in SPLITS}
     return Dataset(**splits, source=str(root), format=fmt, notes=notes)
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from gan.config import Config
 from gan.data import Dataset, to_float
-from gan.metrics import METRIC_NAMES, MetricPool
+from gan.metrics import METRIC_NAMES, METRICS_VERSION, MetricPool
 from gan.rundir import FCN_COLUMNS, METRICS_COLUMNS, RunDir, append_csv, atomic_write, write_csv, write_json, read_csv
 
 
@@ -166,6 +166,8 @@ class Evaluator:
         timings = read_csv(run.timings)
         summary = {
             "generator": self.cfg.model.generator, "steps": step, "images": len(test.ids),
+            "metrics_version": METRICS_VERSION, "split_seed": self.cfg.data.split_seed,
+            "precision": self.cfg.train.precision,
             "test": summarise(per_image),
             "train_seconds": round(sum(float(r["train_seconds"]) for r in timings), 3),
             "eval_seconds": round(sum(float(r["eval_seconds"]) for r in timings), 3),

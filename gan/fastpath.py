@@ -1,4 +1,4 @@
-"""The fast path every launcher trains on: a caching allocator preloaded into the process.
+"""The fast path every launcher trains on: a caching allocator preloaded, threads sized to the CPUs given.
 
 Why: TensorFlow's CPU kernels allocate and free buffers of many megabytes every
 step. glibc's malloc returns them to the kernel (mmap/munmap) and page-faults
@@ -16,6 +16,9 @@ environment and submitit/SLURM tasks through their set-up lines
 (`python -m gan.fastpath` prints the variable to export).
 
     PIX2PIX_ALLOCATOR=auto (default: mimalloc, else tcmalloc) | mimalloc | tcmalloc | system | /path/lib.so
+
+`cpus_given()` is the CPU count a process was given (affinity, SLURM, Ray);
+the trainer sizes TensorFlow's thread pools and the metric workers to it.
 
 Standard library only: it runs before TensorFlow is imported.
 """
@@ -103,6 +106,24 @@ def reexec_with_allocator(log=None) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
+CPUS_ENV = "PIX2PIX_CPUS"  # set by the Ray trainable from the CPUs Tune assigned to the trial
+
+
+def cpus_given() -> int:
+    """The CPUs this process may use: the least of its affinity mask, SLURM's --cpus-per-task and the
+    CPUs Ray assigned (PIX2PIX_CPUS). TensorFlow sizes its thread pools to the whole machine otherwise,
+    so trials sharing a node oversubscribe it."""
+    counts = [len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1]
+    for name in (CPUS_ENV, "SLURM_CPUS_PER_TASK"):
+        value = os.environ.get(name, "")
+        try:
+            if value and float(value) >= 1:
+                counts.append(int(float(value)))
+        except ValueError:
+            print(f"warning: ${name}={value!r} is not a CPU count; ignored", file=sys.stderr)
+    return max(1, min(counts))
 
 
 def main() -> None:

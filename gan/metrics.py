@@ -4,20 +4,32 @@ All functions take uint8 RGB arrays (generated, real) of the same shape. No
 TensorFlow here: worker processes import only NumPy, OpenCV and scikit-image,
 and `analysis/` may reuse the definitions.
 
-- `hist_corr`: grayscale (OpenCV BGR->GRAY weights), 256-bin histograms over
-  [0, 256), `cv2.compareHist(..., HISTCMP_CORREL)`; -1..1.
-- `template_match`: `cv2.matchTemplate(generated, real, TM_CCOEFF_NORMED)` on
-  the whole RGB images (same size, so one score); -1..1. OpenCV's value for a
-  constant image (zero variance) is taken as is; a non-finite result is 0.
-- `feature_match`: ORB (OpenCV defaults: 500 features, scale 1.2, 8 levels)
-  on both grayscale images; brute-force Hamming k-NN (k=2) from the real
-  image's descriptors to the generated one's; Lowe's ratio test at 0.75;
-  good matches / keypoints of the real image; 0..1, 0 when either image has
-  no descriptors.
+The four study columns work on grayscale images (OpenCV's RGB->GRAY
+weights), as the references the study cites compute them (OpenCV's
+histogram-comparison and template-matching tutorials, an ORB tutorial,
+scikit-image's SSIM example):
+- `hist_corr`: 256-bin histograms over [0, 256),
+  `cv2.compareHist(..., HISTCMP_CORREL)`; -1..1.
+- `template_match`: `cv2.matchTemplate(generated, real, TM_CCOEFF_NORMED)` of
+  the whole images (same size, so one score); -1..1. A constant image (zero
+  variance) has no correlation: 0.
+- `feature_match`: ORB (500 features, scale 1.2, 8 levels) on both images;
+  brute-force Hamming k-NN (k=2) from the real image's descriptors to the
+  generated one's; Lowe's ratio test at 0.75; good matches / keypoints of the
+  real image; 0..1, 0 when either image has no descriptors. At 256 px and
+  above ORB's defaults (31 px border and patch); below, border and patch
+  scale with the image (16 px at 128, 8 at 64), so the small demos have
+  keypoints too - the study's 256 px protocol is unchanged.
 - `ssim`: `skimage.metrics.structural_similarity(real, generated,
-  channel_axis=-1, data_range=255)`, default 7x7 window.
-- `psnr`: 10 log10(255^2 / MSE) in dB, capped at 100 dB (identical images).
-- `l1`: mean absolute difference scaled to 0..1 (|a - b| / 255).
+  data_range=255)`, default 7x7 window.
+Extra columns: `ssim_rgb` and `template_match_rgb` (the same on the RGB
+images; OpenCV sums the channels), `psnr` (dB, capped at 100 for identical
+images), `l1` (mean absolute difference scaled to 0..1).
+
+`METRICS_VERSION` names these definitions; every run records it, and the
+analysis never averages runs of different versions without saying so.
+Version 1 (before 2026-11-26): ssim and template_match on RGB, ORB defaults
+at every size, no *_rgb columns.
 """
 
 from __future__ import annotations
@@ -34,6 +46,8 @@ from skimage.metrics import structural_similarity
 
 RATIO_TEST = 0.75
 PSNR_CAP_DB = 100.0
+METRICS_VERSION = 2
+ORB_FULL_SIZE = 256  # ORB's default 31 px border and patch from this size up
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
@@ -45,20 +59,34 @@ def hist_corr(generated: np.ndarray, real: np.ndarray) -> float:
     return float(cv2.compareHist(hists[0], hists[1], cv2.HISTCMP_CORREL))
 
 
-def template_match(generated: np.ndarray, real: np.ndarray) -> float:
+def _template_match(generated: np.ndarray, real: np.ndarray) -> float:
     score = float(cv2.matchTemplate(generated, real, cv2.TM_CCOEFF_NORMED)[0, 0])
     return score if math.isfinite(score) else 0.0
 
 
-_ORB = None
+def template_match(generated: np.ndarray, real: np.ndarray) -> float:
+    return _template_match(_gray(generated), _gray(real))
+
+
+def template_match_rgb(generated: np.ndarray, real: np.ndarray) -> float:
+    return _template_match(generated, real)
+
+
+_ORB: dict[int, "cv2.ORB"] = {}
+
+
+def orb_patch_size(size: int) -> int:
+    """ORB's border and patch size for an image whose shorter side is `size` (31 from 256 px up)."""
+    return 31 if size >= ORB_FULL_SIZE else max(5, round(31 * size / ORB_FULL_SIZE))
 
 
 def feature_match(generated: np.ndarray, real: np.ndarray) -> float:
-    global _ORB
-    if _ORB is None:  # one detector per process; creation is the slow part
-        _ORB = cv2.ORB_create()
-    kp_real, des_real = _ORB.detectAndCompute(_gray(real), None)
-    _, des_gen = _ORB.detectAndCompute(_gray(generated), None)
+    patch = orb_patch_size(min(real.shape[:2]))
+    if patch not in _ORB:  # one detector per process and size; creation is the slow part
+        _ORB[patch] = cv2.ORB_create(edgeThreshold=patch, patchSize=patch)
+    orb = _ORB[patch]
+    kp_real, des_real = orb.detectAndCompute(_gray(real), None)
+    _, des_gen = orb.detectAndCompute(_gray(generated), None)
     if des_real is None or des_gen is None or not kp_real:
         return 0.0
     matches = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(des_real, des_gen, k=2)
@@ -67,6 +95,10 @@ def feature_match(generated: np.ndarray, real: np.ndarray) -> float:
 
 
 def ssim(generated: np.ndarray, real: np.ndarray) -> float:
+    return float(structural_similarity(_gray(real), _gray(generated), data_range=255))
+
+
+def ssim_rgb(generated: np.ndarray, real: np.ndarray) -> float:
     return float(structural_similarity(real, generated, channel_axis=-1, data_range=255))
 
 
@@ -80,8 +112,8 @@ def l1(generated: np.ndarray, real: np.ndarray) -> float:
 
 
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "hist_corr": hist_corr, "template_match": template_match, "feature_match": feature_match,
-    "ssim": ssim, "psnr": psnr, "l1": l1}
+    "hist_corr": hist_corr, "template_match": template_match, "feature_match": feature_match, "ssim": ssim,
+    "ssim_rgb": ssim_rgb, "template_match_rgb": template_match_rgb, "psnr": psnr, "l1": l1}
 METRIC_NAMES = tuple(METRICS)
 
 

@@ -7,10 +7,11 @@
   blocks (conv+BN+ReLU, optional dropout, conv+BN, identity skip), two
   nearest-upsample + conv up blocks, c7s1-3 + tanh (CycleGAN-style).
   11,393,923 parameters with 9 blocks, filters 64 (any size).
-- `hybrid`: DCGAN-style down blocks (4x4 stride-2 conv + BN + LeakyReLU 0.2),
-  `hybrid_blocks` residual blocks, transposed-conv up blocks (4x4 stride 2 +
-  BN + ReLU), final 3x3 conv + tanh. 9,457,603 parameters with 3 down
-  blocks, 6 residual blocks, filters 64.
+- `hybrid`, as the study describes it: an initial 7x7 conv + LeakyReLU 0.2,
+  DCGAN-style down blocks (4x4 stride-2 conv + BN + LeakyReLU 0.2, every
+  one), `hybrid_blocks` residual blocks, transposed-conv up blocks (4x4
+  stride 2 + BN + ReLU), final 3x3 conv + tanh. 9,529,795 parameters with 3
+  down blocks, 6 residual blocks, filters 64.
 - `patchgan`: the tutorial's 70x70 PatchGAN on (input, target) pairs:
   30x30 logits at 256px. 2,770,433 parameters, filters 64.
 
@@ -153,9 +154,12 @@ def hybrid(cfg: ModelConfig, size: int) -> keras.Model:
     f, norm = cfg.filters, norm_layer(cfg.batchnorm)
     widths = [f * min(2 ** i, 8) for i in range(cfg.hybrid_downs)]
     inputs = layers.Input([size, size, 3])
-    x = inputs
+    # The study: "an initial convolutional layer followed by downsampling blocks, akin to DCGAN ...
+    # convolutional layers with batch normalization and LeakyReLU" - so every down block has BN.
+    x = layers.Conv2D(f, 7, padding="same", kernel_initializer=_init(), name="initial_conv")(inputs)
+    x = layers.LeakyReLU(0.2)(x)
     for i, width in enumerate(widths):
-        x = down(norm, width, batchnorm=i > 0, name=f"down{i}")(x)  # DCGAN: no BN on the first block
+        x = down(norm, width, name=f"down{i}")(x)
     for _ in range(cfg.hybrid_blocks):
         x = residual_block(norm, x, widths[-1], cfg.resnet_dropout)
     for i, width in enumerate(reversed(widths)):

@@ -27,14 +27,15 @@ from typing import Any, Iterable
 
 from gan.config import flatten
 from gan.errors import UserError
+from gan.metrics import METRICS_VERSION
 
 # Fields that may change when a run is resumed: they do not change what is
 # learned (more steps extend the run; workers and logging are bookkeeping).
 RESUMABLE_FIELDS = {"train.steps", "eval.workers", "train.log_every", "train.checkpoints_to_keep",
                     "data.cache_dir", "eval.segmenter", "eval.inception_weights"}
 
-METRICS_COLUMNS = ["step", "split", "hist_corr", "template_match", "feature_match", "ssim", "psnr", "l1",
-                   "images"]
+METRICS_COLUMNS = ["step", "split", "hist_corr", "template_match", "feature_match", "ssim", "ssim_rgb",
+                   "template_match_rgb", "psnr", "l1", "images"]
 FCN_COLUMNS = ["step", "split", "fcn_pixel_acc", "fcn_class_acc", "fcn_iou", "images"]  # eval.fcn_every_eval
 # system_seconds: kernel CPU time of the interval's training steps (page faults show up here);
 # host / device / cpus: where the interval ran, so that timings of different machines are told apart.
@@ -94,6 +95,7 @@ def environment() -> dict[str, str]:
     from gan.fastpath import loaded_allocator
     return {"python": sys.version.split()[0], "tensorflow": tf.__version__, "host": socket.gethostname(),
             "platform": platform.platform(), "git_commit": git_commit(), "argv": " ".join(sys.argv),
+            "metrics_version": METRICS_VERSION,
             "allocator": loaded_allocator() or "system (glibc malloc: slower, see gan/fastpath.py)",
             "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
 

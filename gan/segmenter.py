@@ -48,13 +48,15 @@ class SegmenterConfig:
     seed: int = 0
     max_train: int = 100_000  # images of the train split used (all by default)
     max_val: int = 500
+    score_size: int = 256  # the final validation score is taken at the study's resolution
 
 
 PRESETS = {
     "default": {},  # full train split at 128 px, epochs from the image budget
     # Tests: ~15 s on 2 cores; enough images and steps that real photos beat a constant image by a wide
     # margin (class acc ~0.45-0.5 against ~0.23), whatever the thread order of the float sums.
-    "tiny": {"image_size": 32, "filters": 16, "epochs": 12, "batch_size": 4, "max_train": 96, "max_val": 8},
+    "tiny": {"image_size": 32, "filters": 16, "epochs": 12, "batch_size": 4, "max_train": 96, "max_val": 8,
+             "score_size": 32},
 }
 
 
@@ -116,22 +118,23 @@ class Segmenter:
         return cls(model, cfg.image_size)
 
     def predict(self, photos: np.ndarray) -> np.ndarray:
+        """Train ids at the photos' own size (the segmenter's prediction, nearest-upsampled)."""
         import cv2
         out = []
         for start in range(0, len(photos), 16):
             batch = np.stack([cv2.resize(p, (self.size, self.size), interpolation=cv2.INTER_AREA)
                               for p in photos[start:start + 16]])
             out.append(self._predict(batch.astype(np.float32) / 127.5 - 1.0).numpy().astype(np.uint8))
-        return np.concatenate(out)
-
-    def true_ids(self, label_maps: np.ndarray) -> np.ndarray:
-        import cv2
-        return np.stack([colours_to_train_ids(cv2.resize(m, (self.size, self.size),
-                                                         interpolation=cv2.INTER_NEAREST)) for m in label_maps])
+        ids = np.concatenate(out)
+        height, width = photos.shape[1:3]
+        if (height, width) == ids.shape[1:3]:
+            return ids
+        return np.stack([cv2.resize(i, (width, height), interpolation=cv2.INTER_NEAREST) for i in ids])
 
     def fcn_scores(self, photos: np.ndarray, label_maps: np.ndarray) -> tuple[list[dict], dict]:
-        """(per-image scores, dataset-level scores from the summed confusion matrix)."""
-        pred, true = self.predict(photos), self.true_ids(label_maps)
+        """(per-image scores, dataset-level scores from the summed confusion matrix), at the label maps'
+        own resolution (256 px in the study), whatever size the segmenter works at."""
+        pred, true = self.predict(photos), np.stack([colours_to_train_ids(m) for m in label_maps])
         matrices = [confusion(p, t) for p, t in zip(pred, true)]
         per_image = [{f"fcn_{k}": v for k, v in scores(m).items()} for m in matrices]
         return per_image, scores(np.sum(matrices, axis=0))
@@ -211,9 +214,12 @@ def train_segmenter(cfg: SegmenterConfig, out: str | Path, name: str = "segmente
     t0 = time.perf_counter()
     if done_epochs < epochs:
         model.fit(ds, epochs=epochs, initial_epoch=done_epochs, callbacks=[Evaluate()], verbose=0, shuffle=False)
-    pred = segmenter.predict(val_photos)
-    final = scores(sum(confusion(p, t) for p, t in zip(pred, val_ids)))
-    summary = {"val_real_photos": final, "train_images": len(photos), "val_images": len(val_photos), "epochs": epochs,
+    # The final score at the study's 256 px (labels at full size, predictions upsampled), as the FCN-score
+    # of generated photos is measured.
+    full = _load_photos_and_ids(SegmenterConfig(**{**asdict(cfg), "image_size": cfg.score_size}))[0]["val"]
+    final = scores(sum(confusion(p, t) for p, t in zip(segmenter.predict(full[0]), full[1])))
+    summary = {"val_real_photos": final, "score_size": cfg.score_size, "train_images": len(photos),
+               "val_images": len(val_photos), "epochs": epochs,
                "train_seconds": round(time.perf_counter() - t0, 2), "source": source}
     write_json(run / "summary.json", summary)
     atomic_write(run / "status.json", json.dumps({"state": "finished", "epoch": epochs}))

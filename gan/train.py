@@ -26,6 +26,7 @@ from pathlib import Path
 from gan.config import Config
 from gan.data import load_dataset, train_pipeline
 from gan.errors import EXIT_DIVERGED, EXIT_PREEMPTED, UserError
+from gan.fastpath import cpus_given
 from gan.metrics import MetricPool
 from gan.rundir import TIMINGS_COLUMNS, RunDir, append_csv, atomic_write, read_csv
 
@@ -191,8 +192,16 @@ def _system_seconds() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_stime
 
 
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def size_thread_pools(cpus: int, log=print) -> None:
+    """TensorFlow's intra- and inter-op pools to `cpus` threads (before TensorFlow starts its runtime)."""
+    import tensorflow as tf
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(cpus)
+        tf.config.threading.set_inter_op_parallelism_threads(cpus)
+    except RuntimeError:  # the runtime already started in this process (e.g. a second run in it)
+        have = tf.config.threading.get_intra_op_parallelism_threads()
+        if have not in (0, cpus):
+            log(f"note: TensorFlow already started with {have} threads per pool; {cpus} CPUs were given")
 
 
 def _device_name(strategy) -> str:
@@ -254,6 +263,8 @@ def train(cfg: Config, out: str | Path, overwrite: bool = False, report=None, lo
 
     from gan import evaluation
 
+    cpus = cpus_given()
+    size_thread_pools(cpus, log)
     strategy = make_strategy(cfg.train.devices)
     keras.utils.set_random_seed(cfg.train.seed)
     if not run.split.exists():
@@ -278,14 +289,14 @@ def train(cfg: Config, out: str | Path, overwrite: bool = False, report=None, lo
     run.set_status("running", start)
 
     # -- the loop -----------------------------------------------------------
-    evaluator = evaluation.Evaluator(cfg, data, MetricPool(cfg.eval.workers))
+    evaluator = evaluation.Evaluator(cfg, data, MetricPool(cfg.eval.workers or cpus))
     writer = tf.summary.create_file_writer(str(run.tensorboard))
     stop = _StopFlag()
     progress = _Progress(start, cfg.train.steps, log)
     iterator = iter(strategy.experimental_distribute_dataset(train_pipeline(data.train, cfg, start)))
     last_eval = max([int(r["step"]) for r in read_csv(run.timings)] + [0])
     step, interval_seconds, system_seconds = start, float(interval_var.numpy()), 0.0
-    where = {"host": socket.gethostname(), "device": _device_name(strategy), "cpus": _cpus()}
+    where = {"host": socket.gethostname(), "device": _device_name(strategy), "cpus": cpus}
     try:
         while step < cfg.train.steps:
             tick, kernel = time.perf_counter(), _system_seconds()

@@ -62,3 +62,11 @@ def test_bad_values_name_the_flag(key, value, message):
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="--preset"):
         make_config("huge")
+
+
+def test_paper_preset_is_float32_everywhere():
+    """The study trained in float32; mixed precision only when asked (train.precision auto/mixed_*)."""
+    from gan.config import make_config
+    for preset in ("paper", "small", "tiny"):
+        assert make_config(preset).train.precision == "float32"
+    assert make_config("paper").data.split_seed == 0

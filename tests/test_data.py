@@ -121,3 +121,13 @@ def test_bad_files_are_named(tmp_path):
     write_rgb(square, draw_scene(0, 0, 32)[0])
     with pytest.raises(UserError, match="square.png: a side-by-side pair must be twice as wide"):
         load_pair(Pair("x", str(square)), 32)
+
+
+def test_split_follows_split_seed_not_training_seed(tmp_path):
+    from gan.config import make_config
+    from gan.data import load_dataset
+    root = make_pix2pix(tmp_path / "ds", counts=(10, 6, 0))
+    ids = lambda **o: load_dataset(make_config("tiny", {"data.source": str(root), "data.n_train": 5,  # noqa: E731
+                                                        "data.n_val": 2, "data.n_test": 2, **o})).test.ids
+    assert ids() == ids(**{"train.seed": 7})  # another training seed: the same test photos
+    assert ids() != ids(**{"data.split_seed": 3}) or ids() != ids(**{"data.split_seed": 5})

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from gan.metrics import METRIC_NAMES, MetricPool, feature_match, hist_corr, image_metrics, ssim, template_match
+from gan.metrics import (METRIC_NAMES, MetricPool, feature_match, hist_corr, image_metrics, orb_patch_size, ssim,
+                         template_match)
 from gan.synthetic import draw_scene
 
 
@@ -27,11 +28,15 @@ def test_equal_to_direct_library_calls(photos):
     g_gray, r_gray = (cv2.cvtColor(x, cv2.COLOR_RGB2GRAY) for x in (gen, real))
     h = [cv2.calcHist([x], [0], None, [256], [0, 256]) for x in (g_gray, r_gray)]
     assert hist_corr(gen, real) == pytest.approx(cv2.compareHist(h[0], h[1], cv2.HISTCMP_CORREL))
+    # The study columns on grayscale, as the cited tutorials compute them; the RGB forms beside them.
     assert template_match(gen, real) == pytest.approx(
-        float(cv2.matchTemplate(gen, real, cv2.TM_CCOEFF_NORMED)[0, 0]))
-    assert ssim(gen, real) == pytest.approx(structural_similarity(real, gen, channel_axis=-1, data_range=255))
-    assert image_metrics(gen, real)["psnr"] == pytest.approx(peak_signal_noise_ratio(real, gen, data_range=255))
-    orb = cv2.ORB_create()
+        float(cv2.matchTemplate(g_gray, r_gray, cv2.TM_CCOEFF_NORMED)[0, 0]))
+    assert ssim(gen, real) == pytest.approx(structural_similarity(r_gray, g_gray, data_range=255))
+    m = image_metrics(gen, real)
+    assert m["template_match_rgb"] == pytest.approx(float(cv2.matchTemplate(gen, real, cv2.TM_CCOEFF_NORMED)[0, 0]))
+    assert m["ssim_rgb"] == pytest.approx(structural_similarity(real, gen, channel_axis=-1, data_range=255))
+    assert m["psnr"] == pytest.approx(peak_signal_noise_ratio(real, gen, data_range=255))
+    orb = cv2.ORB_create(edgeThreshold=16, patchSize=16)  # 128 px: half ORB's 31 px default
     kp, d_real = orb.detectAndCompute(r_gray, None)
     _, d_gen = orb.detectAndCompute(g_gray, None)
     good = [m for m in cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(d_real, d_gen, k=2)
@@ -73,3 +78,12 @@ def test_pool_matches_serial(photos):
 def test_mismatched_images_are_refused(photos):
     with pytest.raises(ValueError, match="one shape"):
         image_metrics(photos[0], photos[0][:64])
+
+
+def test_orb_scales_below_256_px_and_keeps_defaults_from_256():
+    assert [orb_patch_size(s) for s in (32, 64, 128, 256, 512)] == [5, 8, 16, 31, 31]
+    # At 64 px (the small demo) ORB's default 31 px border leaves no keypoints; the scaled one finds them.
+    real, other = draw_scene(0, 1, 64)[0], draw_scene(0, 2, 64)[0]
+    default_kp = cv2.ORB_create().detect(cv2.cvtColor(real, cv2.COLOR_RGB2GRAY), None)
+    assert len(default_kp) == 0
+    assert feature_match(real, real) == pytest.approx(1.0) and 0 <= feature_match(other, real) < 1.0

@@ -26,7 +26,7 @@ def test_unet_depth_follows_size():
     assert [convs(s) for s in (32, 64, 512)] == [5, 6, 9]
 
 
-@pytest.mark.parametrize("name,params", [("unet", 54_425_859), ("resnet", 11_393_923), ("hybrid", 9_457_603)])
+@pytest.mark.parametrize("name,params", [("unet", 54_425_859), ("resnet", 11_393_923), ("hybrid", 9_529_795)])
 def test_parameter_counts_at_paper_settings(name, params):
     assert build_generator(ModelConfig(generator=name), 256).count_params() == params
 
@@ -40,3 +40,20 @@ def test_bad_generator_and_size():
         build_generator(ModelConfig(generator="vgg"), 64)
     with pytest.raises(UserError, match="power of two"):
         build_generator(ModelConfig(), 48)
+
+
+def test_hybrid_is_built_as_the_study_describes():
+    """Initial conv, then DCGAN-style down blocks that all have conv + BN + LeakyReLU, residual blocks,
+    transposed-conv up blocks, a final conv with tanh."""
+    import keras
+    model = build_generator(ModelConfig(generator="hybrid", filters=8, hybrid_blocks=2), 64)
+    assert model.layers[1].name == "initial_conv" and isinstance(model.layers[1], keras.layers.Conv2D)
+    downs = [layer for layer in model.layers if layer.name.startswith("down")]
+    assert len(downs) == 3
+    for block in downs:
+        kinds = [type(layer).__mro__[1].__name__ if type(layer).__name__ == "FusedBatchNorm" else
+                 type(layer).__name__ for layer in block.layers]
+        assert kinds == ["Conv2D", "BatchNormalization", "LeakyReLU"], (block.name, kinds)
+    ups = [layer for layer in model.layers if layer.name.startswith("up")]
+    assert len(ups) == 3 and all(isinstance(b.layers[0], keras.layers.Conv2DTranspose) for b in ups)
+    assert isinstance(model.layers[-1], keras.layers.Conv2D) and model.layers[-1].activation.__name__ == "tanh"

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from conftest import ROOT, assert_exact_rows, assert_fast_path
@@ -135,6 +136,7 @@ def test_three_generators_driver_loss_and_resume(ray_cluster, tmp_path):
         assert_exact_rows(run, 100, 10)
         assert (run / "summary.json").exists() and (run / "test_metrics.csv").exists()
         assert_fast_path(run)  # the trial process (a Ray worker) had the allocator mapped in
+        assert set(pd.read_csv(run / "timings.csv").cpus) == {1}  # threads sized to --cpus-per-trial 1
     for g in finished:  # not rerun
         assert (runs[g] / "summary.json").stat().st_mtime_ns == finished_mtime[g]
         assert f"drv/{g} at step" not in done.stdout

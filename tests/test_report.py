@@ -138,3 +138,21 @@ def test_report_renders_in_headless_chromium(report):
     assert image is not None and image.shape[:2] == (2000, 1400)
     assert image.std() > 10  # not a blank page: text, tables and figures were drawn
     assert np.mean(image < 128) > 0.01
+
+
+def test_runs_of_different_metric_versions_are_flagged(tiny_runs, tmp_path):
+    import json
+    import shutil
+
+    from analysis.tables import comparison_table
+    from analysis.runs import find_runs
+    for gen in ("unet", "hybrid"):
+        shutil.copytree(tiny_runs / "cmp" / gen, tmp_path / "cmp" / gen)
+    assert "warning" not in comparison_table(runs=find_runs(tmp_path))
+    config = tmp_path / "cmp" / "unet" / "config.json"
+    old = json.loads(config.read_text())
+    del old["environment"]["metrics_version"]  # a run from before the field existed: version 1
+    config.write_text(json.dumps(old))
+    table = comparison_table(runs=find_runs(tmp_path))
+    assert table.startswith("warning: Runs were measured with different metric definitions")
+    assert "version 1: cmp/unet" in table and "version 2: cmp/hybrid" in table
