@@ -134,8 +134,18 @@ def fcn_frame(runs: list[Run]) -> pd.DataFrame:
 
 
 def timings_frame(runs: list[Run]) -> pd.DataFrame:
+    """Every interval of every run, with `shared`: True where the interval overlapped in time an interval
+    of another run on the same host (its seconds then measure scheduling, not the generator)."""
     frames = [r.timings.assign(run=r.name, generator=r.generator) for r in runs if not r.timings.empty]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if not frames:
+        return pd.DataFrame()
+    t = pd.concat(frames, ignore_index=True)
+    t["shared"] = False
+    if {"started", "ended", "host"} <= set(t):
+        for i, row in t.iterrows():
+            others = t[(t.run != row.run) & (t.host == row.host)]
+            t.loc[i, "shared"] = bool(((others.started < row.ended) & (others.ended > row.started)).any())
+    return t
 
 
 def test_frame(runs: list[Run]) -> pd.DataFrame:

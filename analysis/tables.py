@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.runs import FCN_METRICS, LOWER_IS_BETTER, METRICS, Run, find_runs, swept_fields, test_frame
+from analysis.runs import (FCN_METRICS, LOWER_IS_BETTER, METRICS, Run, find_runs, swept_fields, test_frame,
+                           timings_frame)
 
 
 def test_table(runs: list[Run]) -> pd.DataFrame:
     """Per generator: mean and std (ddof=1) of each per-image test metric, over every image of every
     finished run of that generator, plus seconds per 1,000 training steps."""
     tests = test_frame(runs)
+    timings = timings_frame(runs)
     metrics = metric_columns(tests)
     rows = []
     for gen in sorted({r.generator for r in runs}):
@@ -30,10 +32,13 @@ def test_table(runs: list[Run]) -> pd.DataFrame:
             values = [r.summary[key] for r in mine if key in r.summary]
             if values:
                 row[key] = sum(values) / len(values)
-        timed = [r.timings for r in mine if not r.timings.empty]
-        if timed:
-            t = pd.concat(timed)
-            row["seconds_per_1k_steps"] = 1000 * t.train_seconds.sum() / t.steps.sum()
+        t = timings[timings.generator == gen] if not timings.empty else timings
+        if len(t):
+            # The study's execution time, from the intervals that had the host to themselves.
+            alone = t[~t.shared]
+            row["seconds_per_1k_steps"] = (1000 * alone.train_seconds.sum() / alone.steps.sum()
+                                           if len(alone) else float("nan"))
+            row["intervals_shared"] = f"{int(t.shared.sum())} of {len(t)}"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -55,7 +60,10 @@ def study_table(runs: list[Run]) -> pd.DataFrame:
         if key in t:
             out[key] = [f"{v:.3f}" if pd.notna(v) else "-" for v in t[key]]
     if "seconds_per_1k_steps" in t:
-        out["s / 1k steps"] = [f"{v:.1f}" if pd.notna(v) else "-" for v in t.seconds_per_1k_steps]
+        # Intervals that shared the host with another run are left out (their count is shown).
+        out["s / 1k steps"] = [(f"{v:.1f}" if pd.notna(v) else "-") + (f" ({n} shared)" if not n.startswith("0 ")
+                                                                         else "")
+                               for v, n in zip(t.seconds_per_1k_steps, t.intervals_shared)]
     real = fcn_reference(runs)
     if real:
         reference = {c: "-" for c in out.columns}

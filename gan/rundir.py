@@ -38,9 +38,11 @@ METRICS_COLUMNS = ["step", "split", "hist_corr", "template_match", "feature_matc
                    "template_match_rgb", "psnr", "l1", "images"]
 FCN_COLUMNS = ["step", "split", "fcn_pixel_acc", "fcn_class_acc", "fcn_iou", "images"]  # eval.fcn_every_eval
 # system_seconds: kernel CPU time of the interval's training steps (page faults show up here);
-# host / device / cpus: where the interval ran, so that timings of different machines are told apart.
+# host / device / cpus: where the interval ran, so that timings of different machines are told apart;
+# started / ended: wall-clock (Unix) seconds of the interval, so the analysis can tell which intervals
+# shared a host with another run (their seconds measure scheduling, not the generator).
 TIMINGS_COLUMNS = ["step", "steps", "train_seconds", "steps_per_second", "images_per_second", "eval_seconds",
-                   "system_seconds", "host", "device", "cpus"]
+                   "system_seconds", "host", "device", "cpus", "started", "ended"]
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:

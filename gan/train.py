@@ -296,6 +296,7 @@ def train(cfg: Config, out: str | Path, overwrite: bool = False, report=None, lo
     iterator = iter(strategy.experimental_distribute_dataset(train_pipeline(data.train, cfg, start)))
     last_eval = max([int(r["step"]) for r in read_csv(run.timings)] + [0])
     step, interval_seconds, system_seconds = start, float(interval_var.numpy()), 0.0
+    interval_started = time.time()
     where = {"host": socket.gethostname(), "device": _device_name(strategy), "cpus": cpus}
     try:
         while step < cfg.train.steps:
@@ -325,8 +326,9 @@ def train(cfg: Config, out: str | Path, overwrite: bool = False, report=None, lo
                     "step": step, "steps": step - last_eval, "train_seconds": round(train_seconds, 4),
                     "steps_per_second": round((step - last_eval) / train_seconds, 4),
                     "images_per_second": round((step - last_eval) * batch / train_seconds, 4),
-                    "eval_seconds": round(eval_seconds, 4), "system_seconds": round(system_seconds, 4), **where}])
-                last_eval, system_seconds = step, 0.0
+                    "eval_seconds": round(eval_seconds, 4), "system_seconds": round(system_seconds, 4), **where,
+                    "started": round(interval_started, 3), "ended": round(time.time(), 3)}])
+                last_eval, system_seconds, interval_started = step, 0.0, time.time()
                 interval_var.assign(0.0)  # the checkpoint below closes the interval
                 manager.save(checkpoint_number=step)
                 run.set_status("running", step)

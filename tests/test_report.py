@@ -156,3 +156,25 @@ def test_runs_of_different_metric_versions_are_flagged(tiny_runs, tmp_path):
     table = comparison_table(runs=find_runs(tmp_path))
     assert table.startswith("warning: Runs were measured with different metric definitions")
     assert "version 1: cmp/unet" in table and "version 2: cmp/hybrid" in table
+
+
+def test_intervals_sharing_a_host_are_left_out_of_the_execution_time(tiny_runs, tmp_path):
+    """The study's seconds per 1,000 steps compares generators only where each had the host to itself."""
+    from analysis.runs import find_runs
+    from analysis.tables import study_table, test_table
+    spans = {"unet": [(0, 10), (10, 20)], "hybrid": [(15, 25), (100, 110)]}  # unet's 2nd and hybrid's 1st overlap
+    for gen, intervals in spans.items():
+        shutil.copytree(tiny_runs / "cmp" / gen, tmp_path / "cmp" / gen)
+        path = tmp_path / "cmp" / gen / "timings.csv"
+        t = pd.read_csv(path)
+        t["started"], t["ended"], t["host"] = [a for a, _ in intervals], [b for _, b in intervals], "node1"
+        t.to_csv(path, index=False)
+    table = test_table(find_runs(tmp_path)).set_index("generator")
+    for gen, alone in (("unet", 0), ("hybrid", 1)):
+        t = pd.read_csv(tmp_path / "cmp" / gen / "timings.csv")
+        assert table.loc[gen, "seconds_per_1k_steps"] == pytest.approx(1000 * t.train_seconds[alone] / t.steps[alone])
+        assert table.loc[gen, "intervals_shared"] == "1 of 2"
+    assert study_table(find_runs(tmp_path)).set_index("generator").loc["unet", "s / 1k steps"].endswith("(1 of 2 shared)")
+    path = tmp_path / "cmp" / "hybrid" / "timings.csv"  # on another host: nothing is shared
+    pd.read_csv(path).assign(host="node2").to_csv(path, index=False)
+    assert set(test_table(find_runs(tmp_path)).intervals_shared) == {"0 of 2"}
