@@ -29,14 +29,17 @@ def build_report(roots: list[str | Path], out: str | Path, notebook: bool = True
     (out / "tables").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(exist_ok=True)
     tests = test_frame(runs)
-    frames = {
-        "study": tables.study_table(runs),
-        "test_summary": tables.test_table(runs),
-        "runs": tables.runs_table(runs),
-    }
+    study = tables.study_table(runs)
+    frames = {"study": study}
     if not tests.empty:
-        frames["bootstrap_ci"] = stats.bootstrap_ci(tests)
-        frames["paired_tests"] = stats.paired_tests(tests)
+        metrics = tables.metric_columns(tests)
+        paired = stats.paired_tests(tests, metrics)
+        frames["verdict"] = stats.verdict(tests, paired, metrics)
+        frames["study_marked"] = tables.marked_study_table(study, frames["verdict"])
+        frames["bootstrap_ci"] = stats.bootstrap_ci(tests, metrics)
+        frames["paired_tests"] = paired
+    frames.update(test_summary=tables.test_table(runs), runs=tables.runs_table(runs))
+    if not tests.empty:
         if tests.groupby("generator").seed.nunique().max() > 1:
             frames["seed_spread"] = stats.seed_spread(tests)
     fields = swept_fields(runs)
@@ -101,15 +104,29 @@ def _html(runs, frames: dict[str, pd.DataFrame], figures: dict[str, Path]) -> st
             + (f": {html.escape(r.status['message'])}" if r.status.get("message") else "") + ")"
             for r in unfinished) + "</p>")
     titles = {"study": "Test metrics per generator: mean (std) over test images",
+              "verdict": "Verdict: the best generator per metric, and whom it beats significantly",
+              "study_marked": "Test mean (std) per generator: best in bold, † where the lead is not "
+                              "significant (paired Wilcoxon, Holm p >= 0.05)",
               "bootstrap_ci": "95 % bootstrap confidence intervals of the test means",
               "paired_tests": "Paired Wilcoxon signed-rank tests between generators (Holm-corrected)",
               "seed_spread": "Spread across seeds", "runs": "Runs: state, best validation step, cost",
               "sweep_best": "Best configuration per generator", "test_summary": "Test summary (numeric)"}
-    for name, frame in frames.items():
-        parts.append(f"<h2>{titles.get(name, name)}</h2>")
-        parts.append(frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-"))
-    for title, path in figures.items():
+    def table(frame: pd.DataFrame) -> str:
+        shown = frame.replace(r"\*\*(.*)\*\*", r"<b>\1</b>", regex=True)  # bold marks of the verdict table
+        return ("<div style='overflow-x:auto'>" + shown.to_html(index=False, float_format=lambda v: f"{v:.4g}",
+                                                               na_rep="-", escape=False) + "</div>")
+
+    # The verdict a reader came for first; every detail table folded below it.
+    lead = [n for n in ("verdict", "study_marked") if n in frames] or ["study"]
+    for name in lead:
+        parts.append(f"<h2>{titles[name]}</h2>{table(frames[name])}")
+    for title, path in list(figures.items())[:1]:
         parts.append(f"<h2>{html.escape(title)}</h2>{_img(path)}")
+    for name, frame in frames.items():
+        if name not in lead:
+            parts.append(f"<details><summary>{titles.get(name, name)}</summary>{table(frame)}</details>")
+    for title, path in list(figures.items())[1:]:
+        parts.append(f"<details open><summary>{html.escape(title)}</summary>{_img(path)}</details>")
     parts.append("</body></html>")
     return "\n".join(parts)
 

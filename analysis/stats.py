@@ -88,3 +88,29 @@ def seed_spread(tests: pd.DataFrame, metrics: list[str] = METRICS) -> pd.DataFra
             row[f"{m}_seed_std"] = group[m].std(ddof=1) if len(group) > 1 else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def verdict(tests: pd.DataFrame, paired: pd.DataFrame, metrics: list[str], alpha: float = 0.05) -> pd.DataFrame:
+    """Per metric: the best generator by test mean (lowest for LOWER_IS_BETTER), whom it beats
+    significantly (paired Wilcoxon, Holm-corrected p < alpha) and whom not; `significant` is True when
+    it beats every other generator."""
+    from analysis.runs import LOWER_IS_BETTER
+    rows = []
+    for metric in metrics:
+        if metric not in tests or tests[metric].isna().all():
+            continue
+        means = tests.groupby("generator")[metric].mean().dropna()
+        if len(means) < 2:
+            continue
+        best = means.idxmin() if metric in LOWER_IS_BETTER else means.idxmax()
+        beats, ties = [], []
+        for other in sorted(set(means.index) - {best}):
+            row = paired[(paired.metric == metric) & (((paired.a == best) & (paired.b == other))
+                                                      | ((paired.a == other) & (paired.b == best)))]
+            significant = len(row) and row.p_holm.iloc[0] < alpha
+            (beats if significant else ties).append(
+                f"{other} (p={row.p_holm.iloc[0]:.2g})" if len(row) else other)
+        rows.append({"metric": metric, "best": best, "mean": float(means[best]),
+                     "beats (Holm p < %.2g)" % alpha: ", ".join(beats) or "-",
+                     "not significantly better than": ", ".join(ties) or "-", "significant": not ties})
+    return pd.DataFrame(rows)

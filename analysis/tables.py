@@ -76,6 +76,17 @@ def study_table(runs: list[Run]) -> pd.DataFrame:
 REAL_PHOTOS = "real photos (reference)"
 
 
+def marked_study_table(study: pd.DataFrame, verdict: pd.DataFrame) -> pd.DataFrame:
+    """The study table with each metric's best generator in bold, marked with a dagger where its lead
+    over some other generator is not significant (see `analysis.stats.verdict`)."""
+    out = study.copy()
+    for _, v in verdict.iterrows():
+        if v.metric in out:
+            rows = out.generator == v.best
+            out.loc[rows, v.metric] = [f"**{cell}**" + ("" if v.significant else " †") for cell in out.loc[rows, v.metric]]
+    return out
+
+
 def fcn_reference(runs: list[Run]) -> dict[str, tuple[float, float]]:
     """The segmenter's score on the real test photos, {metric: (mean, std) over images}, averaged over
     the runs that measured it (all see the same test photos); {} when no run used a segmenter."""

@@ -178,3 +178,25 @@ def test_intervals_sharing_a_host_are_left_out_of_the_execution_time(tiny_runs, 
     path = tmp_path / "cmp" / "hybrid" / "timings.csv"  # on another host: nothing is shared
     pd.read_csv(path).assign(host="node2").to_csv(path, index=False)
     assert set(test_table(find_runs(tmp_path)).intervals_shared) == {"0 of 2"}
+
+
+def test_verdict_names_the_best_and_marks_a_lead_that_is_not_significant():
+    from analysis import stats as suite_stats
+    from analysis.tables import marked_study_table
+    rng = np.random.default_rng(0)
+    images = np.arange(30)
+    noise = rng.normal(0, 0.01, (3, 30))
+    tests = pd.concat([pd.DataFrame({"generator": g, "image": images, "run": g, "seed": 0,
+                                     "ssim": base + noise[i], "l1": 0.2 + noise[i] * (i == 2) + 0.001 * i})
+                       for i, (g, base) in enumerate((("unet", 0.3), ("resnet", 0.5), ("hybrid", 0.49)))])
+    paired = suite_stats.paired_tests(tests, ["ssim", "l1"])
+    v = suite_stats.verdict(tests, paired, ["ssim", "l1"]).set_index("metric")
+    assert v.loc["ssim", "best"] == "resnet" and bool(v.loc["ssim", "significant"])  # 0.5 vs 0.49: 30 pairs
+    assert "hybrid" in v.loc["ssim", "beats (Holm p < 0.05)"] and "unet" in v.loc["ssim", "beats (Holm p < 0.05)"]
+    assert v.loc["l1", "best"] == "unet"  # lower is better
+    study = pd.DataFrame({"generator": ["hybrid", "resnet", "unet"], "ssim": ["0.490 (0.010)", "0.500 (0.010)",
+                                                                              "0.300 (0.010)"]})
+    marked = marked_study_table(study, v.reset_index()).set_index("generator")
+    assert marked.loc["resnet", "ssim"] == "**0.500 (0.010)**" and marked.loc["hybrid", "ssim"] == "0.490 (0.010)"
+    tied = v.reset_index().assign(significant=False)
+    assert marked_study_table(study, tied).set_index("generator").loc["resnet", "ssim"].endswith("** †")
