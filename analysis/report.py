@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import sys
 import time
 from pathlib import Path
 
@@ -24,8 +25,10 @@ def build_report(roots: list[str | Path], out: str | Path, notebook: bool = True
     """Write every table and figure under `out` and return the path of report.html."""
     out = Path(out)
     runs = find_runs(*roots)
+    for path, reason in runs.skipped:
+        print(f"skipped: {reason}", file=sys.stderr)
     if not runs:
-        raise FileNotFoundError(f"no run directories (config.json) under {', '.join(map(str, roots))}")
+        raise FileNotFoundError(f"no readable pix2pix run directories under {', '.join(map(str, roots))}")
     (out / "tables").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(exist_ok=True)
     tests = test_frame(runs)
@@ -95,6 +98,8 @@ def _html(runs, frames: dict[str, pd.DataFrame], figures: dict[str, Path]) -> st
         f"written {time.strftime('%Y-%m-%d %H:%M')}. Study metrics: {', '.join(STUDY_METRICS)} "
         "(higher is better), plus psnr (higher) and l1 (lower).</p>",
     ]
+    for path, reason in getattr(runs, "skipped", []):
+        parts.append(f"<p class='warn'>Skipped {html.escape(str(path))}: {html.escape(reason)}</p>")
     mixed = version_warning(runs)
     if mixed:
         parts.append(f"<p class='warn'>{html.escape(mixed)}</p>")

@@ -68,17 +68,39 @@ def _flatten(d: dict, prefix: str = ""):
             yield f"{prefix}{key}", value
 
 
+class UnreadableRun(Exception):
+    """A run directory the analysis cannot use; the message names the file and what is wrong."""
+
+
+class RunList(list):
+    """The runs found, and `skipped`: (path, reason) of folders left out (unreadable, or not pix2pix runs)."""
+
+    def __init__(self, runs=(), skipped=()):
+        super().__init__(runs)
+        self.skipped: list[tuple[Path, str]] = list(skipped)
+
+
 def _csv(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame()
+    try:
+        return pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame()
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise UnreadableRun(f"{path}: not a readable CSV ({str(e).strip().splitlines()[0]})") from None
 
 
 def _json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UnreadableRun(f"{path}: not valid JSON ({e})") from None
 
 
 def load_run(path: str | Path) -> Run:
+    """One pix2pix run; UnreadableRun (naming the file) for a damaged one or for another kind of folder."""
     path = Path(path)
     config = _json(path / "config.json")
+    kind = config.get("kind", "pix2pix" if "model" in config.get("config", {}) else "unknown")
+    if kind != "pix2pix":
+        raise UnreadableRun(f"{path}: not a pix2pix run (config.json kind: {kind})")
     return Run(path, config["config"], _json(path / "status.json"),
                _csv(path / "metrics.csv"), _csv(path / "timings.csv"), _csv(path / "test_metrics.csv"),
                _json(path / "summary.json"), _csv(path / "fcn_metrics.csv"), environment=config.get("environment", {}))
@@ -96,8 +118,9 @@ def version_warning(runs: list[Run]) -> str:
             + ". Their values are not comparable; report them apart.")
 
 
-def find_runs(*roots: str | Path) -> list[Run]:
-    """Every run under the roots (a root may itself be a run), sorted by path."""
+def find_runs(*roots: str | Path) -> RunList:
+    """Every run under the roots (a root may itself be a run), sorted by path; folders that cannot be
+    read, or hold another kind of run (the segmenter's), are listed in `.skipped` instead."""
     paths: set[Path] = set()
     for root in map(Path, roots):
         if not root.exists():
@@ -105,7 +128,12 @@ def find_runs(*roots: str | Path) -> list[Run]:
         candidates = [root / "config.json", *root.rglob("config.json")]
         paths.update(p.parent for p in candidates if p.exists() and ".replaced-" not in str(p)
                      and "_tune" not in p.parts)
-    runs = [load_run(p) for p in sorted(paths)]
+    runs = RunList()
+    for p in sorted(paths):
+        try:
+            runs.append(load_run(p))
+        except UnreadableRun as e:
+            runs.skipped.append((p, str(e)))
     if len({r.name for r in runs}) < len(runs):  # e.g. default/unet under two roots: name them by path
         common = Path(os.path.commonpath([r.path for r in runs]))
         for r in runs:

@@ -180,4 +180,12 @@ def comparison_table(run_paths: list[Path] | None = None, runs: list[Run] | None
 
 if __name__ == "__main__":
     import sys
-    print(comparison_table(runs=find_runs(*sys.argv[1:])))
+    try:
+        found = find_runs(*sys.argv[1:])
+    except FileNotFoundError as e:
+        sys.exit(f"error: {e}")
+    for _, reason in found.skipped:
+        print(f"skipped: {reason}", file=sys.stderr)
+    if not found:
+        sys.exit(f"error: no readable pix2pix runs under {' '.join(sys.argv[1:])}")
+    print(comparison_table(runs=found))

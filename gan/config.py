@@ -217,10 +217,10 @@ class Config:
             raise ConfigError("--eval.fcn_every_eval: needs --eval.segmenter (a jobs/train_segmenter.py run)")
         if self.eval.inception_weights and not Path(self.eval.inception_weights).is_file():
             raise ConfigError(f"--eval.inception_weights {self.eval.inception_weights}: no such file")
-        for key in ("experiment", "run_name"):
+        for key, flag in (("experiment", "--experiment"), ("run_name", "--run-name")):
             value = getattr(self, key)
             if "/" in value or value in (".", ".."):
-                raise ConfigError(f"--{key}: {value!r} is not a valid directory name")
+                raise ConfigError(f"{flag}: {value!r} is not a valid directory name")
         return self
 
     def to_json(self) -> str:

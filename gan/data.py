@@ -134,9 +134,14 @@ def read_image(path: str) -> np.ndarray:
         raw = Path(path).read_bytes()
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    if not raw:
+        raise UserError(f"{path}: empty file (0 bytes)")  # OpenCV raises on an empty buffer, naming nothing
     if raw[:2] == b"\xff\xd8" and not raw.rstrip(b"\x00").endswith(b"\xff\xd9"):
         raise UserError(f"{path}: truncated JPEG (no end-of-image marker)")
-    image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:
+        image = None
     if image is None:
         raise UserError(f"{path}: not a readable image (empty, truncated or unknown format)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

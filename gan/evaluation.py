@@ -15,7 +15,8 @@ import numpy as np
 from gan.config import Config
 from gan.data import Dataset, to_float
 from gan.metrics import METRIC_NAMES, METRICS_VERSION, MetricPool
-from gan.rundir import FCN_COLUMNS, METRICS_COLUMNS, RunDir, append_csv, atomic_write, write_csv, write_json, read_csv
+from gan.rundir import (FCN_COLUMNS, METRICS_COLUMNS, RunDir, append_csv, atomic_write, read_csv, read_json, write_csv,
+                        write_json)
 
 
 def build_generator(cfg: Config):
@@ -183,7 +184,6 @@ class Evaluator:
 
 def restore_generator(run_path, step: int | None = None):
     """(config, Generator, step) from a run directory's checkpoint (the latest, or `step`)."""
-    import json
     from pathlib import Path
 
     from gan.errors import UserError
@@ -191,20 +191,38 @@ def restore_generator(run_path, step: int | None = None):
     run = RunDir(Path(run_path))
     if not run.config.exists():
         raise UserError(f"{run.path}: not a run directory (config.json missing)")
-    cfg = Config.from_dict(json.loads(run.config.read_text())["config"])
+    cfg = Config.from_dict(read_json(run.config)["config"])
     import tensorflow as tf
-    if step is None:
-        path = tf.train.latest_checkpoint(str(run.checkpoints))
-        if path is None:
-            raise UserError(f"{run.checkpoints}: no checkpoint yet")
-    else:
-        path = str(run.checkpoints / f"ckpt-{step}")
-        if not Path(path + ".index").exists():
-            raise UserError(f"--step {step}: no checkpoint {path}")
+
+    from gan.checkpoints import restore_newest_intact
+    only = None
+    if step is not None:
+        only = str(run.checkpoints / f"ckpt-{step}")
+        if not Path(only + ".index").exists():
+            raise UserError(f"--step {step}: no checkpoint {only}")
+    if only is None and tf.train.get_checkpoint_state(str(run.checkpoints)) is None:
+        raise UserError(f"{run.checkpoints}: no checkpoint yet")
     generator = Generator(cfg)
     step_var = tf.Variable(0, dtype=tf.int64)
-    tf.train.Checkpoint(generator=generator.model, step=step_var).restore(path).expect_partial()
+    # Read-only: a damaged checkpoint is skipped and named, never moved (the trainer may own the run).
+    restored = restore_newest_intact(_GeneratorCheckpoint(tf.train.Checkpoint(generator=generator.model,
+                                                                              step=step_var)),
+                                     run.checkpoints, set_aside=False, only=only)
+    if restored is None:
+        raise UserError(f"{run.checkpoints}: no checkpoint that can be restored")
     return cfg, generator, int(step_var.numpy())
+
+
+class _GeneratorCheckpoint:
+    """A checkpoint of the generator alone: the discriminator and optimizers in the file are ignored."""
+
+    def __init__(self, checkpoint):
+        self.checkpoint = checkpoint
+
+    def restore(self, path):
+        status = self.checkpoint.restore(path)
+        status.expect_partial()
+        return status
 
 
 def export_saved_model(generator: Generator, size: int, path) -> None:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from typing import Callable
@@ -131,6 +132,10 @@ def _batch_metrics(pairs: tuple[np.ndarray, np.ndarray]) -> list[dict[str, float
 
 def _worker_init() -> None:
     cv2.setNumThreads(1)  # the pool is the parallelism
+    # Ctrl-C and scancel signal the whole process group: the trainer alone decides what happens
+    # (finish the evaluation, checkpoint, exit 75); a worker that died would break the pool.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 class MetricPool:

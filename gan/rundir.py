@@ -34,6 +34,7 @@ from gan.metrics import METRICS_VERSION
 RESUMABLE_FIELDS = {"train.steps", "eval.workers", "train.log_every", "train.checkpoints_to_keep",
                     "data.cache_dir", "eval.segmenter", "eval.inception_weights"}
 
+RUN_KIND = "pix2pix"  # config.json's "kind": what the analysis layer reads (the segmenter writes "segmenter")
 METRICS_COLUMNS = ["step", "split", "hist_corr", "template_match", "feature_match", "ssim", "ssim_rgb",
                    "template_match_rgb", "psnr", "l1", "images"]
 FCN_COLUMNS = ["step", "split", "fcn_pixel_acc", "fcn_class_acc", "fcn_iou", "images"]  # eval.fcn_every_eval
@@ -45,6 +46,15 @@ TIMINGS_COLUMNS = ["step", "steps", "train_seconds", "steps_per_second", "images
                    "system_seconds", "host", "device", "cpus", "started", "ended"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would give: colleagues on a shared cluster can read results
+
+
 def atomic_write(path: Path, data: str | bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -52,6 +62,7 @@ def atomic_write(path: Path, data: str | bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
+            os.fchmod(f.fileno(), FILE_MODE)  # mkstemp makes 0600
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -61,6 +72,17 @@ def atomic_write(path: Path, data: str | bytes) -> None:
 
 def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    """The JSON in `path` (`default` if it does not exist); a damaged file is a UserError naming it."""
+    path = Path(path)
+    if not path.exists():
+        return default
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e}); restore it from a copy or move the run aside") from None
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -118,9 +140,10 @@ class RunDir:
         self.samples = self.path / "samples"
         self.checkpoints = self.path / "checkpoints"
         self.tensorboard = self.path / "tensorboard"
+        self.lease = self.path / "lease.json"
 
     def read_status(self) -> dict[str, Any]:
-        return json.loads(self.status.read_text()) if self.status.exists() else {}
+        return read_json(self.status, {})
 
     def set_status(self, state: str, step: int, message: str = "") -> None:
         write_json(self.status, {"state": state, "step": step, "message": message, "pid": os.getpid(),
@@ -134,13 +157,13 @@ class RunDir:
         """
         if self.path.exists() and not self.path.is_dir():
             raise UserError(f"--out {self.path}: exists and is not a directory")
-        if self.path.is_dir() and any(self.path.iterdir()):
+        if self.path.is_dir() and any(p.name != self.lease.name for p in self.path.iterdir()):
             if not self.config.exists():
                 if not overwrite:
                     raise UserError(f"--out {self.path}: folder is not empty and holds no run "
                                     "(config.json missing); choose another --out or pass --overwrite")
             else:
-                old = json.loads(self.config.read_text())
+                old = read_json(self.config)
                 old_flat = dict(flatten(old.get("config", {})))
                 changed = sorted(k for k in set(old_flat) | set(flat)
                                  if k not in RESUMABLE_FIELDS and old_flat.get(k) != flat.get(k))
@@ -155,14 +178,20 @@ class RunDir:
             aside = self.path.with_name(f"{self.path.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
             os.rename(self.path, aside)
             print(f"moved the previous run aside to {aside}", file=sys.stderr)
-        self.path.mkdir(parents=True, exist_ok=True)
+            self.path.mkdir(parents=True)
+            if (aside / self.lease.name).exists():  # our own lease stays with the run directory
+                os.rename(aside / self.lease.name, self.lease)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except (NotADirectoryError, FileExistsError, PermissionError) as e:
+            raise UserError(f"--out {self.path}: cannot create the run directory ({e.strerror}: {e.filename})") from None
         for sub in (self.samples, self.checkpoints, self.tensorboard):
             sub.mkdir(exist_ok=True)
         self._write_config(config)
         return False
 
     def _write_config(self, config: dict[str, Any]) -> None:
-        write_json(self.config, {"config": config, "environment": environment()})
+        write_json(self.config, {"kind": RUN_KIND, "config": config, "environment": environment()})
 
     def truncate_after(self, step: int) -> None:
         """Drop rows past `step` (written after the checkpoint we resume from)."""
@@ -173,3 +202,107 @@ class RunDir:
             if len(kept) != len(rows):
                 write_csv(path, columns, kept)
 
+
+
+class Lease:
+    """Exclusive use of a run directory by one trainer: `lease.json` holds host, pid and a heartbeat.
+
+    A second trainer (a SLURM requeue racing a task that is not yet dead, a Ray retry beside a
+    partitioned worker, the same command typed twice) is refused with one line naming the holder. A
+    lease whose process is gone (same host: the pid no longer runs; another host: no heartbeat for
+    `stale_after` seconds, which the newcomer waits out) is taken over. Creation is atomic
+    (`os.link` fails if the file exists; a stale lease is renamed away, so one taker wins).
+    """
+
+    def __init__(self, path: Path, stale_after: float = 120.0, beat_every: float = 30.0, log=print):
+        self.path, self.stale_after, self.beat_every, self.log = Path(path), stale_after, beat_every, log
+        self.token = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
+        self._last_beat = 0.0
+
+    def _record(self) -> dict[str, Any]:
+        return {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token,
+                "started": self._started, "heartbeat": time.time()}
+
+    def _holder(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+            return {}  # half-written or damaged: treated as stale below
+
+    def _alive(self, holder: dict[str, Any]) -> bool:
+        if not holder or "pid" not in holder:
+            return False
+        if holder.get("host") == socket.gethostname():
+            try:
+                os.kill(int(holder["pid"]), 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:  # another user's live process
+                return True
+            return True
+        return time.time() - float(holder.get("heartbeat", 0)) < self.stale_after
+
+    def acquire(self) -> "Lease":
+        self._started = time.time()
+        if self.path.parent.exists() and not self.path.parent.is_dir():
+            raise UserError(f"--out {self.path.parent}: exists and is not a directory")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except (NotADirectoryError, FileExistsError, PermissionError) as e:
+            raise UserError(f"--out {self.path.parent}: cannot create the run directory "
+                            f"({e.strerror}: {e.filename})") from None
+        waited = False
+        while True:
+            tmp = self.path.with_name(f".lease.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self._record()))
+            try:
+                os.link(tmp, self.path)  # atomic: fails if a lease exists
+                self._last_beat = time.time()
+                return self
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink(missing_ok=True)
+            holder = self._holder()
+            if holder is None:
+                continue  # released between our two calls
+            if not self._alive(holder):
+                aside = self.path.with_name(f"lease.stale-{time.time_ns()}.json")
+                try:
+                    os.rename(self.path, aside)  # one taker wins; the other finds the new lease
+                except FileNotFoundError:
+                    continue
+                self.log(f"note: {self.path.parent}: took over the lease of a trainer that is gone "
+                         f"(pid {holder.get('pid', '?')} on {holder.get('host', '?')})")
+                aside.unlink(missing_ok=True)
+                continue
+            age = time.time() - float(holder.get("heartbeat", 0))
+            if holder.get("host") != socket.gethostname() and not waited:
+                self.log(f"note: {self.path.parent}: held by pid {holder['pid']} on {holder['host']} "
+                         f"(heartbeat {age:.0f} s ago); waiting up to {self.stale_after:.0f} s for it to go stale")
+                waited = True
+                time.sleep(min(self.stale_after, 5.0))
+                continue
+            if waited and age < self.stale_after and time.time() - self._started < self.stale_after + 10:
+                time.sleep(5.0)
+                continue
+            raise UserError(f"--out {self.path.parent}: in use by another trainer (pid {holder['pid']} on "
+                            f"{holder['host']}, heartbeat {age:.0f} s ago); wait for it to end or stop it")
+
+    def beat(self) -> None:
+        """Refresh the heartbeat (at most every `beat_every` s); raise if another trainer took over."""
+        if time.time() - self._last_beat < self.beat_every:
+            return
+        holder = self._holder()
+        if holder is not None and holder.get("token") != self.token:
+            raise UserError(f"{self.path.parent}: another trainer took over this run (pid {holder.get('pid')} "
+                            f"on {holder.get('host')}); stopping without writing")
+        write_json(self.path, self._record())
+        self._last_beat = time.time()
+
+    def release(self) -> None:
+        holder = self._holder()
+        if holder and holder.get("token") == self.token:
+            self.path.unlink(missing_ok=True)

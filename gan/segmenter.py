@@ -174,7 +174,7 @@ def train_segmenter(cfg: SegmenterConfig, out: str | Path, name: str = "segmente
         if old != asdict(cfg):
             raise UserError(f"--out {run}: holds a segmenter with another config; choose another --name")
     run.mkdir(parents=True, exist_ok=True)
-    write_json(config_path, {"config": asdict(cfg)})
+    write_json(config_path, {"kind": "segmenter", "config": asdict(cfg)})
     data, source = _load_photos_and_ids(cfg)
     keras.utils.set_random_seed(cfg.seed)
     model = build(cfg.image_size, cfg.filters)

@@ -23,12 +23,13 @@ import time
 from pathlib import Path
 
 
+from gan.checkpoints import restore_newest_intact
 from gan.config import Config
 from gan.data import load_dataset, train_pipeline
 from gan.errors import EXIT_DIVERGED, EXIT_PREEMPTED, UserError
 from gan.fastpath import cpus_given
 from gan.metrics import MetricPool
-from gan.rundir import TIMINGS_COLUMNS, RunDir, append_csv, atomic_write, read_csv
+from gan.rundir import TIMINGS_COLUMNS, Lease, RunDir, append_csv, atomic_write, read_csv
 
 LOSS_NAMES = ("gen_total", "gen_gan", "gen_l1", "disc")
 
@@ -249,8 +250,16 @@ def train(cfg: Config, out: str | Path, overwrite: bool = False, report=None, lo
     cfg.validate()
     data = load_dataset(cfg)  # bad data fails here, before anything is written or TF starts
     run = RunDir(run_path(cfg, out))
+    lease = Lease(run.lease, log=log).acquire()  # one trainer per run directory
+    try:
+        return _train(cfg, data, run, lease, overwrite, report, log)
+    finally:
+        lease.release()
+
+
+def _train(cfg: Config, data, run: RunDir, lease: Lease, overwrite: bool, report, log) -> int:
+    status = run.read_status()  # before anything is written: a damaged status.json stops here
     resuming = run.prepare(cfg.to_dict(), cfg.flat(), overwrite=overwrite)
-    status = run.read_status()
     if resuming and status.get("state") == "finished" and status.get("step", -1) >= cfg.train.steps:
         log(f"{run.path}: already finished at step {status['step']}; nothing to do")
         return 0
@@ -279,8 +288,9 @@ def train(cfg: Config, out: str | Path, overwrite: bool = False, report=None, lo
     ckpt = tf.train.Checkpoint(generator=generator, discriminator=discriminator, opt_g=opt_g, opt_d=opt_d,
                                step=step_var, interval_seconds=interval_var, **train_step.checkpoint_state)
     manager = tf.train.CheckpointManager(ckpt, run.checkpoints, max_to_keep=cfg.train.checkpoints_to_keep)
-    if manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    if restore_newest_intact(ckpt, run.checkpoints, log=log):
+        # Rebuilt: the manager must list only what is left after damaged checkpoints were set aside.
+        manager = tf.train.CheckpointManager(ckpt, run.checkpoints, max_to_keep=cfg.train.checkpoints_to_keep)
     start = int(step_var.numpy())
     run.truncate_after(start)  # rows written after that checkpoint are redone, never duplicated
     log(f"{'resuming' if start else 'starting'} {run.path} at step {start}/{cfg.train.steps} "
@@ -304,6 +314,7 @@ def train(cfg: Config, out: str | Path, overwrite: bool = False, report=None, lo
             losses = {k: float(v) for k, v in train_step(iterator).items()}  # float(): waits for the step
             interval_seconds += time.perf_counter() - tick
             system_seconds += _system_seconds() - kernel
+            lease.beat()
             step += 1
             step_var.assign(step)
             if not all(math.isfinite(v) for v in losses.values()):

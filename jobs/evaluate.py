@@ -58,11 +58,14 @@ def main() -> int:
         files = sorted(p for p in args.translate.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise UserError(f"--translate {args.translate}: no images")
-        args.to.mkdir(parents=True, exist_ok=True)
-        for path in files:
-            label = cv2.resize(read_image(str(path)), (size, size), interpolation=cv2.INTER_NEAREST)
-            photo = generator(label[None])[0]
-            evaluation.write_png(args.to / f"{path.stem}.png", photo)
+        # Every input is read before anything is written: a bad file leaves no partial output folder.
+        labels = [cv2.resize(read_image(str(path)), (size, size), interpolation=cv2.INTER_NEAREST) for path in files]
+        try:
+            args.to.mkdir(parents=True, exist_ok=True)
+        except (NotADirectoryError, FileExistsError, PermissionError) as e:
+            raise UserError(f"--to {args.to}: cannot create the folder ({e.strerror})") from None
+        for path, label in zip(files, labels):
+            evaluation.write_png(args.to / f"{path.stem}.png", generator(label[None])[0])
         print(f"translated {len(files)} label maps into {args.to}")
     if args.export:
         evaluation.export_saved_model(generator, size, args.export)

@@ -21,6 +21,7 @@ from gan.cli import add_common_flags, parse_overrides, run_main
 from gan.config import GENERATOR_NAMES, make_config
 from gan.errors import UserError
 from gan.fastpath import allocator_env, find_allocator
+from gan.rundir import read_json
 
 
 def main() -> int:
@@ -47,15 +48,17 @@ def main() -> int:
     if args.resume:
         if not args_file.exists():
             raise UserError(f"--resume: no Tune experiment at {args_file.parent / '_tune'}")
-        saved = json.loads(args_file.read_text())
+        saved = read_json(args_file)
     else:
         overrides = parse_overrides(extra)
         if args.data is not None:
             overrides["data.source"] = args.data
         if args.data_format is not None:
             overrides["data.format"] = args.data_format
-        cfg = make_config(args.preset, overrides)  # validates the base before Ray starts
         gens = list(GENERATOR_NAMES) if args.gens == "all" else args.gens.split(",")
+        # Every generator's config is validated before Ray starts (a size one generator cannot take
+        # must fail here in one line, not inside every trial).
+        cfg = [make_config(args.preset, {**overrides, "model.generator": g}) for g in gens][0]
         saved = {"gens": gens, "sweeps": [s for s in args.sweep.split(",") if s], "space": args.space,
                  "overrides": overrides, "preset": args.preset, "samples": args.samples,
                  "scheduler": args.scheduler, "metric": args.metric, "max_failures": args.max_failures,

@@ -1,0 +1,62 @@
+"""Restore the newest checkpoint that can be read; set damaged ones aside.
+
+A checkpoint can be damaged by a node that died mid-write, a full disk or a
+truncated copy. `tf.train.CheckpointManager` only knows the newest one, so a
+damaged newest checkpoint would block a run for good although an intact older
+one is kept. `restore_newest_intact` tries them newest first; with
+`set_aside` (the trainer) a damaged one's files are renamed `*.damaged` and
+the manager's state file is rewritten without it, so the next save and
+every later restore see a consistent list.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def restore_newest_intact(checkpoint, directory: str | Path, set_aside: bool = True, log=print,
+                          only: str | None = None) -> str | None:
+    """Restore `checkpoint` from the newest readable checkpoint in `directory` (or exactly `only`);
+    returns its path, or None when there is none. Damaged ones are named in a warning."""
+    import tensorflow as tf
+    directory = Path(directory)
+    state = tf.train.get_checkpoint_state(str(directory))
+    candidates = list(state.all_model_checkpoint_paths) if state else []
+    if state and state.model_checkpoint_path and state.model_checkpoint_path not in candidates:
+        candidates.append(state.model_checkpoint_path)
+    if only is not None:
+        candidates = [only]
+    damaged = []
+    for path in reversed(candidates):
+        path = str(directory / Path(path).name)
+        try:
+            checkpoint.restore(path).assert_existing_objects_matched()
+        # What TF raises for a damaged file varies with the damage: OpError (DataLoss, NotFound, ...),
+        # IndexError ("Read less bytes than requested"), AssertionError/ValueError (objects not matched).
+        except (tf.errors.OpError, AssertionError, ValueError, IndexError, OSError) as e:
+            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            damaged.append(path)
+            log(f"warning: checkpoint {path} cannot be restored ({type(e).__name__}: {reason})"
+                + ("; set aside" if set_aside else ""))
+            continue
+        if damaged:
+            log(f"warning: resuming from the older checkpoint {path}; the steps after it are redone")
+        if set_aside and damaged:
+            _set_aside(directory, damaged, [str(directory / Path(p).name) for p in candidates if
+                                            str(directory / Path(p).name) not in damaged])
+        return path
+    if set_aside and damaged:
+        _set_aside(directory, damaged, [])
+    return None
+
+
+def _set_aside(directory: Path, damaged: list[str], kept: list[str]) -> None:
+    import tensorflow as tf
+    for path in damaged:
+        for f in directory.glob(Path(path).name + ".*"):
+            f.rename(f.with_name(f.name + ".damaged"))
+    state_file = directory / "checkpoint"
+    if kept:
+        tf.compat.v1.train.update_checkpoint_state(str(directory), kept[-1], all_model_checkpoint_paths=kept)
+    else:
+        state_file.unlink(missing_ok=True)

@@ -1,0 +1,181 @@
+"""Fault injection (issue 11): two trainers on one run, damaged checkpoints, Ctrl-C during an evaluation,
+damaged JSON, empty images, odd output paths. Each ends in one clear line, and nothing is lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT, assert_exact_rows, make_pix2pix, run_cli, tree_digest
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--preset", "tiny", "--gen", "hybrid"]
+
+
+def start_train(out: Path, *extra: str) -> subprocess.Popen:
+    """jobs/train.py in its own process group (as a terminal or scancel would signal it)."""
+    return subprocess.Popen([sys.executable, str(ROOT / "jobs" / "train.py"), *TINY, "--out", str(out), *extra],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def rows(path: Path) -> int:
+    return len(path.read_text().splitlines()) - 1 if path.exists() else 0
+
+
+def one_error_line(done: subprocess.CompletedProcess) -> str:
+    errors = [line for line in done.stderr.strip().splitlines() if line.startswith("error:")]
+    assert done.returncode == 2 and len(errors) == 1, done.stderr[-3000:]
+    return errors[0]
+
+
+def test_second_trainer_is_refused_and_a_stale_lease_taken_over(tmp_path):
+    first = start_train(tmp_path, "--train.steps", "6000", "--train.eval_every", "50")
+    run = tmp_path / "default" / "hybrid"
+    wait_for(lambda: rows(run / "metrics.csv") >= 2, first)
+    done = run_cli("train.py", *TINY, "--out", str(tmp_path), "--train.steps", "6000", "--train.eval_every", "50")
+    line = one_error_line(done)
+    assert f"in use by another trainer (pid {first.pid} on {socket.gethostname()}" in line, line
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=120) == 75
+    # Nothing was written twice.
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert not metrics.duplicated(["step", "split"]).any()
+    assert not (run / "lease.json").exists()  # released on exit
+    # A lease left by a process that is gone (kill -9 leaves one) is taken over, with a note.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (run / "lease.json").write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "token": "x",
+                                                "heartbeat": time.time()}))
+    steps = (json.loads((run / "status.json").read_text())["step"] // 50 + 2) * 50
+    done = run_cli("train.py", *TINY, "--out", str(tmp_path), "--train.steps", str(steps), "--train.eval_every", "50")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"took over the lease of a trainer that is gone (pid {dead.pid}" in done.stdout
+    assert_exact_rows(run, steps, 50)
+
+
+@pytest.mark.parametrize("damage", ["truncate_data", "garbage_index"])
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, damage):
+    args = [*TINY, "--out", str(tmp_path), "--train.eval_every", "4"]
+    assert run_cli("train.py", *args, "--train.steps", "8").returncode == 0  # ckpt-4 and ckpt-8
+    ckpts = tmp_path / "default" / "hybrid" / "checkpoints"
+    if damage == "truncate_data":
+        data = next(ckpts.glob("ckpt-8.data-*"))
+        data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    else:
+        (ckpts / "ckpt-8.index").write_bytes(b"\x00garbage" * 10)
+    # jobs/evaluate.py skips it (read-only) and says so.
+    done = run_cli("evaluate.py", str(tmp_path / "default" / "hybrid"), "--split", "val")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"checkpoint {ckpts / 'ckpt-8'} cannot be restored" in done.stdout and "step 4, val" in done.stdout
+    # Training on: resumes at step 4 with a warning, sets the damaged files aside, redoes 5..12 exactly.
+    done = run_cli("train.py", *args, "--train.steps", "12")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming from the older checkpoint" in done.stdout and "at step 4/12" in done.stdout, done.stdout
+    assert list(ckpts.glob("ckpt-8.*.damaged"))
+    assert_exact_rows(tmp_path / "default" / "hybrid", 12, 4)
+
+
+def test_ctrl_c_to_the_process_group_during_evaluations_preempts(tmp_path):
+    """Metric workers ignore SIGINT/SIGTERM; the trainer checkpoints and exits 75 (not a broken pool)."""
+    proc = start_train(tmp_path, "--train.steps", "4000", "--train.eval_every", "2", "--eval.workers", "2",
+                       "--data.n_val", "8")
+    run = tmp_path / "default" / "hybrid"
+    wait_for(lambda: rows(run / "metrics.csv") >= 4, proc)  # the pool's workers exist from the first evaluation
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 75, out[-3000:]
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "preempted" and "SIGINT" in status["message"]
+    assert "BrokenProcessPool" not in out
+
+
+def test_damaged_json_is_named_and_the_report_skips_what_it_cannot_read(tiny_runs, tmp_path):
+    import shutil
+    root = tmp_path / "runs"
+    for gen in ("unet", "resnet", "hybrid"):
+        shutil.copytree(tiny_runs / "cmp" / gen, root / "cmp" / gen)
+    config = root / "cmp" / "resnet" / "config.json"
+    config.write_text(config.read_text()[:40])  # truncated
+    status = root / "cmp" / "hybrid" / "status.json"
+    (root / "segmenter" / "segmenter").mkdir(parents=True)  # another kind of run beside them
+    (root / "segmenter" / "segmenter" / "config.json").write_text(json.dumps({"kind": "segmenter", "config": {}}))
+    done = run_cli("report.py", str(root), "-o", str(tmp_path / "report"), "--no-notebook")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"skipped: {config}: not valid JSON" in done.stderr
+    assert "not a pix2pix run (config.json kind: segmenter)" in done.stderr
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "Skipped" in page and "| unet |" in done.stdout and "| resnet |" not in done.stdout
+    tables = subprocess.run([sys.executable, "-m", "analysis.tables", str(root)], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120)
+    assert tables.returncode == 0 and "| hybrid |" in tables.stdout and "skipped:" in tables.stderr
+    # The trainer names the damaged file, exit 2, and leaves the run as it is.
+    status.write_text("{\"state\": ")
+    before = tree_digest(root / "cmp" / "hybrid")
+    done = run_cli("train.py", "--preset", "tiny", "--gen", "hybrid", "--experiment", "cmp", "--out", str(root))
+    assert one_error_line(done).startswith(f"error: {status}: not valid JSON")
+    assert tree_digest(root / "cmp" / "hybrid") == before
+
+
+def test_empty_image_files_are_named(tiny_runs, tmp_path):
+    root = make_pix2pix(tmp_path / "ds")
+    empty = root / "train" / "002.jpg"
+    empty.write_bytes(b"")
+    done = run_cli("train.py", *TINY, "--data", str(root), "--out", str(tmp_path / "out"))
+    assert one_error_line(done) == f"error: {empty}: empty file (0 bytes)"
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / "a.png").write_bytes((root / "val" / "008.jpg").read_bytes())
+    (labels / "b.png").write_bytes(b"")
+    done = run_cli("evaluate.py", str(tiny_runs / "cmp" / "hybrid"), "--translate", str(labels),
+                   "--to", str(tmp_path / "photos"))
+    assert one_error_line(done) == f"error: {labels / 'b.png'}: empty file (0 bytes)"
+    assert not (tmp_path / "photos").exists()  # nothing half-written
+
+
+def test_odd_output_paths_and_names(tmp_path):
+    (tmp_path / "file").write_text("x")
+    done = run_cli("train.py", *TINY, "--out", str(tmp_path / "file" / "runs"))
+    assert "cannot create the run directory" in one_error_line(done)
+    done = run_cli("train.py", *TINY, "--out", str(tmp_path), "--run-name", "..")
+    assert one_error_line(done) == "error: --run-name: '..' is not a valid directory name"
+
+
+def test_run_files_follow_the_umask(tmp_path):
+    done = run_cli("train.py", *TINY, "--out", str(tmp_path), "--train.steps", "4")
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in ("config.json", "status.json", "metrics.csv", "timings.csv", "summary.json"):
+        mode = stat.S_IMODE((tmp_path / "default" / "hybrid" / name).stat().st_mode)
+        assert mode == 0o666 & ~_umask(), (name, oct(mode))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_tune_validates_every_generator_before_ray_starts(tmp_path):
+    done = run_cli("tune.py", "--gens", "unet,hybrid", "--preset", "tiny", "--data.image_size", "32",
+                   "--model.hybrid_downs", "6", "--out", str(tmp_path), timeout=120)
+    assert one_error_line(done) == "error: --model.hybrid_downs: 6 down blocks cannot take 32px images"
+    assert not (tmp_path / "default").exists()
