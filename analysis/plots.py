@@ -36,8 +36,12 @@ def _run_split_lines(frame: pd.DataFrame, metrics: list[str], axes) -> None:
 
 def evolution(metrics: pd.DataFrame, stem: Path) -> list[Path]:
     """One panel per metric; train dashed, validation solid; one colour per run (as the study's figures)."""
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8), squeeze=False)
-    _run_split_lines(metrics, METRICS, axes)
+    shown = [m for m in METRICS if m in metrics]
+    rows = -(-len(shown) // 4)
+    fig, axes = plt.subplots(rows, 4, figsize=(18, 4 * rows), squeeze=False, layout="constrained")
+    _run_split_lines(metrics, shown, axes)
+    for ax in axes.flat[len(shown):]:
+        ax.set_visible(False)
     axes.flat[0].legend(fontsize=7)
     fig.suptitle("Metrics every evaluation (solid: validation, dashed: train subset)")
     return save(fig, stem)
@@ -46,7 +50,7 @@ def evolution(metrics: pd.DataFrame, stem: Path) -> list[Path]:
 def fcn_evolution(fcn: pd.DataFrame, stem: Path) -> list[Path]:
     """The FCN-score at every evaluation: generated val solid, train subset dashed, one colour per run;
     the same segmenter on the real val photos dotted black (the reference the generators chase)."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4), squeeze=False)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), squeeze=False, layout="constrained")
     _run_split_lines(fcn[fcn.split.isin(["train", "val"])], FCN_METRICS, axes)
     real = fcn[fcn.split == "val_real"].groupby("step")[FCN_METRICS].mean()
     for ax, metric in zip(axes.flat, FCN_METRICS):
@@ -59,7 +63,7 @@ def fcn_evolution(fcn: pd.DataFrame, stem: Path) -> list[Path]:
 def fcn_test(table: pd.DataFrame, stem: Path) -> list[Path]:
     """Test FCN-score per generator (mean and std over test images) beside the real photos' score
     (grey), from `analysis.tables.fcn_table`."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.5), squeeze=False)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.5), squeeze=False, layout="constrained")
     names = table.generator.astype(str).tolist()
     colours = [f"C{i}" for i in range(len(names) - 1)] + ["0.4"]  # the last row is the real photos
     for ax, metric in zip(axes.flat, FCN_METRICS):
@@ -71,7 +75,7 @@ def fcn_test(table: pd.DataFrame, stem: Path) -> list[Path]:
 
 
 def step_time(timings: pd.DataFrame, stem: Path) -> list[Path]:
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
     for run, group in timings.groupby("run"):
         ax.plot(group.step, 1000 * group.train_seconds / group.steps, marker=".", label=run)
     ax.set_xlabel("step")
@@ -83,7 +87,8 @@ def step_time(timings: pd.DataFrame, stem: Path) -> list[Path]:
 
 def sweep(table: pd.DataFrame, fields: list[str], metric: str, stem: Path) -> list[Path]:
     """Each swept field against the final validation metric, one colour per generator."""
-    fig, axes = plt.subplots(1, len(fields), figsize=(4 * len(fields), 3.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(fields), figsize=(4 * len(fields), 3.5), squeeze=False,
+                             layout="constrained")
     for ax, field in zip(axes.flat, fields):
         for gen, group in table.groupby("generator"):
             ax.scatter(group[field].astype(str) if group[field].dtype == object else group[field],

@@ -16,7 +16,7 @@ import pandas as pd
 
 from analysis import plots, stats, tables
 from analysis.runs import (STUDY_METRICS, fcn_frame, find_runs, metrics_frame, swept_fields, test_frame,
-                           timings_frame, version_warning)
+                           timings_frame, consistency_warnings)
 
 NOTEBOOK = Path(__file__).parent / "notebooks" / "compare.ipynb"
 
@@ -100,9 +100,8 @@ def _html(runs, frames: dict[str, pd.DataFrame], figures: dict[str, Path]) -> st
     ]
     for path, reason in getattr(runs, "skipped", []):
         parts.append(f"<p class='warn'>Skipped {html.escape(str(path))}: {html.escape(reason)}</p>")
-    mixed = version_warning(runs)
-    if mixed:
-        parts.append(f"<p class='warn'>{html.escape(mixed)}</p>")
+    for warning in consistency_warnings(runs):
+        parts.append(f"<p class='warn'>{html.escape(warning)}</p>")
     if unfinished:
         parts.append("<p class='warn'>Not finished: " + ", ".join(
             f"{html.escape(r.name)} ({r.state} at step {r.status.get('step', 0)}"

@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 
-METRICS = ["hist_corr", "template_match", "feature_match", "ssim", "ssim_rgb", "template_match_rgb", "psnr", "l1"]
-STUDY_METRICS = ["hist_corr", "template_match", "feature_match", "ssim"]
-FCN_METRICS = ["fcn_pixel_acc", "fcn_class_acc", "fcn_iou"]  # with a segmenter (gan/segmenter.py)
-LOWER_IS_BETTER = {"l1"}
+from gan import contract  # the run-directory contract: standard library only, no TensorFlow
+
+METRICS = list(contract.METRIC_NAMES)
+STUDY_METRICS = list(contract.STUDY_METRICS)
+FCN_METRICS = list(contract.FCN_METRICS)
+LOWER_IS_BETTER = contract.LOWER_IS_BETTER
 
 
 @dataclass
@@ -35,10 +37,18 @@ class Run:
     label: str = ""  # set by find_runs when two roots hold runs of the same name
     environment: dict = field(default_factory=dict)  # config.json's: versions, host, metrics_version
 
+    data: dict = field(default_factory=dict)  # config.json's: source, format, fingerprint (gan/fetch.py)
+
+    @property
+    def data_label(self) -> str:
+        """'<folder name> <fingerprint[:12]>': which copy of which dataset the run trained on."""
+        source = Path(self.data.get("source", self.config.get("data", {}).get("source", "?"))).name
+        return f"{source} {self.data.get('fingerprint', '')[:12]}".strip()
+
     @property
     def metrics_version(self) -> int:
         """The metric definitions the run was measured with (gan/metrics.py; 1 = before the field existed)."""
-        return int(self.environment.get("metrics_version", 1))
+        return int(self.environment.get("metrics_version", 1))  # runs from before the field: version 1
 
     @property
     def name(self) -> str:
@@ -97,13 +107,30 @@ def _json(path: Path) -> dict:
 def load_run(path: str | Path) -> Run:
     """One pix2pix run; UnreadableRun (naming the file) for a damaged one or for another kind of folder."""
     path = Path(path)
-    config = _json(path / "config.json")
-    kind = config.get("kind", "pix2pix" if "model" in config.get("config", {}) else "unknown")
-    if kind != "pix2pix":
+    config = _json(path / contract.CONFIG)
+    kind = config.get("kind", contract.RUN_KIND if "model" in config.get("config", {}) else "unknown")
+    if kind != contract.RUN_KIND:
         raise UnreadableRun(f"{path}: not a pix2pix run (config.json kind: {kind})")
-    return Run(path, config["config"], _json(path / "status.json"),
-               _csv(path / "metrics.csv"), _csv(path / "timings.csv"), _csv(path / "test_metrics.csv"),
-               _json(path / "summary.json"), _csv(path / "fcn_metrics.csv"), environment=config.get("environment", {}))
+    return Run(path, config["config"], _json(path / contract.STATUS),
+               _csv(path / contract.METRICS_CSV), _csv(path / contract.TIMINGS_CSV), _csv(path / contract.TEST_CSV),
+               _json(path / contract.SUMMARY), _csv(path / contract.FCN_CSV), environment=config.get("environment", {}),
+               data=config.get("data", {}))
+
+
+def consistency_warnings(runs: list[Run]) -> list[str]:
+    """What makes these runs not comparable as they stand: different metric definitions, or different
+    copies of the data (a fingerprint that differs between runs of one dataset name)."""
+    warnings = [w for w in (version_warning(runs),) if w]
+    copies: dict[str, dict[str, list[str]]] = {}
+    for r in runs:
+        if r.data.get("fingerprint"):
+            copies.setdefault(Path(r.data["source"]).name, {}).setdefault(r.data["fingerprint"][:12], []).append(r.name)
+    for name, prints in sorted(copies.items()):
+        if len(prints) > 1:
+            warnings.append(f"Runs on '{name}' trained on different copies of it (data fingerprints "
+                            + "; ".join(f"{fp}: {', '.join(names)}" for fp, names in sorted(prints.items()))
+                            + "): compare them only knowingly.")
+    return warnings
 
 
 def version_warning(runs: list[Run]) -> str:
@@ -113,7 +140,7 @@ def version_warning(runs: list[Run]) -> str:
         versions.setdefault(r.metrics_version, []).append(r.name)
     if len(versions) < 2:
         return ""
-    return ("Runs were measured with different metric definitions (gan/metrics.py METRICS_VERSION): "
+    return ("Runs were measured with different metric definitions (gan/contract.py METRICS_VERSION): "
             + "; ".join(f"version {v}: {', '.join(names)}" for v, names in sorted(versions.items()))
             + ". Their values are not comparable; report them apart.")
 

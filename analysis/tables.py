@@ -113,7 +113,7 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
     rows = []
     for r in runs:
         row = {"run": r.name, "generator": r.generator, "state": r.state, "step": r.status.get("step", 0),
-               "message": r.status.get("message", "")}
+               "message": r.status.get("message", ""), "data": r.data_label}
         val = r.metrics[r.metrics.split == "val"] if not r.metrics.empty else pd.DataFrame()
         if len(val):
             best = val.loc[val.ssim.idxmax()]
@@ -172,10 +172,10 @@ def write_table(frame: pd.DataFrame, stem: Path) -> None:
 def comparison_table(run_paths: list[Path] | None = None, runs: list[Run] | None = None) -> str:
     """The study's table as Markdown (printed at the end of the launchers)."""
     from analysis.runs import load_run
-    from analysis.runs import version_warning
+    from analysis.runs import consistency_warnings
     runs = runs if runs is not None else [load_run(p) for p in run_paths]
-    warning = version_warning(runs)
-    return (f"warning: {warning}\n\n" if warning else "") + to_markdown(study_table(runs))
+    warnings = "".join(f"warning: {w}\n\n" for w in consistency_warnings(runs))
+    return warnings + to_markdown(study_table(runs))
 
 
 if __name__ == "__main__":

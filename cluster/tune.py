@@ -22,7 +22,7 @@ from typing import Any
 import ray
 from ray import tune
 
-from gan.config import make_config
+from gan.config import Config
 from gan.fastpath import CPUS_ENV
 from gan.train import run_path, train
 
@@ -63,12 +63,15 @@ def _restore_tune_checkpoint(run: Path) -> None:
                 shutil.copy2(f, target / f.name)
 
 
+BASE, OUT = "base_config", "out"  # the two keys of a trial's space that are not sampled dotted fields
+
+
 def trainable(space: dict[str, Any]) -> None:
-    """The Tune function trainable: `space` = base settings + this trial's sampled dotted values."""
-    base = dict(space["__base__"])
-    sampled = {k: v for k, v in space.items() if not k.startswith("__")}
-    cfg = make_config(base.pop("__preset__"), {**base, **sampled, "run_name": run_name(sampled)})
-    out = space["__out__"]
+    """The Tune function trainable: `space` = the whole validated base Config (dict form) under
+    `base_config`, the output root under `out`, and this trial's sampled dotted values."""
+    sampled = {k: v for k, v in space.items() if k not in (BASE, OUT)}
+    cfg = Config.from_dict(space[BASE]).update({**sampled, "run_name": run_name(sampled)}).validate()
+    out = space[OUT]
     run = run_path(cfg, out)
     # TensorFlow's thread pools get the CPUs Tune assigned to this trial, not the whole node.
     assigned = ray.get_runtime_context().get_assigned_resources().get("CPU")
@@ -91,13 +94,13 @@ def trainable(space: dict[str, Any]) -> None:
         raise RuntimeError(f"{run}: training ended with exit code {code} (see {run / 'status.json'})")
 
 
-def make_tuner(param_space: dict[str, Any], *, base: dict[str, Any], preset: str, out: str, experiment: str,
+def make_tuner(param_space: dict[str, Any], *, base: Config, out: str, experiment: str,
                scheduler: str = "fifo", metric: str = "val_ssim", mode: str = "max", num_samples: int = 1,
                max_failures: int = 2, keep_checkpoints: int = 2, cpus_per_trial: float = 1,
                gpus_per_trial: float = 0, max_evaluations: int | None = None) -> tune.Tuner:
     """A Tuner over `param_space`; Tune's own state goes to `<out>/<experiment>/_tune`."""
-    space = {**param_space, "__base__": {**base, "__preset__": preset, "experiment": experiment},
-             "__out__": str(Path(out).resolve())}
+    base = Config.from_dict(base.to_dict()).update({"experiment": experiment}).validate()
+    space = {**param_space, BASE: base.to_dict(), OUT: str(Path(out).resolve())}
     if scheduler == "asha":
         sched = tune.schedulers.ASHAScheduler(time_attr="training_iteration", max_t=max_evaluations or 100,
                                               grace_period=1, reduction_factor=2)

@@ -23,6 +23,7 @@ import numpy as np
 
 from gan.config import Config
 from gan.errors import UserError
+from gan.fetch import ARCHIVES, data_fingerprint, resolve_name
 from gan.synthetic import ensure_synthetic
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -184,7 +185,10 @@ def resolve_source(cfg: Config) -> tuple[Path, str]:
         return ensure_synthetic(d.image_size, seed=0, cache_dir=d.cache_dir, split_sizes=counts), "pix2pix"
     root = Path(d.source).expanduser()
     if not root.is_dir():
-        raise UserError(f"--data {root}: no such folder")
+        named = resolve_name(d.source)  # `--data cityscapes`: the downloaded or prepared copy
+        if named is None:
+            raise UserError(f"--data {root}: no such folder (names: synthetic, {', '.join(ARCHIVES)})")
+        root = named
     return root, detect_format(root) if d.format == "auto" else d.format
 
 
@@ -196,9 +200,11 @@ class Dataset:
     source: str
     format: str
     notes: list[str]
+    fingerprint: str = ""  # gan/fetch.py: the manifest's, or a hash of the file list and sizes
 
     def split_record(self) -> str:
-        return json.dumps({"source": self.source, "format": self.format, "notes": self.notes,
+        return json.dumps({"source": self.source, "format": self.format, "fingerprint": self.fingerprint,
+                           "notes": self.notes,
                            **{s: getattr(self, s).ids for s in SPLITS}}, indent=1)
 
 
@@ -207,7 +213,7 @@ def load_dataset(cfg: Config) -> Dataset:
     pools = find_pairs(root, fmt)
     chosen, notes = select_splits(pools, cfg.data.n_train, cfg.data.n_val, cfg.data.n_test, cfg.data.split_seed)
     splits = {s: load_split(chosen[s], cfg.data.image_size, cfg.data.input_side) for s in SPLITS}
-    return Dataset(**splits, source=str(root), format=fmt, notes=notes)
+    return Dataset(**splits, source=str(root), format=fmt, notes=notes, fingerprint=data_fingerprint(root))
 
 
 # -- tf.data -----------------------------------------------------------------

@@ -168,6 +168,7 @@ class Evaluator:
         summary = {
             "generator": self.cfg.model.generator, "steps": step, "images": len(test.ids),
             "metrics_version": METRICS_VERSION, "split_seed": self.cfg.data.split_seed,
+            "data": {"source": self.data.source, "fingerprint": self.data.fingerprint},
             "precision": self.cfg.train.precision,
             "test": summarise(per_image),
             "train_seconds": round(sum(float(r["train_seconds"]) for r in timings), 3),

@@ -26,10 +26,10 @@ Extra columns: `ssim_rgb` and `template_match_rgb` (the same on the RGB
 images; OpenCV sums the channels), `psnr` (dB, capped at 100 for identical
 images), `l1` (mean absolute difference scaled to 0..1).
 
-`METRICS_VERSION` names these definitions; every run records it, and the
-analysis never averages runs of different versions without saying so.
-Version 1 (before 2026-11-26): ssim and template_match on RGB, ORB defaults
-at every size, no *_rgb columns.
+`METRICS_VERSION` (gan/contract.py) names these definitions; every run
+records it, and the analysis never averages runs of different versions
+without saying so. Version 1 (before 2026-11-26): ssim and template_match on
+RGB, ORB defaults at every size, no *_rgb columns.
 """
 
 from __future__ import annotations
@@ -45,9 +45,10 @@ import cv2
 import numpy as np
 from skimage.metrics import structural_similarity
 
+from gan.contract import METRIC_NAMES, METRICS_VERSION  # noqa: F401 (METRICS_VERSION: re-exported)
+
 RATIO_TEST = 0.75
 PSNR_CAP_DB = 100.0
-METRICS_VERSION = 2
 ORB_FULL_SIZE = 256  # ORB's default 31 px border and patch from this size up
 
 
@@ -115,7 +116,7 @@ def l1(generated: np.ndarray, real: np.ndarray) -> float:
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "hist_corr": hist_corr, "template_match": template_match, "feature_match": feature_match, "ssim": ssim,
     "ssim_rgb": ssim_rgb, "template_match_rgb": template_match_rgb, "psnr": psnr, "l1": l1}
-METRIC_NAMES = tuple(METRICS)
+assert tuple(METRICS) == METRIC_NAMES, "gan/contract.py and gan/metrics.py must list the same metrics"
 
 
 def image_metrics(generated: np.ndarray, real: np.ndarray) -> dict[str, float]:

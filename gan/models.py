@@ -32,7 +32,7 @@ from typing import Callable
 import keras
 from keras import layers
 
-from gan.config import BATCHNORM_MODES, ModelConfig
+from gan.config import BATCHNORM_MODES, GENERATOR_NAMES, ModelConfig
 from gan.errors import UserError
 
 
@@ -186,6 +186,8 @@ def patchgan(filters: int, size: int, batchnorm: str = "auto") -> keras.Model:
 
 GENERATORS: dict[str, Callable[[ModelConfig, int], keras.Model]] = {
     "unet": unet, "resnet": resnet, "hybrid": hybrid}
+# gan/config.py holds the names (so flags validate without loading Keras); they must be these.
+assert tuple(GENERATORS) == GENERATOR_NAMES, "gan/config.py GENERATOR_NAMES and gan/models.py GENERATORS differ"
 
 
 def build_generator(cfg: ModelConfig, size: int) -> keras.Model:

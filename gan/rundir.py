@@ -1,10 +1,10 @@
-"""The run directory: the one interface between training, launchers and analysis.
+"""The run directory's writers: the one interface between training, launchers and analysis.
 
     <root>/<experiment>/<run_name>/
       config.json  status.json  split.json  metrics.csv  timings.csv
       test_metrics.csv  summary.json  samples/  checkpoints/  tensorboard/
 
-Every write goes to a temporary file in the same folder and is renamed over
+Names and columns are in `gan/contract.py`. Every write goes to a temporary file in the same folder and is renamed over
 the old one, so a reader opening any file at any moment sees either the old
 or the new whole file, never half a row. CSV files are small (one row per
 evaluation), so "append" rewrites the file; that keeps the guarantee simple.
@@ -26,24 +26,14 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from gan.config import flatten
+from gan.contract import (CONFIG, FCN_COLUMNS, FCN_CSV, LEASE, METRICS_COLUMNS, METRICS_CSV, METRICS_VERSION, RUN_KIND,
+                          SPLIT, STATUS, SUMMARY, TEST_CSV, TIMINGS_COLUMNS, TIMINGS_CSV)
 from gan.errors import UserError
-from gan.metrics import METRICS_VERSION
 
 # Fields that may change when a run is resumed: they do not change what is
 # learned (more steps extend the run; workers and logging are bookkeeping).
 RESUMABLE_FIELDS = {"train.steps", "eval.workers", "train.log_every", "train.checkpoints_to_keep",
-                    "data.cache_dir", "eval.segmenter", "eval.inception_weights"}
-
-RUN_KIND = "pix2pix"  # config.json's "kind": what the analysis layer reads (the segmenter writes "segmenter")
-METRICS_COLUMNS = ["step", "split", "hist_corr", "template_match", "feature_match", "ssim", "ssim_rgb",
-                   "template_match_rgb", "psnr", "l1", "images"]
-FCN_COLUMNS = ["step", "split", "fcn_pixel_acc", "fcn_class_acc", "fcn_iou", "images"]  # eval.fcn_every_eval
-# system_seconds: kernel CPU time of the interval's training steps (page faults show up here);
-# host / device / cpus: where the interval ran, so that timings of different machines are told apart;
-# started / ended: wall-clock (Unix) seconds of the interval, so the analysis can tell which intervals
-# shared a host with another run (their seconds measure scheduling, not the generator).
-TIMINGS_COLUMNS = ["step", "steps", "train_seconds", "steps_per_second", "images_per_second", "eval_seconds",
-                   "system_seconds", "host", "device", "cpus", "started", "ended"]
+                   "data.cache_dir", "eval.segmenter", "eval.inception_weights"}
 
 
 def _umask() -> int:
@@ -92,15 +82,15 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def write_csv(path: Path, columns: list[str], rows: Iterable[dict[str, Any]]) -> None:
+def write_csv(path: Path, columns: list[str] | tuple[str, ...], rows: Iterable[dict[str, Any]]) -> None:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="raise", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="raise", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write(path, buf.getvalue())
 
 
-def append_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+def append_csv(path: Path, columns: list[str] | tuple[str, ...], rows: list[dict[str, Any]]) -> None:
     write_csv(path, columns, read_csv(path) + rows)
 
 
@@ -129,18 +119,18 @@ class RunDir:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.config = self.path / "config.json"
-        self.status = self.path / "status.json"
-        self.split = self.path / "split.json"
-        self.metrics = self.path / "metrics.csv"
-        self.timings = self.path / "timings.csv"
-        self.test_metrics = self.path / "test_metrics.csv"
-        self.fcn_metrics = self.path / "fcn_metrics.csv"
-        self.summary = self.path / "summary.json"
+        self.config = self.path / CONFIG
+        self.status = self.path / STATUS
+        self.split = self.path / SPLIT
+        self.metrics = self.path / METRICS_CSV
+        self.timings = self.path / TIMINGS_CSV
+        self.test_metrics = self.path / TEST_CSV
+        self.fcn_metrics = self.path / FCN_CSV
+        self.summary = self.path / SUMMARY
         self.samples = self.path / "samples"
         self.checkpoints = self.path / "checkpoints"
         self.tensorboard = self.path / "tensorboard"
-        self.lease = self.path / "lease.json"
+        self.lease = self.path / LEASE
 
     def read_status(self) -> dict[str, Any]:
         return read_json(self.status, {})
@@ -149,7 +139,8 @@ class RunDir:
         write_json(self.status, {"state": state, "step": step, "message": message, "pid": os.getpid(),
                                  "host": socket.gethostname(), "updated": time.time()})
 
-    def prepare(self, config: dict[str, Any], flat: dict[str, Any], overwrite: bool = False) -> bool:
+    def prepare(self, config: dict[str, Any], flat: dict[str, Any], overwrite: bool = False,
+                data: dict[str, Any] | None = None) -> bool:
         """Create the run or check that it is the same run. Returns True when resuming.
 
         A folder holding a different run is refused (nothing touched) unless
@@ -168,7 +159,7 @@ class RunDir:
                 changed = sorted(k for k in set(old_flat) | set(flat)
                                  if k not in RESUMABLE_FIELDS and old_flat.get(k) != flat.get(k))
                 if not changed:
-                    self._write_config(config)  # records e.g. a longer train.steps
+                    self._write_config(config, data)  # records e.g. a longer train.steps
                     return True
                 if not overwrite:
                     k = changed[0]
@@ -187,11 +178,12 @@ class RunDir:
             raise UserError(f"--out {self.path}: cannot create the run directory ({e.strerror}: {e.filename})") from None
         for sub in (self.samples, self.checkpoints, self.tensorboard):
             sub.mkdir(exist_ok=True)
-        self._write_config(config)
+        self._write_config(config, data)
         return False
 
-    def _write_config(self, config: dict[str, Any]) -> None:
-        write_json(self.config, {"kind": RUN_KIND, "config": config, "environment": environment()})
+    def _write_config(self, config: dict[str, Any], data: dict[str, Any] | None = None) -> None:
+        write_json(self.config, {"kind": RUN_KIND, "config": config, "data": data or {},
+                                 "environment": environment()})
 
     def truncate_after(self, step: int) -> None:
         """Drop rows past `step` (written after the checkpoint we resume from)."""

@@ -140,7 +140,7 @@ class Segmenter:
         return per_image, scores(np.sum(matrices, axis=0))
 
 
-def _load_photos_and_ids(cfg: SegmenterConfig):
+def _load_photos_and_ids(cfg: SegmenterConfig, splits: tuple[str, ...] = ("train", "val")):
     from gan.config import make_config
     from gan.data import find_pairs, load_split, resolve_source, select_splits
     data_cfg = make_config("paper", {"data.source": cfg.source, "data.format": cfg.format,
@@ -151,7 +151,7 @@ def _load_photos_and_ids(cfg: SegmenterConfig):
     n_val = min(cfg.max_val, len(pools["val"]) or max(1, len(pools["train"]) // 5))
     chosen, _ = select_splits(pools, cfg.max_train, n_val, 0, cfg.seed)
     out = {}
-    for split in ("train", "val"):
+    for split in splits:
         s = load_split(chosen[split], cfg.image_size, cfg.input_side)
         out[split] = (s.targets, colours_to_train_ids(s.inputs))  # photos, class ids
     return out, str(root)
@@ -216,7 +216,7 @@ def train_segmenter(cfg: SegmenterConfig, out: str | Path, name: str = "segmente
         model.fit(ds, epochs=epochs, initial_epoch=done_epochs, callbacks=[Evaluate()], verbose=0, shuffle=False)
     # The final score at the study's 256 px (labels at full size, predictions upsampled), as the FCN-score
     # of generated photos is measured.
-    full = _load_photos_and_ids(SegmenterConfig(**{**asdict(cfg), "image_size": cfg.score_size}))[0]["val"]
+    full = _load_photos_and_ids(SegmenterConfig(**{**asdict(cfg), "image_size": cfg.score_size}), ("val",))[0]["val"]
     final = scores(sum(confusion(p, t) for p, t in zip(segmenter.predict(full[0]), full[1])))
     summary = {"val_real_photos": final, "score_size": cfg.score_size, "train_images": len(photos),
                "val_images": len(val_photos), "epochs": epochs,

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 
+from gan import contract
 from gan.checkpoints import restore_newest_intact
 from gan.config import Config
 from gan.data import load_dataset, train_pipeline
@@ -217,7 +218,7 @@ def _device_name(strategy) -> str:
 
 
 def run_path(cfg: Config, out: str | Path) -> Path:
-    return Path(out) / cfg.experiment / cfg.name
+    return contract.run_path(out, cfg.experiment, cfg.name)
 
 
 class _StopFlag:
@@ -259,7 +260,8 @@ def train(cfg: Config, out: str | Path, overwrite: bool = False, report=None, lo
 
 def _train(cfg: Config, data, run: RunDir, lease: Lease, overwrite: bool, report, log) -> int:
     status = run.read_status()  # before anything is written: a damaged status.json stops here
-    resuming = run.prepare(cfg.to_dict(), cfg.flat(), overwrite=overwrite)
+    resuming = run.prepare(cfg.to_dict(), cfg.flat(), overwrite=overwrite,
+                           data={"source": data.source, "format": data.format, "fingerprint": data.fingerprint})
     if resuming and status.get("state") == "finished" and status.get("step", -1) >= cfg.train.steps:
         log(f"{run.path}: already finished at step {status['step']}; nothing to do")
         return 0

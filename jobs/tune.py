@@ -83,7 +83,7 @@ def main() -> int:
         args_file.parent.mkdir(parents=True, exist_ok=True)
         args_file.write_text(json.dumps(saved, indent=2))
         tuner = tuning.make_tuner(
-            space, base=saved["overrides"], preset=saved["preset"], out=args.out, experiment=experiment,
+            space, base=make_config(saved["preset"], saved["overrides"]), out=args.out, experiment=experiment,
             scheduler=saved["scheduler"], metric=metric, mode=mode, num_samples=saved["samples"],
             max_failures=saved["max_failures"], cpus_per_trial=saved["cpus"], gpus_per_trial=saved["gpus"],
             max_evaluations=saved["max_evaluations"])
@@ -97,7 +97,8 @@ def main() -> int:
         for gen, group in frame.groupby("config/model.generator"):
             best = group.loc[group[metric].idxmax() if mode == "max" else group[metric].idxmin()]
             swept = {k[len("config/"):]: best[k] for k in group if k.startswith("config/")
-                     and not k.startswith("config/__") and k != "config/model.generator"}
+                     and not k.startswith((f"config/{tuning.BASE}", f"config/{tuning.OUT}"))
+                     and k != "config/model.generator"}
             print(f"  {gen}: {metric} {best[metric]:.4f} at step {int(best['step'])}  {swept or ''}  {best['run']}")
     from analysis.runs import find_runs
     from analysis.tables import comparison_table

@@ -23,8 +23,13 @@
 #SBATCH --signal=B:USR1@300
 set -uo pipefail
 
-GENERATORS=(unet resnet hybrid)
-GEN=${GENERATORS[${SLURM_ARRAY_TASK_ID:-0}]}
+# The generator names come from the project's registry (gan/config.py), in its order.
+mapfile -t GENERATORS < <("${PYTHON:-python}" -c 'from gan.config import GENERATOR_NAMES; print(*GENERATOR_NAMES, sep="\n")')
+GEN=${GENERATORS[${SLURM_ARRAY_TASK_ID:-0}]:-}
+if [ -z "$GEN" ]; then
+    echo "error: array task ${SLURM_ARRAY_TASK_ID:-0} has no generator (registry: ${GENERATORS[*]})" >&2
+    exit 2
+fi
 cd "${SLURM_SUBMIT_DIR:-.}"
 echo "[$(date -Is)] task ${SLURM_ARRAY_TASK_ID:-0} (${GEN}) on $(hostname), restart ${SLURM_RESTART_COUNT:-0}"
 

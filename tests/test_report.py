@@ -200,3 +200,20 @@ def test_verdict_names_the_best_and_marks_a_lead_that_is_not_significant():
     assert marked.loc["resnet", "ssim"] == "**0.500 (0.010)**" and marked.loc["hybrid", "ssim"] == "0.490 (0.010)"
     tied = v.reset_index().assign(significant=False)
     assert marked_study_table(study, tied).set_index("generator").loc["resnet", "ssim"].endswith("** †")
+
+
+def test_runs_on_different_copies_of_a_dataset_are_flagged(tiny_runs, tmp_path):
+    from analysis.runs import find_runs
+    from analysis.tables import comparison_table, runs_table
+    for gen in ("unet", "hybrid"):
+        shutil.copytree(tiny_runs / "cmp" / gen, tmp_path / "cmp" / gen)
+    runs = find_runs(tmp_path)
+    assert len({r.data["fingerprint"] for r in runs}) == 1 and "warning" not in comparison_table(runs=runs)
+    fingerprint = runs[0].data["fingerprint"][:12]
+    assert set(runs_table(runs).data) == {f"{runs[0].data_label}"} and fingerprint in runs[0].data_label
+    config = tmp_path / "cmp" / "unet" / "config.json"
+    changed = json.loads(config.read_text())
+    changed["data"]["fingerprint"] = "f" * 64  # another copy of the same dataset
+    config.write_text(json.dumps(changed))
+    table = comparison_table(runs=find_runs(tmp_path))
+    assert "trained on different copies of it" in table and "ffffffffffff: cmp/unet" in table
