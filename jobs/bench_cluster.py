@@ -5,9 +5,11 @@
 
 Measures wall seconds, on this machine, of: one plain `jobs/train.py` run;
 the same run as a single Ray Tune trial (local Ray started by the command);
-the same run through submitit's local executor; and the three-generator
-comparison `jobs/tune.py --gens all` on a one-node Ray cluster (all CPUs)
-versus a two-node cluster (the CPUs split over two raylets on 127.0.0.1).
+the same run through submitit's local executor; the three generators one
+after another (`jobs/train.py --gen all`) against the same trials as a sweep,
+`jobs/tune.py --gens all` (1 CPU per trial, each TensorFlow process sized to
+it) on a one-node Ray cluster (all CPUs) and on a two-node cluster (the CPUs
+split over two raylets on 127.0.0.1).
 Overhead = launcher wall time - plain wall time.
 """
 
@@ -65,6 +67,10 @@ def main() -> int:
             "submitit_local_s": wall([sys.executable, str(JOBS / "submit.py"), "--gens", args.gen, *common,
                                       "--cluster", "local", "--wait", "--out", f"{tmp}/submitit",
                                       "--logs", f"{tmp}/logs"]),
+            # The same three trials one after another (one process, one generator at a time) ...
+            "compare3_sequential_s": wall([sys.executable, str(JOBS / "train.py"), "--gen", "all", *common,
+                                           "--out", f"{tmp}/sequential"]),
+            # ... and side by side as a sweep (each trial sized to 1 CPU, so they share the node).
             "compare3_one_node_s": comparison_on_cluster(1, cpus, args.preset, f"{tmp}/one"),
             "compare3_two_nodes_s": comparison_on_cluster(2, cpus, args.preset, f"{tmp}/two"),
         }
@@ -75,7 +81,9 @@ def main() -> int:
     print(f"| plain jobs/train.py | {figures['plain_train_s']:.1f} | - |")
     print(f"| one Ray Tune trial (local Ray) | {figures['tune_one_trial_s']:.1f} | {figures['tune_overhead_s']:+.1f} |")
     print(f"| submitit local executor | {figures['submitit_local_s']:.1f} | {figures['submitit_overhead_s']:+.1f} |")
-    print(f"| three generators, 1 Ray node x {cpus} CPUs | {figures['compare3_one_node_s']:.1f} | |")
+    print(f"| three generators one after another (jobs/train.py --gen all) | "
+          f"{figures['compare3_sequential_s']:.1f} | |")
+    print(f"| three generators as a sweep, 1 Ray node x {cpus} CPUs | {figures['compare3_one_node_s']:.1f} | |")
     print(f"| three generators, 2 Ray nodes x {cpus // 2} CPUs | {figures['compare3_two_nodes_s']:.1f} | |")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
