@@ -24,6 +24,7 @@ import numpy as np
 from gan.config import Config
 from gan.errors import UserError
 from gan.fetch import ARCHIVES, data_fingerprint, resolve_name
+from gan.pixels import to_unit
 from gan.synthetic import ensure_synthetic
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -227,12 +228,6 @@ def example_order(n_images: int, seed: int, start: int, stop: int) -> np.ndarray
     return flat[start - offset: stop - offset]
 
 
-def to_float(images):
-    """uint8 [0, 255] -> float32 [-1, 1] (the generator's tanh range)."""
-    import tensorflow as tf
-    return tf.cast(images, tf.float32) / 127.5 - 1.0
-
-
 def augment(label, photo, example, cfg: Config):
     """Identical geometric augmentation of label and photo, seeded by the example number."""
     import tensorflow as tf
@@ -276,6 +271,6 @@ def train_pipeline(split: Split, cfg: Config, start_step: int):
     spec = tf.TensorSpec([size, size, 3], tf.uint8)
     ds = tf.data.Dataset.from_generator(
         examples, output_signature=(tf.TensorSpec([], tf.int64), spec, spec))
-    ds = ds.map(lambda k, x, y: augment(to_float(x), to_float(y), k, cfg),
+    ds = ds.map(lambda k, x, y: augment(to_unit(x), to_unit(y), k, cfg),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)

@@ -1,11 +1,10 @@
-"""Evaluation during and after training: generate, measure, write rows and samples.
+"""Evaluation during and after training: generate, measure, write rows, samples and the summary.
 
-The evaluator owns a single-device copy of the generator that receives the
-trained weights at each evaluation. Images are generated one at a time with
-`training=True`, as pix2pix does at test time (batch statistics of the test
-image, dropout as noise), so results do not depend on the evaluation batch,
-and the training model's state is never touched. Metrics are computed in a
-`MetricPool` of worker processes.
+The evaluator owns a single-device copy of the generator (`gan/inference.py`)
+that receives the trained weights at each evaluation, so the training
+model's state is never touched. Metrics are computed in a `MetricPool` of
+worker processes; the FCN-score with a segmenter, FID/KID with Inception
+weights.
 """
 
 from __future__ import annotations
@@ -13,52 +12,11 @@ from __future__ import annotations
 import numpy as np
 
 from gan.config import Config
-from gan.data import Dataset, to_float
-from gan.metrics import METRIC_NAMES, METRICS_VERSION, MetricPool
-from gan.rundir import (FCN_COLUMNS, METRICS_COLUMNS, RunDir, append_csv, atomic_write, read_csv, read_json, write_csv,
-                        write_json)
-
-
-def build_generator(cfg: Config):
-    from gan import models  # Keras loads here, not when a command merely checks its input
-    return models.build_generator(cfg.model, cfg.data.image_size)
-
-
-def build_discriminator(cfg: Config):
-    from gan import models
-    return models.build_discriminator(cfg.model, cfg.data.image_size)
-
-
-def to_uint8(images) -> np.ndarray:
-    return np.clip(np.round((np.asarray(images) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
-class Generator:
-    """Single-device inference copy of a generator: uint8 label maps in, uint8 photos out."""
-
-    def __init__(self, cfg: Config, model=None):
-        import tensorflow as tf
-        self.model = model if model is not None else build_generator(cfg)
-        self._call = tf.function(lambda x: self.model(x, training=True), reduce_retracing=True)
-
-    def set_weights(self, weights) -> None:
-        self.model.set_weights(weights)
-
-    def __call__(self, inputs: np.ndarray) -> np.ndarray:
-        return np.stack([to_uint8(self._call(to_float(image[None]))[0]) for image in inputs])
-
-
-def sample_grid(inputs: np.ndarray, targets: np.ndarray, outputs: np.ndarray) -> np.ndarray:
-    """Rows of input | target | output."""
-    return np.concatenate([np.concatenate(row, axis=1) for row in zip(inputs, targets, outputs)], axis=0)
-
-
-def write_png(path, image: np.ndarray) -> None:
-    import cv2
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise RuntimeError(f"PNG encoding failed for {path}")
-    atomic_write(path, encoded.tobytes())
+from gan.data import Dataset
+from gan.inference import Generator, sample_grid, write_png
+from gan.contract import METRICS_VERSION
+from gan.metrics import METRIC_NAMES, MetricPool
+from gan.rundir import FCN_COLUMNS, METRICS_COLUMNS, RunDir, append_csv, read_csv, write_csv, write_json
 
 
 def summarise(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -181,68 +139,3 @@ class Evaluator:
 
     def close(self) -> None:
         self.pool.close()
-
-
-def restore_generator(run_path, step: int | None = None):
-    """(config, Generator, step) from a run directory's checkpoint (the latest, or `step`)."""
-    from pathlib import Path
-
-    from gan.errors import UserError
-
-    run = RunDir(Path(run_path))
-    if not run.config.exists():
-        raise UserError(f"{run.path}: not a run directory (config.json missing)")
-    cfg = Config.from_dict(read_json(run.config)["config"])
-    import tensorflow as tf
-
-    from gan.checkpoints import restore_newest_intact
-    only = None
-    if step is not None:
-        only = str(run.checkpoints / f"ckpt-{step}")
-        if not Path(only + ".index").exists():
-            raise UserError(f"--step {step}: no checkpoint {only}")
-    if only is None and tf.train.get_checkpoint_state(str(run.checkpoints)) is None:
-        raise UserError(f"{run.checkpoints}: no checkpoint yet")
-    generator = Generator(cfg)
-    step_var = tf.Variable(0, dtype=tf.int64)
-    # Read-only: a damaged checkpoint is skipped and named, never moved (the trainer may own the run).
-    restored = restore_newest_intact(_GeneratorCheckpoint(tf.train.Checkpoint(generator=generator.model,
-                                                                              step=step_var)),
-                                     run.checkpoints, set_aside=False, only=only)
-    if restored is None:
-        raise UserError(f"{run.checkpoints}: no checkpoint that can be restored")
-    return cfg, generator, int(step_var.numpy())
-
-
-class _GeneratorCheckpoint:
-    """A checkpoint of the generator alone: the discriminator and optimizers in the file are ignored."""
-
-    def __init__(self, checkpoint):
-        self.checkpoint = checkpoint
-
-    def restore(self, path):
-        status = self.checkpoint.restore(path)
-        status.expect_partial()
-        return status
-
-
-def export_saved_model(generator: Generator, size: int, path) -> None:
-    """A SavedModel whose `serving_default` maps uint8 label maps [N, S, S, 3] to uint8 photos."""
-    import tensorflow as tf
-
-    model = generator.model
-
-    class Exported(tf.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8, name="labels")])
-        def serve(self, labels):
-            def one(image):  # one at a time: batch statistics of each image, as in training-time eval
-                out = self.model(tf.cast(image[None], tf.float32) / 127.5 - 1.0, training=True)[0]
-                return tf.cast(tf.clip_by_value(tf.round((out + 1.0) * 127.5), 0, 255), tf.uint8)
-            return {"photos": tf.map_fn(one, labels, fn_output_signature=tf.uint8)}
-
-    exported = Exported()
-    tf.saved_model.save(exported, str(path), signatures={"serving_default": exported.serve})

@@ -20,6 +20,7 @@ import numpy as np
 from scipy import linalg
 
 from gan.errors import UserError
+from gan.pixels import to_unit
 
 
 class InceptionFeatures:
@@ -41,8 +42,8 @@ class InceptionFeatures:
         import tensorflow as tf
         # Eager calls: tracing this 300-layer graph costs more than the few batches of a test split.
         return np.concatenate([
-            self.model(tf.image.resize(tf.cast(images[i:i + batch], tf.float32), [self.size, self.size])
-                       / 127.5 - 1.0, training=False).numpy() for i in range(0, len(images), batch)])
+            self.model(to_unit(tf.image.resize(tf.cast(images[i:i + batch], tf.float32), [self.size, self.size])),
+                       training=False).numpy() for i in range(0, len(images), batch)])
 
 
 def fid(real: np.ndarray, fake: np.ndarray) -> float:

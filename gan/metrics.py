@@ -45,7 +45,7 @@ import cv2
 import numpy as np
 from skimage.metrics import structural_similarity
 
-from gan.contract import METRIC_NAMES, METRICS_VERSION  # noqa: F401 (METRICS_VERSION: re-exported)
+from gan.contract import METRIC_NAMES
 
 RATIO_TEST = 0.75
 PSNR_CAP_DB = 100.0

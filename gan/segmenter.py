@@ -27,6 +27,7 @@ import numpy as np
 
 from gan.errors import UserError
 from gan.labels import IGNORE, NUM_CLASSES, colours_to_train_ids
+from gan.pixels import to_unit
 from gan.rundir import append_csv, atomic_write, write_json
 
 SEG_METRICS = ("pixel_acc", "class_acc", "iou")
@@ -124,7 +125,7 @@ class Segmenter:
         for start in range(0, len(photos), 16):
             batch = np.stack([cv2.resize(p, (self.size, self.size), interpolation=cv2.INTER_AREA)
                               for p in photos[start:start + 16]])
-            out.append(self._predict(batch.astype(np.float32) / 127.5 - 1.0).numpy().astype(np.uint8))
+            out.append(self._predict(to_unit(batch)).numpy().astype(np.uint8))
         ids = np.concatenate(out)
         height, width = photos.shape[1:3]
         if (height, width) == ids.shape[1:3]:
@@ -192,7 +193,7 @@ def train_segmenter(cfg: SegmenterConfig, out: str | Path, name: str = "segmente
         flip = tf.random.uniform([]) < 0.5
         photo = tf.cond(flip, lambda: tf.reverse(photo, [1]), lambda: photo)
         label = tf.cond(flip, lambda: tf.reverse(label, [1]), lambda: label)
-        return tf.cast(photo, tf.float32) / 127.5 - 1.0, tf.cast(label, tf.int32)
+        return to_unit(photo), tf.cast(label, tf.int32)
 
     ds = (tf.data.Dataset.from_tensor_slices((photos, ids)).shuffle(len(photos), seed=cfg.seed)
           .map(augment, num_parallel_calls=tf.data.AUTOTUNE).batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE))

@@ -14,7 +14,6 @@ gradients Keras sums over replicas are those of one device with the whole batch.
 from __future__ import annotations
 
 import math
-import os
 import resource
 import signal
 import socket
@@ -77,12 +76,12 @@ def build_models(cfg: Config):
     """
     import keras
 
-    from gan import evaluation
+    from gan import inference
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(resolve_precision(cfg.train.precision))
     try:
-        generator = evaluation.build_generator(cfg)
-        discriminator = evaluation.build_discriminator(cfg)
+        generator = inference.build_generator(cfg)
+        discriminator = inference.build_discriminator(cfg)
     finally:  # the policy is process-global: leave it as found
         keras.mixed_precision.set_global_policy(previous)
     opt_g = keras.optimizers.Adam(cfg.optim.lr_g, beta_1=cfg.optim.beta1, beta_2=cfg.optim.beta2)
@@ -280,7 +279,6 @@ def _train(cfg: Config, data, run: RunDir, lease: Lease, overwrite: bool, report
     keras.utils.set_random_seed(cfg.train.seed)
     if not run.split.exists():
         atomic_write(run.split, data.split_record())
-    batch = cfg.train.batch_size
     with strategy.scope():
         generator, discriminator, opt_g, opt_d = build_models(cfg)
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -306,16 +304,28 @@ def _train(cfg: Config, data, run: RunDir, lease: Lease, overwrite: bool, report
     stop = _StopFlag()
     progress = _Progress(start, cfg.train.steps, log)
     iterator = iter(strategy.experimental_distribute_dataset(train_pipeline(data.train, cfg, start)))
-    last_eval = max([int(r["step"]) for r in read_csv(run.timings)] + [0])
-    step, interval_seconds, system_seconds = start, float(interval_var.numpy()), 0.0
-    interval_started = time.time()
-    where = {"host": socket.gethostname(), "device": _device_name(strategy), "cpus": cpus}
+    interval = _Interval(interval_var, last_eval=max([int(r["step"]) for r in read_csv(run.timings)] + [0]),
+                         batch=cfg.train.batch_size,
+                         where={"host": socket.gethostname(), "device": _device_name(strategy), "cpus": cpus})
+
+    def evaluate_and_checkpoint(step: int) -> None:
+        """Metrics on train subset and val, the interval's timings row, a checkpoint, the Tune report."""
+        t0 = time.perf_counter()
+        scores = evaluator.evaluate(generator.get_weights(), step, run, writer)
+        row = interval.close(step, eval_seconds=time.perf_counter() - t0)
+        append_csv(run.timings, TIMINGS_COLUMNS, [row])
+        manager.save(checkpoint_number=step)  # after interval.close(): the checkpoint closes the interval
+        run.set_status("running", step)
+        log(f"step {step}: " + "  ".join(f"{split} ssim {m['ssim']:.3f} hist {m['hist_corr']:.3f}"
+                                         for split, m in scores.items())
+            + f"  ({row['train_seconds']:.1f} s train, {row['eval_seconds']:.1f} s eval)")
+        if report is not None:
+            report(step, scores, manager.latest_checkpoint)
+
+    step = start
     try:
         while step < cfg.train.steps:
-            tick, kernel = time.perf_counter(), _system_seconds()
-            losses = {k: float(v) for k, v in train_step(iterator).items()}  # float(): waits for the step
-            interval_seconds += time.perf_counter() - tick
-            system_seconds += _system_seconds() - kernel
+            losses = interval.timed(lambda: {k: float(v) for k, v in train_step(iterator).items()})
             lease.beat()
             step += 1
             step_var.assign(step)
@@ -330,28 +340,9 @@ def _train(cfg: Config, data, run: RunDir, lease: Lease, overwrite: bool, report
                     for k, v in losses.items():
                         tf.summary.scalar(f"loss/{k}", v)
             if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
-                generator_weights = generator.get_weights()
-                t0 = time.perf_counter()
-                scores = evaluator.evaluate(generator_weights, step, run, writer)
-                eval_seconds = time.perf_counter() - t0
-                train_seconds, interval_seconds = interval_seconds, 0.0
-                append_csv(run.timings, TIMINGS_COLUMNS, [{
-                    "step": step, "steps": step - last_eval, "train_seconds": round(train_seconds, 4),
-                    "steps_per_second": round((step - last_eval) / train_seconds, 4),
-                    "images_per_second": round((step - last_eval) * batch / train_seconds, 4),
-                    "eval_seconds": round(eval_seconds, 4), "system_seconds": round(system_seconds, 4), **where,
-                    "started": round(interval_started, 3), "ended": round(time.time(), 3)}])
-                last_eval, system_seconds, interval_started = step, 0.0, time.time()
-                interval_var.assign(0.0)  # the checkpoint below closes the interval
-                manager.save(checkpoint_number=step)
-                run.set_status("running", step)
-                log(f"step {step}: " + "  ".join(
-                    f"{split} ssim {m['ssim']:.3f} hist {m['hist_corr']:.3f}" for split, m in scores.items())
-                    + f"  ({train_seconds:.1f} s train, {eval_seconds:.1f} s eval)")
-                if report is not None:
-                    report(step, scores, manager.latest_checkpoint)
+                evaluate_and_checkpoint(step)
             if stop.signal and step < cfg.train.steps:
-                interval_var.assign(interval_seconds)
+                interval.keep()  # the seconds spent so far in this interval survive in the checkpoint
                 manager.save(checkpoint_number=step)
                 run.set_status("preempted", step, f"{stop.signal} at step {step}; rerun the same command to resume")
                 log(f"{run.path}: {stop.signal}, checkpointed at step {step}; rerun to resume")
@@ -373,6 +364,36 @@ def _train(cfg: Config, data, run: RunDir, lease: Lease, overwrite: bool, report
         progress.close()
         evaluator.close()
         writer.close()
+
+
+class _Interval:
+    """Timing of the current evaluation interval: seconds of training steps (carried over a preemption
+    by the checkpointed `seconds_var`), their kernel CPU seconds, and the wall-clock span."""
+
+    def __init__(self, seconds_var, last_eval: int, batch: int, where: dict):
+        self.seconds_var, self.last_eval, self.batch, self.where = seconds_var, last_eval, batch, where
+        self.seconds, self.kernel, self.started = float(seconds_var.numpy()), 0.0, time.time()
+
+    def timed(self, step_fn):
+        tick, kernel = time.perf_counter(), _system_seconds()
+        out = step_fn()
+        self.seconds += time.perf_counter() - tick
+        self.kernel += _system_seconds() - kernel
+        return out
+
+    def keep(self) -> None:
+        self.seconds_var.assign(self.seconds)
+
+    def close(self, step: int, eval_seconds: float) -> dict:
+        """The timings.csv row of the interval that ends at `step`; the next one starts now."""
+        steps, seconds = step - self.last_eval, self.seconds
+        row = {"step": step, "steps": steps, "train_seconds": round(seconds, 4),
+               "steps_per_second": round(steps / seconds, 4), "images_per_second": round(steps * self.batch / seconds, 4),
+               "eval_seconds": round(eval_seconds, 4), "system_seconds": round(self.kernel, 4), **self.where,
+               "started": round(self.started, 3), "ended": round(time.time(), 3)}
+        self.last_eval, self.seconds, self.kernel, self.started = step, 0.0, 0.0, time.time()
+        self.seconds_var.assign(0.0)
+        return row
 
 
 class _Progress:

@@ -33,12 +33,12 @@ def main() -> int:
     if args.translate and not args.translate.is_dir():
         raise UserError(f"--translate {args.translate}: no such folder")
 
-    from gan import evaluation
+    from gan import evaluation, inference
     from gan.data import IMAGE_SUFFIXES, load_dataset, read_image
     from gan.metrics import METRIC_NAMES, MetricPool
     from gan.rundir import write_csv
 
-    cfg, generator, step = evaluation.restore_generator(args.run, args.step)
+    cfg, generator, step = inference.restore_generator(args.run, args.step)
     size = cfg.data.image_size
     if args.split:
         if args.data:
@@ -65,10 +65,10 @@ def main() -> int:
         except (NotADirectoryError, FileExistsError, PermissionError) as e:
             raise UserError(f"--to {args.to}: cannot create the folder ({e.strerror})") from None
         for path, label in zip(files, labels):
-            evaluation.write_png(args.to / f"{path.stem}.png", generator(label[None])[0])
+            inference.write_png(args.to / f"{path.stem}.png", generator(label[None])[0])
         print(f"translated {len(files)} label maps into {args.to}")
     if args.export:
-        evaluation.export_saved_model(generator, size, args.export)
+        inference.export_saved_model(generator, size, args.export)
         print(f"SavedModel (uint8 labels [N,{size},{size},3] -> uint8 photos) in {args.export}")
     return 0
 

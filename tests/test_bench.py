@@ -56,7 +56,7 @@ def project_and_textbook_losses(gen: str, precision: str = "float32", steps: int
     """gen_total of the project's step (fused BatchNorm, MirroredStrategy, `precision`) and of the
     textbook step (Keras BatchNorm, float32) from the same weights on the same batches."""
     import tensorflow as tf
-    from gan import evaluation, profiling
+    from gan import inference, profiling
     from gan.models import FusedBatchNorm
     from gan.train import build_models, make_strategy, make_train_step
     cfg = make_config("tiny", {"model.generator": gen, "model.dropout": 0.0, "train.precision": precision,
@@ -68,7 +68,7 @@ def project_and_textbook_losses(gen: str, precision: str = "float32", steps: int
     project = make_train_step(cfg, strategy, generator, discriminator, opt_g, opt_d)
     textbook = make_config("tiny", {**cfg.flat(), "model.batchnorm": "keras", "train.precision": "float32",
                                     "train.jit_compile": False})
-    ref_g, ref_d = evaluation.build_generator(textbook), evaluation.build_discriminator(textbook)
+    ref_g, ref_d = inference.build_generator(textbook), inference.build_discriminator(textbook)
     ref_g.set_weights(generator.get_weights())
     ref_d.set_weights(discriminator.get_weights())
     reference = profiling.reference_step(ref_g, ref_d, cfg.optim.l1_weight)
