@@ -296,6 +296,9 @@ def prepare(gtfine: str, leftimg: str, root: str | None = None, name: str = "cit
     if (target / MANIFEST).exists():
         log(f"{name}: already at {target}; nothing to do (another --name keeps both)")
         return target
+    for given in (gtfine, leftimg):  # before anything is created under the root
+        if not Path(given).exists():
+            raise UserError(f"{given}: no such file or folder")
     work = data_root(root) / f".{name}.preparing"
     work.mkdir(parents=True, exist_ok=True)
     pairs = _official_pairs(Path(gtfine), Path(leftimg), work / "official")
