@@ -39,6 +39,7 @@ def test_table(runs: list[Run]) -> pd.DataFrame:
             row["seconds_per_1k_steps"] = (1000 * alone.train_seconds.sum() / alone.steps.sum()
                                            if len(alone) else float("nan"))
             row["intervals_shared"] = f"{int(t.shared.sum())} of {len(t)}"
+            row["seconds_per_1k_steps_all"] = 1000 * t.train_seconds.sum() / t.steps.sum()  # shared ones too
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -61,9 +62,14 @@ def study_table(runs: list[Run]) -> pd.DataFrame:
             out[key] = [f"{v:.3f}" if pd.notna(v) else "-" for v in t[key]]
     if "seconds_per_1k_steps" in t:
         # Intervals that shared the host with another run are left out (their count is shown).
-        out["s / 1k steps"] = [(f"{v:.1f}" if pd.notna(v) else "-") + (f" ({n} shared)" if not n.startswith("0 ")
-                                                                         else "")
-                               for v, n in zip(t.seconds_per_1k_steps, t.intervals_shared)]
+        def seconds(alone: float, shared: str, everything: float) -> str:
+            if shared.startswith("0 "):
+                return f"{alone:.1f}"
+            if pd.notna(alone):
+                return f"{alone:.1f} ({shared} shared)"
+            return f"- (all {shared.split(' of ')[1]} shared: {everything:.1f})"  # not comparable, still shown
+        out["s / 1k steps"] = [seconds(*v) for v in zip(t.seconds_per_1k_steps, t.intervals_shared,
+                                                        t.seconds_per_1k_steps_all)]
     real = fcn_reference(runs)
     if real:
         reference = {c: "-" for c in out.columns}

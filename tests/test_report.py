@@ -178,6 +178,11 @@ def test_intervals_sharing_a_host_are_left_out_of_the_execution_time(tiny_runs, 
     path = tmp_path / "cmp" / "hybrid" / "timings.csv"  # on another host: nothing is shared
     pd.read_csv(path).assign(host="node2").to_csv(path, index=False)
     assert set(test_table(find_runs(tmp_path)).intervals_shared) == {"0 of 2"}
+    path = tmp_path / "cmp" / "unet" / "timings.csv"  # every interval shared: out of the comparison, still shown
+    pd.read_csv(path).assign(host="node2", started=15, ended=110).to_csv(path, index=False)
+    cell = study_table(find_runs(tmp_path)).set_index("generator").loc["unet", "s / 1k steps"]
+    t = pd.read_csv(path)
+    assert cell == f"- (all 2 shared: {1000 * t.train_seconds.sum() / t.steps.sum():.1f})"
 
 
 def test_verdict_names_the_best_and_marks_a_lead_that_is_not_significant():
