@@ -4,10 +4,11 @@
       config.json  status.json  split.json  metrics.csv  timings.csv
       test_metrics.csv  summary.json  samples/  checkpoints/  tensorboard/
 
-Names and columns are in `gan/contract.py`. Every write goes to a temporary file in the same folder and is renamed over
-the old one, so a reader opening any file at any moment sees either the old
-or the new whole file, never half a row. CSV files are small (one row per
-evaluation), so "append" rewrites the file; that keeps the guarantee simple.
+Names and columns are in `gan/contract.py`. Every write goes to a temporary
+file in the same folder and is renamed over the old one, so a reader opening
+any file at any moment sees either the old or the new whole file, never half
+a row. CSV files are small (one row per evaluation), so "append" rewrites the
+file; that keeps the guarantee simple.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from gan.errors import UserError
 # Fields that may change when a run is resumed: they do not change what is
 # learned (more steps extend the run; workers and logging are bookkeeping).
 RESUMABLE_FIELDS = {"train.steps", "eval.workers", "train.log_every", "train.checkpoints_to_keep",
-                   "data.cache_dir", "eval.segmenter", "eval.inception_weights"}
+                    "data.cache_dir", "eval.segmenter", "eval.inception_weights"}
 
 
 def _umask() -> int:
@@ -106,12 +107,12 @@ def git_commit() -> str:
 def environment() -> dict[str, str]:
     import tensorflow as tf
 
-    from gan.fastpath import loaded_allocator
+    from gan.fastpath import cpus_given, loaded_allocator
     return {"python": sys.version.split()[0], "tensorflow": tf.__version__, "host": socket.gethostname(),
             "platform": platform.platform(), "git_commit": git_commit(), "argv": " ".join(sys.argv),
             "metrics_version": METRICS_VERSION,
             "allocator": loaded_allocator() or "system (glibc malloc: slower, see gan/fastpath.py)",
-            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
+            "cpus": cpus_given()}
 
 
 class RunDir:

@@ -287,10 +287,9 @@ def _train(cfg: Config, data, run: RunDir, lease: Lease, overwrite: bool, report
     train_step = make_train_step(cfg, strategy, generator, discriminator, opt_g, opt_d)
     ckpt = tf.train.Checkpoint(generator=generator, discriminator=discriminator, opt_g=opt_g, opt_d=opt_d,
                                step=step_var, interval_seconds=interval_var, **train_step.checkpoint_state)
+    restore_newest_intact(ckpt, run.checkpoints, log=log)
+    # Built after the restore: it then lists only what is left once damaged checkpoints are set aside.
     manager = tf.train.CheckpointManager(ckpt, run.checkpoints, max_to_keep=cfg.train.checkpoints_to_keep)
-    if restore_newest_intact(ckpt, run.checkpoints, log=log):
-        # Rebuilt: the manager must list only what is left after damaged checkpoints were set aside.
-        manager = tf.train.CheckpointManager(ckpt, run.checkpoints, max_to_keep=cfg.train.checkpoints_to_keep)
     start = int(step_var.numpy())
     run.truncate_after(start)  # rows written after that checkpoint are redone, never duplicated
     log(f"{'resuming' if start else 'starting'} {run.path} at step {start}/{cfg.train.steps} "

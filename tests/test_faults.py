@@ -179,3 +179,17 @@ def test_tune_validates_every_generator_before_ray_starts(tmp_path):
                    "--model.hybrid_downs", "6", "--out", str(tmp_path), timeout=120)
     assert one_error_line(done) == "error: --model.hybrid_downs: 6 down blocks cannot take 32px images"
     assert not (tmp_path / "default").exists()
+
+
+def test_every_checkpoint_damaged_starts_over_without_losing_the_files(tmp_path):
+    args = [*TINY, "--out", str(tmp_path), "--train.eval_every", "4"]
+    assert run_cli("train.py", *args, "--train.steps", "8").returncode == 0
+    run = tmp_path / "default" / "hybrid"
+    for index in (run / "checkpoints").glob("ckpt-*.index"):
+        index.write_bytes(b"\x00garbage")
+    done = run_cli("train.py", *args, "--train.steps", "12")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("cannot be restored") == 2 and "at step 0/12" in done.stdout, done.stdout
+    assert len(list((run / "checkpoints").glob("*.damaged"))) >= 4  # set aside, not deleted
+    assert (run / "checkpoints" / "ckpt-12.index").exists()
+    assert_exact_rows(run, 12, 4)
