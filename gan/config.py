@@ -31,6 +31,8 @@ GENERATOR_NAMES = ("unet", "resnet", "hybrid")
 DATA_FORMATS = ("auto", "synthetic", "pix2pix", "cityscapes", "paired-folders")
 BATCHNORM_MODES = ("auto", "fused", "synchronized", "keras")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+ADAM_KERNELS = ("fused", "keras")
+UPSAMPLE_KERNELS = ("subpixel", "keras")
 
 
 @dataclass
@@ -76,6 +78,9 @@ class ModelConfig:
     # BatchNorm kernel: 'auto' = fused on one replica, synchronized on several;
     # 'fused' / 'keras' = per-replica statistics; 'synchronized' = global batch.
     batchnorm: str = "auto"
+    # ResNet up blocks (nearest 2x upsample + 3x3 conv): 'subpixel' computes the same function as four
+    # 2x2 convolutions on the small image (4/9 of the multiply-adds); 'keras' = UpSampling2D + Conv2D.
+    upsample: str = "subpixel"
 
 
 @dataclass
@@ -85,6 +90,9 @@ class OptimConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     l1_weight: float = 100.0
+    # Adam's update kernel: 'fused' = one ResourceApplyAdam pass per variable, 'keras' = Keras's ops
+    # (the same formula and variables; gan/optim.py).
+    adam: str = "fused"
 
 
 @dataclass
@@ -169,6 +177,12 @@ class Config:
         if m.batchnorm not in BATCHNORM_MODES:
             raise ConfigError(f"--model.batchnorm: unknown mode {m.batchnorm!r} "
                               f"(choose from {', '.join(BATCHNORM_MODES)})")
+        if m.upsample not in UPSAMPLE_KERNELS:
+            raise ConfigError(f"--model.upsample: unknown kernel {m.upsample!r} "
+                              f"(choose from {', '.join(UPSAMPLE_KERNELS)})")
+        if self.optim.adam not in ADAM_KERNELS:
+            raise ConfigError(f"--optim.adam: unknown kernel {self.optim.adam!r} "
+                              f"(choose from {', '.join(ADAM_KERNELS)})")
         if t.precision not in PRECISIONS:
             raise ConfigError(f"--train.precision: unknown precision {t.precision!r} "
                               f"(choose from {', '.join(PRECISIONS)})")

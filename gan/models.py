@@ -6,7 +6,8 @@
 - `resnet`: c7s1-f, two stride-2 conv down blocks, `resnet_blocks` residual
   blocks (conv+BN+ReLU, optional dropout, conv+BN, identity skip), two
   nearest-upsample + conv up blocks, c7s1-3 + tanh (CycleGAN-style).
-  11,393,923 parameters with 9 blocks, filters 64 (any size).
+  11,393,923 parameters with 9 blocks, filters 64 (any size). The up blocks'
+  upsample + 3x3 conv runs as `UpsampleConv2D` (`model.upsample`).
 - `hybrid`, as the study describes it: an initial 7x7 conv + LeakyReLU 0.2,
   DCGAN-style down blocks (4x4 stride-2 conv + BN + LeakyReLU 0.2, every
   one), `hybrid_blocks` residual blocks, transposed-conv up blocks (4x4
@@ -32,7 +33,7 @@ from typing import Callable
 import keras
 from keras import layers
 
-from gan.config import BATCHNORM_MODES, GENERATOR_NAMES, ModelConfig
+from gan.config import BATCHNORM_MODES, GENERATOR_NAMES, UPSAMPLE_KERNELS, ModelConfig
 from gan.errors import UserError
 
 
@@ -62,6 +63,45 @@ class FusedBatchNorm(layers.BatchNormalization):
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
         self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
         return tf.cast(y, self.compute_dtype)
+
+
+class UpsampleConv2D(layers.Conv2D):
+    """Nearest 2x upsampling followed by this 3x3 'same' convolution, computed on the small image.
+
+    Each output phase (even/odd row x even/odd column) of upsample-then-conv
+    reads a 2x2 window of the small image, with the 3x3 kernel's taps summed
+    where two of them fall on the same small pixel. So the layer pads the small
+    image by one, runs one 2x2 convolution with 4 x filters outputs (the four
+    phases' kernels, derived from the 3x3 kernel at every call) and interleaves
+    the phases with depth_to_space: 16/36 of the multiply-adds of convolving
+    the upsampled image, same variable, same values (to float rounding; a test
+    checks outputs and gradients against UpSampling2D + Conv2D).
+    """
+
+    # Taps per phase along one axis: phase 0 reads (i-1, i) with weights (w0, w1 + w2),
+    # phase 1 reads (i, i+1) with weights (w0 + w1, w2).
+    _PHASE_TAPS = ((1, 0, 0), (0, 1, 1)), ((1, 1, 0), (0, 0, 1))
+
+    def __init__(self, filters: int, **kwargs):
+        super().__init__(filters, 3, padding="same", **kwargs)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        return n, None if h is None else 2 * h, None if w is None else 2 * w, self.filters
+
+    def call(self, inputs):
+        import tensorflow as tf
+        kernel = tf.convert_to_tensor(self.kernel)
+        taps = tf.constant(self._PHASE_TAPS, kernel.dtype)
+        c_in, c_out = kernel.shape[2], self.filters
+        phase_kernels = tf.reshape(tf.einsum("ayk,bxl,klio->yxiabo", taps, taps, kernel), [2, 2, c_in, 4 * c_out])
+        y = tf.nn.conv2d(tf.pad(inputs, [[0, 0], [1, 1], [1, 1], [0, 0]]), phase_kernels, 1, "VALID")
+        h, w = tf.shape(inputs)[1], tf.shape(inputs)[2]
+        phases = [y[:, a:a + h, b:b + w, (2 * a + b) * c_out:(2 * a + b + 1) * c_out] for a in (0, 1) for b in (0, 1)]
+        outputs = tf.nn.depth_to_space(tf.concat(phases, axis=-1), 2)
+        if self.use_bias:
+            outputs = tf.nn.bias_add(outputs, tf.cast(self.bias, outputs.dtype))
+        return outputs if self.activation is None else self.activation(outputs)
 
 
 def norm_layer(mode: str) -> Callable[[], layers.Layer]:
@@ -110,6 +150,19 @@ def conv_bn_relu(norm, x, filters: int, size: int, strides: int = 1):
     return layers.ReLU()(norm()(x))
 
 
+def upsample_conv_bn_relu(norm, x, filters: int, kernel: str):
+    """Nearest 2x upsample + 3x3 conv + BN + ReLU; `kernel` 'subpixel' (UpsampleConv2D) or 'keras'."""
+    if kernel == "subpixel":
+        # Identity holds UpSampling2D's place, so checkpoints move between the two kernels.
+        x = UpsampleConv2D(filters, kernel_initializer=_init(), use_bias=False)(layers.Identity()(x))
+    elif kernel == "keras":
+        x = layers.Conv2D(filters, 3, padding="same", kernel_initializer=_init(), use_bias=False)(
+            layers.UpSampling2D(2)(x))
+    else:
+        raise UserError(f"--model.upsample: unknown kernel {kernel!r} (choose from {', '.join(UPSAMPLE_KERNELS)})")
+    return layers.ReLU()(norm()(x))
+
+
 def residual_block(norm, x, filters: int, dropout: float = 0.0):
     """conv3 + BN + ReLU [+ Dropout] + conv3 + BN, added to the input."""
     y = conv_bn_relu(norm, x, filters, 3)
@@ -145,7 +198,7 @@ def resnet(cfg: ModelConfig, size: int) -> keras.Model:
     for _ in range(cfg.resnet_blocks):
         x = residual_block(norm, x, 4 * f, cfg.resnet_dropout)
     for width in (2 * f, f):
-        x = conv_bn_relu(norm, layers.UpSampling2D(2)(x), width, 3)
+        x = upsample_conv_bn_relu(norm, x, width, cfg.upsample)
     outputs = layers.Conv2D(3, 7, padding="same", kernel_initializer=_init(), activation="tanh")(x)
     return keras.Model(inputs, outputs, name="resnet")
 

@@ -77,6 +77,7 @@ def build_models(cfg: Config):
     import keras
 
     from gan import inference
+    from gan.optim import make_adam
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(resolve_precision(cfg.train.precision))
     try:
@@ -84,8 +85,7 @@ def build_models(cfg: Config):
         discriminator = inference.build_discriminator(cfg)
     finally:  # the policy is process-global: leave it as found
         keras.mixed_precision.set_global_policy(previous)
-    opt_g = keras.optimizers.Adam(cfg.optim.lr_g, beta_1=cfg.optim.beta1, beta_2=cfg.optim.beta2)
-    opt_d = keras.optimizers.Adam(cfg.optim.lr_d, beta_1=cfg.optim.beta1, beta_2=cfg.optim.beta2)
+    opt_g, opt_d = make_adam(cfg.optim.lr_g, cfg.optim), make_adam(cfg.optim.lr_d, cfg.optim)
     opt_g.build(generator.trainable_variables)  # slots exist before a checkpoint is restored
     opt_d.build(discriminator.trainable_variables)
     return generator, discriminator, opt_g, opt_d

@@ -53,8 +53,9 @@ def test_analytic_flops_of_a_known_conv():
 
 
 def project_and_textbook_losses(gen: str, precision: str = "float32", steps: int = 4, jit: bool = False):
-    """gen_total of the project's step (fused BatchNorm, MirroredStrategy, `precision`) and of the
-    textbook step (Keras BatchNorm, float32) from the same weights on the same batches."""
+    """gen_total of the project's step (fused BatchNorm and Adam, subpixel upsampling, the distributed
+    loop, `precision`) and of the textbook step (Keras's BatchNorm, UpSampling2D + Conv2D and Adam,
+    float32) from the same weights on the same batches."""
     import tensorflow as tf
     from gan import inference, profiling
     from gan.models import FusedBatchNorm
@@ -66,8 +67,8 @@ def project_and_textbook_losses(gen: str, precision: str = "float32", steps: int
         generator, discriminator, opt_g, opt_d = build_models(cfg)
     assert any(isinstance(layer, FusedBatchNorm) for layer in generator._flatten_layers())
     project = make_train_step(cfg, strategy, generator, discriminator, opt_g, opt_d)
-    textbook = make_config("tiny", {**cfg.flat(), "model.batchnorm": "keras", "train.precision": "float32",
-                                    "train.jit_compile": False})
+    textbook = make_config("tiny", {**cfg.flat(), "model.batchnorm": "keras", "model.upsample": "keras",
+                                    "train.precision": "float32", "train.jit_compile": False})
     ref_g, ref_d = inference.build_generator(textbook), inference.build_discriminator(textbook)
     ref_g.set_weights(generator.get_weights())
     ref_d.set_weights(discriminator.get_weights())
@@ -80,10 +81,10 @@ def project_and_textbook_losses(gen: str, precision: str = "float32", steps: int
     return np.array([(float(project(iterator)["gen_total"]), float(reference(x, y))) for x, y in batches])
 
 
-@pytest.mark.parametrize("gen", ["unet", "hybrid"])
+@pytest.mark.parametrize("gen", ["unet", "resnet", "hybrid"])
 def test_project_step_matches_textbook_step(gen):
-    """Same weights, same batches: the optimised step (fused BatchNorm kernel, distributed loop) computes
-    the textbook step's losses to rtol 1e-4 over 4 updates."""
+    """Same weights, same batches: the optimised step (fused BatchNorm and Adam kernels, subpixel
+    upsampling, distributed loop) computes the textbook step's losses to rtol 1e-4 over 4 updates."""
     losses = project_and_textbook_losses(gen)
     np.testing.assert_allclose(losses[:, 0], losses[:, 1], rtol=1e-4)
 

@@ -57,3 +57,37 @@ def test_hybrid_is_built_as_the_study_describes():
     ups = [layer for layer in model.layers if layer.name.startswith("up")]
     assert len(ups) == 3 and all(isinstance(b.layers[0], keras.layers.Conv2DTranspose) for b in ups)
     assert isinstance(model.layers[-1], keras.layers.Conv2D) and model.layers[-1].activation.__name__ == "tanh"
+
+
+def test_subpixel_upsample_conv_is_upsample_then_conv():
+    """UpsampleConv2D computes UpSampling2D(2) + Conv2D(3x3, same): outputs and both gradients."""
+    import numpy as np
+    import tensorflow as tf
+    from keras import layers
+
+    from gan.models import UpsampleConv2D
+    x = tf.constant(np.random.default_rng(0).normal(size=(2, 6, 10, 5)).astype("float32"))
+    reference, subpixel = layers.Conv2D(7, 3, padding="same", bias_initializer="random_normal"), UpsampleConv2D(7)
+    reference.build((None, 12, 20, 5))
+    subpixel.build(x.shape)
+    subpixel.set_weights(reference.get_weights())
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        expected, got = reference(layers.UpSampling2D(2)(x)), subpixel(x)
+        losses = [tf.reduce_sum(tf.sin(y)) for y in (expected, got)]
+    assert got.shape == (2, 12, 20, 7)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    for a, b in zip(tape.gradient(losses[0], [x, reference.kernel]), tape.gradient(losses[1], [x, subpixel.kernel])):
+        np.testing.assert_allclose(b, a, atol=1e-4 * float(tf.reduce_max(tf.abs(a))))
+
+
+def test_resnet_checkpoints_move_between_upsample_kernels(tmp_path):
+    """A ResNet saved with model.upsample keras restores into subpixel and computes the same images."""
+    import numpy as np
+    import tensorflow as tf
+    cfgs = [ModelConfig(generator="resnet", filters=4, resnet_blocks=1, upsample=u) for u in ("keras", "subpixel")]
+    keras_net, subpixel_net = (build_generator(c, 32) for c in cfgs)
+    path = tf.train.Checkpoint(g=keras_net).save(str(tmp_path / "ckpt"))
+    tf.train.Checkpoint(g=subpixel_net).restore(path).assert_existing_objects_matched()
+    x = tf.constant(np.random.default_rng(1).uniform(-1, 1, (1, 32, 32, 3)).astype("float32"))
+    np.testing.assert_allclose(subpixel_net(x), keras_net(x), atol=1e-5)
