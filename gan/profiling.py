@@ -1,7 +1,9 @@
 """What `jobs/bench.py` measures against: analytic FLOPs, the attainable rate, a textbook step.
 
 - `model_flops`: multiply-adds x 2 of every Conv2D / Conv2DTranspose / Dense
-  for one image (the rest — BN, activations, adds — is < 1 % at these sizes).
+  for one image (the rest — BN, activations, adds — is < 1 % at these sizes);
+  the function's count, so the ResNet's subpixel up blocks (which compute
+  16/36 of theirs) count as UpSampling2D + Conv2D.
 - `train_step_flops`: G forward + two D forwards, times 3 for forward +
   backward (the usual 1:2 forward:backward estimate).
 - `memory_estimate`: weights + gradients + Adam slots, and the activations a
@@ -12,8 +14,9 @@
 - `op_time_breakdown`: trace a few steps with `tf.profiler` (a TensorBoard
   profile) and sum the host time per TensorFlow op type — where a step goes.
 - `reference_step`: the plain TensorFlow-tutorial pix2pix step — one
-  `tf.function`, two GradientTapes, Keras BCE, no strategy, no XLA — the
-  baseline the project's step is compared with.
+  `tf.function`, two GradientTapes, Keras BCE and Adam, no strategy, no XLA —
+  on models built with Keras's own layers (BatchNormalization, UpSampling2D +
+  Conv2D): the baseline the project's step is compared with.
 - `textbook_process` (`python -m gan.profiling GEN SIZE BATCH STEPS WARMUP`):
   that step timed alone in a fresh process, as a user's plain script runs it;
   `jobs/bench.py` starts it with and without the caching allocator, because
