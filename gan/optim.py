@@ -30,9 +30,6 @@ from gan.errors import UserError
 class FusedAdam(keras.optimizers.Adam):
     """keras.optimizers.Adam whose dense update is one `ResourceApplyAdam` per variable."""
 
-    def __init__(self, *args, name: str = "adam", **kwargs):  # Keras's name, so its variables' paths
-        super().__init__(*args, name=name, **kwargs)
-
     def update_step(self, gradient, variable, learning_rate):
         import tensorflow as tf
         if self.amsgrad or isinstance(gradient, tf.IndexedSlices):

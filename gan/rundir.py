@@ -33,8 +33,10 @@ from gan.errors import UserError
 
 # Fields that may change when a run is resumed: they do not change what is
 # learned (more steps extend the run; workers and logging are bookkeeping).
+# Fields a resumed run may change: bookkeeping, and the kernels that compute the same function with the
+# same variables (runs written before `optim.adam` / `model.upsample` existed resume under the defaults).
 RESUMABLE_FIELDS = {"train.steps", "eval.workers", "train.log_every", "train.checkpoints_to_keep",
-                    "data.cache_dir", "eval.segmenter", "eval.inception_weights"}
+                    "data.cache_dir", "eval.segmenter", "eval.inception_weights", "optim.adam", "model.upsample"}
 
 
 def _umask() -> int:
