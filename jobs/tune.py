@@ -20,7 +20,7 @@ from pathlib import Path
 from gan.cli import add_common_flags, parse_overrides, run_main
 from gan.config import GENERATOR_NAMES, make_config
 from gan.errors import UserError
-from gan.fastpath import allocator_env, find_allocator
+from gan.fastpath import fast_path_vars
 from gan.rundir import read_json
 
 
@@ -75,7 +75,7 @@ def main() -> int:
     space = spaces.build_space(saved["gens"], saved["sweeps"], saved["space"])
     address = args.address or os.environ.get("RAY_ADDRESS")
     # Trials train on the fast path: the workers get the caching allocator (gan/fastpath.py).
-    runtime_env = {"env_vars": {"LD_PRELOAD": allocator_env()["LD_PRELOAD"]}} if find_allocator() else None
+    runtime_env = {"env_vars": fast_path_vars()} if fast_path_vars() else None
     ray.init(address=address, runtime_env=runtime_env, **({} if address else {"include_dashboard": False}))
     if args.resume:
         tuner = tuning.restore_tuner(args.out, experiment, saved["cpus"], saved["gpus"])

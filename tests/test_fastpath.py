@@ -6,8 +6,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT, assert_fast_path, run_cli
-from gan.fastpath import ALLOCATOR_ENV, allocator_env, find_allocator, loaded_allocator
+from gan.fastpath import ALLOCATOR_ENV, allocator_env, fast_path_vars, find_allocator, loaded_allocator
 
 PROBE = ("from gan.cli import run_main; from gan.fastpath import loaded_allocator; "
          "run_main(lambda: print('mapped:', loaded_allocator()) or 0)")
@@ -25,9 +27,27 @@ def test_choice_of_allocator():
     assert mimalloc and "libmimalloc" in mimalloc and os.path.isfile(mimalloc)  # installed with the project
     assert find_allocator("auto") == mimalloc
     assert find_allocator("/no/such/lib.so") is None
-    env = allocator_env({ALLOCATOR_ENV: "mimalloc", "LD_PRELOAD": "/opt/other.so"})
-    assert env["LD_PRELOAD"] == f"{mimalloc} /opt/other.so"  # first, and the user's own preloads kept
+    env = allocator_env({ALLOCATOR_ENV: "mimalloc", "LD_PRELOAD": "/opt/other.so /opt/third.so"})
+    assert env["LD_PRELOAD"] == f"{mimalloc}:/opt/other.so:/opt/third.so"  # first; the user's own kept
+    assert env["MIMALLOC_PURGE_DELAY"] == "-1"
+    assert allocator_env({ALLOCATOR_ENV: "mimalloc", "MIMALLOC_PURGE_DELAY": "50"})["MIMALLOC_PURGE_DELAY"] == "50"
     assert "LD_PRELOAD" not in allocator_env({ALLOCATOR_ENV: "system"})
+    assert fast_path_vars({ALLOCATOR_ENV: "mimalloc"}) == {"LD_PRELOAD": mimalloc, "MIMALLOC_PURGE_DELAY": "-1"}
+    assert fast_path_vars({ALLOCATOR_ENV: "system"}) == {}
+    already = allocator_env({ALLOCATOR_ENV: "mimalloc"})  # a process already on the fast path passes it on
+    assert fast_path_vars(already) == {"LD_PRELOAD": mimalloc, "MIMALLOC_PURGE_DELAY": "-1"}
+
+
+@pytest.mark.parametrize("choice", ["auto", "/no/such/lib.so"])
+def test_exported_variables_survive_a_shell(choice):
+    """`export $(python -m gan.fastpath)`, as the sbatch set-up line runs it: the fast path's variables
+    arrive whole, and with no allocator nothing is set to a literal string."""
+    script = f"export $({sys.executable} -m gan.fastpath); echo \"[$LD_PRELOAD] [$MIMALLOC_PURGE_DELAY]\""
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=False,
+                          env={**os.environ, ALLOCATOR_ENV: choice, "LD_PRELOAD": "", "MIMALLOC_PURGE_DELAY": ""})
+    assert done.returncode == 0, done.stderr
+    expected = f"[{find_allocator()}] [-1]" if choice == "auto" else "[] []"
+    assert done.stdout.strip() == expected and "cannot be preloaded" not in done.stderr, done.stdout + done.stderr
 
 
 def test_command_reexecutes_once_on_the_allocator():
