@@ -85,6 +85,11 @@ def loaded_allocator(maps: str = "/proc/self/maps") -> str | None:
 ALLOCATOR_TUNING = {"libmimalloc": {"MIMALLOC_PURGE_DELAY": "-1"}}
 
 
+def _tuning(lib: str) -> dict[str, str]:
+    return {k: v for marker, tuning in ALLOCATOR_TUNING.items() if marker in os.path.basename(lib)
+            for k, v in tuning.items()}
+
+
 def allocator_env(env: dict[str, str] | None = None) -> dict[str, str]:
     """`env` (default: os.environ) with LD_PRELOAD naming the allocator first (the user's own preloads
     kept after it, colon-separated so the value survives a shell's word splitting) and the allocator's
@@ -94,10 +99,8 @@ def allocator_env(env: dict[str, str] | None = None) -> dict[str, str]:
     if lib:
         rest = [p for p in env.get("LD_PRELOAD", "").replace(":", " ").split() if p and p != lib]
         env["LD_PRELOAD"] = ":".join([lib, *rest])
-        for marker, tuning in ALLOCATOR_TUNING.items():
-            if marker in os.path.basename(lib):
-                for key, value in tuning.items():
-                    env[key] = env.get(key) or value
+        for key, value in _tuning(lib).items():
+            env[key] = env.get(key) or value
     return env
 
 
@@ -108,8 +111,7 @@ def fast_path_vars(env: dict[str, str] | None = None) -> dict[str, str]:
     lib = find_allocator(full.get(ALLOCATOR_ENV))
     if not lib:
         return {}
-    tuning = [k for marker, keys in ALLOCATOR_TUNING.items() if marker in os.path.basename(lib) for k in keys]
-    return {k: full[k] for k in ("LD_PRELOAD", *tuning)}
+    return {k: full[k] for k in ("LD_PRELOAD", *_tuning(lib))}
 
 
 def reexec_with_allocator(log=None) -> None:

@@ -152,14 +152,12 @@ def conv_bn_relu(norm, x, filters: int, size: int, strides: int = 1):
 
 def upsample_conv_bn_relu(norm, x, filters: int, kernel: str):
     """Nearest 2x upsample + 3x3 conv + BN + ReLU; `kernel` 'subpixel' (UpsampleConv2D) or 'keras'."""
-    if kernel == "subpixel":
-        # Identity holds UpSampling2D's place, so checkpoints move between the two kernels.
-        x = UpsampleConv2D(filters, kernel_initializer=_init(), use_bias=False)(layers.Identity()(x))
-    elif kernel == "keras":
-        x = layers.Conv2D(filters, 3, padding="same", kernel_initializer=_init(), use_bias=False)(
-            layers.UpSampling2D(2)(x))
-    else:
+    if kernel == "keras":
+        return conv_bn_relu(norm, layers.UpSampling2D(2)(x), filters, 3)
+    if kernel != "subpixel":
         raise UserError(f"--model.upsample: unknown kernel {kernel!r} (choose from {', '.join(UPSAMPLE_KERNELS)})")
+    # Identity holds UpSampling2D's place, so checkpoints move between the two kernels.
+    x = UpsampleConv2D(filters, kernel_initializer=_init(), use_bias=False)(layers.Identity()(x))
     return layers.ReLU()(norm()(x))
 
 

@@ -31,10 +31,9 @@ from gan.contract import (CONFIG, FCN_COLUMNS, FCN_CSV, LEASE, METRICS_COLUMNS, 
                           SPLIT, STATUS, SUMMARY, TEST_CSV, TIMINGS_COLUMNS, TIMINGS_CSV)
 from gan.errors import UserError
 
-# Fields that may change when a run is resumed: they do not change what is
-# learned (more steps extend the run; workers and logging are bookkeeping).
-# Fields a resumed run may change: bookkeeping, and the kernels that compute the same function with the
-# same variables (runs written before `optim.adam` / `model.upsample` existed resume under the defaults).
+# Fields a resumed run may change: they do not change what is learned (more steps extend the run;
+# workers and logging are bookkeeping; the kernel switches compute the same function with the same
+# variables, and runs written before `optim.adam` / `model.upsample` existed resume under the defaults).
 RESUMABLE_FIELDS = {"train.steps", "eval.workers", "train.log_every", "train.checkpoints_to_keep",
                     "data.cache_dir", "eval.segmenter", "eval.inception_weights", "optim.adam", "model.upsample"}
 

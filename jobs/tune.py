@@ -75,7 +75,8 @@ def main() -> int:
     space = spaces.build_space(saved["gens"], saved["sweeps"], saved["space"])
     address = args.address or os.environ.get("RAY_ADDRESS")
     # Trials train on the fast path: the workers get the caching allocator (gan/fastpath.py).
-    runtime_env = {"env_vars": fast_path_vars()} if fast_path_vars() else None
+    fast_path = fast_path_vars()
+    runtime_env = {"env_vars": fast_path} if fast_path else None
     ray.init(address=address, runtime_env=runtime_env, **({} if address else {"include_dashboard": False}))
     if args.resume:
         tuner = tuning.restore_tuner(args.out, experiment, saved["cpus"], saved["gpus"])
