@@ -33,6 +33,7 @@ BATCHNORM_MODES = ("auto", "fused", "synchronized", "keras")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 ADAM_KERNELS = ("fused", "keras")
 UPSAMPLE_KERNELS = ("subpixel", "keras")
+CONV_KERNELS = ("auto", "winograd", "keras")
 
 
 @dataclass
@@ -81,6 +82,10 @@ class ModelConfig:
     # ResNet up blocks (nearest 2x upsample + 3x3 conv): 'subpixel' computes the same function as four
     # 2x2 convolutions on the small image (4/9 of the multiply-adds); 'keras' = UpSampling2D + Conv2D.
     upsample: str = "subpixel"
+    # Stride-1 3x3 convs (residual blocks) and the PatchGAN's 4x4 stride-1 conv: 'winograd' computes
+    # them as Winograd F(4x4,3x3) / F(2x2,4x4) (gan/winograd.py: 1/4 and 25/64 of the multiply-adds);
+    # 'keras' = Conv2D; 'auto' = winograd unless a GPU is visible (cuDNN picks its own algorithms).
+    conv: str = "auto"
 
 
 @dataclass
@@ -180,6 +185,8 @@ class Config:
         if m.upsample not in UPSAMPLE_KERNELS:
             raise ConfigError(f"--model.upsample: unknown kernel {m.upsample!r} "
                               f"(choose from {', '.join(UPSAMPLE_KERNELS)})")
+        if m.conv not in CONV_KERNELS:
+            raise ConfigError(f"--model.conv: unknown kernel {m.conv!r} (choose from {', '.join(CONV_KERNELS)})")
         if self.optim.adam not in ADAM_KERNELS:
             raise ConfigError(f"--optim.adam: unknown kernel {self.optim.adam!r} "
                               f"(choose from {', '.join(ADAM_KERNELS)})")

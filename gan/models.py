@@ -33,7 +33,7 @@ from typing import Callable
 import keras
 from keras import layers
 
-from gan.config import BATCHNORM_MODES, GENERATOR_NAMES, UPSAMPLE_KERNELS, ModelConfig
+from gan.config import BATCHNORM_MODES, CONV_KERNELS, GENERATOR_NAMES, UPSAMPLE_KERNELS, ModelConfig
 from gan.errors import UserError
 
 
@@ -104,6 +104,41 @@ class UpsampleConv2D(layers.Conv2D):
         return outputs if self.activation is None else self.activation(outputs)
 
 
+class WinogradConv2D(layers.Conv2D):
+    """Conv2D, stride 1, computed as Winograd F(m x m, r x r) (`gan/winograd.py`).
+
+    Same variables and function as Conv2D (to ~1e-5 relative in float32; a
+    test checks outputs and gradients), so checkpoints move between the two.
+    Falls back to the direct conv when computing in float16/bfloat16, where
+    Winograd's transforms would lose too much precision.
+    """
+
+    def __init__(self, filters: int, kernel_size: int, **kwargs):
+        super().__init__(filters, kernel_size, **kwargs)
+        if self.strides != (1, 1) or self.dilation_rate != (1, 1) or self.kernel_size[0] != self.kernel_size[1]:
+            raise ValueError("WinogradConv2D: square kernels, stride 1, no dilation")
+
+    def convolution_op(self, inputs, kernel):
+        from gan.winograd import TILE_FOR_KERNEL, conv2d_valid
+        r = self.kernel_size[0]
+        if self.compute_dtype != "float32" or r not in TILE_FOR_KERNEL:
+            return super().convolution_op(inputs, kernel)
+        import tensorflow as tf
+        if self.padding == "same":  # TensorFlow's SAME at stride 1: the odd pixel of padding goes after
+            inputs = tf.pad(inputs, [[0, 0], [(r - 1) // 2, r // 2], [(r - 1) // 2, r // 2], [0, 0]])
+        return conv2d_valid(inputs, tf.convert_to_tensor(kernel), TILE_FOR_KERNEL[r])
+
+
+def conv_class(kernel: str) -> type[layers.Conv2D]:
+    """The layer class for stride-1 convs under `model.conv` ('auto': winograd unless a GPU is visible)."""
+    if kernel not in CONV_KERNELS:
+        raise UserError(f"--model.conv: unknown kernel {kernel!r} (choose from {', '.join(CONV_KERNELS)})")
+    if kernel == "auto":
+        import tensorflow as tf
+        kernel = "keras" if tf.config.list_logical_devices("GPU") else "winograd"
+    return WinogradConv2D if kernel == "winograd" else layers.Conv2D
+
+
 def norm_layer(mode: str) -> Callable[[], layers.Layer]:
     """The BatchNormalization factory for `model.batchnorm`.
 
@@ -145,8 +180,8 @@ def up(norm, filters: int, size: int = 4, dropout: float = 0.0, name: str | None
     return block
 
 
-def conv_bn_relu(norm, x, filters: int, size: int, strides: int = 1):
-    x = layers.Conv2D(filters, size, strides=strides, padding="same", kernel_initializer=_init(), use_bias=False)(x)
+def conv_bn_relu(norm, x, filters: int, size: int, strides: int = 1, conv=layers.Conv2D):
+    x = conv(filters, size, strides=strides, padding="same", kernel_initializer=_init(), use_bias=False)(x)
     return layers.ReLU()(norm()(x))
 
 
@@ -161,12 +196,12 @@ def upsample_conv_bn_relu(norm, x, filters: int, kernel: str):
     return layers.ReLU()(norm()(x))
 
 
-def residual_block(norm, x, filters: int, dropout: float = 0.0):
-    """conv3 + BN + ReLU [+ Dropout] + conv3 + BN, added to the input."""
-    y = conv_bn_relu(norm, x, filters, 3)
+def residual_block(norm, x, filters: int, dropout: float = 0.0, conv=layers.Conv2D):
+    """conv3 + BN + ReLU [+ Dropout] + conv3 + BN, added to the input; `conv` the 3x3 conv's class."""
+    y = conv_bn_relu(norm, x, filters, 3, conv=conv)
     if dropout:
         y = layers.Dropout(dropout)(y)
-    y = layers.Conv2D(filters, 3, padding="same", kernel_initializer=_init(), use_bias=False)(y)
+    y = conv(filters, 3, padding="same", kernel_initializer=_init(), use_bias=False)(y)
     return layers.Add()([x, norm()(y)])
 
 
@@ -194,7 +229,7 @@ def resnet(cfg: ModelConfig, size: int) -> keras.Model:
     x = conv_bn_relu(norm, x, 2 * f, 3, strides=2)
     x = conv_bn_relu(norm, x, 4 * f, 3, strides=2)
     for _ in range(cfg.resnet_blocks):
-        x = residual_block(norm, x, 4 * f, cfg.resnet_dropout)
+        x = residual_block(norm, x, 4 * f, cfg.resnet_dropout, conv_class(cfg.conv))
     for width in (2 * f, f):
         x = upsample_conv_bn_relu(norm, x, width, cfg.upsample)
     outputs = layers.Conv2D(3, 7, padding="same", kernel_initializer=_init(), activation="tanh")(x)
@@ -212,14 +247,14 @@ def hybrid(cfg: ModelConfig, size: int) -> keras.Model:
     for i, width in enumerate(widths):
         x = down(norm, width, name=f"down{i}")(x)
     for _ in range(cfg.hybrid_blocks):
-        x = residual_block(norm, x, widths[-1], cfg.resnet_dropout)
+        x = residual_block(norm, x, widths[-1], cfg.resnet_dropout, conv_class(cfg.conv))
     for i, width in enumerate(reversed(widths)):
         x = up(norm, width, name=f"up{i}")(x)
     outputs = layers.Conv2D(3, 3, padding="same", kernel_initializer=_init(), activation="tanh")(x)
     return keras.Model(inputs, outputs, name="hybrid")
 
 
-def patchgan(filters: int, size: int, batchnorm: str = "auto") -> keras.Model:
+def patchgan(filters: int, size: int, batchnorm: str = "auto", conv: str = "keras") -> keras.Model:
     f, norm = filters, norm_layer(batchnorm)
     inp = layers.Input([size, size, 3], name="input_image")
     tar = layers.Input([size, size, 3], name="target_image")
@@ -228,7 +263,7 @@ def patchgan(filters: int, size: int, batchnorm: str = "auto") -> keras.Model:
     x = down(norm, 2 * f)(x)
     x = down(norm, 4 * f)(x)
     x = layers.ZeroPadding2D()(x)
-    x = layers.Conv2D(8 * f, 4, strides=1, kernel_initializer=_init(), use_bias=False)(x)
+    x = conv_class(conv)(8 * f, 4, strides=1, kernel_initializer=_init(), use_bias=False)(x)
     x = layers.LeakyReLU(0.2)(norm()(x))
     x = layers.ZeroPadding2D()(x)
     logits = layers.Conv2D(1, 4, strides=1, kernel_initializer=_init())(x)
@@ -250,4 +285,4 @@ def build_generator(cfg: ModelConfig, size: int) -> keras.Model:
 
 
 def build_discriminator(cfg: ModelConfig, size: int) -> keras.Model:
-    return patchgan(cfg.filters, size, cfg.batchnorm)
+    return patchgan(cfg.filters, size, cfg.batchnorm, cfg.conv)

@@ -159,7 +159,7 @@ def textbook_process(gen: str, size: int, batch: int, steps: int, warmup: int, p
     from gan.config import make_config
     from gan.fastpath import loaded_allocator
     cfg = make_config(preset, {"model.generator": gen, "data.image_size": size, "model.batchnorm": "keras",
-                                "model.upsample": "keras"})
+                                "model.upsample": "keras", "model.conv": "keras"})
     step = reference_step(inference.build_generator(cfg), inference.build_discriminator(cfg), cfg.optim.l1_weight)
     rng = np.random.default_rng(0)
     x, y = (tf.constant(rng.uniform(-1, 1, (batch, size, size, 3)).astype("float32")) for _ in range(2))

@@ -33,9 +33,11 @@ from gan.errors import UserError
 
 # Fields a resumed run may change: they do not change what is learned (more steps extend the run;
 # workers and logging are bookkeeping; the kernel switches compute the same function with the same
-# variables, and runs written before `optim.adam` / `model.upsample` existed resume under the defaults).
+# variables, and runs written before `optim.adam`, `model.upsample`, `model.conv` existed resume under
+# the defaults).
 RESUMABLE_FIELDS = {"train.steps", "eval.workers", "train.log_every", "train.checkpoints_to_keep",
-                    "data.cache_dir", "eval.segmenter", "eval.inception_weights", "optim.adam", "model.upsample"}
+                    "data.cache_dir", "eval.segmenter", "eval.inception_weights", "optim.adam", "model.upsample",
+                    "model.conv"}
 
 
 def _umask() -> int:

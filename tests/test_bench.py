@@ -70,7 +70,7 @@ def project_and_textbook_losses(gen: str, precision: str = "float32", steps: int
     assert any(isinstance(layer, FusedBatchNorm) for layer in generator._flatten_layers())
     project = make_train_step(cfg, strategy, generator, discriminator, opt_g, opt_d)
     textbook = make_config("tiny", {**cfg.flat(), "model.batchnorm": "keras", "model.upsample": "keras",
-                                    "train.precision": "float32", "train.jit_compile": False})
+                                    "model.conv": "keras", "train.precision": "float32", "train.jit_compile": False})
     ref_g, ref_d = inference.build_generator(textbook), inference.build_discriminator(textbook)
     ref_g.set_weights(generator.get_weights())
     ref_d.set_weights(discriminator.get_weights())
@@ -86,7 +86,8 @@ def project_and_textbook_losses(gen: str, precision: str = "float32", steps: int
 @pytest.mark.parametrize("gen", ["unet", "resnet", "hybrid"])
 def test_project_step_matches_textbook_step(gen):
     """Same weights, same batches: the optimised step (fused BatchNorm and Adam kernels, subpixel
-    upsampling, distributed loop) computes the textbook step's losses to rtol 1e-4 over 4 updates."""
+    upsampling, Winograd convs, distributed loop) computes the textbook step's losses to rtol 1e-4
+    over 4 updates."""
     losses = project_and_textbook_losses(gen)
     np.testing.assert_allclose(losses[:, 0], losses[:, 1], rtol=1e-4)
 

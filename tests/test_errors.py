@@ -97,6 +97,7 @@ def test_bad_dataset(tmp_path, existing_run, make):
     (["--preset", "huge"], "--preset: unknown preset 'huge'"),
     (["--optim.adam", "sgd"], "--optim.adam: unknown kernel 'sgd'"),
     (["--model.upsample", "bilinear"], "--model.upsample: unknown kernel 'bilinear'"),
+    (["--model.conv", "fft"], "--model.conv: unknown kernel 'fft'"),
     (["--lr", "1"], "--lr: unknown argument"),
 ])
 def test_bad_flags(existing_run, args, message):
@@ -120,20 +121,22 @@ def test_different_run_in_the_folder_is_refused_then_moved_aside(existing_run):
 
 
 def test_run_written_before_the_kernel_switches_resumes(tmp_path):
-    """A ResNet run whose config.json predates `optim.adam` / `model.upsample` (the Keras kernels'
-    checkpoint layout) resumes under the defaults instead of being refused as a different run."""
+    """A ResNet run whose config.json predates `optim.adam` / `model.upsample` / `model.conv` (the Keras
+    kernels' checkpoint layout) resumes under the defaults instead of being refused as a different run."""
     cfg = make_config("tiny", {"model.generator": "resnet", "train.steps": 4})
-    assert train(make_config("tiny", {**cfg.flat(), "optim.adam": "keras", "model.upsample": "keras"}), tmp_path) == 0
+    textbook = {"optim.adam": "keras", "model.upsample": "keras", "model.conv": "keras"}
+    assert train(make_config("tiny", {**cfg.flat(), **textbook}), tmp_path) == 0
     run = tmp_path / "default" / "resnet"
     stored = json.loads((run / "config.json").read_text())
-    del stored["config"]["optim"]["adam"], stored["config"]["model"]["upsample"]
+    del stored["config"]["optim"]["adam"], stored["config"]["model"]["upsample"], stored["config"]["model"]["conv"]
     (run / "config.json").write_text(json.dumps(stored))
     first = (run / "timings.csv").read_text()
     assert train(make_config("tiny", {**cfg.flat(), "train.steps": 8}), tmp_path) == 0
     assert json.loads((run / "status.json").read_text())["step"] == 8
     timings = (run / "timings.csv").read_text()
     assert timings.startswith(first) and len(timings.splitlines()) == len(first.splitlines()) + 1
-    assert json.loads((run / "config.json").read_text())["config"]["model"]["upsample"] == "subpixel"
+    model = json.loads((run / "config.json").read_text())["config"]["model"]
+    assert (model["upsample"], model["conv"]) == ("subpixel", "auto")
 
 
 def test_run_folder_that_is_a_file(tmp_path):

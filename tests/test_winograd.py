@@ -1,0 +1,75 @@
+"""Winograd convolution (gan/winograd.py, models.WinogradConv2D) against TensorFlow's direct conv."""
+
+import numpy as np
+import pytest
+
+from gan.winograd import transforms
+
+
+@pytest.mark.parametrize("m,r", [(2, 3), (4, 3), (2, 4), (4, 2)])
+def test_transforms_compute_correlation_exactly(m, r):
+    at, g, bt = transforms(m, r)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        d, k = rng.normal(size=m + r - 1), rng.normal(size=r)
+        expected = [d[i:i + r] @ k for i in range(m)]
+        np.testing.assert_allclose(at @ ((g @ k) * (bt @ d)), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("r,m,height,width", [(3, 4, 10, 7), (3, 4, 18, 18), (4, 2, 9, 12), (3, 2, 6, 5)])
+def test_conv2d_valid_matches_direct_conv(r, m, height, width):
+    """Outputs and both gradients, on sizes that do and do not fill the last tile."""
+    import tensorflow as tf
+
+    from gan.winograd import conv2d_valid
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.normal(size=(2, height, width, 5)).astype("float32"))
+    kernel = tf.constant(rng.normal(size=(r, r, 5, 6)).astype("float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, kernel])
+        expected, got = tf.nn.conv2d(x, kernel, 1, "VALID"), conv2d_valid(x, kernel, m)
+        losses = [tf.reduce_sum(tf.sin(y)) for y in (expected, got)]
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-4 * float(tf.reduce_max(tf.abs(expected))))
+    for a, b in zip(tape.gradient(losses[0], [x, kernel]), tape.gradient(losses[1], [x, kernel])):
+        np.testing.assert_allclose(b, a, atol=1e-4 * float(tf.reduce_max(tf.abs(a))))
+
+
+@pytest.mark.parametrize("size,padding", [(3, "same"), (4, "same"), (4, "valid"), (3, "valid")])
+def test_winograd_layer_is_conv2d(size, padding):
+    """Same weights, same outputs as Keras's Conv2D (bias included), with an unknown batch size."""
+    import keras
+    import tensorflow as tf
+    from keras import layers
+
+    from gan.models import WinogradConv2D
+    reference = layers.Conv2D(8, size, padding=padding, bias_initializer="random_normal")
+    winograd = WinogradConv2D(8, size, padding=padding)
+    inputs = keras.Input((13, 11, 4))
+    model_ref, model_win = keras.Model(inputs, reference(inputs)), keras.Model(inputs, winograd(inputs))
+    winograd.set_weights(reference.get_weights())
+    x = tf.constant(np.random.default_rng(2).normal(size=(3, 13, 11, 4)).astype("float32"))
+    expected = model_ref(x)
+    np.testing.assert_allclose(model_win(x), expected, atol=1e-4 * float(tf.reduce_max(tf.abs(expected))))
+
+
+def test_winograd_layer_falls_back_to_direct_conv_in_bfloat16():
+    """Under mixed precision the transforms would lose too much: the direct conv runs instead."""
+    import tensorflow as tf
+    from keras import layers
+
+    from gan.models import WinogradConv2D
+    reference = layers.Conv2D(8, 3, padding="same", dtype="mixed_bfloat16")
+    winograd = WinogradConv2D(8, 3, padding="same", dtype="mixed_bfloat16")
+    x = tf.constant(np.random.default_rng(3).normal(size=(1, 8, 8, 4)).astype("float32"))
+    reference.build(x.shape)
+    winograd.build(x.shape)
+    winograd.set_weights(reference.get_weights())
+    np.testing.assert_array_equal(winograd(x).numpy(), reference(x).numpy())
+
+
+def test_auto_is_winograd_on_cpu():
+    from keras import layers
+
+    from gan.models import WinogradConv2D, conv_class
+    assert conv_class("auto") is WinogradConv2D and conv_class("keras") is layers.Conv2D
