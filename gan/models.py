@@ -109,8 +109,9 @@ class WinogradConv2D(layers.Conv2D):
 
     Same variables and function as Conv2D (to ~1e-5 relative in float32; a
     test checks outputs and gradients), so checkpoints move between the two.
-    Falls back to the direct conv when computing in float16/bfloat16, where
-    Winograd's transforms would lose too much precision.
+    Runs the direct conv where Winograd does not pay (`winograd.worthwhile`:
+    small images, few channels) and when computing in float16/bfloat16,
+    where Winograd's transforms would lose too much precision.
     """
 
     def __init__(self, filters: int, kernel_size: int, **kwargs):
@@ -119,9 +120,11 @@ class WinogradConv2D(layers.Conv2D):
             raise ValueError("WinogradConv2D: square kernels, stride 1, no dilation")
 
     def convolution_op(self, inputs, kernel):
-        from gan.winograd import TILE_FOR_KERNEL, conv2d_valid
-        r = self.kernel_size[0]
-        if self.compute_dtype != "float32" or r not in TILE_FOR_KERNEL:
+        from gan.winograd import TILE_FOR_KERNEL, conv2d_valid, worthwhile
+        r, (_, h, w, c_in) = self.kernel_size[0], inputs.shape
+        if self.padding == "valid":
+            h, w = None if h is None else h - r + 1, None if w is None else w - r + 1
+        if self.compute_dtype != "float32" or not worthwhile(h, w, c_in, self.filters, r):
             return super().convolution_op(inputs, kernel)
         import tensorflow as tf
         if self.padding == "same":  # TensorFlow's SAME at stride 1: the odd pixel of padding goes after

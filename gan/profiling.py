@@ -2,8 +2,10 @@
 
 - `model_flops`: multiply-adds x 2 of every Conv2D / Conv2DTranspose / Dense
   for one image (the rest — BN, activations, adds — is < 1 % at these sizes);
-  the function's count, so the ResNet's subpixel up blocks (which compute
-  16/36 of theirs) count as UpSampling2D + Conv2D.
+  the function's count as a direct convolution computes it, so the
+  ResNet's subpixel up blocks (16/36 of theirs) count as UpSampling2D +
+  Conv2D and the Winograd convs (1/4 and 25/64) as Conv2D: the achieved
+  rate is the one the textbook would need to match, and may pass the roof.
 - `train_step_flops`: G forward + two D forwards, times 3 for forward +
   backward (the usual 1:2 forward:backward estimate).
 - `memory_estimate`: weights + gradients + Adam slots, and the activations a
@@ -16,7 +18,8 @@
 - `reference_step`: the plain TensorFlow-tutorial pix2pix step — one
   `tf.function`, two GradientTapes, Keras BCE and Adam, no strategy, no XLA —
   on models built with Keras's own layers (BatchNormalization, UpSampling2D +
-  Conv2D): the baseline the project's step is compared with.
+  Conv2D, Conv2D for every conv): the baseline the project's step is
+  compared with.
 - `textbook_process` (`python -m gan.profiling GEN SIZE BATCH STEPS WARMUP`):
   that step timed alone in a fresh process, as a user's plain script runs it;
   `jobs/bench.py` starts it with and without the caching allocator, because

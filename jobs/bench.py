@@ -12,13 +12,13 @@ Per generator, each in its own process and in alternating rounds (so the
 machine's drift hits all alike, and no process shares another's allocator
 state): the textbook TensorFlow pix2pix step (`gan/profiling.py`: one
 tf.function, two GradientTapes, Keras's BatchNormalization, UpSampling2D +
-Conv2D and Adam, float32) as a plain
+Conv2D, Conv2D for every conv and Adam, float32) as a plain
 script on the system's malloc and on the caching allocator, and the
 project's end-to-end `jobs/train.py` (steady-state intervals of its
 timings.csv); ms per step and kernel (system) CPU ms per step for each, and
 the ratios (median, and each round's own). In the bench's own process: the project's step on a fixed batch,
-achieved GFLOP/s from an analytic FLOP count against the attainable
-matmul/conv rate, inference ms per image, seconds per evaluation
+achieved GFLOP/s from an analytic (direct-conv) FLOP count against the
+attainable matmul/conv rate, inference ms per image, seconds per evaluation
 (generation and the metrics on the validation split and the train subset)
 and its share of a 1,000-step interval, peak resident memory, optionally
 memory growth over N steps and time per op type. Also the input pipeline's

@@ -58,6 +58,14 @@ def tree_digest(root: Path) -> str:
     return h.hexdigest()
 
 
+@pytest.fixture
+def winograd_everywhere(monkeypatch):
+    """Winograd on every `model.conv` conv, however small: the tests' nets are below its thresholds."""
+    from gan import winograd
+    monkeypatch.setattr(winograd, "MIN_TILES", 1)
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+
+
 @pytest.fixture(scope="session")
 def tiny_runs(tmp_path_factory):
     """The three generators trained with the tiny preset into <root>/cmp/<generator> (shared, read-only)."""

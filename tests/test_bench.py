@@ -84,7 +84,7 @@ def project_and_textbook_losses(gen: str, precision: str = "float32", steps: int
 
 
 @pytest.mark.parametrize("gen", ["unet", "resnet", "hybrid"])
-def test_project_step_matches_textbook_step(gen):
+def test_project_step_matches_textbook_step(gen, winograd_everywhere):
     """Same weights, same batches: the optimised step (fused BatchNorm and Adam kernels, subpixel
     upsampling, Winograd convs, distributed loop) computes the textbook step's losses to rtol 1e-4
     over 4 updates."""

@@ -94,7 +94,7 @@ def test_resnet_checkpoints_move_between_upsample_kernels(tmp_path):
 
 
 @pytest.mark.parametrize("gen", ["resnet", "hybrid"])
-def test_checkpoints_move_between_conv_kernels(tmp_path, gen):
+def test_checkpoints_move_between_conv_kernels(tmp_path, gen, winograd_everywhere):
     """Generator and discriminator saved with model.conv keras restore into winograd: same outputs."""
     import numpy as np
     import tensorflow as tf

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from gan import winograd
 from gan.winograd import transforms
 
 
@@ -36,7 +37,7 @@ def test_conv2d_valid_matches_direct_conv(r, m, height, width):
 
 
 @pytest.mark.parametrize("size,padding", [(3, "same"), (4, "same"), (4, "valid"), (3, "valid")])
-def test_winograd_layer_is_conv2d(size, padding):
+def test_winograd_layer_is_conv2d(size, padding, winograd_everywhere):
     """Same weights, same outputs as Keras's Conv2D (bias included), with an unknown batch size."""
     import keras
     import tensorflow as tf
@@ -53,7 +54,7 @@ def test_winograd_layer_is_conv2d(size, padding):
     np.testing.assert_allclose(model_win(x), expected, atol=1e-4 * float(tf.reduce_max(tf.abs(expected))))
 
 
-def test_winograd_layer_falls_back_to_direct_conv_in_bfloat16():
+def test_winograd_layer_falls_back_to_direct_conv_in_bfloat16(winograd_everywhere):
     """Under mixed precision the transforms would lose too much: the direct conv runs instead."""
     import tensorflow as tf
     from keras import layers
@@ -73,3 +74,10 @@ def test_auto_is_winograd_on_cpu():
 
     from gan.models import WinogradConv2D, conv_class
     assert conv_class("auto") is WinogradConv2D and conv_class("keras") is layers.Conv2D
+
+
+@pytest.mark.parametrize("height,channels,expected", [(64, 256, True), (32, 256, True), (32, 128, True),
+                                                      (16, 256, False), (64, 64, False), (None, 256, False)])
+def test_small_convs_keep_the_direct_conv(height, channels, expected):
+    """Below 64 tiles or 128 channels Winograd's transforms cost more than they save (measured)."""
+    assert winograd.worthwhile(height, height, channels, channels, 3) is expected
