@@ -83,8 +83,8 @@ class ModelConfig:
     # 2x2 convolutions on the small image (4/9 of the multiply-adds); 'keras' = UpSampling2D + Conv2D.
     upsample: str = "subpixel"
     # Stride-1 3x3 convs (residual blocks) and the PatchGAN's 4x4 stride-1 conv: 'winograd' computes
-    # them as Winograd F(4x4,3x3) / F(2x2,4x4) (gan/winograd.py: 1/4 and 25/64 of the multiply-adds);
-    # 'keras' = Conv2D; 'auto' = winograd unless a GPU is visible (cuDNN picks its own algorithms).
+    # them as Winograd F(4x4,3x3) / F(3x3,4x4) where that pays (gan/winograd.py: 1/4 of the
+    # multiply-adds); 'keras' = Conv2D; 'auto' = winograd unless a GPU is visible (cuDNN picks its own).
     conv: str = "auto"
 
 

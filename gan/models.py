@@ -22,7 +22,9 @@ follows `model.batchnorm` (see `norm_layer`): on one replica a fused kernel
 moments + elementwise ops), on several `synchronized=True`, so the batch
 statistics are those of the global batch and N replicas train exactly like
 one device with the same global batch. Both keep the same four variables, so
-checkpoints move freely between them.
+checkpoints move freely between them. The residual blocks' 3x3 convs and
+the PatchGAN's 4x4 stride-1 conv are `WinogradConv2D` under `model.conv`
+(fewer multiply-adds, same variables and function as Conv2D).
 """
 
 from __future__ import annotations

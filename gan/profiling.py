@@ -4,7 +4,7 @@
   for one image (the rest — BN, activations, adds — is < 1 % at these sizes);
   the function's count as a direct convolution computes it, so the
   ResNet's subpixel up blocks (16/36 of theirs) count as UpSampling2D +
-  Conv2D and the Winograd convs (1/4 and 25/64) as Conv2D: the achieved
+  Conv2D and the Winograd convs (1/4) as Conv2D: the achieved
   rate is the one the textbook would need to match, and may pass the roof.
 - `train_step_flops`: G forward + two D forwards, times 3 for forward +
   backward (the usual 1:2 forward:backward estimate).

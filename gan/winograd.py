@@ -10,7 +10,7 @@ computes each output tile from the input tile and the r x r kernel with
 Summed over input channels, the elementwise product becomes (m + r - 1)^2
 independent matrix products [tiles, c_in] @ [c_in, c_out] - one batched
 matmul, which oneDNN runs near the machine's peak. F(4x4, 3x3) does 36/144 =
-1/4 of a 3x3 conv's multiply-adds, F(2x2, 4x4) 25/64 of a 4x4 conv's.
+1/4 of a 3x3 conv's multiply-adds, F(3x3, 4x4) 36/144 of a 4x4 conv's.
 
 TensorFlow on CPU convolves directly (oneDNN has Winograd kernels, TensorFlow
 does not select them), so this module does it in ops TensorFlow runs well:
@@ -18,13 +18,17 @@ tiles cut by reshape + slice (no strided gathers), the transforms and the
 kernel transform as small constant matmuls, the gradient by autodiff (every op
 here has a cheap one). Measured on 2 cores (AVX-512), forward + backward,
 float32: a 3x3 256->256 conv on 64x64 89 -> 43 ms, on 32x32 23 -> 13 ms; the
-PatchGAN's 4x4 256->512 conv on 34x34 62 -> 45 ms.
+PatchGAN's 4x4 256->512 conv on 34x34 62 -> 35 ms.
 
 Numerics: the transforms mix values with coefficients up to 5 (F(4x4, 3x3),
 points 0, +-1, +-2), so float32 results differ from a direct conv by ~1e-5
-relative (direct vs direct on another library: ~1e-6). Under float16 or
+relative (two direct implementations differ by ~1e-6). Under float16 or
 bfloat16 that would be far too coarse, so `WinogradConv2D` falls back to the
 direct conv whenever it does not compute in float32.
+
+Not used for the 4x4 stride-2 and transposed convs: read as 2x2 convs (over
+space-to-depth blocks, or per output phase) F(4x4, 2x2) saves too little
+against the transforms - measured no faster, often slower.
 """
 
 from __future__ import annotations
@@ -35,13 +39,15 @@ import numpy as np
 
 # Interpolation points by how many are needed (m + r - 2; the last point is infinity).
 _POINTS = (0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5)
-# Output tile per kernel size: the largest whose float32 error stays ~1e-5.
-TILE_FOR_KERNEL = {3: 4, 4: 2}
-# Below these (output tiles per image, channels in and out) the kernel transform (c_in x c_out x
+# Output tile per kernel size: the largest whose float32 error stays ~1e-5 (against float64: F(4x4, 3x3)
+# 1.3e-5, F(3x3, 4x4) 1.0e-5, a direct conv 2.6e-6). F(3x3, 4x4) ran the PatchGAN's conv 1.3x faster than
+# F(2x2, 4x4).
+TILE_FOR_KERNEL = {3: 4, 4: 3}
+# Below these (output rows and columns, channels in and out) the kernel transform (c_in x c_out x
 # (m + r - 1)^2 values) and the tile transforms outweigh the saved multiply-adds, or the matmuls are
 # too thin to run well: such layers keep the direct conv. Measured here: 3x3 256->256 gains 2x on
-# 64x64 and 1.7x on 32x32 (64 tiles), breaks even at 32x32 with 128 channels and on 16x16, loses on 8x8.
-MIN_TILES, MIN_CHANNELS = 64, 128
+# 64x64 and 1.7x on 32x32, breaks even at 32x32 with 128 channels and on 16x16, loses on 8x8.
+MIN_SIDE, MIN_CHANNELS = 24, 128
 
 
 @functools.lru_cache(maxsize=None)
@@ -135,6 +141,5 @@ def worthwhile(height: int | None, width: int | None, c_in: int, c_out: int, r: 
     """Whether a stride-1 r x r conv with this output size and these channels gains from Winograd."""
     if height is None or width is None or r not in TILE_FOR_KERNEL:
         return False
-    m = TILE_FOR_KERNEL[r]
-    return -(-height // m) * -(-width // m) >= MIN_TILES and min(c_in, c_out) >= MIN_CHANNELS
+    return min(height, width) >= MIN_SIDE and min(c_in, c_out) >= MIN_CHANNELS
 

@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -140,15 +141,29 @@ def bench_generator(name: str, args) -> dict:
             "memory_growth_mb": growth, "growth_steps": args.growth_steps, "rss_mb_by_step": rss_trace}
 
 
+def _exit_on_term(signum, frame):
+    sys.exit("bench.py: terminated; no figures written")
+
+
+def run_child(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run, with TERM (kill, a scheduler's time limit) unwinding like Ctrl-C meanwhile:
+    subprocess.run then kills the child instead of leaving it running on, and an enclosing temporary
+    run folder is removed. Only while waiting: elsewhere (pools, data generation) TERM keeps its default."""
+    previous = signal.signal(signal.SIGTERM, _exit_on_term)
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def textbook_in_process(name: str, args, fast: bool) -> dict:
     """The textbook step in a fresh process (gan/profiling.py), on the caching allocator or on
     the system's malloc, as a user's plain script would run."""
     env = allocator_env() if fast else {**os.environ, ALLOCATOR_ENV: "system"}
     if not fast:
         env.pop("LD_PRELOAD", None)
-    done = subprocess.run([sys.executable, "-m", "gan.profiling", name, str(args.size), str(args.batch),
-                           str(args.steps), str(args.warmup), args.preset],
-                          capture_output=True, text=True, env=env, check=False)
+    done = run_child([sys.executable, "-m", "gan.profiling", name, str(args.size), str(args.batch),
+                      str(args.steps), str(args.warmup), args.preset], env=env)
     if done.returncode:
         raise RuntimeError(f"textbook step process failed: {done.stderr.strip()[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -162,9 +177,8 @@ def end_to_end(name: str, args) -> dict:
                  "train.steps": 3 * args.steps, "train.eval_every": args.steps, "data.n_val": 1, "data.n_test": 1,
                  "eval.train_subset": 1, "eval.samples": 1, "eval.workers": 1, "train.jit_compile": args.jit,
                  "train.precision": args.precision, "model.batchnorm": args.batchnorm}
-        done = subprocess.run([sys.executable, str(Path(__file__).with_name("train.py")), "--gen", name, "--preset", args.preset,
-                               "--out", out, *[a for k, v in flags.items() for a in (f"--{k}", str(v))]],
-                              capture_output=True, text=True, check=False)
+        done = run_child([sys.executable, str(Path(__file__).with_name("train.py")), "--gen", name, "--preset",
+                          args.preset, "--out", out, *[a for k, v in flags.items() for a in (f"--{k}", str(v))]])
         if done.returncode:
             raise RuntimeError(f"jobs/train.py failed: {done.stderr.strip()[-2000:]}")
         run = Path(out) / "default" / name

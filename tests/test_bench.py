@@ -2,11 +2,15 @@
 what the textbook step computes."""
 
 import json
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from gan.config import make_config
 
 pytestmark = pytest.mark.slow
@@ -44,6 +48,32 @@ def test_bench_tiny_mode_reports_every_figure(tmp_path):
     assert report["roof"]["attainable_gflops"] >= max(report["roof"]["matmul_gflops"], report["roof"]["conv_gflops"])
     assert report["pipelines"][0]["images_per_second"] > 0
     assert "| hybrid |" in done.stdout and "| synthetic |" in done.stdout
+
+
+def test_terminated_bench_takes_its_child_along(tmp_path):
+    """kill (TERM) while a textbook or train.py child runs: one line, non-zero exit, no figures,
+    and the child ends with it instead of running on as an orphan."""
+    out = tmp_path / "bench.json"
+    bench = subprocess.Popen([sys.executable, str(ROOT / "jobs" / "bench.py"), "--size", "32", "--steps", "3",
+                              "--eval-images", "4", "--preset", "tiny", "--gens", "hybrid", "--json", str(out)],
+                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    def measuring_child() -> int | None:
+        for pid in Path(f"/proc/{bench.pid}/task/{bench.pid}/children").read_text().split():
+            try:
+                if b"gan.profiling" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return int(pid)
+            except FileNotFoundError:  # a short-lived helper process that is already gone
+                continue
+        return None
+
+    deadline = time.monotonic() + 300
+    while (child := measuring_child()) is None:
+        assert bench.poll() is None and time.monotonic() < deadline, "bench.py started no textbook process"
+        time.sleep(0.1)
+    bench.terminate()
+    _, err = bench.communicate(timeout=60)
+    assert bench.returncode == 1 and err.strip().splitlines()[-1] == "bench.py: terminated; no figures written"
+    assert not Path(f"/proc/{child}").exists() and not out.exists()
 
 
 def test_analytic_flops_of_a_known_conv():

@@ -131,8 +131,10 @@ def _tensorboard_losses(run: Path) -> dict[int, dict[str, float]]:
 DEVICES_SCRIPT = """
 import sys
 from gan.config import make_config
+from gan import winograd
 from gan.train import make_strategy, train
 make_strategy("2")  # two logical CPU devices, before TensorFlow starts
+winograd.MIN_SIDE = winograd.MIN_CHANNELS = 1  # the PatchGAN's 4x4 conv as Winograd even at 32 px
 for devices, precision in (("1", "float32"), ("2", "float32"), ("2", "mixed_float16")):
     cfg = make_config("tiny", {"model.generator": "unet", "train.steps": 6, "train.eval_every": 6,
                                "train.log_every": 1, "train.batch_size": 2, "model.dropout": 0.0,
@@ -142,8 +144,8 @@ for devices, precision in (("1", "float32"), ("2", "float32"), ("2", "mixed_floa
 
 
 def test_two_logical_cpu_devices_match_one_device(tmp_path):
-    """Same global batch and seed: one device (fused BatchNorm) and two (synchronized BatchNorm) give
-    identical losses up to float summation order (rtol 1e-4). mixed_float16 with dynamic loss scaling
+    """Same global batch and seed: one device (fused BatchNorm) and two (synchronized BatchNorm), both
+    with the Winograd conv, give identical losses up to float summation order (rtol 1e-4). mixed_float16 with dynamic loss scaling
     trains on two devices: finite losses, the first (pre-update) losses within 2 % of float32."""
     done = subprocess.run([sys.executable, "-c", DEVICES_SCRIPT, str(tmp_path)], capture_output=True, text=True,
                           timeout=600, cwd=ROOT)

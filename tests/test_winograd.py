@@ -7,7 +7,7 @@ from gan import winograd
 from gan.winograd import transforms
 
 
-@pytest.mark.parametrize("m,r", [(2, 3), (4, 3), (2, 4), (4, 2)])
+@pytest.mark.parametrize("m,r", [(2, 3), (4, 3), (2, 4), (3, 4), (4, 2)])
 def test_transforms_compute_correlation_exactly(m, r):
     at, g, bt = transforms(m, r)
     rng = np.random.default_rng(0)
@@ -17,7 +17,7 @@ def test_transforms_compute_correlation_exactly(m, r):
         np.testing.assert_allclose(at @ ((g @ k) * (bt @ d)), expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("r,m,height,width", [(3, 4, 10, 7), (3, 4, 18, 18), (4, 2, 9, 12), (3, 2, 6, 5)])
+@pytest.mark.parametrize("r,m,height,width", [(3, 4, 10, 7), (3, 4, 18, 18), (4, 3, 9, 12), (4, 2, 9, 12), (3, 2, 6, 5)])
 def test_conv2d_valid_matches_direct_conv(r, m, height, width):
     """Outputs and both gradients, on sizes that do and do not fill the last tile."""
     import tensorflow as tf
@@ -79,5 +79,5 @@ def test_auto_is_winograd_on_cpu():
 @pytest.mark.parametrize("height,channels,expected", [(64, 256, True), (32, 256, True), (32, 128, True),
                                                       (16, 256, False), (64, 64, False), (None, 256, False)])
 def test_small_convs_keep_the_direct_conv(height, channels, expected):
-    """Below 64 tiles or 128 channels Winograd's transforms cost more than they save (measured)."""
+    """Below 24 output rows or columns, or 128 channels, the transforms cost more than they save."""
     assert winograd.worthwhile(height, height, channels, channels, 3) is expected
