@@ -25,12 +25,31 @@ class TrainJob(submitit.helpers.Checkpointable):
         code = train(cfg, out)
         run = RunDir(run_path(cfg, out))
         if code == EXIT_PREEMPTED:  # SIGTERM/SIGUSR1 reached the trainer first: resubmit ourselves
+            _requeue_through_submitit()
             raise submitit.core.utils.UncompletedJobError(f"{run.path}: preempted, resubmit to resume")
         return {"run": str(run.path), "exit_code": code, **run.read_status()}
 
     def checkpoint(self, config: dict[str, Any], out: str) -> submitit.helpers.DelayedSubmission:
         # The trainer checkpoints at every evaluation; the resubmitted job resumes from there.
         return submitit.helpers.DelayedSubmission(TrainJob(), config, out)
+
+
+def _requeue_through_submitit() -> None:
+    """On SLURM, run submitit's own checkpoint-and-requeue (what its USR2 handler does; it exits).
+
+    A preemption sends SIGTERM and then submitit's USR2; when SIGTERM reaches the trainer first, the
+    trainer checkpoints and returns, and had the job then simply failed, a USR2 arriving after it
+    would find no process left to requeue - the job would end as failed instead of resuming.
+    """
+    import signal
+
+    if submitit.JobEnvironment().cluster != "slurm":
+        return
+    usr = signal.Signals[f"SIG{submitit.slurm.slurm.SlurmJobEnvironment.USR_SIG}"]
+    handler = signal.getsignal(usr)
+    if callable(handler):
+        signal.signal(usr, signal.SIG_IGN)  # USR2 may still arrive: one requeue is enough
+        handler(usr, None)
 
 
 def make_executor(folder: str, *, cluster: str | None = None, partition: str | None = None, gpus: int = 0,

@@ -73,7 +73,11 @@ def test_requeue_resumes_without_duplicated_rows(slurm, tmp_path):
     assert_exact_rows(run, 150, 10)
 
 
-def test_submitit_round_trip_with_preemption(slurm, tmp_path):
+@pytest.mark.parametrize("signals", ["TERM+USR2", "TERM"])
+def test_submitit_round_trip_with_preemption(slurm, tmp_path, signals):
+    """Preempted (SIGTERM, then submitit's USR2 as `job._interrupt()` sends them; or SIGTERM alone),
+    the job requeues itself and its rerun resumes: exact rows, finished. With SIGTERM alone the
+    trainer always stops first - the order in which the job used to end as failed."""
     from cluster.submitit_jobs import TrainJob, make_executor
     from gan.config import make_config
 
@@ -87,7 +91,10 @@ def test_submitit_round_trip_with_preemption(slurm, tmp_path):
     while not ((run / "metrics.csv").exists() and len((run / "metrics.csv").read_text().splitlines()) > 4):
         assert time.time() < deadline and job.state not in ("FAILED", "COMPLETED"), job.stderr()
         time.sleep(0.2)
-    job._interrupt()  # what SLURM does before preemption/timeout: submitit checkpoints and requeues
+    if signals == "TERM+USR2":
+        job._interrupt()  # what SLURM does before preemption/timeout: submitit checkpoints and requeues
+    else:
+        slurm.run("scancel", "--signal", "TERM", job.job_id)
     slurm.release_requeued(job.job_id)
     result = job.result()
     assert result["state"] == "finished" and result["step"] == 150

@@ -81,3 +81,18 @@ def test_auto_is_winograd_on_cpu():
 def test_small_convs_keep_the_direct_conv(height, channels, expected):
     """Below 24 output rows or columns, or 128 channels, the transforms cost more than they save."""
     assert winograd.worthwhile(height, height, channels, channels, 3) is expected
+
+
+def test_exported_generator_with_winograd_convs(tmp_path, winograd_everywhere):
+    """The SavedModel of a generator whose residual convs run as Winograd serves the same photos."""
+    import tensorflow as tf
+
+    from gan.config import make_config
+    from gan.inference import Generator, export_saved_model
+    cfg = make_config("tiny", {"model.generator": "resnet", "model.conv": "winograd"})
+    generator = Generator(cfg)
+    assert any(type(layer).__name__ == "WinogradConv2D" for layer in generator.model._flatten_layers())
+    labels = np.random.default_rng(4).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    export_saved_model(generator, 32, tmp_path / "model")
+    served = tf.saved_model.load(str(tmp_path / "model")).signatures["serving_default"](labels=tf.constant(labels))
+    np.testing.assert_allclose(served["photos"].numpy().astype(int), generator(labels).astype(int), atol=1)
