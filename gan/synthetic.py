@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import sys
 import tempfile
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -151,6 +154,33 @@ def _write_pair(args: tuple[int, int, int, str]) -> None:
     cv2.imwrite(path, cv2.cvtColor(pair, cv2.COLOR_RGB2BGR))
 
 
+def _die_with_parent(parent: int) -> None:
+    """Pool worker initializer: end with the process that started us. A generator killed mid-way
+    (kill -9, an OOM kill) otherwise leaves its workers blocked on the task queue for ever."""
+    if sys.platform != "linux":  # prctl is Linux's; elsewhere orphans are left to the OS as before
+        return
+    import ctypes
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+# A partial dataset folder untouched this long belongs to a generator that was killed: a live one
+# writes an image every few milliseconds.
+ABANDONED_AFTER_S = 3600
+
+
+def _remove_abandoned(root: Path) -> None:
+    for partial in root.glob(".synthetic-*"):
+        try:
+            newest = max([partial.stat().st_mtime] + [p.stat().st_mtime for p in partial.iterdir()])
+        except FileNotFoundError:  # another caller renamed or removed it meanwhile
+            continue
+        if time.time() - newest > ABANDONED_AFTER_S:
+            shutil.rmtree(partial, ignore_errors=True)
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("PIX2PIX_CACHE") or Path.home() / ".cache" / "pix2pix-suite")
 
@@ -169,6 +199,7 @@ def ensure_synthetic(size: int, seed: int = 0, cache_dir: str | os.PathLike = ""
     if (target / ".complete").exists():
         return target
     root.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(root)
     tmp = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=root))
     jobs, offset = [], 0
     for split in ("train", "val", "test"):
@@ -178,7 +209,7 @@ def ensure_synthetic(size: int, seed: int = 0, cache_dir: str | os.PathLike = ""
         offset += split_sizes[split]
     workers = min(len(jobs) // 50 + 1, os.cpu_count() or 1)
     if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        with ProcessPoolExecutor(workers, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
             list(pool.map(_write_pair, jobs, chunksize=16))
     else:
         for job in jobs:

@@ -1,9 +1,15 @@
 """Data: the four formats on small generated fixtures, split selection, augmentation, resume order."""
 
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from conftest import make_pix2pix, write_rgb
+from conftest import ROOT, make_pix2pix, write_rgb
 from gan.config import make_config
 from gan.data import (Pair, detect_format, example_order, find_pairs, load_dataset, load_pair, read_image,
                       select_splits, train_pipeline)
@@ -131,3 +137,39 @@ def test_split_follows_split_seed_not_training_seed(tmp_path):
                                                         "data.n_val": 2, "data.n_test": 2, **o})).test.ids
     assert ids() == ids(**{"train.seed": 7})  # another training seed: the same test photos
     assert ids() != ids(**{"data.split_seed": 3}) or ids() != ids(**{"data.split_seed": 5})
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one CPU: the generator writes without a process pool")
+def test_killed_generator_takes_its_workers_along(tmp_path):
+    """kill -9 mid-generation: the pool's workers end too instead of waiting for tasks for ever."""
+    script = ("from gan.synthetic import ensure_synthetic\n"
+              f"ensure_synthetic(128, cache_dir={str(tmp_path)!r}, split_sizes={{'train': 5000, 'val': 1, 'test': 1}})")
+    generator = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob(".synthetic-*/train/*.png"))) < 20:
+        assert generator.poll() is None and time.monotonic() < deadline, "the generator wrote nothing"
+        time.sleep(0.1)
+    workers = [int(p) for p in Path(f"/proc/{generator.pid}/task/{generator.pid}/children").read_text().split()]
+    assert len(workers) >= 2
+    generator.kill()
+    generator.wait()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{w}").exists() and Path(f"/proc/{w}/stat").read_text().split()[2] != "Z"
+              for w in workers):
+        assert time.monotonic() < deadline, "workers outlived their killed generator"
+        time.sleep(0.1)
+
+
+def test_abandoned_partial_dataset_is_removed(tmp_path):
+    """A killed generator's partial folder is removed by the next generation once untouched for an hour;
+    a live one (recently written) is left alone."""
+    from gan.synthetic import ABANDONED_AFTER_S
+    old, live = tmp_path / ".synthetic-old", tmp_path / ".synthetic-live"
+    for partial in (old, live):
+        (partial / "train").mkdir(parents=True)
+        (partial / "train" / "00000.png").write_bytes(b"partial")
+    past = time.time() - ABANDONED_AFTER_S - 60
+    for path in (old / "train" / "00000.png", old / "train", old):
+        os.utime(path, (past, past))
+    ensure_synthetic(32, cache_dir=tmp_path, split_sizes={"train": 2, "val": 1, "test": 1})
+    assert not old.exists() and (live / "train" / "00000.png").exists()
