@@ -46,6 +46,7 @@ import numpy as np
 from skimage.metrics import structural_similarity
 
 from gan.contract import METRIC_NAMES
+from gan.workers import end_with_parent
 
 RATIO_TEST = 0.75
 PSNR_CAP_DB = 100.0
@@ -131,7 +132,8 @@ def _batch_metrics(pairs: tuple[np.ndarray, np.ndarray]) -> list[dict[str, float
     return [image_metrics(g, r) for g, r in zip(generated, real)]
 
 
-def _worker_init() -> None:
+def _worker_init(parent: int) -> None:
+    end_with_parent(parent)  # a trainer killed with -9 takes its workers along
     cv2.setNumThreads(1)  # the pool is the parallelism
     # Ctrl-C and scancel signal the whole process group: the trainer alone decides what happens
     # (finish the evaluation, checkpoint, exit 75); a worker that died would break the pool.
@@ -157,7 +159,7 @@ class MetricPool:
             return _batch_metrics((generated, real))
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
-                                             initializer=_worker_init)
+                                             initializer=_worker_init, initargs=(os.getpid(),))
         chunks = np.array_split(np.arange(len(generated)), min(self.workers * 2, len(generated)))
         parts = self._pool.map(_batch_metrics, [(generated[c], real[c]) for c in chunks])
         return [row for part in parts for row in part]

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -23,6 +21,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from gan.workers import end_with_parent
 
 # Official Cityscapes colours (RGB), from cityscapesScripts' labels.py.
 PALETTE = {
@@ -154,18 +154,6 @@ def _write_pair(args: tuple[int, int, int, str]) -> None:
     cv2.imwrite(path, cv2.cvtColor(pair, cv2.COLOR_RGB2BGR))
 
 
-def _die_with_parent(parent: int) -> None:
-    """Pool worker initializer: end with the process that started us. A generator killed mid-way
-    (kill -9, an OOM kill) otherwise leaves its workers blocked on the task queue for ever."""
-    if sys.platform != "linux":  # prctl is Linux's; elsewhere orphans are left to the OS as before
-        return
-    import ctypes
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-
-
 # A partial dataset folder untouched this long belongs to a generator that was killed: a live one
 # writes an image every few milliseconds.
 ABANDONED_AFTER_S = 3600
@@ -209,7 +197,7 @@ def ensure_synthetic(size: int, seed: int = 0, cache_dir: str | os.PathLike = ""
         offset += split_sizes[split]
     workers = min(len(jobs) // 50 + 1, os.cpu_count() or 1)
     if workers > 1:
-        with ProcessPoolExecutor(workers, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
+        with ProcessPoolExecutor(workers, initializer=end_with_parent, initargs=(os.getpid(),)) as pool:
             list(pool.map(_write_pair, jobs, chunksize=16))
     else:
         for job in jobs:

@@ -193,3 +193,31 @@ def test_every_checkpoint_damaged_starts_over_without_losing_the_files(tmp_path)
     assert len(list((run / "checkpoints").glob("*.damaged"))) >= 4  # set aside, not deleted
     assert (run / "checkpoints" / "ckpt-12.index").exists()
     assert_exact_rows(run, 12, 4)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_killed_trainer_takes_its_metric_workers_along(tmp_path):
+    """kill -9 after an evaluation: the metric pool's workers (and multiprocessing's resource tracker,
+    which waits for them) end too, instead of waiting on their task queue for ever."""
+    trainer = subprocess.Popen([sys.executable, str(ROOT / "jobs" / "train.py"), "--preset", "tiny", "--gen", "hybrid",
+                                "--train.steps", "100000", "--train.eval_every", "4", "--eval.workers", "2",
+                                "--out", str(tmp_path)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "default" / "hybrid" / "metrics.csv"
+    deadline = time.monotonic() + 300
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) > 1):
+        assert trainer.poll() is None and time.monotonic() < deadline, "the trainer evaluated nothing"
+        time.sleep(0.2)
+    children = [int(p) for p in Path(f"/proc/{trainer.pid}/task/{trainer.pid}/children").read_text().split()]
+    assert len(children) >= 2, children
+    trainer.kill()
+    trainer.wait()
+    deadline = time.monotonic() + 15
+    while any(_alive(c) for c in children):
+        assert time.monotonic() < deadline, "metric workers outlived their killed trainer"
+        time.sleep(0.2)
