@@ -8,6 +8,8 @@ it are dropped and redone, so none is duplicated or missing).
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from typing import Any
 
@@ -41,9 +43,7 @@ def _requeue_through_submitit() -> None:
     trainer checkpoints and returns, and had the job then simply failed, a USR2 arriving after it
     would find no process left to requeue - the job would end as failed instead of resuming.
     """
-    import signal
-
-    if submitit.JobEnvironment().cluster != "slurm":
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":  # how submitit tells its SLURM jobs; a direct call has none
         return
     usr = signal.Signals[f"SIG{submitit.slurm.slurm.SlurmJobEnvironment.USR_SIG}"]
     handler = signal.getsignal(usr)
