@@ -233,8 +233,9 @@ def resnet(cfg: ModelConfig, size: int) -> keras.Model:
     x = conv_bn_relu(norm, inputs, f, 7)
     x = conv_bn_relu(norm, x, 2 * f, 3, strides=2)
     x = conv_bn_relu(norm, x, 4 * f, 3, strides=2)
+    conv = conv_class(cfg.conv)
     for _ in range(cfg.resnet_blocks):
-        x = residual_block(norm, x, 4 * f, cfg.resnet_dropout, conv_class(cfg.conv))
+        x = residual_block(norm, x, 4 * f, cfg.resnet_dropout, conv)
     for width in (2 * f, f):
         x = upsample_conv_bn_relu(norm, x, width, cfg.upsample)
     outputs = layers.Conv2D(3, 7, padding="same", kernel_initializer=_init(), activation="tanh")(x)
@@ -251,8 +252,9 @@ def hybrid(cfg: ModelConfig, size: int) -> keras.Model:
     x = layers.LeakyReLU(0.2)(x)
     for i, width in enumerate(widths):
         x = down(norm, width, name=f"down{i}")(x)
+    conv = conv_class(cfg.conv)
     for _ in range(cfg.hybrid_blocks):
-        x = residual_block(norm, x, widths[-1], cfg.resnet_dropout, conv_class(cfg.conv))
+        x = residual_block(norm, x, widths[-1], cfg.resnet_dropout, conv)
     for i, width in enumerate(reversed(widths)):
         x = up(norm, width, name=f"up{i}")(x)
     outputs = layers.Conv2D(3, 3, padding="same", kernel_initializer=_init(), activation="tanh")(x)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import tensorflow as tf
 
 # Interpolation points by how many are needed (m + r - 2; the last point is infinity).
 _POINTS = (0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5)
@@ -82,7 +83,7 @@ def _dims(t) -> list[int]:
     return [-1 if d is None else d for d in t.shape]
 
 
-def _tiles(tf, x, axis: int, m: int, a: int, count: int):
+def _tiles(x, axis: int, m: int, a: int, count: int):
     """`count` windows of length a, stride m, along `axis`, stacked on a new leading axis: [a, ...]."""
     blocks = count + -(-(a - m) // m)
     extra = blocks * m - x.shape[axis]
@@ -97,13 +98,13 @@ def _tiles(tf, x, axis: int, m: int, a: int, count: int):
                      for j in range(a)])
 
 
-def _mix(tf, matrix: np.ndarray, t):
+def _mix(matrix: np.ndarray, t):
     """matrix [p, a] applied along t's leading axis (of length a)."""
     out = tf.matmul(tf.constant(matrix, t.dtype), tf.reshape(t, [t.shape[0], -1]))
     return tf.reshape(out, [matrix.shape[0]] + _dims(t)[1:])
 
 
-def _interleave(tf, t, axis: int):
+def _interleave(t, axis: int):
     """[m, ...] -> the m phases interleaved into `axis` of the rest (which it multiplies by m)."""
     rank = t.shape.rank
     y = tf.transpose(t, list(range(1, axis + 2)) + [0] + list(range(axis + 2, rank)))
@@ -117,21 +118,20 @@ def conv2d_valid(x, kernel, m: int):
     Any height and width: the last row/column of tiles is zero-padded and the
     output cropped. The batch dimension may be unknown; the others must not.
     """
-    import tensorflow as tf
     r, _, c_in, c_out = kernel.shape
     at, g, bt = transforms(m, r)
     a = m + r - 1
     height, width = x.shape[1] - r + 1, x.shape[2] - r + 1
     rows, cols = -(-height // m), -(-width // m)
-    v = _mix(tf, bt, _tiles(tf, x, 1, m, a, rows))               # [a_h, n, rows, W, c_in]
-    v = _mix(tf, bt, _tiles(tf, v, 3, m, a, cols))               # [a_w, a_h, n, rows, cols, c_in]
+    v = _mix(bt, _tiles(x, 1, m, a, rows))               # [a_h, n, rows, W, c_in]
+    v = _mix(bt, _tiles(v, 3, m, a, cols))               # [a_w, a_h, n, rows, cols, c_in]
     # Kernel transform G g G^T as one matmul, in v's (a_w, a_h) order.
     gg = np.einsum("qj,pi->qpij", g, g).reshape(a * a, r * r)
     u = tf.matmul(tf.constant(gg, kernel.dtype), tf.reshape(kernel, [r * r, c_in * c_out]))
     prod = tf.matmul(tf.reshape(v, [a * a, -1, c_in]), tf.reshape(u, [a * a, c_in, c_out]))
     y = tf.reshape(prod, [a, a, -1, rows, cols, c_out])
-    y = _interleave(tf, _mix(tf, at, y), 3)                      # [a_h, n, rows, m * cols, c_out]
-    y = _interleave(tf, _mix(tf, at, y), 1)                      # [n, m * rows, m * cols, c_out]
+    y = _interleave(_mix(at, y), 3)                      # [a_h, n, rows, m * cols, c_out]
+    y = _interleave(_mix(at, y), 1)                      # [n, m * rows, m * cols, c_out]
     if m * rows != height or m * cols != width:
         y = y[:, :height, :width]
     return y
