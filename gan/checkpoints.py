@@ -15,9 +15,14 @@ from pathlib import Path
 
 
 def restore_newest_intact(checkpoint, directory: str | Path, set_aside: bool = True, log=print,
-                          only: str | None = None) -> str | None:
+                          only: str | None = None, older: tuple[str, object, str] | None = None,
+                          resumed: bool = True) -> str | None:
     """Restore `checkpoint` from the newest readable checkpoint in `directory` (or exactly `only`);
-    returns its path, or None when there is none. Damaged ones are named in a warning."""
+    returns its path, or None when there is none. Damaged ones are named in a warning.
+
+    `older` = (name, checkpoint without that part, note): a checkpoint written before `name` was part
+    of it (its index has no `name/` entry) is restored through the second object, and the note logged. `resumed`:
+    the caller trains on from it (the warning then says the later steps are redone)."""
     import tensorflow as tf
     directory = Path(directory)
     state = tf.train.get_checkpoint_state(str(directory))
@@ -30,7 +35,12 @@ def restore_newest_intact(checkpoint, directory: str | Path, set_aside: bool = T
     for path in reversed(candidates):
         path = str(directory / Path(path).name)
         try:
-            checkpoint.restore(path).assert_existing_objects_matched()
+            target = checkpoint
+            if older is not None and not any(name.startswith(older[0] + "/")
+                                             for name, _ in tf.train.list_variables(path)):
+                target = older[1]
+                log(f"note: {path}: {older[2]}")
+            target.restore(path).assert_existing_objects_matched()
         # What TF raises for a damaged file varies with the damage: OpError (DataLoss, NotFound, ...),
         # IndexError ("Read less bytes than requested"), AssertionError/ValueError (objects not matched).
         except (tf.errors.OpError, AssertionError, ValueError, IndexError, OSError) as e:
@@ -40,7 +50,8 @@ def restore_newest_intact(checkpoint, directory: str | Path, set_aside: bool = T
                 + ("; set aside" if set_aside else ""))
             continue
         if damaged:
-            log(f"warning: resuming from the older checkpoint {path}; the steps after it are redone")
+            log(f"warning: resuming from the older checkpoint {path}; the steps after it are redone" if resumed
+                else f"warning: using the older checkpoint {path}")
         if set_aside and damaged:
             _set_aside(directory, damaged, [str(directory / Path(p).name) for p in candidates if
                                             str(directory / Path(p).name) not in damaged])

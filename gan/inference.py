@@ -2,9 +2,14 @@
 
 `Generator` is a single-device copy of a generator: images are generated one
 at a time with `training=True`, as pix2pix does at test time (batch
-statistics of the image, dropout as noise), so results do not depend on the
-batch. `restore_generator` reads the newest intact checkpoint of a run
-(read-only), `export_saved_model` writes a SavedModel with uint8 in and out.
+statistics of the image, dropout on), so results do not depend on the
+batch. Dropout draws one fixed mask per run: its seed generators restart
+from values derived from `train.seed` before every image, so a label map
+always gives the same photo - in the evaluations during training, in
+`jobs/evaluate.py` (which reproduces the run's own rows exactly), and in the
+exported SavedModel. `restore_generator` reads the newest intact checkpoint
+of a run (read-only), `export_saved_model` writes a SavedModel with uint8 in
+and out that computes exactly what `Generator` does.
 """
 
 from __future__ import annotations
@@ -26,13 +31,31 @@ def build_discriminator(cfg: Config):
     return models.build_discriminator(cfg.model, cfg.data.image_size)
 
 
+def noise_starts(states: list, seed: int) -> list[np.ndarray]:
+    """The fixed start of each dropout seed generator for a run of training seed `seed`."""
+    return [np.array([np.random.default_rng([seed, i]).integers(1, 2 ** 31 - 1), 0], state.dtype)
+            for i, state in enumerate(states)]
+
+
+def generate_one(model, states: list, starts: list, image):
+    """One [1, S, S, 3] image in [-1, 1] through `model` as at test time, dropout restarted at `starts`."""
+    for state, start in zip(states, starts):
+        state.assign(start)
+    return model(image, training=True)
+
+
 class Generator:
     """Single-device inference copy of a generator: uint8 label maps in, uint8 photos out."""
 
     def __init__(self, cfg: Config, model=None):
         import tensorflow as tf
+
+        from gan.models import random_state
         self.model = model if model is not None else build_generator(cfg)
-        self._call = tf.function(lambda x: self.model(x, training=True), reduce_retracing=True)
+        self.noise = random_state(self.model)
+        self.noise_starts = noise_starts(self.noise, cfg.train.seed)
+        self._call = tf.function(lambda x: generate_one(self.model, self.noise, self.noise_starts, x),
+                                 reduce_retracing=True)
 
     def set_weights(self, weights) -> None:
         self.model.set_weights(weights)
@@ -79,7 +102,7 @@ def restore_generator(run_path, step: int | None = None):
     # Read-only: a damaged checkpoint is skipped and named, never moved (the trainer may own the run).
     restored = restore_newest_intact(_GeneratorCheckpoint(tf.train.Checkpoint(generator=generator.model,
                                                                               step=step_var)),
-                                     run.checkpoints, set_aside=False, only=only)
+                                     run.checkpoints, set_aside=False, only=only, resumed=False)
     if restored is None:
         raise UserError(f"{run.checkpoints}: no checkpoint that can be restored")
     return cfg, generator, int(step_var.numpy())
@@ -98,21 +121,22 @@ class _GeneratorCheckpoint:
 
 
 def export_saved_model(generator: Generator, size: int, path) -> None:
-    """A SavedModel whose `serving_default` maps uint8 label maps [N, S, S, 3] to uint8 photos."""
+    """A SavedModel whose `serving_default` maps uint8 label maps [N, S, S, 3] to uint8 photos, each
+    exactly as `generator` makes it (dropout on, with the run's fixed mask)."""
     import tensorflow as tf
-
-    model = generator.model
 
     class Exported(tf.Module):
         def __init__(self):
             super().__init__()
-            self.model = model
+            self.model = generator.model
+            self.noise = generator.noise  # tracked here: Keras leaves dropout's state out of the object graph
 
         @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8, name="labels")])
         def serve(self, labels):
             def one(image):  # one at a time: batch statistics of each image, as in training-time eval
-                return to_uint8(self.model(to_unit(image[None]), training=True)[0])
-            return {"photos": tf.map_fn(one, labels, fn_output_signature=tf.uint8)}
+                return to_uint8(generate_one(self.model, self.noise, generator.noise_starts, to_unit(image[None]))[0])
+            # parallel_iterations=1: each image restarts the dropout state, so images must not overlap.
+            return {"photos": tf.map_fn(one, labels, fn_output_signature=tf.uint8, parallel_iterations=1)}
 
     exported = Exported()
     tf.saved_model.save(exported, str(path), signatures={"serving_default": exported.serve})

@@ -293,3 +293,10 @@ def build_generator(cfg: ModelConfig, size: int) -> keras.Model:
 
 def build_discriminator(cfg: ModelConfig, size: int) -> keras.Model:
     return patchgan(cfg.filters, size, cfg.batchnorm, cfg.conv)
+
+
+def random_state(model: keras.Model) -> list:
+    """The state of the model's random layers, in layer order: each Dropout's seed generator ([seed,
+    counter], advanced at every call). Keras keeps it outside the weights and outside TensorFlow's object
+    graph, so the trainer's checkpoint and the exported SavedModel are handed it explicitly."""
+    return [v for v in model.non_trainable_variables if v.name == "seed_generator_state"]

@@ -189,6 +189,15 @@ def make_train_step(cfg: Config, strategy, generator, discriminator, opt_g, opt_
     return train_step
 
 
+def random_state_checkpoint(generator, discriminator):
+    """Every random layer's state of both nets, for the run's checkpoint (`models.random_state`)."""
+    import tensorflow as tf
+
+    from gan.models import random_state
+    return tf.train.Checkpoint(**{f"{net}_{i}": state for net, model in (("g", generator), ("d", discriminator))
+                                  for i, state in enumerate(random_state(model))})
+
+
 def _system_seconds() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_stime
 
@@ -285,9 +294,12 @@ def _train(cfg: Config, data, run: RunDir, lease: Lease, overwrite: bool, report
         # Seconds of training already spent in the current eval interval (survives preemption).
         interval_var = tf.Variable(0.0, dtype=tf.float64, trainable=False)
     train_step = make_train_step(cfg, strategy, generator, discriminator, opt_g, opt_d)
-    ckpt = tf.train.Checkpoint(generator=generator, discriminator=discriminator, opt_g=opt_g, opt_d=opt_d,
-                               step=step_var, interval_seconds=interval_var, **train_step.checkpoint_state)
-    restore_newest_intact(ckpt, run.checkpoints, log=log)
+    parts = dict(generator=generator, discriminator=discriminator, opt_g=opt_g, opt_d=opt_d, step=step_var,
+                 interval_seconds=interval_var, **train_step.checkpoint_state)
+    # Dropout's seed generators: without them a resumed U-Net would redraw the masks it already used.
+    ckpt = tf.train.Checkpoint(**parts, random=random_state_checkpoint(generator, discriminator))
+    restore_newest_intact(ckpt, run.checkpoints, log=log, older=(
+        "random", tf.train.Checkpoint(**parts), "written before dropout's state was checkpointed; its masks restart"))
     # Built after the restore: it then lists only what is left once damaged checkpoints are set aside.
     manager = tf.train.CheckpointManager(ckpt, run.checkpoints, max_to_keep=cfg.train.checkpoints_to_keep)
     start = int(step_var.numpy())

@@ -1,0 +1,155 @@
+"""The run promises, for every registered generator: an extended, a preempted (SIGTERM) and a killed
+(kill -9) run each reproduce an uninterrupted run exactly, and the exported SavedModel serves exactly
+the photos the run's own evaluation and `jobs/evaluate.py --translate` make.
+
+Dropout is on in every generator here (the U-Net's by default, `model.resnet_dropout` for the others),
+so the random layers' state is part of what must survive an interruption.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ROOT, assert_exact_rows, run_cli
+from gan.config import GENERATOR_NAMES
+
+pytestmark = pytest.mark.slow
+
+STEPS, EVERY = 48, 8
+FIELDS = {"train.steps": STEPS, "train.eval_every": EVERY, "model.resnet_dropout": 0.3}
+
+
+def flags(gen: str, steps: int = STEPS) -> list[str]:
+    return ["--preset", "tiny", "--gen", gen, *[a for k, v in {**FIELDS, "train.steps": steps}.items()
+                                                 for a in (f"--{k}", str(v))]]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """One uninterrupted run per generator (trained on first use, in this process)."""
+    from gan.config import make_config
+    from gan.train import train
+    root, done = tmp_path_factory.mktemp("straight"), {}
+
+    def get(gen: str) -> Path:
+        if gen not in done:
+            assert train(make_config("tiny", {**FIELDS, "model.generator": gen}), root, log=lambda *_: None) == 0
+            done[gen] = root / "default" / gen
+        return done[gen]
+    return get
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Every evaluation row and every test image's metrics agree (float32 summation order aside)."""
+    for name in ("metrics.csv", "test_metrics.csv"):
+        x, y = pd.read_csv(a / name), pd.read_csv(b / name)
+        assert list(x.columns) == list(y.columns) and len(x) == len(y), name
+        numeric = x.select_dtypes("number").columns
+        np.testing.assert_allclose(x[numeric], y[numeric], rtol=1e-5, atol=1e-6, err_msg=f"{name} differs")
+
+
+def start(out: Path, gen: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "jobs" / "train.py"), *flags(gen), "--out", str(out)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_past(run: Path, proc: subprocess.Popen, step: int, timeout: float = 300) -> None:
+    """Until metrics.csv has a row past `step` (then a little more, to land between evaluations)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        if (run / "metrics.csv").exists():
+            steps = pd.read_csv(run / "metrics.csv").step
+            if len(steps) and steps.max() > step:
+                time.sleep(0.3)
+                return
+        time.sleep(0.1)
+    raise AssertionError("no evaluation rows in time")
+
+
+@pytest.mark.parametrize("gen", GENERATOR_NAMES)
+def test_extended_run_is_exact(straight, tmp_path, gen):
+    from gan.config import make_config
+    from gan.train import train
+    for steps in (EVERY * 2, STEPS):  # a finished run, then the same command with more steps
+        cfg = make_config("tiny", {**FIELDS, "train.steps": steps, "model.generator": gen})
+        assert train(cfg, tmp_path, log=lambda *_: None) == 0
+    assert_exact_rows(tmp_path / "default" / gen, STEPS, EVERY)
+    assert_same_run(straight(gen), tmp_path / "default" / gen)
+
+
+@pytest.mark.parametrize("gen", GENERATOR_NAMES)
+def test_preempted_run_resumes_exactly(straight, tmp_path, gen):
+    run = tmp_path / "default" / gen
+    proc = start(tmp_path, gen)
+    wait_past(run, proc, EVERY)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err[-3000:]
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "preempted" and EVERY < status["step"] < STEPS, status
+    done = run_cli("train.py", *flags(gen), "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resuming {run} at step {status['step']}" in done.stdout
+    assert_exact_rows(run, STEPS, EVERY)
+    assert_same_run(straight(gen), run)
+
+
+@pytest.mark.parametrize("gen", GENERATOR_NAMES)
+def test_killed_run_resumes_exactly(straight, tmp_path, gen):
+    run = tmp_path / "default" / gen
+    proc = start(tmp_path, gen)
+    wait_past(run, proc, EVERY)
+    proc.kill()
+    assert proc.wait() == -signal.SIGKILL
+    killed_at = json.loads((run / "status.json").read_text())["step"]
+    done = run_cli("train.py", *flags(gen), "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resuming {run} at step {killed_at}" in done.stdout
+    assert_exact_rows(run, STEPS, EVERY)
+    assert_same_run(straight(gen), run)
+
+
+@pytest.mark.parametrize("gen", GENERATOR_NAMES)
+def test_export_serves_what_the_run_evaluated(straight, tmp_path, gen):
+    import shutil
+
+    import cv2
+    import tensorflow as tf
+    from gan.synthetic import draw_scene
+    run = tmp_path / gen
+    shutil.copytree(straight(gen), run)  # evaluation writes into the run: use a copy
+    labels = [draw_scene(1, i, 32)[1] for i in range(3)]
+    (tmp_path / "labels").mkdir()
+    for i, label in enumerate(labels):
+        cv2.imwrite(str(tmp_path / "labels" / f"{i}.png"), label[:, :, ::-1])
+    done = run_cli("evaluate.py", str(run), "--split", "val", "--translate", str(tmp_path / "labels"), "--to",
+                   str(tmp_path / "photos"), "--export", str(tmp_path / "model"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    # The last checkpoint reproduces the run's own last validation row (same weights, same dropout masks).
+    val = pd.read_csv(run / "metrics.csv").query("split == 'val'").iloc[-1]
+    mine = pd.read_csv(run / f"eval_val_step{STEPS}.csv")
+    for name in ("ssim", "hist_corr", "l1"):
+        assert mine[name].mean() == pytest.approx(val[name], abs=1e-5), name
+    # The SavedModel serves the translated photos in any batch and twice over (same dropout masks; its graph
+    # may round a pixel or two the other way: another mask would move most pixels by many levels).
+    translated = np.stack([cv2.imread(str(tmp_path / "photos" / f"{i}.png"))[:, :, ::-1] for i in range(3)])
+    served = tf.saved_model.load(str(tmp_path / "model")).signatures["serving_default"]
+    batch = served(labels=tf.constant(np.stack(labels)))["photos"].numpy()
+    assert batch.dtype == np.uint8 and batch.shape == (3, 32, 32, 3)
+    assert_same_photos(batch, translated)
+    assert_same_photos(served(labels=tf.constant(np.stack(labels[::-1])))["photos"].numpy(), translated[::-1])
+
+
+def assert_same_photos(a: np.ndarray, b: np.ndarray) -> None:
+    diff = np.abs(a.astype(int) - b.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.005, (diff.max(), (diff > 0).mean())
