@@ -94,7 +94,7 @@ def _html(runs, frames: dict[str, pd.DataFrame], figures: dict[str, Path]) -> st
         "font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
         "th{background:#eee}.warn{color:#a40}</style></head><body>",
         "<h1>pix2pix comparison report</h1>",
-        f"<p>{len(runs)} runs ({', '.join(f'{n} {s}' for s, n in states.items())}); "
+        f"<p>{len(runs)} runs ({html.escape(', '.join(f'{n} {s}' for s, n in states.items()))}); "
         f"written {time.strftime('%Y-%m-%d %H:%M')}. Study metrics: {', '.join(STUDY_METRICS)} "
         "(higher is better), plus psnr (higher) and l1 (lower).</p>",
     ]
@@ -104,8 +104,9 @@ def _html(runs, frames: dict[str, pd.DataFrame], figures: dict[str, Path]) -> st
         parts.append(f"<p class='warn'>{html.escape(warning)}</p>")
     if unfinished:
         parts.append("<p class='warn'>Not finished: " + ", ".join(
-            f"{html.escape(r.name)} ({r.state} at step {r.status.get('step', 0)}"
-            + (f": {html.escape(r.status['message'])}" if r.status.get("message") else "") + ")"
+            f"{html.escape(r.name)} ({html.escape(r.state)} at step {html.escape(str(r.status.get('step', 0)))}"
+            + (f": {html.escape(str(r.status['message']))}" if r.status.get("message") else "")
+            + (f"; {html.escape(r.state_note)}" if r.state_note else "") + ")"
             for r in unfinished) + "</p>")
     titles = {"study": "Test metrics per generator: mean (std) over test images",
               "verdict": "Verdict: the best generator per metric, and whom it beats significantly",
@@ -116,7 +117,11 @@ def _html(runs, frames: dict[str, pd.DataFrame], figures: dict[str, Path]) -> st
               "seed_spread": "Spread across seeds", "runs": "Runs: state, best validation step, cost",
               "sweep_best": "Best configuration per generator", "test_summary": "Test summary (numeric)"}
     def table(frame: pd.DataFrame) -> str:
-        shown = frame.replace(r"\*\*(.*)\*\*", r"<b>\1</b>", regex=True)  # bold marks of the verdict table
+        # Run names, states and messages come from whoever wrote the runs: escape every cell and header,
+        # then turn the verdict table's own **bold** marks into tags.
+        shown = frame.map(lambda v: html.escape(v) if isinstance(v, str) else v)
+        shown.columns = [html.escape(str(c)) for c in shown.columns]
+        shown = shown.replace(r"\*\*(.*)\*\*", r"<b>\1</b>", regex=True)
         return ("<div style='overflow-x:auto'>" + shown.to_html(index=False, float_format=lambda v: f"{v:.4g}",
                                                                na_rep="-", escape=False) + "</div>")
 

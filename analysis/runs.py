@@ -17,6 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from gan import contract  # the run-directory contract: standard library only, no TensorFlow
+from gan.errors import UserError
+from gan.lease import holder_alive, read_holder
 
 METRICS = list(contract.METRIC_NAMES)
 STUDY_METRICS = list(contract.STUDY_METRICS)
@@ -60,7 +62,19 @@ class Run:
 
     @property
     def state(self) -> str:
-        return self.status.get("state", "unknown")
+        """status.json's state; 'interrupted' for a 'running' run whose trainer is gone (killed, node lost,
+        disk full): its lease is missing, or names a process that is gone or no longer beats."""
+        state = self.status.get("state", "unknown")
+        if state == "running" and not holder_alive(read_holder(self.path / contract.LEASE))[0]:
+            return "interrupted"
+        return state
+
+    @property
+    def state_note(self) -> str:
+        """Why a run is shown as interrupted ('' otherwise)."""
+        if self.state != "interrupted":
+            return ""
+        return f"status says running, but its trainer is gone ({holder_alive(read_holder(self.path / contract.LEASE))[1]})"
 
     @property
     def seed(self) -> int:
@@ -90,30 +104,39 @@ class RunList(list):
         self.skipped: list[tuple[Path, str]] = list(skipped)
 
 
-def _csv(path: Path) -> pd.DataFrame:
+def _csv(path: Path, required: tuple[str, ...] = ("step",)) -> pd.DataFrame:
     try:
-        return pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame()
+        frame = pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame()
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise UnreadableRun(f"{path}: not a readable CSV ({str(e).strip().splitlines()[0]})") from None
+    if not frame.empty:
+        try:
+            contract.check_columns(frame.columns, required, path)
+        except UserError as e:
+            raise UnreadableRun(str(e)) from None
+    return frame
 
 
-def _json(path: Path) -> dict:
+def _json(path: Path, check=contract.check_object) -> dict:
     try:
-        return json.loads(path.read_text()) if path.exists() else {}
+        return check(json.loads(path.read_text()) if path.exists() else {}, path)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UnreadableRun(f"{path}: not valid JSON ({e})") from None
+    except UserError as e:  # valid JSON of the wrong shape
+        raise UnreadableRun(str(e)) from None
 
 
 def load_run(path: str | Path) -> Run:
     """One pix2pix run; UnreadableRun (naming the file) for a damaged one or for another kind of folder."""
     path = Path(path)
-    config = _json(path / contract.CONFIG)
-    kind = config.get("kind", contract.RUN_KIND if "model" in config.get("config", {}) else "unknown")
+    config = _json(path / contract.CONFIG, contract.check_config)
+    kind = config.get("kind", contract.RUN_KIND)
     if kind != contract.RUN_KIND:
         raise UnreadableRun(f"{path}: not a pix2pix run (config.json kind: {kind})")
-    return Run(path, config["config"], _json(path / contract.STATUS),
-               _csv(path / contract.METRICS_CSV), _csv(path / contract.TIMINGS_CSV), _csv(path / contract.TEST_CSV),
-               _json(path / contract.SUMMARY), _csv(path / contract.FCN_CSV), environment=config.get("environment", {}),
+    return Run(path, config["config"], _json(path / contract.STATUS, contract.check_status),
+               _csv(path / contract.METRICS_CSV, ("step", "split")), _csv(path / contract.TIMINGS_CSV),
+               _csv(path / contract.TEST_CSV, ("image",)), _json(path / contract.SUMMARY),
+               _csv(path / contract.FCN_CSV, ("step", "split")), environment=config.get("environment", {}),
                data=config.get("data", {}))
 
 

@@ -13,6 +13,9 @@ pix2pix run from anything else (the segmenter's run directory, say).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+from gan.errors import UserError
 
 RUN_KIND = "pix2pix"  # config.json "kind"; gan/segmenter.py writes "segmenter"
 
@@ -42,3 +45,52 @@ STATES = ("running", "finished", "failed", "preempted")
 
 def run_path(root: str | Path, experiment: str, run_name: str) -> Path:
     return Path(root) / experiment / run_name
+
+
+# -- shapes: what a reader may rely on once a file parsed -------------------------
+
+def _fail(path, what: str) -> None:
+    raise UserError(f"{path}: {what}; restore it from a copy or move the run aside")
+
+
+def check_status(obj: Any, path) -> dict:
+    """status.json: {} (not yet written) or {"state": one of STATES, "step": int >= 0, ...}."""
+    if not isinstance(obj, dict):
+        _fail(path, f"not a status record (a JSON object), but {type(obj).__name__}")
+    if obj and (obj.get("state") not in STATES or not _count(obj.get("step"))):
+        _fail(path, f"not a status record (needs state in {'/'.join(STATES)} and a step >= 0)")
+    return obj
+
+
+def check_config(obj: Any, path) -> dict:
+    """config.json: {"kind": str, "config": {<group>: {...}}, "environment": {...}, "data": {...}};
+    a pix2pix run's config names its generator and training seed."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("config"), dict):
+        _fail(path, "not a run configuration (a JSON object with a 'config' object)")
+    for key in ("environment", "data"):
+        if not isinstance(obj.get(key, {}), dict):
+            _fail(path, f"'{key}' is not a JSON object")
+    if obj.get("kind", RUN_KIND) == RUN_KIND:
+        config = obj["config"]
+        if not isinstance(config.get("model"), dict) or not isinstance(config["model"].get("generator"), str) \
+                or not isinstance(config.get("train"), dict) or not _count(config["train"].get("seed")):
+            _fail(path, "not a pix2pix run configuration (needs config.model.generator and config.train.seed)")
+    return obj
+
+
+def check_object(obj: Any, path) -> dict:
+    """summary.json and the other JSON records: an object."""
+    if not isinstance(obj, dict):
+        _fail(path, f"not a JSON object, but {type(obj).__name__}")
+    return obj
+
+
+def check_columns(columns, required: tuple[str, ...], path) -> None:
+    """A CSV of the run directory starts with its header; `required` must be in it."""
+    missing = [c for c in required if c not in list(columns if columns is not None else ())]
+    if missing:
+        _fail(path, f"not a table of this run directory (its first line lacks the column(s) {', '.join(missing)})")
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from gan.config import Config
+from gan.contract import check_config
 from gan.pixels import to_uint8, to_unit
 from gan.rundir import RunDir, atomic_write, read_json
 
@@ -86,7 +87,7 @@ def restore_generator(run_path, step: int | None = None):
     run = RunDir(Path(run_path))
     if not run.config.exists():
         raise UserError(f"{run.path}: not a run directory (config.json missing)")
-    cfg = Config.from_dict(read_json(run.config)["config"])
+    cfg = Config.from_dict(check_config(read_json(run.config), run.config)["config"])
     import tensorflow as tf
 
     from gan.checkpoints import restore_newest_intact

@@ -28,7 +28,8 @@ from typing import Any, Iterable
 
 from gan.config import flatten
 from gan.contract import (CONFIG, FCN_COLUMNS, FCN_CSV, LEASE, METRICS_COLUMNS, METRICS_CSV, METRICS_VERSION, RUN_KIND,
-                          SPLIT, STATUS, SUMMARY, TEST_CSV, TIMINGS_COLUMNS, TIMINGS_CSV)
+                          SPLIT, STATUS, SUMMARY, TEST_CSV, TIMINGS_COLUMNS, TIMINGS_CSV, check_columns, check_config,
+                          check_status)
 from gan.errors import UserError
 
 # Fields a resumed run may change: they do not change what is learned (more steps extend the run;
@@ -79,11 +80,19 @@ def read_json(path: Path, default: Any = None) -> Any:
         raise UserError(f"{path}: not valid JSON ({e}); restore it from a copy or move the run aside") from None
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
+def read_csv(path: Path, required: tuple[str, ...] = ()) -> list[dict[str, str]]:
+    """The rows of a CSV ([] if it does not exist); a header without the `required` columns is a UserError."""
     if not Path(path).exists():
         return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{path}: not a readable CSV ({e}); restore it from a copy or move the run aside") from None
+    if required and (rows or reader.fieldnames):
+        check_columns(reader.fieldnames, required, path)
+    return rows
 
 
 def write_csv(path: Path, columns: list[str] | tuple[str, ...], rows: Iterable[dict[str, Any]]) -> None:
@@ -95,7 +104,7 @@ def write_csv(path: Path, columns: list[str] | tuple[str, ...], rows: Iterable[d
 
 
 def append_csv(path: Path, columns: list[str] | tuple[str, ...], rows: list[dict[str, Any]]) -> None:
-    write_csv(path, columns, read_csv(path) + rows)
+    write_csv(path, columns, read_csv(path, required=tuple(columns)) + rows)
 
 
 def git_commit() -> str:
@@ -137,7 +146,7 @@ class RunDir:
         self.lease = self.path / LEASE
 
     def read_status(self) -> dict[str, Any]:
-        return read_json(self.status, {})
+        return check_status(read_json(self.status, {}), self.status)
 
     def set_status(self, state: str, step: int, message: str = "") -> None:
         write_json(self.status, {"state": state, "step": step, "message": message, "pid": os.getpid(),
@@ -158,7 +167,7 @@ class RunDir:
                     raise UserError(f"--out {self.path}: folder is not empty and holds no run "
                                     "(config.json missing); choose another --out or pass --overwrite")
             else:
-                old = read_json(self.config)
+                old = check_config(read_json(self.config), self.config)
                 old_flat = dict(flatten(old.get("config", {})))
                 changed = sorted(k for k in set(old_flat) | set(flat)
                                  if k not in RESUMABLE_FIELDS and old_flat.get(k) != flat.get(k))
@@ -193,112 +202,11 @@ class RunDir:
         """Drop rows past `step` (written after the checkpoint we resume from)."""
         for path, columns in ((self.metrics, METRICS_COLUMNS), (self.timings, TIMINGS_COLUMNS),
                               (self.fcn_metrics, FCN_COLUMNS)):
-            rows = read_csv(path)
-            kept = [r for r in rows if int(r["step"]) <= step]
+            rows = read_csv(path, required=("step",))
+            try:
+                kept = [r for r in rows if int(r["step"]) <= step]
+            except (TypeError, ValueError):
+                raise UserError(f"{path}: a row's step is not a whole number; restore it from a copy or move "
+                                "the run aside") from None
             if len(kept) != len(rows):
                 write_csv(path, columns, kept)
-
-
-
-class Lease:
-    """Exclusive use of a run directory by one trainer: `lease.json` holds host, pid and a heartbeat.
-
-    A second trainer (a SLURM requeue racing a task that is not yet dead, a Ray retry beside a
-    partitioned worker, the same command typed twice) is refused with one line naming the holder. A
-    lease whose process is gone (same host: the pid no longer runs; another host: no heartbeat for
-    `stale_after` seconds, which the newcomer waits out) is taken over. Creation is atomic
-    (`os.link` fails if the file exists; a stale lease is renamed away, so one taker wins).
-    """
-
-    def __init__(self, path: Path, stale_after: float = 120.0, beat_every: float = 30.0, log=print):
-        self.path, self.stale_after, self.beat_every, self.log = Path(path), stale_after, beat_every, log
-        self.token = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
-        self._last_beat = 0.0
-
-    def _record(self) -> dict[str, Any]:
-        return {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token,
-                "started": self._started, "heartbeat": time.time()}
-
-    def _holder(self) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return None
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
-            return {}  # half-written or damaged: treated as stale below
-
-    def _alive(self, holder: dict[str, Any]) -> bool:
-        if not holder or "pid" not in holder:
-            return False
-        if holder.get("host") == socket.gethostname():
-            try:
-                os.kill(int(holder["pid"]), 0)
-            except ProcessLookupError:
-                return False
-            except PermissionError:  # another user's live process
-                return True
-            return True
-        return time.time() - float(holder.get("heartbeat", 0)) < self.stale_after
-
-    def acquire(self) -> "Lease":
-        self._started = time.time()
-        if self.path.parent.exists() and not self.path.parent.is_dir():
-            raise UserError(f"--out {self.path.parent}: exists and is not a directory")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except (NotADirectoryError, FileExistsError, PermissionError) as e:
-            raise UserError(f"--out {self.path.parent}: cannot create the run directory "
-                            f"({e.strerror}: {e.filename})") from None
-        waited = False
-        while True:
-            tmp = self.path.with_name(f".lease.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self._record()))
-            try:
-                os.link(tmp, self.path)  # atomic: fails if a lease exists
-                self._last_beat = time.time()
-                return self
-            except FileExistsError:
-                pass
-            finally:
-                tmp.unlink(missing_ok=True)
-            holder = self._holder()
-            if holder is None:
-                continue  # released between our two calls
-            if not self._alive(holder):
-                aside = self.path.with_name(f"lease.stale-{time.time_ns()}.json")
-                try:
-                    os.rename(self.path, aside)  # one taker wins; the other finds the new lease
-                except FileNotFoundError:
-                    continue
-                self.log(f"note: {self.path.parent}: took over the lease of a trainer that is gone "
-                         f"(pid {holder.get('pid', '?')} on {holder.get('host', '?')})")
-                aside.unlink(missing_ok=True)
-                continue
-            age = time.time() - float(holder.get("heartbeat", 0))
-            if holder.get("host") != socket.gethostname() and not waited:
-                self.log(f"note: {self.path.parent}: held by pid {holder['pid']} on {holder['host']} "
-                         f"(heartbeat {age:.0f} s ago); waiting up to {self.stale_after:.0f} s for it to go stale")
-                waited = True
-                time.sleep(min(self.stale_after, 5.0))
-                continue
-            if waited and age < self.stale_after and time.time() - self._started < self.stale_after + 10:
-                time.sleep(5.0)
-                continue
-            raise UserError(f"--out {self.path.parent}: in use by another trainer (pid {holder['pid']} on "
-                            f"{holder['host']}, heartbeat {age:.0f} s ago); wait for it to end or stop it")
-
-    def beat(self) -> None:
-        """Refresh the heartbeat (at most every `beat_every` s); raise if another trainer took over."""
-        if time.time() - self._last_beat < self.beat_every:
-            return
-        holder = self._holder()
-        if holder is not None and holder.get("token") != self.token:
-            raise UserError(f"{self.path.parent}: another trainer took over this run (pid {holder.get('pid')} "
-                            f"on {holder.get('host')}); stopping without writing")
-        write_json(self.path, self._record())
-        self._last_beat = time.time()
-
-    def release(self) -> None:
-        holder = self._holder()
-        if holder and holder.get("token") == self.token:
-            self.path.unlink(missing_ok=True)

@@ -29,7 +29,8 @@ from gan.data import load_dataset, train_pipeline
 from gan.errors import EXIT_DIVERGED, EXIT_PREEMPTED, UserError
 from gan.fastpath import cpus_given
 from gan.metrics import MetricPool
-from gan.rundir import TIMINGS_COLUMNS, Lease, RunDir, append_csv, atomic_write, read_csv
+from gan.lease import Lease
+from gan.rundir import TIMINGS_COLUMNS, RunDir, append_csv, atomic_write, read_csv
 
 LOSS_NAMES = ("gen_total", "gen_gan", "gen_l1", "disc")
 
@@ -315,7 +316,7 @@ def _train(cfg: Config, data, run: RunDir, lease: Lease, overwrite: bool, report
     stop = _StopFlag()
     progress = _Progress(start, cfg.train.steps, log)
     iterator = iter(strategy.experimental_distribute_dataset(train_pipeline(data.train, cfg, start)))
-    interval = _Interval(interval_var, last_eval=max([int(r["step"]) for r in read_csv(run.timings)] + [0]),
+    interval = _Interval(interval_var, last_eval=max([int(r["step"]) for r in read_csv(run.timings, ("step",))] + [0]),
                          batch=cfg.train.batch_size,
                          where={"host": socket.gethostname(), "device": _device_name(strategy), "cpus": cpus})
 
@@ -337,7 +338,7 @@ def _train(cfg: Config, data, run: RunDir, lease: Lease, overwrite: bool, report
     try:
         while step < cfg.train.steps:
             losses = interval.timed(lambda: {k: float(v) for k, v in train_step(iterator).items()})
-            lease.beat()
+            lease.check()
             step += 1
             step_var.assign(step)
             if not all(math.isfinite(v) for v in losses.values()):

@@ -86,14 +86,17 @@ def test_paired_tests_and_intervals_match_scipy(runs_root, report):
     assert ssim.ci_low <= ssim["mean"] <= ssim.ci_high
 
 
-def test_unfinished_runs_are_reported(report):
+def test_unfinished_runs_are_reported(runs_root, report):
     out, _ = report
     runs = pd.read_csv(out / "tables" / "runs.csv").set_index("run")
     assert runs.loc["bad/diverged", "state"] == "failed"
     assert "non-finite loss" in runs.loc["bad/diverged", "message"]
-    assert runs.loc["bad/killed", "state"] == "running"
+    # status.json still says running, but the trainer was killed: its lease names a pid that is gone.
+    assert json.loads((runs_root / "bad" / "killed" / "status.json").read_text())["state"] == "running"
+    assert runs.loc["bad/killed", "state"] == "interrupted"
     page = (out / "report.html").read_text()
-    assert "Not finished: " in page and "bad/diverged (failed" in page and "bad/killed (running" in page
+    assert "Not finished: " in page and "bad/diverged (failed" in page and "bad/killed (interrupted" in page
+    assert "its trainer is gone (pid " in page
 
 
 def test_figures_and_notebook_are_written(report):
@@ -222,3 +225,26 @@ def test_runs_on_different_copies_of_a_dataset_are_flagged(tiny_runs, tmp_path):
     config.write_text(json.dumps(changed))
     table = comparison_table(runs=find_runs(tmp_path))
     assert "trained on different copies of it" in table and "ffffffffffff: cmp/unet" in table
+
+
+def test_names_and_messages_from_runs_are_escaped(tiny_runs, tmp_path):
+    """Anyone who can name a run must not be able to run script in a colleague's browser."""
+    import html
+    experiment, name, message = "<svg onload=alert(2)>", "<img src=x onerror=alert(1)>", "<script>alert(3)</script>"
+    root = tmp_path / "runs"
+    shutil.copytree(tiny_runs / "cmp" / "unet", root / "cmp" / "unet")
+    run = root / experiment / name
+    shutil.copytree(tiny_runs / "cmp" / "hybrid", run)
+    config = json.loads((run / "config.json").read_text())
+    config["config"].update(experiment=experiment, run_name=name)
+    (run / "config.json").write_text(json.dumps(config))
+    status = json.loads((run / "status.json").read_text())
+    (run / "status.json").write_text(json.dumps({**status, "state": "failed", "message": message}))
+    done = run_cli("report.py", str(root), "-o", str(tmp_path / "report"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert html.escape(f"{experiment}/{name}") in page and html.escape(message) in page
+    for page in (tmp_path / "report" / "report.html", tmp_path / "report" / "compare.html"):
+        text = page.read_text()
+        for raw in ("<svg onload", "<img src=x", "<script>alert"):
+            assert raw not in text, (page.name, raw)
