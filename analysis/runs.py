@@ -109,7 +109,7 @@ def _csv(path: Path, required: tuple[str, ...] = ("step",)) -> pd.DataFrame:
         frame = pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame()
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise UnreadableRun(f"{path}: not a readable CSV ({str(e).strip().splitlines()[0]})") from None
-    if not frame.empty:
+    if len(frame.columns):  # a file with a first line: that line must be the header
         try:
             contract.check_columns(frame.columns, required, path)
         except UserError as e:

@@ -148,6 +148,13 @@ class RunDir:
     def read_status(self) -> dict[str, Any]:
         return check_status(read_json(self.status, {}), self.status)
 
+    def check_tables(self) -> None:
+        """Every CSV the trainer appends to is readable and has its header (a UserError naming it if not):
+        called before anything is written, so a damaged run is refused untouched."""
+        for path, columns in ((self.metrics, METRICS_COLUMNS), (self.timings, TIMINGS_COLUMNS),
+                              (self.fcn_metrics, FCN_COLUMNS)):
+            read_csv(path, required=columns[:2])
+
     def set_status(self, state: str, step: int, message: str = "") -> None:
         write_json(self.status, {"state": state, "step": step, "message": message, "pid": os.getpid(),
                                  "host": socket.gethostname(), "updated": time.time()})

@@ -269,6 +269,7 @@ def train(cfg: Config, out: str | Path, overwrite: bool = False, report=None, lo
 
 def _train(cfg: Config, data, run: RunDir, lease: Lease, overwrite: bool, report, log) -> int:
     status = run.read_status()  # before anything is written: a damaged status.json stops here
+    run.check_tables()  # and so does a damaged metrics.csv
     resuming = run.prepare(cfg.to_dict(), cfg.flat(), overwrite=overwrite,
                            data={"source": data.source, "format": data.format, "fingerprint": data.fingerprint})
     if resuming and status.get("state") == "finished" and status.get("step", -1) >= cfg.train.steps:

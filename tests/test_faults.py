@@ -221,3 +221,95 @@ def test_killed_trainer_takes_its_metric_workers_along(tmp_path):
     while any(_alive(c) for c in children):
         assert time.monotonic() < deadline, "metric workers outlived their killed trainer"
         time.sleep(0.2)
+
+
+# -- issue 19: faults found by probing ----------------------------------------------------------------
+
+WRONG_SHAPES = {"status-null": ("status.json", "null"), "status-list": ("status.json", "[]"),
+                "status-number-list": ("status.json", "[1]"), "config-list": ("config.json", "[]"),
+                "config-without-keys": ("config.json", '{"config": {}}'),
+                "metrics-without-header": ("metrics.csv", "4,train,0.1,0.2\n")}
+
+
+def test_valid_json_or_csv_of_the_wrong_shape_is_named(tiny_runs, tmp_path):
+    """Train refuses the damaged run in one line naming the file and leaves it untouched; the report and
+    the tables skip it, naming the file, and go on with the rest."""
+    import shutil
+    root = tmp_path / "runs"
+    shutil.copytree(tiny_runs / "cmp" / "unet", root / "cmp" / "unet")
+    for case, (name, text) in WRONG_SHAPES.items():
+        run = root / "cmp" / case
+        shutil.copytree(tiny_runs / "cmp" / "hybrid", run)
+        config = json.loads((run / "config.json").read_text())
+        config["config"]["run_name"] = case
+        (run / "config.json").write_text(json.dumps(config))
+        (run / name).write_text(text)
+        before = tree_digest(run)
+        done = run_cli("train.py", "--preset", "tiny", "--gen", "hybrid", "--experiment", "cmp", "--run-name", case,
+                       "--out", str(root), "--train.steps", "12")
+        assert one_error_line(done).startswith(f"error: {run / name}: "), (case, done.stderr[-2000:])
+        assert tree_digest(run) == before, case
+    done = run_cli("report.py", str(root), "-o", str(tmp_path / "report"), "--no-notebook")
+    assert done.returncode == 0, done.stderr[-2000:]
+    for case, (name, _) in WRONG_SHAPES.items():
+        assert f"skipped: {root / 'cmp' / case / name}: " in done.stderr, case
+    assert "| unet |" in done.stdout
+    tables = subprocess.run([sys.executable, "-m", "analysis.tables", str(root)], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120)
+    assert tables.returncode == 0 and "| unet |" in tables.stdout, tables.stderr[-2000:]
+    assert "Traceback" not in tables.stderr + done.stderr
+
+
+def test_lease_of_a_reused_pid_or_a_silent_holder_is_taken_over(tmp_path):
+    """A lease whose pid now runs another process, or that has not beaten for an hour, is taken over;
+    a live, beating trainer's is not."""
+    from gan.lease import Lease, boot_id, process_start
+    live = subprocess.Popen(["sleep", "120"])  # a live process that is not a trainer
+    try:
+        path = tmp_path / "run" / "lease.json"
+        path.parent.mkdir()
+        now, host = time.time(), socket.gethostname()
+        holders = {"pid reused": {"pid": live.pid, "pid_start": "1", "heartbeat": now},
+                   "hour-old heartbeat": {"pid": live.pid, "heartbeat": now - 3601},
+                   "host restarted": {"pid": live.pid, "boot_id": "another boot", "heartbeat": now}}
+        for why, holder in holders.items():
+            path.write_text(json.dumps({"host": host, "token": "x", **holder}))
+            notes = []
+            lease = Lease(path, log=notes.append).acquire()
+            assert notes and "took over the lease" in notes[0], why
+            lease.release()
+            assert not path.exists()
+        path.write_text(json.dumps({"host": host, "token": "x", "pid": live.pid, "heartbeat": now,
+                                    "pid_start": process_start(live.pid), "boot_id": boot_id()}))
+        with pytest.raises(Exception, match=f"in use by another trainer \\(pid {live.pid} on "):
+            Lease(path, log=lambda *_: None).acquire()
+    finally:
+        live.kill()
+        live.wait()
+    # End to end, the issue's case: an hour-old lease of a live pid no longer blocks the rerun.
+    out = tmp_path / "out"
+    run = out / "default" / "hybrid"
+    assert run_cli("train.py", *TINY, "--out", str(out), "--train.steps", "4").returncode == 0
+    (run / "lease.json").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": "x",
+                                                "heartbeat": time.time() - 3601}))
+    done = run_cli("train.py", *TINY, "--out", str(out), "--train.steps", "8")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"took over the lease of a trainer that is gone (pid {os.getpid()}" in done.stdout
+    assert "no heartbeat for 36" in done.stdout
+
+
+def test_heartbeat_is_kept_while_the_trainer_is_busy(tmp_path):
+    from gan.lease import Lease, read_holder
+    path = tmp_path / "lease.json"
+    lease = Lease(path, beat_every=0.2, log=lambda *_: None).acquire()
+    try:
+        first = read_holder(path)["heartbeat"]
+        time.sleep(1.0)  # the main thread does nothing: the heartbeat thread still beats
+        assert read_holder(path)["heartbeat"] > first
+        path.write_text(json.dumps({**read_holder(path), "token": "someone else"}))
+        time.sleep(0.6)
+        with pytest.raises(Exception, match="another trainer took over this run"):
+            lease.check()
+    finally:
+        lease.release()
+    assert path.exists()  # not ours any more: left alone
