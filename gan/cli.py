@@ -14,7 +14,7 @@ import sys
 from typing import Callable
 
 from gan.config import Config, make_config
-from gan.errors import EXIT_USAGE, UserError
+from gan.errors import EXIT_DISK_FULL, EXIT_INTERRUPTED, EXIT_USAGE, DiskFull, UserError
 from gan.fastpath import reexec_with_allocator
 
 
@@ -73,4 +73,10 @@ def run_main(main: Callable[[], int]) -> None:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
+    except DiskFull as e:
+        print(f"error: disk full: {e}", file=sys.stderr)
+        sys.exit(EXIT_DISK_FULL)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     sys.exit(code)

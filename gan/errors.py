@@ -7,8 +7,22 @@ traceback.
 
 EXIT_USAGE = 2  # bad input: a flag, a file, a folder
 EXIT_DIVERGED = 3  # training stopped on a NaN/inf loss (status 'failed')
+EXIT_DISK_FULL = 74  # no space left on device: status 'failed' with where; free space, rerun to resume (EX_IOERR)
 EXIT_PREEMPTED = 75  # SIGTERM/SIGUSR1: checkpointed, status 'preempted'; rerun to resume (EX_TEMPFAIL)
+EXIT_INTERRUPTED = 130  # Ctrl-C before training started (the shell's 128 + SIGINT)
 
 
 class UserError(Exception):
     """Bad input; the message names the file or flag and what is wrong."""
+
+
+class DiskFull(Exception):
+    """No space left on device; the message names where. The newest intact checkpoint is kept."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """ENOSPC as Python raises it, or as TensorFlow reports it (ResourceExhaustedError from SaveV2, ...)."""
+    import errno
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    return type(error).__name__ == "ResourceExhaustedError" and "No space left on device" in str(error)

@@ -14,6 +14,7 @@ file; that keeps the guarantee simple.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -156,8 +157,20 @@ class RunDir:
             read_csv(path, required=columns[:2])
 
     def set_status(self, state: str, step: int, message: str = "") -> None:
-        write_json(self.status, {"state": state, "step": step, "message": message, "pid": os.getpid(),
-                                 "host": socket.gethostname(), "updated": time.time()})
+        record = {"state": state, "step": step, "message": message, "pid": os.getpid(),
+                  "host": socket.gethostname(), "updated": time.time()}
+        try:
+            write_json(self.status, record)
+        except OSError as e:
+            if e.errno != errno.ENOSPC or not self.status.exists():
+                raise
+            # A full disk has no room for the new file of an atomic write, but the old file's block is
+            # there: rewrite it in place (a status record is far below one block).
+            with open(self.status, "r+b") as f:
+                f.write((json.dumps(record, sort_keys=True) + "\n").encode())
+                f.truncate()
+                f.flush()
+                os.fsync(f.fileno())
 
     def prepare(self, config: dict[str, Any], flat: dict[str, Any], overwrite: bool = False,
                 data: dict[str, Any] | None = None) -> bool:

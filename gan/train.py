@@ -26,7 +26,7 @@ from gan import contract
 from gan.checkpoints import restore_newest_intact
 from gan.config import Config
 from gan.data import load_dataset, train_pipeline
-from gan.errors import EXIT_DIVERGED, EXIT_PREEMPTED, UserError
+from gan.errors import EXIT_DIVERGED, EXIT_PREEMPTED, DiskFull, UserError, is_disk_full
 from gan.fastpath import cpus_given
 from gan.metrics import MetricPool
 from gan.lease import Lease
@@ -231,10 +231,15 @@ def run_path(cfg: Config, out: str | Path) -> Path:
 
 
 class _StopFlag:
-    """SIGTERM / SIGUSR1 (SLURM's warning before the limit) / SIGINT: finish the step, checkpoint, exit."""
+    """SIGTERM / SIGUSR1 (SLURM's warning before the limit) / SIGINT: finish the step, checkpoint, exit.
 
-    def __init__(self):
+    Installed before TensorFlow starts, so a signal at any moment ends the same way. Later signals (a
+    second Ctrl-C, scancel's TERM after USR1) only say that the checkpoint is being finished: breaking
+    it off would leave the run at the previous checkpoint for no gain (kill -9 still can)."""
+
+    def __init__(self, log=print):
         self.signal: str | None = None
+        self.log = log
         self._previous = {}
         for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
             try:
@@ -243,8 +248,11 @@ class _StopFlag:
                 pass
 
     def _handle(self, signum, frame):
-        self.signal = signal.Signals(signum).name
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+        if self.signal is None:
+            self.signal = signal.Signals(signum).name
+        else:
+            self.log(f"{signal.Signals(signum).name}: already stopping; finishing the checkpoint first "
+                     "(kill -9 abandons it; the previous checkpoint stays)")
 
     def restore(self):
         for sig, handler in self._previous.items():
@@ -254,6 +262,8 @@ class _StopFlag:
 def train(cfg: Config, out: str | Path, overwrite: bool = False, report=None, log=print) -> int:
     """Train (or resume) one run; returns the exit code (0, EXIT_DIVERGED or EXIT_PREEMPTED).
 
+    Raises UserError for bad input and DiskFull (naming where) when the disk fills up; the run then
+    keeps its newest intact checkpoint and resumes from it once space is freed.
     `report(step, metrics_by_split, checkpoint_dir)` is called after each
     evaluation and checkpoint (the Ray Tune hook); `log` receives plain lines.
     """
@@ -261,13 +271,22 @@ def train(cfg: Config, out: str | Path, overwrite: bool = False, report=None, lo
     data = load_dataset(cfg)  # bad data fails here, before anything is written or TF starts
     run = RunDir(run_path(cfg, out))
     lease = Lease(run.lease, log=log).acquire()  # one trainer per run directory
+    stop = _StopFlag(log)
     try:
-        return _train(cfg, data, run, lease, overwrite, report, log)
+        return _train(cfg, data, run, lease, stop, overwrite, report, log)
+    except BaseException as e:
+        if is_disk_full(e):
+            raise DiskFull(f"no space left on device writing {_full_where(e, run)}; "
+                           f"{run.path} keeps its newest intact checkpoint: free space and rerun the same "
+                           "command to resume") from None
+        raise
     finally:
+        stop.restore()
         lease.release()
 
 
-def _train(cfg: Config, data, run: RunDir, lease: Lease, overwrite: bool, report, log) -> int:
+def _train(cfg: Config, data, run: RunDir, lease: Lease, stop: _StopFlag, overwrite: bool, report,
+           log) -> int:
     status = run.read_status()  # before anything is written: a damaged status.json stops here
     run.check_tables()  # and so does a damaged metrics.csv
     resuming = run.prepare(cfg.to_dict(), cfg.flat(), overwrite=overwrite,
@@ -314,7 +333,6 @@ def _train(cfg: Config, data, run: RunDir, lease: Lease, overwrite: bool, report
     # -- the loop -----------------------------------------------------------
     evaluator = evaluation.Evaluator(cfg, data, MetricPool(cfg.eval.workers or cpus))
     writer = tf.summary.create_file_writer(str(run.tensorboard))
-    stop = _StopFlag()
     progress = _Progress(start, cfg.train.steps, log)
     iterator = iter(strategy.experimental_distribute_dataset(train_pipeline(data.train, cfg, start)))
     interval = _Interval(interval_var, last_eval=max([int(r["step"]) for r in read_csv(run.timings, ("step",))] + [0]),
@@ -337,6 +355,10 @@ def _train(cfg: Config, data, run: RunDir, lease: Lease, overwrite: bool, report
 
     step = start
     try:
+        if stop.signal and step < cfg.train.steps:  # arrived while TensorFlow started: nothing new to save
+            run.set_status("preempted", step, f"{stop.signal} at step {step}; rerun the same command to resume")
+            log(f"{run.path}: {stop.signal} before training resumed at step {step}; rerun to resume")
+            return EXIT_PREEMPTED
         while step < cfg.train.steps:
             losses = interval.timed(lambda: {k: float(v) for k, v in train_step(iterator).items()})
             lease.check()
@@ -369,14 +391,37 @@ def _train(cfg: Config, data, run: RunDir, lease: Lease, overwrite: bool, report
             f"{k} {v['mean']:.3f}" for k, v in summary["test"].items()))
         return 0
     except BaseException as e:
-        if not isinstance(e, (SystemExit,)):
+        if is_disk_full(e):
+            run.set_status("failed", step, f"disk full at step {step} (no space left on device writing "
+                                           f"{_full_where(e, run)}); "
+                                           "free space and rerun the same command to resume")
+        elif isinstance(e, KeyboardInterrupt):
+            run.set_status("preempted", step, f"interrupted at step {step}; rerun the same command to resume "
+                                              "from the newest checkpoint")
+        elif not isinstance(e, SystemExit):
             run.set_status("failed", step, f"{type(e).__name__}: {e}".splitlines()[0][:500])
         raise
     finally:
-        stop.restore()
-        progress.close()
-        evaluator.close()
-        writer.close()
+        _close_all(log, progress.close, evaluator.close, writer.close)
+
+
+def _full_where(error: BaseException, run: RunDir) -> str:
+    """The file a full disk refused (TensorFlow's checkpoint writer does not name it: its folder)."""
+    return str(getattr(error, "filename", None) or run.checkpoints)
+
+
+def _close_all(log, *closers) -> None:
+    """Run every closer. While an error is on its way out (a full disk, say), a closer's own failure is
+    logged in one line rather than raised over it; otherwise it is raised."""
+    failing = sys.exc_info()[1] is not None
+    for close in closers:
+        try:
+            close()
+        except Exception as e:
+            if not failing:
+                raise
+            log(f"warning: while stopping, {getattr(close, '__qualname__', close)} failed too "
+                f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})")
 
 
 class _Interval:

@@ -313,3 +313,48 @@ def test_heartbeat_is_kept_while_the_trainer_is_busy(tmp_path):
     finally:
         lease.release()
     assert path.exists()  # not ours any more: left alone
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MB tmpfs of our own (root only), unmounted afterwards."""
+    from services import unavailable
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        unavailable("a small filesystem for the disk-full test needs root (mount -t tmpfs)")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode:
+        unavailable(f"mount -t tmpfs failed: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.parametrize("left", [300_000, 0], ids=["a-few-hundred-kB-left", "nothing-left"])
+def test_full_disk_ends_in_one_line_and_resumes_once_freed(small_disk, left):
+    out, run = small_disk / "out", small_disk / "out" / "default" / "hybrid"
+    args = [*TINY, "--out", str(out), "--train.steps", "60", "--train.eval_every", "10"]
+    proc = start_train(out, "--train.steps", "60", "--train.eval_every", "10")
+    wait_for(lambda: (run / "checkpoints" / "checkpoint").exists(), proc)
+    filler = small_disk / "filler"
+    with open(filler, "wb") as f:  # fill the disk, then give back `left` bytes
+        try:
+            while True:
+                f.write(bytes(1 << 16))
+                f.flush()
+        except OSError:
+            pass
+    os.truncate(filler, max(0, filler.stat().st_size - left))
+    output = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 74, output[-3000:]
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: disk full: no space left on device writing "), output
+    assert "Traceback" not in output
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "failed" and status["message"].startswith(f"disk full at step {status['step']}")
+    filler.unlink()
+    done = run_cli("train.py", *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming" in done.stdout
+    assert_exact_rows(run, 60, 10)
