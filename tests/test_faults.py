@@ -358,3 +358,26 @@ def test_full_disk_ends_in_one_line_and_resumes_once_freed(small_disk, left):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming" in done.stdout
     assert_exact_rows(run, 60, 10)
+
+
+@pytest.mark.parametrize("when", ["while-training", "while-starting"])
+def test_double_ctrl_c_still_checkpoints_and_preempts(tmp_path, when):
+    """Two SIGINTs 50 ms apart (an impatient user): the run still ends preempted, exit 75, one note."""
+    proc = start_train(tmp_path, "--train.steps", "4000", "--train.eval_every", "10")
+    run = tmp_path / "default" / "hybrid"
+    if when == "while-training":
+        wait_for(lambda: rows(run / "metrics.csv") >= 2, proc)
+    else:  # while TensorFlow starts: once the run directory exists, before the first step
+        wait_for(lambda: (run / "config.json").exists(), proc)
+    for _ in range(2):
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.05)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 75, out[-3000:]
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out
+    assert "SIGINT: already stopping; finishing the checkpoint first" in out
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "preempted" and "SIGINT" in status["message"]
+    done = run_cli("train.py", *TINY, "--out", str(tmp_path), "--train.steps", str(status["step"] + 10),
+                   "--train.eval_every", "10")
+    assert done.returncode == 0 and f"{run} at step {status['step']}/" in done.stdout, done.stderr[-2000:]
