@@ -4,52 +4,43 @@
     hparams learning rates, beta1, L1 weight, dropout, residual blocks
     aug     jitter, mirroring, colour jitter of the target, random scale/crop
 
-A user space is a JSON object of dotted name -> {"grid": [...]} | {"choice": [...]}
-| {"uniform": [lo, hi]} | {"loguniform": [lo, hi]} | {"randint": [lo, hi]} | a constant:
+A space is written as data - dotted name -> {"grid": [...]} | {"choice": [...]}
+| {"uniform": [lo, hi]} | {"loguniform": [lo, hi]} | {"randint": [lo, hi]} | a
+constant - the named ones as well as a user's file:
 
     {"optim.lr_g": {"loguniform": [5e-5, 5e-4]}, "model.resnet_blocks": {"grid": [6, 9]}}
+
+so that `check_space` can validate every value it can produce (each grid and
+choice value, each range's ends) for every generator of the sweep before Ray
+starts; `to_tune` turns it into Tune's samplers.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
-
-from ray import tune
 
 from gan.config import GENERATOR_NAMES, Config
 from gan.errors import UserError
 
-
-def gens_space(gens: list[str]) -> dict[str, Any]:
-    return {"model.generator": tune.grid_search(gens)}
-
-
-def hparams_space() -> dict[str, Any]:
-    return {
-        "optim.lr_g": tune.loguniform(5e-5, 5e-4),
-        "optim.lr_d": tune.loguniform(5e-5, 5e-4),
-        "optim.beta1": tune.choice([0.5, 0.9]),
-        "optim.l1_weight": tune.choice([10.0, 50.0, 100.0, 200.0]),
-        "model.resnet_dropout": tune.choice([0.0, 0.3, 0.5]),
-        "model.resnet_blocks": tune.choice([6, 9]),
-    }
-
-
-def aug_space() -> dict[str, Any]:
-    return {
-        "aug.jitter": tune.choice([True, False]),
-        "aug.mirror": tune.choice([True, False]),
-        "aug.color_jitter": tune.choice([0.0, 0.1, 0.2]),
-        "aug.crop_scale_min": tune.choice([1.0, 0.8, 0.6]),
-    }
-
-
-SPACES = {"hparams": hparams_space, "aug": aug_space}
-
-_SAMPLERS = {"grid": tune.grid_search, "choice": tune.choice, "uniform": lambda a: tune.uniform(*a),
-             "loguniform": lambda a: tune.loguniform(*a), "randint": lambda a: tune.randint(*a)}
+HPARAMS = {
+    "optim.lr_g": {"loguniform": [5e-5, 5e-4]},
+    "optim.lr_d": {"loguniform": [5e-5, 5e-4]},
+    "optim.beta1": {"choice": [0.5, 0.9]},
+    "optim.l1_weight": {"choice": [10.0, 50.0, 100.0, 200.0]},
+    "model.resnet_dropout": {"choice": [0.0, 0.3, 0.5]},
+    "model.resnet_blocks": {"choice": [6, 9]},
+}
+AUG = {
+    "aug.jitter": {"choice": [True, False]},
+    "aug.mirror": {"choice": [True, False]},
+    "aug.color_jitter": {"choice": [0.0, 0.1, 0.2]},
+    "aug.crop_scale_min": {"choice": [1.0, 0.8, 0.6]},
+}
+SPACES = {"hparams": HPARAMS, "aug": AUG}
+SAMPLERS = ("grid", "choice", "uniform", "loguniform", "randint")
 
 
 def load_space_file(path: str | Path) -> dict[str, Any]:
@@ -58,34 +49,91 @@ def load_space_file(path: str | Path) -> dict[str, Any]:
         raw = json.loads(path.read_text())
     except OSError as e:
         raise UserError(f"--space {path}: cannot read ({e.strerror})") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"--space {path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"--space {path}: not valid JSON ({getattr(e, 'msg', e)})") from None
     if not isinstance(raw, dict):
         raise UserError(f"--space {path}: must be a JSON object of dotted name -> sampler")
-    known = Config().flat()
-    space = {}
-    for key, spec in raw.items():
-        if key not in known:
-            raise UserError(f"--space {path}: {key!r} is not a config field")
-        if isinstance(spec, dict):
-            if len(spec) != 1 or next(iter(spec)) not in _SAMPLERS:
-                raise UserError(f"--space {path}: {key}: use one of {', '.join(_SAMPLERS)}")
-            kind, arg = next(iter(spec.items()))
-            space[key] = _SAMPLERS[kind](arg)
-        else:
-            space[key] = spec
-    return space
+    return raw
 
 
 def build_space(gens: list[str], sweeps: list[str], space_file: str | None = None) -> dict[str, Any]:
+    """The sweep's space as data: the generator grid, the named sweeps, then the user's file."""
     bad = [g for g in gens if g not in GENERATOR_NAMES]
-    if bad:
-        raise UserError(f"--gens: unknown generator {bad[0]!r} (choose from {', '.join(GENERATOR_NAMES)} or all)")
-    space = gens_space(gens)
+    if bad or not gens:
+        raise UserError(f"--gens: unknown generator {bad[0] if bad else ''!r} "
+                        f"(choose from {', '.join(GENERATOR_NAMES)} or all)")
+    space: dict[str, Any] = {"model.generator": {"grid": list(gens)}}
     for name in sweeps:
         if name not in SPACES:
             raise UserError(f"--sweep: unknown sweep {name!r} (choose from {', '.join(SPACES)})")
-        space.update(SPACES[name]())
+        space.update(SPACES[name])
     if space_file:
-        space.update(load_space_file(space_file))
+        user = load_space_file(space_file)
+        if "model.generator" in user:
+            raise UserError(f"--space {space_file}: set the generators with --gens, not in the space")
+        space.update({key: spec for key, spec in user.items()})
     return space
+
+
+def _values(key: str, spec: Any, where: str) -> list[Any]:
+    """Every value a sampler can produce that matters for validation (all of a list, both ends of a range)."""
+    if not isinstance(spec, dict):
+        return [spec]
+    if len(spec) != 1 or next(iter(spec)) not in SAMPLERS:
+        raise UserError(f"{where}: {key}: use one of {', '.join(SAMPLERS)} (one per field)")
+    kind, arg = next(iter(spec.items()))
+    if kind in ("grid", "choice"):
+        if not isinstance(arg, list) or not arg:
+            raise UserError(f"{where}: {key}: {kind} needs a non-empty list of values")
+        return arg
+    if not (isinstance(arg, list) and len(arg) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                             and math.isfinite(v) for v in arg)):
+        raise UserError(f"{where}: {key}: {kind} needs [low, high], two finite numbers, got {arg!r}")
+    low, high = arg
+    if not low < high:
+        raise UserError(f"{where}: {key}: {kind} needs low < high, got {arg!r}")
+    if kind == "loguniform" and low <= 0:
+        raise UserError(f"{where}: {key}: loguniform needs low > 0, got {arg!r}")
+    if kind == "randint":
+        if not all(isinstance(v, int) for v in arg):
+            raise UserError(f"{where}: {key}: randint needs whole numbers, got {arg!r}")
+        return [low, high - 1]  # Tune's randint excludes high
+    return [low, high]
+
+
+def check_space(space: dict[str, Any], base: Config, where: str = "--space") -> None:
+    """Every value the space can produce makes a valid config for every generator of the sweep
+    (UserError naming the field, the value and the generator otherwise)."""
+    known = Config().flat()
+    for key in space:
+        if key not in known:
+            raise UserError(f"{where}: {key!r} is not a config field")
+    gens = _values("model.generator", space["model.generator"], where)
+    for gen in gens:  # the base config itself, for each generator (a size one generator cannot take)
+        Config.from_dict(base.to_dict()).update({"model.generator": gen}).validate()
+    for key, spec in space.items():
+        if key == "model.generator":
+            continue
+        for value in _values(key, spec, where):
+            for gen in gens:
+                cfg = Config.from_dict(base.to_dict())
+                try:
+                    cfg.update({"model.generator": gen, key: value}).validate()
+                except UserError as e:
+                    raise UserError(f"{where}: {key} = {value!r} ({gen}): {str(e).split(': ', 1)[-1]}") from None
+
+
+def metric_names(base: Config) -> list[str]:
+    """What a trial reports and ASHA / 'best' may rank by: <split>_<metric>."""
+    from gan import contract
+    names = list(contract.METRIC_NAMES) + (list(contract.FCN_METRICS) if base.eval.fcn_every_eval else [])
+    return [f"{split}_{name}" for split in ("val", "train") for name in names]
+
+
+def to_tune(space: dict[str, Any]) -> dict[str, Any]:
+    """Tune's samplers for a checked space."""
+    from ray import tune
+    samplers = {"grid": tune.grid_search, "choice": tune.choice, "uniform": lambda a: tune.uniform(*a),
+                "loguniform": lambda a: tune.loguniform(*a), "randint": lambda a: tune.randint(*a)}
+    return {key: samplers[next(iter(spec))](next(iter(spec.values()))) if isinstance(spec, dict) else spec
+            for key, spec in space.items()}

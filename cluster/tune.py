@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +67,16 @@ def _restore_tune_checkpoint(run: Path) -> None:
 BASE, OUT = "base_config", "out"  # the two keys of a trial's space that are not sampled dotted fields
 
 
-def trainable(space: dict[str, Any]) -> None:
-    """The Tune function trainable: `space` = the whole validated base Config (dict form) under
-    `base_config`, the output root under `out`, and this trial's sampled dotted values."""
+def trial_config(space: dict[str, Any]) -> tuple[Config, str]:
+    """(the trial's Config, the output root) from its resolved `space`: the whole validated base Config
+    (dict form) under `base_config`, the output root under `out`, and the trial's sampled dotted values."""
     sampled = {k: v for k, v in space.items() if k not in (BASE, OUT)}
-    cfg = Config.from_dict(space[BASE]).update({**sampled, "run_name": run_name(sampled)}).validate()
-    out = space[OUT]
+    return Config.from_dict(space[BASE]).update({**sampled, "run_name": run_name(sampled)}).validate(), space[OUT]
+
+
+def trainable(space: dict[str, Any]) -> None:
+    """The Tune function trainable: one `gan.train.train` run in the trial's run directory."""
+    cfg, out = trial_config(space)
     run = run_path(cfg, out)
     # TensorFlow's thread pools get the CPUs Tune assigned to this trial, not the whole node.
     assigned = ray.get_runtime_context().get_assigned_resources().get("CPU")
@@ -102,7 +107,9 @@ def make_tuner(param_space: dict[str, Any], *, base: Config, out: str, experimen
     base = Config.from_dict(base.to_dict()).update({"experiment": experiment}).validate()
     space = {**param_space, BASE: base.to_dict(), OUT: str(Path(out).resolve())}
     if scheduler == "asha":
-        sched = tune.schedulers.ASHAScheduler(time_attr="training_iteration", max_t=max_evaluations or 100,
+        # max_t one past the last evaluation: ASHA stops a trial that reaches max_t at once, which at the
+        # last evaluation would kill the trainer before it scores the test split.
+        sched = tune.schedulers.ASHAScheduler(time_attr="training_iteration", max_t=(max_evaluations or 100) + 1,
                                               grace_period=1, reduction_factor=2)
     elif scheduler == "fifo":
         sched = tune.schedulers.FIFOScheduler()
@@ -118,12 +125,58 @@ def make_tuner(param_space: dict[str, Any], *, base: Config, out: str, experimen
             name="_tune", storage_path=str((Path(out) / experiment).resolve()),
             failure_config=tune.FailureConfig(max_failures=max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=keep_checkpoints),
-            verbose=1),
+            callbacks=[CompletedTrials()], verbose=1),
     )
 
 
 def restore_tuner(out: str, experiment: str, cpus_per_trial: float = 1, gpus_per_trial: float = 0) -> tune.Tuner:
-    """The interrupted experiment; finished trials stay finished, errored ones are retried."""
+    """The interrupted experiment (with its callbacks); finished trials stay finished, errored ones are retried."""
     path = (Path(out) / experiment / "_tune").resolve()
     return tune.Tuner.restore(str(path), resume_errored=True,
                               trainable=tune.with_resources(trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}))
+
+
+class CompletedTrials(tune.Callback):
+    """Which trials Tune completed while the sweep ran (finished, or stopped early by the scheduler), as
+    opposed to those an interruption ended: Tune marks both TERMINATED once `fit` returns."""
+
+    # One set per driver process, shared by every instance: `Tuner.restore` unpickles its own copy.
+    ids: set[str] = set()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        CompletedTrials.ids.add(trial.trial_id)
+
+
+def settle_runs(results, interrupted: bool, resume: str, wait: float = 20.0) -> int:
+    """After `Tuner.fit`: the runs of trials whose trainer Tune ended say so, not 'running'.
+
+    A completed trial's run still 'running' was stopped early by the scheduler (ASHA): 'stopped'. When
+    the sweep was interrupted (Ctrl-C, TERM), every other trial that did not error is unfinished: its
+    run is marked 'preempted', with how to resume. Waits up to `wait` s for a trainer to be gone (its
+    lease) before writing its status. Returns the number of unfinished trials.
+    """
+    from ray.tune.experiment import Trial
+
+    from gan.lease import holder_alive, read_holder
+    from gan.rundir import RunDir
+    unfinished = 0
+    # Trial states are not in Tune's public ResultGrid; the experiment analysis it wraps holds them.
+    for trial in results._experiment_analysis.trials:
+        done = trial.trial_id in CompletedTrials.ids
+        if trial.status == Trial.ERROR or not (done or interrupted):
+            continue
+        unfinished += not done
+        cfg, out = trial_config(trial.config)
+        run = RunDir(run_path(cfg, out))
+        deadline = time.time() + wait
+        while holder_alive(read_holder(run.lease))[0] and time.time() < deadline:
+            time.sleep(0.5)
+        status = run.read_status() if run.status.exists() else {}
+        if status.get("state") not in ("running", None) or holder_alive(read_holder(run.lease))[0]:
+            continue
+        step = status.get("step", 0)
+        if done:
+            run.set_status("stopped", step, f"stopped early by the scheduler at step {step}")
+        elif run.config.exists():
+            run.set_status("preempted", step, f"sweep interrupted at step {step}; continue with: {resume}")
+    return unfinished

@@ -40,7 +40,8 @@ TIMINGS_COLUMNS = ("step", "steps", "train_seconds", "steps_per_second", "images
 
 CONFIG, STATUS, SPLIT, SUMMARY, LEASE = "config.json", "status.json", "split.json", "summary.json", "lease.json"
 METRICS_CSV, TIMINGS_CSV, FCN_CSV, TEST_CSV = "metrics.csv", "timings.csv", "fcn_metrics.csv", "test_metrics.csv"
-STATES = ("running", "finished", "failed", "preempted")
+# stopped: ended early on purpose by a sweep's scheduler (ASHA); preempted: rerun or --resume to continue.
+STATES = ("running", "finished", "failed", "preempted", "stopped")
 
 
 def run_path(root: str | Path, experiment: str, run_name: str) -> Path:

@@ -3,12 +3,18 @@
     python jobs/tune.py --gens all --preset small                 # the three generators in parallel
     python jobs/tune.py --gens unet,hybrid --sweep hparams --samples 8 --scheduler asha
     python jobs/tune.py --gens all --sweep aug --space my_space.json --address ray://head:10001
-    python jobs/tune.py --experiment sweep1 --resume              # after the driver died
+    python jobs/tune.py --experiment sweep1 --resume              # after the driver died or Ctrl-C
 
 Every trial writes the same run directory as jobs/train.py under
 <out>/<experiment>/<run_name>; Tune's own state is in <out>/<experiment>/_tune.
-Connects to --address or $RAY_ADDRESS, else starts Ray on this machine.
-Ends with the best configuration per generator and the comparison table.
+Connects to --address or $RAY_ADDRESS, else starts a private Ray instance on
+this machine (never one that another job started). Every value the space
+can produce is validated for every generator before Ray starts. Ends with
+the best configuration per generator and the comparison table.
+
+Exit codes: 0 every trial finished, 1 some trial errored, 2 bad input,
+75 interrupted (Ctrl-C, TERM): the unfinished trials' runs are marked
+preempted; `--resume` continues them.
 """
 
 import argparse
@@ -19,12 +25,12 @@ from pathlib import Path
 
 from gan.cli import add_common_flags, parse_overrides, run_main
 from gan.config import GENERATOR_NAMES, make_config
-from gan.errors import UserError
+from gan.errors import EXIT_PREEMPTED, UserError
 from gan.fastpath import fast_path_vars
 from gan.rundir import read_json
 
 
-def main() -> int:
+def parse_args() -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gens", default="all", help=f"{', '.join(GENERATOR_NAMES)} (comma list) or all")
     parser.add_argument("--sweep", default="", help="named spaces to add: hparams, aug (comma list)")
@@ -32,8 +38,9 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=1, help="samples of the random part of the space")
     parser.add_argument("--scheduler", choices=["fifo", "asha"], default="fifo")
     parser.add_argument("--metric", default="val_ssim", help="validation metric for ASHA and 'best' "
-                        "(val_<metric>; lower is better for l1)")
-    parser.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or local)")
+                        "(<split>_<metric>, e.g. val_ssim, val_l1; the contract says which way is better)")
+    parser.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a "
+                        "private local instance)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
     parser.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial")
     parser.add_argument("--cpus-per-trial", type=float, default=1)
@@ -41,73 +48,122 @@ def main() -> int:
     parser.add_argument("--report", default=None, metavar="DIR",
                         help="at the end, write the comparison report (tables, figures, HTML) here")
     add_common_flags(parser)
-    args, extra = parser.parse_known_args()
-    experiment = args.experiment or "default"
-    args_file = Path(args.out) / experiment / "_tune_args.json"
+    return parser.parse_known_args()
 
+
+def plan(args: argparse.Namespace, extra: list[str]) -> dict:
+    """The sweep as saved in <out>/<experiment>/_tune_args.json, every value checked (no Ray yet)."""
+    from cluster import spaces
+    overrides = parse_overrides(extra)
+    if args.data is not None:
+        overrides["data.source"] = args.data
+    if args.data_format is not None:
+        overrides["data.format"] = args.data_format
+    if args.samples < 1:
+        raise UserError(f"--samples: must be >= 1, got {args.samples}")
+    gens = list(GENERATOR_NAMES) if args.gens == "all" else [g for g in args.gens.split(",") if g]
+    sweeps = [s for s in args.sweep.split(",") if s]
+    base = make_config(args.preset, overrides)
+    space = spaces.build_space(gens, sweeps, args.space)
+    spaces.check_space(space, base)
+    if args.metric not in spaces.metric_names(base):
+        raise UserError(f"--metric: {args.metric!r} is not reported by the trials (choose from "
+                        f"{', '.join(spaces.metric_names(base))})")
+    return {"gens": gens, "sweeps": sweeps, "space": space, "overrides": overrides, "preset": args.preset,
+            "samples": args.samples, "scheduler": args.scheduler, "metric": args.metric,
+            "max_failures": args.max_failures, "cpus": args.cpus_per_trial, "gpus": args.gpus_per_trial,
+            "max_evaluations": math.ceil(base.train.steps / base.train.eval_every)}
+
+
+def main() -> int:
+    args, extra = parse_args()
+    experiment = args.experiment or "default"
+    root = Path(args.out) / experiment
+    args_file = root / "_tune_args.json"
     if args.resume:
         if not args_file.exists():
-            raise UserError(f"--resume: no Tune experiment at {args_file.parent / '_tune'}")
+            raise UserError(f"--resume: no Tune experiment at {root / '_tune'}")
         saved = read_json(args_file)
+        if not isinstance(saved, dict) or not isinstance(saved.get("space"), dict):
+            raise UserError(f"{args_file}: written by an older version of jobs/tune.py; start a new --experiment")
     else:
-        overrides = parse_overrides(extra)
-        if args.data is not None:
-            overrides["data.source"] = args.data
-        if args.data_format is not None:
-            overrides["data.format"] = args.data_format
-        gens = list(GENERATOR_NAMES) if args.gens == "all" else args.gens.split(",")
-        # Every generator's config is validated before Ray starts (a size one generator cannot take
-        # must fail here in one line, not inside every trial).
-        cfg = [make_config(args.preset, {**overrides, "model.generator": g}) for g in gens][0]
-        saved = {"gens": gens, "sweeps": [s for s in args.sweep.split(",") if s], "space": args.space,
-                 "overrides": overrides, "preset": args.preset, "samples": args.samples,
-                 "scheduler": args.scheduler, "metric": args.metric, "max_failures": args.max_failures,
-                 "cpus": args.cpus_per_trial, "gpus": args.gpus_per_trial,
-                 "max_evaluations": math.ceil(cfg.train.steps / cfg.train.eval_every)}
-    metric = saved["metric"]
-    mode = "min" if metric.endswith("l1") else "max"
+        saved = plan(args, extra)
 
     import ray
 
     from cluster import spaces
     from cluster import tune as tuning
+    from gan.contract import LOWER_IS_BETTER
 
-    space = spaces.build_space(saved["gens"], saved["sweeps"], saved["space"])
-    address = args.address or os.environ.get("RAY_ADDRESS")
+    metric = saved["metric"]
+    mode = "min" if metric.split("_", 1)[1] in LOWER_IS_BETTER else "max"
+    address = args.address or os.environ.get("RAY_ADDRESS") or "local"  # 'local': never another job's Ray
     # Trials train on the fast path: the workers get the caching allocator (gan/fastpath.py).
     fast_path = fast_path_vars()
-    runtime_env = {"env_vars": fast_path} if fast_path else None
-    ray.init(address=address, runtime_env=runtime_env, **({} if address else {"include_dashboard": False}))
+    ray.init(address=address, runtime_env={"env_vars": fast_path} if fast_path else None,
+             **({"include_dashboard": False} if address == "local" else {}))
     if args.resume:
         tuner = tuning.restore_tuner(args.out, experiment, saved["cpus"], saved["gpus"])
     else:
-        args_file.parent.mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True)
         args_file.write_text(json.dumps(saved, indent=2))
         tuner = tuning.make_tuner(
-            space, base=make_config(saved["preset"], saved["overrides"]), out=args.out, experiment=experiment,
-            scheduler=saved["scheduler"], metric=metric, mode=mode, num_samples=saved["samples"],
-            max_failures=saved["max_failures"], cpus_per_trial=saved["cpus"], gpus_per_trial=saved["gpus"],
-            max_evaluations=saved["max_evaluations"])
-    results = tuner.fit()
+            spaces.to_tune(saved["space"]), base=make_config(saved["preset"], saved["overrides"]), out=args.out,
+            experiment=experiment, scheduler=saved["scheduler"], metric=metric, mode=mode,
+            num_samples=saved["samples"], max_failures=saved["max_failures"], cpus_per_trial=saved["cpus"],
+            gpus_per_trial=saved["gpus"], max_evaluations=saved["max_evaluations"])
+    results, interrupted = fit(tuner)
+    unfinished = tuning.settle_runs(results, interrupted, resume=f"python jobs/tune.py --out {args.out} "
+                                                                 f"--experiment {experiment} --resume")
+    if unfinished:
+        print(f"interrupted: {unfinished} of {len(results)} trials unfinished, their runs marked preempted; "
+              f"continue with: python jobs/tune.py --out {args.out} --experiment {experiment} --resume")
+        return EXIT_PREEMPTED
+    return summarise(results, root, metric, mode, args.report)
 
-    frame = results.get_dataframe()
+
+def fit(tuner):
+    """(results, interrupted). Tune checkpoints its state and returns on the first SIGINT; TERM (scancel,
+    a job's time limit) is turned into that SIGINT. Tune's handler hands SIGINT back to ours when it
+    fires, so finding ours in place after `fit` means the sweep was interrupted."""
+    import signal
+
+    def ours(signum, frame):
+        raise KeyboardInterrupt  # a second Ctrl-C while Tune saves its state: Python's default
+
+    previous = signal.signal(signal.SIGINT, ours), signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(),
+                                                                                                    signal.SIGINT))
+    try:
+        results = tuner.fit()
+        return results, signal.getsignal(signal.SIGINT) is ours
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+
+
+def summarise(results, root: Path, metric: str, mode: str, report: str | None) -> int:
+    """The best configuration per generator, the comparison table, the report; 1 if a trial errored."""
+    from analysis.runs import find_runs
+    from analysis.tables import comparison_table
+    from cluster import tune as tuning
     errors = [r for r in results if r.error]
-    print(f"\n{len(results)} trials, {len(errors)} errored; runs in {Path(args.out) / experiment}")
-    if metric in frame:
+    print(f"\n{len(results)} trials, {len(errors)} errored; runs in {root}")
+    frame = results.get_dataframe()
+    if metric in frame and "config/model.generator" in frame and frame[metric].notna().any():
         print(f"best configuration per generator by {metric} ({mode}):")
-        for gen, group in frame.groupby("config/model.generator"):
+        for gen, group in frame.dropna(subset=[metric]).groupby("config/model.generator"):
             best = group.loc[group[metric].idxmax() if mode == "max" else group[metric].idxmin()]
             swept = {k[len("config/"):]: best[k] for k in group if k.startswith("config/")
                      and not k.startswith((f"config/{tuning.BASE}", f"config/{tuning.OUT}"))
                      and k != "config/model.generator"}
             print(f"  {gen}: {metric} {best[metric]:.4f} at step {int(best['step'])}  {swept or ''}  {best['run']}")
-    from analysis.runs import find_runs
-    from analysis.tables import comparison_table
-    print()
-    print(comparison_table(runs=find_runs(Path(args.out) / experiment)))
-    if args.report:
+    runs = find_runs(root)
+    if runs:
+        print()
+        print(comparison_table(runs=runs))
+    if report and runs:
         from analysis.report import build_report
-        print(f"report: {build_report([Path(args.out) / experiment], args.report)}")
+        print(f"report: {build_report([root], report)}")
     return 1 if errors else 0
 
 

@@ -174,6 +174,26 @@ def _umask() -> int:
     return mask
 
 
+@pytest.mark.parametrize("space,args,message", [
+    ({"optim.lr_g": {"grid": ["fast", "slow"]}}, [], "--space: optim.lr_g = 'fast' (unet): expected float"),
+    ({"model.resnet_blocks": {"grid": [6.5, 9]}}, [], "--space: model.resnet_blocks = 6.5 (unet): expected int"),
+    ({"data.image_size": {"grid": [32, 33]}}, [], "--space: data.image_size = 33 (unet): 33 is not a power of two"),
+    ({"optim.lr_g": {"loguniform": ["a", 5e-4]}}, [], "--space: optim.lr_g: loguniform needs [low, high], two finite"),
+    ({"optim.lr_g": {"loguniform": [5e-4, -1]}}, [], "--space: optim.lr_g: loguniform needs low < high"),
+    ({"model.hybrid_downs": {"choice": [3, 6]}}, [], "--space: model.hybrid_downs = 6 (hybrid): 6 down blocks"),
+    ({}, ["--samples", "0"], "--samples: must be >= 1, got 0"),
+    ({}, ["--metric", "nosuch"], "--metric: 'nosuch' is not reported by the trials"),
+], ids=["word-for-float", "fraction-for-int", "bad-size", "word-in-range", "reversed-range", "per-generator",
+        "no-samples", "unknown-metric"])
+def test_tune_space_values_are_checked_before_ray_starts(tmp_path, space, args, message):
+    path = tmp_path / "space.json"
+    path.write_text(json.dumps(space))
+    done = run_cli("tune.py", "--gens", "unet,hybrid", "--preset", "tiny", "--space", str(path), *args,
+                   "--out", str(tmp_path / "out"), timeout=120)
+    assert one_error_line(done).startswith(f"error: {message}"), done.stderr[-2000:]
+    assert not (tmp_path / "out").exists()  # nothing written, Ray never started
+
+
 def test_tune_validates_every_generator_before_ray_starts(tmp_path):
     done = run_cli("tune.py", "--gens", "unet,hybrid", "--preset", "tiny", "--data.image_size", "32",
                    "--model.hybrid_downs", "6", "--out", str(tmp_path), timeout=120)

@@ -54,9 +54,15 @@ def test_asha_stops_a_trial_early(ray_cluster, tmp_path):
     done = run_tune(ray_cluster, tmp_path / "out", "--gens", "hybrid", "--space", str(space),
                     "--scheduler", "asha", "--metric", "val_l1", "--train.steps", "16", "--train.eval_every", "2")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    steps = [json.loads(p.read_text())["step"] for p in (tmp_path / "out" / "default").glob("*/status.json")]
+    statuses = [json.loads(p.read_text()) for p in (tmp_path / "out" / "default").glob("*/status.json")]
+    steps = [s["step"] for s in statuses]
     assert len(steps) == 4
     assert min(steps) < 16 and max(steps) == 16, steps
+    # A trial ASHA stopped says so; one that reached the last step scored the test split (ASHA's max_t lies
+    # past the last evaluation, so the scheduler does not kill the trainer before its test evaluation).
+    for status in statuses:
+        expected = ("finished", "") if status["step"] == 16 else ("stopped", "stopped early by the scheduler")
+        assert (status["state"], status["message"][:len(expected[1])]) == expected, status
 
 
 def _ancestors(pid: int) -> set[int]:
@@ -142,3 +148,40 @@ def test_three_generators_driver_loss_and_resume(ray_cluster, tmp_path):
         assert f"drv/{g} at step" not in done.stdout
     assert "best configuration per generator by val_ssim" in done.stdout
     assert all(f"| {g} |" in done.stdout for g in runs)  # the comparison table
+
+
+def test_ctrl_c_marks_trials_preempted_and_resume_finishes_them(ray_cluster, tmp_path):
+    """Ctrl-C of the driver: Tune saves its state, the trials' runs say 'preempted' (not 'running'),
+    one line says how to continue, no comparison table; `--resume` then finishes them exactly."""
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.address}
+    args = ["--gens", "unet,hybrid", "--train.steps", "60", "--train.eval_every", "10", "--experiment", "cc"]
+    proc = subprocess.Popen(tune_cmd(tmp_path, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env, cwd=ROOT)
+    runs = [tmp_path / "cc" / g for g in ("unet", "hybrid")]
+    _wait_rows(runs, 2, proc)
+    os.kill(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 75, out[-4000:]
+    line = f"continue with: python jobs/tune.py --out {tmp_path} --experiment cc --resume"
+    assert "interrupted: 2 of 2 trials unfinished" in out and line in out, out[-3000:]
+    assert "| generator |" not in out and "trials, 0 errored" not in out
+    for run in runs:
+        status = json.loads((run / "status.json").read_text())
+        assert status["state"] == "preempted" and line in status["message"], status
+    done = subprocess.run(tune_cmd(tmp_path, "--experiment", "cc", "--resume"), capture_output=True, text=True,
+                          env=env, timeout=900, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
+    for run in runs:
+        assert json.loads((run / "status.json").read_text())["state"] == "finished"
+        assert_exact_rows(run, 60, 10)
+
+
+def test_without_an_address_the_driver_never_joins_another_jobs_ray(ray_cluster, tmp_path):
+    """Another job's Ray runs on this host (the module's cluster); with no --address and no RAY_ADDRESS
+    the sweep starts a private instance instead of attaching to it."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run(tune_cmd(tmp_path, "--gens", "hybrid", "--train.steps", "4"), capture_output=True,
+                          text=True, env=env, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    log = done.stdout + done.stderr
+    assert "Started a local Ray instance" in log and "Connecting to existing Ray cluster" not in log
