@@ -184,14 +184,26 @@ def comparison_table(run_paths: list[Path] | None = None, runs: list[Run] | None
     return warnings + to_markdown(study_table(runs))
 
 
-if __name__ == "__main__":
+def main(argv: list[str]) -> int:
+    """python -m analysis.tables ROOT...: the comparison table; exit 2 with one line when there is none."""
     import sys
+    if not argv:
+        print("usage: python -m analysis.tables ROOT [ROOT ...]", file=sys.stderr)
+        return 2
     try:
-        found = find_runs(*sys.argv[1:])
+        found = find_runs(*argv)
     except FileNotFoundError as e:
-        sys.exit(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     for _, reason in found.skipped:
         print(f"skipped: {reason}", file=sys.stderr)
     if not found:
-        sys.exit(f"error: no readable pix2pix runs under {' '.join(sys.argv[1:])}")
+        print(f"error: no readable pix2pix runs under {' '.join(argv)}", file=sys.stderr)
+        return 2
     print(comparison_table(runs=found))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main(sys.argv[1:]))

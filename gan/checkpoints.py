@@ -62,12 +62,14 @@ def restore_newest_intact(checkpoint, directory: str | Path, set_aside: bool = T
 
 
 def _set_aside(directory: Path, damaged: list[str], kept: list[str]) -> None:
-    import tensorflow as tf
+    from gan.rundir import atomic_write
     for path in damaged:
         for f in directory.glob(Path(path).name + ".*"):
             f.rename(f.with_name(f.name + ".damaged"))
     state_file = directory / "checkpoint"
-    if kept:
-        tf.compat.v1.train.update_checkpoint_state(str(directory), kept[-1], all_model_checkpoint_paths=kept)
+    if kept:  # TensorFlow's CheckpointState text format, written here: its writer is a deprecated v1 API
+        names = [Path(p).name for p in kept]
+        atomic_write(state_file, f'model_checkpoint_path: "{names[-1]}"\n'
+                     + "".join(f'all_model_checkpoint_paths: "{n}"\n' for n in names))
     else:
         state_file.unlink(missing_ok=True)

@@ -64,9 +64,19 @@ def config_from_args(args: argparse.Namespace, extra: list[str], **fixed) -> Con
     return make_config(args.preset, overrides)
 
 
+def interrupt_on_term() -> None:
+    """SIGTERM (scancel, kill) ends this command as Ctrl-C does: one line, exit 130, nothing half-written."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"{signal.Signals(signum).name}")
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def run_main(main: Callable[[], int]) -> None:
     """Run a command: UserError -> 'error: ...' on stderr, exit 2; else exit with main's code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # OpenCV's warnings would precede our own error line
     reexec_with_allocator()  # before TensorFlow loads: the fast path (gan/fastpath.py)
     try:
         code = main()
@@ -76,7 +86,7 @@ def run_main(main: Callable[[], int]) -> None:
     except DiskFull as e:
         print(f"error: disk full: {e}", file=sys.stderr)
         sys.exit(EXIT_DISK_FULL)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print("interrupted" + (f": {e}" if str(e) else ""), file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
     sys.exit(code)

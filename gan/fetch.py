@@ -34,6 +34,7 @@ import json
 import os
 import shutil
 import tarfile
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -170,6 +171,24 @@ def verify(folder: Path, expected: dict) -> dict[str, int]:
     return counts
 
 
+def _check_target(target: Path) -> None:
+    """A dataset folder is only ever made whole, with its manifest: anything else there is not ours."""
+    if target.exists() and not (target / MANIFEST).exists():
+        raise UserError(f"{target}: exists but holds no {MANIFEST} (not a dataset this tool finished); move it "
+                        "aside or delete it, or choose another --root or --name")
+
+
+def _writable(folder: Path) -> None:
+    """Create `folder` if needed and prove it takes a file (UserError otherwise)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise UserError(f"--root {folder}: cannot write there ({e.strerror}); choose another --root or set "
+                        f"{DATA_ENV}") from None
+
+
 def download(name: str, root: str | None = None, sha256: str | None = None, url: str | None = None,
              timeout: float = 60.0, log=print) -> Path:
     """Download, check and extract a pix2pix archive into `<root>/<name>`; returns that folder."""
@@ -183,10 +202,8 @@ def download(name: str, root: str | None = None, sha256: str | None = None, url:
         log(f"{name}: already at {target} (archive sha256 {manifest.get('archive_sha256', '?')[:12]}, "
             f"{manifest.get('counts')}); nothing to do")
         return target
-    try:
-        root_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"--root {root_dir}: cannot create it ({e.strerror})") from None
+    _check_target(target)
+    _writable(root_dir)
     part = root_dir / f"{name}.tar.gz.part"
     _fetch(spec["url"], part, timeout)
     digest = _sha256(part)
@@ -210,8 +227,11 @@ def download(name: str, root: str | None = None, sha256: str | None = None, url:
                     "downloaded": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (inner / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         inner.rename(target)
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise UserError(f"{part}: not a readable archive ({e}); delete it and rerun") from None
+    except tarfile.ReadError:
+        raise UserError(f"{part}: not a tar archive (is {spec['url']} the archive itself?); delete it and "
+                        "rerun") from None
+    except (tarfile.TarError, EOFError) as e:
+        raise UserError(f"{part}: a damaged archive ({str(e).splitlines()[0]}); delete it and rerun") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     part.unlink()
@@ -266,6 +286,16 @@ def _official_pairs(gtfine: Path, leftimg: Path, work: Path) -> dict[str, list[t
     return pairs
 
 
+def _worker_start(parent: int) -> None:
+    """Workers leave Ctrl-C and TERM to the parent (which stops the pool) and end with it if it is killed."""
+    import signal
+
+    from gan.workers import end_with_parent
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    end_with_parent(parent)
+
+
 def _prepare_one(job: tuple[str, str, str, str, str, int]) -> str:
     import cv2
     import numpy as np
@@ -299,6 +329,8 @@ def prepare(gtfine: str, leftimg: str, root: str | None = None, name: str = "cit
     for given in (gtfine, leftimg):  # before anything is created under the root
         if not Path(given).exists():
             raise UserError(f"{given}: no such file or folder")
+    _check_target(target)
+    _writable(data_root(root))
     work = data_root(root) / f".{name}.preparing"
     work.mkdir(parents=True, exist_ok=True)
     pairs = _official_pairs(Path(gtfine), Path(leftimg), work / "official")
@@ -308,10 +340,16 @@ def prepare(gtfine: str, leftimg: str, root: str | None = None, name: str = "cit
             (work / split / sub).mkdir(parents=True, exist_ok=True)
         jobs += [(stem, str(p), str(c), str(i), str(work / split), size) for stem, p, c, i in rows]
     from tqdm import tqdm
-    with ProcessPoolExecutor(workers or os.cpu_count() or 1) as pool:
-        for _ in tqdm(pool.map(_prepare_one, jobs, chunksize=8), total=len(jobs), desc=f"preparing {name}",
-                      unit="img", mininterval=1.0):
-            pass
+    with ProcessPoolExecutor(workers or os.cpu_count() or 1, initializer=_worker_start,
+                             initargs=(os.getpid(),)) as pool:
+        try:
+            for _ in tqdm(pool.map(_prepare_one, jobs, chunksize=8), total=len(jobs), desc=f"preparing {name}",
+                          unit="img", mininterval=1.0):
+                pass
+        except KeyboardInterrupt:  # Ctrl-C or TERM (jobs/get_data.py): drop the queue, keep what is done
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise KeyboardInterrupt(f"the images prepared so far are kept in {work}; rerun the same command "
+                                    "to go on") from None
     staging = work / "out"
     shutil.rmtree(staging, ignore_errors=True)
     for split in pairs:

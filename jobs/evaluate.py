@@ -5,7 +5,11 @@
     python jobs/evaluate.py runs/default/unet --export exported/unet   # SavedModel, uint8 in/out
 
 `--step N` picks a checkpoint other than the latest. Evaluation writes
-`eval_<split>_step<N>.csv` (per image) into the run directory.
+`eval_<split>_step<N>.csv` (per image) into the run directory. Photos are
+made as during training's evaluations (dropout on, with the run's one fixed
+mask), so the same label map always gives the same photo, here, in the run's
+own rows and from the exported model. `--translate` never writes into its
+input folder, nor over existing files without `--overwrite`.
 """
 
 import argparse
@@ -22,7 +26,8 @@ def main() -> int:
     parser.add_argument("--split", choices=["train", "val", "test"], help="evaluate on this split")
     parser.add_argument("--data", default=None, help="dataset to evaluate on (default: the run's own)")
     parser.add_argument("--translate", type=Path, help="folder of label-map images to turn into photos")
-    parser.add_argument("--to", type=Path, help="output folder for --translate")
+    parser.add_argument("--to", type=Path, help="output folder for --translate (not the input folder)")
+    parser.add_argument("--overwrite", action="store_true", help="replace same-named files in --to")
     parser.add_argument("--export", type=Path, help="write a SavedModel here")
     parser.add_argument("--workers", type=int, default=0, help="metric worker processes (0: one per core)")
     args = parser.parse_args()
@@ -32,6 +37,9 @@ def main() -> int:
         raise UserError("--translate: needs --to OUTPUT_FOLDER")
     if args.translate and not args.translate.is_dir():
         raise UserError(f"--translate {args.translate}: no such folder")
+    if args.translate and args.to.resolve() == args.translate.resolve():
+        raise UserError(f"--to {args.to}: is the --translate folder; the photos would replace the label maps "
+                        "(choose another --to)")
 
     from gan import evaluation, inference
     from gan.data import IMAGE_SUFFIXES, load_dataset, read_image
@@ -58,6 +66,10 @@ def main() -> int:
         files = sorted(p for p in args.translate.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise UserError(f"--translate {args.translate}: no images")
+        existing = [args.to / f"{p.stem}.png" for p in files if (args.to / f"{p.stem}.png").exists()]
+        if existing and not args.overwrite:
+            raise UserError(f"--to {args.to}: {len(existing)} of the photos exist already (e.g. {existing[0].name}); "
+                            "pass --overwrite to replace them, or choose another --to")
         # Every input is read before anything is written: a bad file leaves no partial output folder.
         labels = [cv2.resize(read_image(str(path)), (size, size), interpolation=cv2.INTER_NEAREST) for path in files]
         try:

@@ -14,7 +14,7 @@ redistribution: the official release needs a login at cityscapes-dataset.com.
 
 import argparse
 
-from gan.cli import run_main
+from gan.cli import interrupt_on_term, run_main
 
 
 def main() -> int:
@@ -34,6 +34,7 @@ def main() -> int:
         sub.add_argument("--root", default=None, help="data root (default: $PIX2PIX_DATA or "
                          "~/.cache/pix2pix-suite/datasets)")
     args = parser.parse_args()
+    interrupt_on_term()
 
     from gan import fetch
     if args.command == "download":

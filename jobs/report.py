@@ -24,6 +24,8 @@ def main() -> int:
     for root in args.roots:
         if not Path(root).is_dir():
             raise UserError(f"{root}: no such folder")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserError(f"-o {args.out}: exists and is not a folder")
     from analysis.report import build_report
     from analysis.tables import comparison_table
     from analysis.runs import find_runs
@@ -31,6 +33,8 @@ def main() -> int:
         page = build_report(args.roots, args.out, notebook=not args.no_notebook, metric=args.metric)
     except FileNotFoundError as e:
         raise UserError(str(e)) from None
+    except (NotADirectoryError, PermissionError) as e:
+        raise UserError(f"-o {args.out}: cannot write the report there ({e.strerror}: {e.filename})") from None
     print(comparison_table(runs=find_runs(*args.roots)))
     print(f"\nreport: {page}" + ("" if args.no_notebook else f"\nnotebook: {Path(args.out) / 'compare.html'}"))
     return 0

@@ -87,11 +87,13 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, dama
     done = run_cli("evaluate.py", str(tmp_path / "default" / "hybrid"), "--split", "val")
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"checkpoint {ckpts / 'ckpt-8'} cannot be restored" in done.stdout and "step 4, val" in done.stdout
+    assert "using the older checkpoint" in done.stdout and "redone" not in done.stdout  # not training's wording
     # Training on: resumes at step 4 with a warning, sets the damaged files aside, redoes 5..12 exactly.
     done = run_cli("train.py", *args, "--train.steps", "12")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resuming from the older checkpoint" in done.stdout and "at step 4/12" in done.stdout, done.stdout
     assert list(ckpts.glob("ckpt-8.*.damaged"))
+    assert "deprecat" not in (done.stdout + done.stderr).lower()  # the checkpoint state is written by us
     assert_exact_rows(tmp_path / "default" / "hybrid", 12, 4)
 
 
@@ -401,3 +403,50 @@ def test_double_ctrl_c_still_checkpoints_and_preempts(tmp_path, when):
     done = run_cli("train.py", *TINY, "--out", str(tmp_path), "--train.steps", str(status["step"] + 10),
                    "--train.eval_every", "10")
     assert done.returncode == 0 and f"{run} at step {status['step']}/" in done.stdout, done.stderr[-2000:]
+
+
+def test_translate_never_overwrites_its_input_or_existing_photos(tiny_runs, tmp_path):
+    import cv2
+    from gan.synthetic import draw_scene
+    run = tiny_runs / "cmp" / "unet"
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(labels / f"{i}.png"), draw_scene(1, i, 32)[1][:, :, ::-1])
+    before = tree_digest(labels)
+    done = run_cli("evaluate.py", str(run), "--translate", str(labels), "--to", str(labels / "."))
+    assert "is the --translate folder" in one_error_line(done)
+    assert tree_digest(labels) == before
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "1.png").write_bytes(b"mine")
+    done = run_cli("evaluate.py", str(run), "--translate", str(labels), "--to", str(photos))
+    assert "1 of the photos exist already (e.g. 1.png); pass --overwrite" in one_error_line(done)
+    assert (photos / "1.png").read_bytes() == b"mine" and not (photos / "0.png").exists()
+    done = run_cli("evaluate.py", str(run), "--translate", str(labels), "--to", str(photos), "--overwrite")
+    assert done.returncode == 0 and cv2.imread(str(photos / "1.png")).shape == (32, 32, 3), done.stderr[-2000:]
+
+
+def test_truncated_png_is_named_without_opencv_warnings(tiny_runs, tmp_path):
+    import cv2
+    from gan.synthetic import draw_scene
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    ok, png = cv2.imencode(".png", draw_scene(1, 0, 32)[1])
+    (labels / "a.png").write_bytes(png.tobytes()[: len(png) // 2])
+    done = run_cli("evaluate.py", str(tiny_runs / "cmp" / "hybrid"), "--translate", str(labels),
+                   "--to", str(tmp_path / "photos"))
+    assert one_error_line(done).startswith(f"error: {labels / 'a.png'}: ")
+    assert "[ WARN" not in done.stderr + done.stdout  # OpenCV's own warning line
+
+
+def test_report_and_tables_outputs(tiny_runs, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    done = run_cli("report.py", str(tiny_runs / "cmp"), "-o", str(tmp_path / "afile"), "--no-notebook")
+    assert one_error_line(done) == f"error: -o {tmp_path / 'afile'}: exists and is not a folder"
+    (tmp_path / "empty").mkdir()
+    for root in (tmp_path / "empty", tmp_path / "missing"):
+        tables = subprocess.run([sys.executable, "-m", "analysis.tables", str(root)], capture_output=True,
+                                text=True, cwd=ROOT, timeout=120)
+        assert tables.returncode == 2 and tables.stderr.startswith("error: "), tables.stderr
+        assert len(tables.stderr.strip().splitlines()) == 1

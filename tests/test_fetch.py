@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 import threading
 import zipfile
@@ -16,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from gan import fetch
 from gan.errors import UserError
 from gan.synthetic import draw_scene
@@ -244,3 +245,98 @@ def test_a_wrong_or_partial_zip_is_named(tmp_path):
     with pytest.raises(UserError, match="aachen_train_000001_leftImg8bit.png: no aachen_train_000001_gtFine_color"):
         fetch.prepare(str(gt), str(left), str(tmp_path / "data"), log=lambda line: None)
     assert not (tmp_path / "data" / "cityscapes").exists()
+
+
+# -- issue 19: read-only roots, foreign folders, non-archives, interrupted prepare ---------------------
+
+def test_a_read_only_root_is_one_line(server, tmp_path):
+    import subprocess
+
+    from services import unavailable
+    root = tmp_path / "ro"
+    root.mkdir()
+    if os.geteuid() != 0:
+        unavailable("a read-only filesystem for this test needs root (mount -t tmpfs -o ro)")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(root)], capture_output=True,
+                             text=True)
+    if mounted.returncode:
+        unavailable(f"mount -t tmpfs -o ro failed: {mounted.stderr.strip()}")
+    try:
+        done = run_cli("get_data.py", "download", "cityscapes", "--url", f"{server.url}/tinyscapes.tar.gz",
+                       "--root", str(root))
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert done.returncode == 2 and errors == [f"error: --root {root}: cannot write there (Read-only file "
+                                                   f"system); choose another --root or set {fetch.DATA_ENV}"], done.stderr
+        assert "Traceback" not in done.stderr
+    finally:
+        subprocess.run(["umount", str(root)], check=True)
+
+
+def test_a_foreign_folder_in_the_way_and_a_non_archive_are_named(server, tmp_path):
+    server.files["/tinyscapes.tar.gz"] = pix2pix_archive()
+    (tmp_path / "tinyscapes").mkdir()
+    (tmp_path / "tinyscapes" / "notes.txt").write_text("someone's")
+    with pytest.raises(UserError, match=f"{tmp_path / 'tinyscapes'}: exists but holds no manifest.json"):
+        fetch.download("tinyscapes", str(tmp_path), log=lambda line: None)
+    assert server.requests == []  # refused before downloading anything
+    server.files["/page.html"] = b"<html>a login page, not an archive</html>"
+    done = run_cli("get_data.py", "download", "cityscapes", "--url", f"{server.url}/page.html",
+                   "--root", str(tmp_path / "other"))
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2 and len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"not a tar archive (is {server.url}/page.html the archive itself?)" in errors[0]
+
+
+def big_release(root: Path, n: int = 240) -> tuple[Path, Path]:
+    """The official layout with `n` full-size (2048x1024) train images: slow enough to interrupt."""
+    photo, colour = draw_scene(5, 0, 256)
+    big = [cv2.resize(x, (2048, 1024), interpolation=cv2.INTER_NEAREST) for x in (photo, colour)]
+    first = {}
+    for split, i in [("train", i) for i in range(n)] + [("val", 0), ("val", 1)]:
+        stem = f"aachen_{split}_{i:06d}"
+        for path, image in ((root / "leftImg8bit" / split / "aachen" / f"{stem}_leftImg8bit.png", big[0]),
+                            (root / "gtFine" / split / "aachen" / f"{stem}_gtFine_color.png", big[1]),
+                            (root / "gtFine" / split / "aachen" / f"{stem}_gtFine_labelIds.png", big[1][:, :, 0])):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            kind = path.name.split("_")[-1]
+            if kind in first:
+                os.link(first[kind], path)  # the same bytes under every name: quick to make
+            else:
+                assert cv2.imwrite(str(path), image)
+                first[kind] = path
+    return root / "gtFine", root / "leftImg8bit"
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT to the group"])
+def test_interrupted_prepare_ends_in_one_line_with_no_orphans(tmp_path, how):
+    import signal
+    import subprocess
+    import sys
+    import time
+    gt, left = big_release(tmp_path / "release")
+    args = ["prepare", "--gtfine", str(gt), "--leftimg", str(left), "--root", str(tmp_path / "data"),
+            "--workers", "2", "--size", "64"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "jobs" / "get_data.py"), *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    pairs = tmp_path / "data" / ".cityscapes.preparing" / "train" / "pair"
+    deadline = time.time() + 120
+    while not (pairs.is_dir() and any(pairs.iterdir())):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.05)
+    workers = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                              text=True).stdout.split()]
+    assert workers
+    if how == "SIGTERM":
+        proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("interrupted: the images prepared so far are kept in "), err
+    time.sleep(1)
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
+    done = run_cli("get_data.py", *args)  # going on finishes the job
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(list((tmp_path / "data" / "cityscapes" / "train").glob("*.png"))) == 240
