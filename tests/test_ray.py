@@ -180,8 +180,16 @@ def test_without_an_address_the_driver_never_joins_another_jobs_ray(ray_cluster,
     """Another job's Ray runs on this host (the module's cluster); with no --address and no RAY_ADDRESS
     the sweep starts a private instance instead of attaching to it."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    done = subprocess.run(tune_cmd(tmp_path, "--gens", "hybrid", "--train.steps", "4"), capture_output=True,
-                          text=True, env=env, timeout=600, cwd=ROOT)
+    # What `ray start` leaves for ray.init() to find: the cluster's address in /tmp/ray/ray_current_cluster.
+    current = Path("/tmp/ray/ray_current_cluster")
+    before = current.read_text() if current.exists() else None
+    current.parent.mkdir(parents=True, exist_ok=True)
+    current.write_text(ray_cluster.address)
+    try:
+        done = subprocess.run(tune_cmd(tmp_path, "--gens", "hybrid", "--train.steps", "4"), capture_output=True,
+                              text=True, env=env, timeout=600, cwd=ROOT)
+    finally:
+        current.write_text(before) if before is not None else current.unlink(missing_ok=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     log = done.stdout + done.stderr
     assert "Started a local Ray instance" in log and "Connecting to existing Ray cluster" not in log
