@@ -35,15 +35,9 @@ def _free_port() -> int:
 # -- SLURM -------------------------------------------------------------------
 
 def _ensure_slurm_installed() -> None:
-    if shutil.which("slurmctld") and shutil.which("munged"):
-        return
-    if os.geteuid() != 0:
-        unavailable("SLURM (slurm-wlm + munge) is not installed and installing it needs root")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "slurm-wlm", "munge"]):
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-        if done.returncode:
-            unavailable(f"{' '.join(cmd)} failed: {done.stderr.strip()[-300:]}")
+    """Tests never install packages: .ci/provision does (root), or the test skips (fails under CI=true)."""
+    if not (shutil.which("slurmctld") and shutil.which("munged")):
+        unavailable("SLURM is not installed (Debian: slurm-wlm and munge; .ci/provision installs them)")
 
 
 class Slurm:

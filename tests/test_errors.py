@@ -12,6 +12,8 @@ from gan.config import make_config
 from gan.synthetic import draw_scene
 from gan.train import train
 
+pytestmark = pytest.mark.slow  # the fixture and most cases train or start the trainer
+
 
 @pytest.fixture(scope="module")
 def existing_run(tmp_path_factory):
