@@ -34,10 +34,17 @@ def build_report(roots: list[str | Path], out: str | Path, notebook: bool = True
     tests = test_frame(runs)
     study = tables.study_table(runs)
     frames = {"study": study}
+    evidence_note = ""
     if not tests.empty:
         metrics = tables.metric_columns(tests)
         paired = stats.paired_tests(tests, metrics)
-        frames["verdict"] = stats.verdict(tests, paired, metrics)
+        if stats.seeds_per_generator(tests) >= 2:  # seeds allow claims about the architectures
+            frames["run_level"] = stats.run_level(tests, metrics)
+            frames["verdict"] = stats.verdict(tests, frames["run_level"], metrics)
+        else:
+            frames["verdict"] = stats.verdict(tests, paired, metrics)
+            frames["seeds_needed"], source = stats.seeds_table(tests, metrics, metrics_frame(runs))
+            evidence_note = evidence_sentence(frames["seeds_needed"], source)
         frames["study_marked"] = tables.marked_study_table(study, frames["verdict"])
         frames["bootstrap_ci"] = stats.bootstrap_ci(tests, metrics)
         frames["paired_tests"] = paired
@@ -74,10 +81,25 @@ def build_report(roots: list[str | Path], out: str | Path, notebook: bool = True
         figures["Test samples: input | target | each run"] = sheet[0]
 
     page = out / "report.html"
-    page.write_text(_html(runs, frames, figures))
+    page.write_text(_html(runs, frames, figures, evidence_note))
+    if evidence_note:
+        print(f"note: {evidence_note}", file=sys.stderr)
     if notebook:
         execute_notebook(roots, out)
     return page
+
+
+def evidence_sentence(needed: pd.DataFrame, source: str) -> str:
+    """The one-seed caveat: what the verdict compares, and the seeds it would take to say more."""
+    sentence = ("One trained run per generator: this verdict compares these trained models, not the "
+                "architectures (a reseed can reverse it).")
+    if not needed.empty and (needed.seeds_needed > 0).any():
+        worst, best = int(needed.seeds_needed.max()), int(needed[needed.seeds_needed > 0].seeds_needed.min())
+        sentence += (f" Resolving the gaps it shows at 80 % power would take {best} to {worst} seeds per generator"
+                     f" (per metric in 'seeds needed'; spread from {source}); train them with --seeds N.")
+    else:
+        sentence += " Train several seeds (--seeds N) to compare the architectures."
+    return sentence
 
 
 def _img(path: Path) -> str:
@@ -85,7 +107,7 @@ def _img(path: Path) -> str:
     return f'<img src="data:image/png;base64,{data}" style="max-width:100%">'
 
 
-def _html(runs, frames: dict[str, pd.DataFrame], figures: dict[str, Path]) -> str:
+def _html(runs, frames: dict[str, pd.DataFrame], figures: dict[str, Path], evidence_note: str = "") -> str:
     states = pd.Series([r.state for r in runs]).value_counts().to_dict()
     unfinished = [r for r in runs if r.state != "finished"]
     parts = [
@@ -113,7 +135,11 @@ def _html(runs, frames: dict[str, pd.DataFrame], figures: dict[str, Path]) -> st
               "study_marked": "Test mean (std) per generator: best in bold, † where the lead is not "
                               "significant (paired Wilcoxon, Holm p >= 0.05)",
               "bootstrap_ci": "95 % bootstrap confidence intervals of the test means",
-              "paired_tests": "Paired Wilcoxon signed-rank tests between generators (Holm-corrected)",
+              "paired_tests": "Paired Wilcoxon signed-rank tests between generators over test images "
+                              "(Holm-corrected): these trained models, not the architectures",
+              "run_level": "Run level: difference of means with a hierarchical bootstrap interval (seeds, "
+                           "then images), P(a beats b) over runs, Holm-corrected bootstrap p",
+              "seeds_needed": "Seeds per generator a run-level comparison would need (80 % power, alpha 0.05)",
               "seed_spread": "Spread across seeds", "runs": "Runs: state, best validation step, cost",
               "sweep_best": "Best configuration per generator", "test_summary": "Test summary (numeric)"}
     def table(frame: pd.DataFrame) -> str:
@@ -129,6 +155,8 @@ def _html(runs, frames: dict[str, pd.DataFrame], figures: dict[str, Path]) -> st
     lead = [n for n in ("verdict", "study_marked") if n in frames] or ["study"]
     for name in lead:
         parts.append(f"<h2>{titles[name]}</h2>{table(frames[name])}")
+        if name == "verdict" and evidence_note:
+            parts.append(f"<p class='warn'>{html.escape(evidence_note)}</p>")
     for title, path in list(figures.items())[:1]:
         parts.append(f"<h2>{html.escape(title)}</h2>{_img(path)}")
     for name, frame in frames.items():

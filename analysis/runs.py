@@ -194,7 +194,9 @@ def find_runs(*roots: str | Path) -> RunList:
 def swept_fields(runs: list[Run]) -> list[str]:
     """Config fields (other than names and the generator) whose value differs between runs."""
     flats = [r.flat_config() for r in runs]
-    keys = set().union(*flats) - {"run_name", "experiment", "model.generator", "data.source", "data.cache_dir"}
+    # A training seed is a replicate, not a setting: seeds are compared by the statistics, not the sweep table.
+    keys = set().union(*flats) - {"run_name", "experiment", "model.generator", "data.source", "data.cache_dir",
+                                  "train.seed"}
     return sorted(k for k in keys if len({json.dumps(f.get(k)) for f in flats}) > 1)
 
 

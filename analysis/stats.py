@@ -1,5 +1,22 @@
-"""Statistics beyond the study: paired tests between generators, bootstrap CIs, seed spread.
+"""Statistics beyond the study: run-level comparisons, paired image tests, bootstrap CIs, seed spread.
 
+- Run level (the unit of evidence about architectures): with >= 2 training
+  seeds per generator, for each metric and pair, the difference of means
+  with a 95 % interval from a hierarchical bootstrap - seeds resampled with
+  replacement within each generator, and the test images (shared by every
+  run: one split) resampled once per replicate for both - and the
+  probability of improvement P(A > B) that a run of A beats a run of B on
+  its mean score, with its interval; two-sided bootstrap p-values,
+  Holm-corrected over the pairs of each metric. Written here in numpy
+  rather than with `rliable`: rliable's stratified bootstrap resamples runs
+  of a runs x tasks score matrix, so it would first collapse each run to
+  one number and lose the images shared between the generators' runs,
+  which this two-level resampling keeps.
+- With one run per generator the comparison is of trained models, not
+  architectures: `seeds_needed` says how many seeds per generator the gaps
+  would take, from the between-run spread where some generator has several
+  seeds, else from the spread of each run's validation scores over its last
+  evaluations (a proxy, said so).
 - Paired tests: for each metric and each pair of generators, a Wilcoxon
   signed-rank test on the per-image test metrics, paired by image id (every
   run draws the same test split from the seed). With several seeds per
@@ -92,9 +109,12 @@ def seed_spread(tests: pd.DataFrame, metrics: list[str] = METRICS) -> pd.DataFra
 
 def verdict(tests: pd.DataFrame, paired: pd.DataFrame, metrics: list[str], alpha: float = 0.05) -> pd.DataFrame:
     """Per metric: the best generator by test mean (lowest for LOWER_IS_BETTER), whom it beats
-    significantly (paired Wilcoxon, Holm-corrected p < alpha) and whom not; `significant` is True when
-    it beats every other generator."""
+    significantly (Holm-corrected p < alpha) and whom not; `significant` is True when it beats every
+    other generator. `paired` is `run_level` (seeds as the unit) or `paired_tests` (images of one run
+    each); `evidence` says which."""
     from analysis.runs import LOWER_IS_BETTER
+    evidence = (f"runs: {seeds_per_generator(tests)}+ seeds per generator" if "runs_a" in paired
+                else "images of one trained run per generator")
     rows = []
     for metric in metrics:
         if metric not in tests or tests[metric].isna().all():
@@ -112,5 +132,106 @@ def verdict(tests: pd.DataFrame, paired: pd.DataFrame, metrics: list[str], alpha
                 f"{other} (p={row.p_holm.iloc[0]:.2g})" if len(row) else other)
         rows.append({"metric": metric, "best": best, "mean": float(means[best]),
                      "beats (Holm p < %.2g)" % alpha: ", ".join(beats) or "-",
-                     "not significantly better than": ", ".join(ties) or "-", "significant": not ties})
+                     "not significantly better than": ", ".join(ties) or "-", "significant": not ties,
+                     "evidence": evidence})
     return pd.DataFrame(rows)
+
+
+def seeds_table(tests: pd.DataFrame, metrics: list[str], val: pd.DataFrame | None = None) -> tuple[pd.DataFrame, str]:
+    """Per metric: the gap between the best generator and the runner-up (test means), the between-run
+    spread, and the seeds per generator a run-level comparison would need to resolve it; and where the
+    spread comes from."""
+    from analysis.runs import LOWER_IS_BETTER
+    spread, source = between_run_spread(tests, metrics, val)
+    rows = []
+    for metric in metrics:
+        means = tests.groupby("generator")[metric].mean().dropna().sort_values(ascending=metric in LOWER_IS_BETTER)
+        if len(means) < 2 or metric not in spread:
+            continue
+        gap = abs(float(means.iloc[0] - means.iloc[1]))
+        rows.append({"metric": metric, "best": means.index[0], "runner_up": means.index[1], "gap": gap,
+                     "run_spread": spread[metric], "seeds_needed": seeds_needed(gap, spread[metric])})
+    return pd.DataFrame(rows), source
+
+
+def _run_matrix(tests: pd.DataFrame, generator: str, metric: str, images: list) -> np.ndarray:
+    """seeds x images of one generator's per-image scores (images in the given order)."""
+    table = tests[tests.generator == generator].pivot_table(index="run", columns="image", values=metric)
+    return table.reindex(columns=images).to_numpy(float)
+
+
+def run_level(tests: pd.DataFrame, metrics: list[str] = METRICS, resamples: int = 4000, confidence: float = 0.95,
+              seed: int = 0) -> pd.DataFrame:
+    """One row per (metric, a, b): runs of each, the difference of means a - b with its hierarchical bootstrap
+    interval, P(a > b) over runs with its interval, the two-sided bootstrap p and its Holm correction."""
+    if tests.empty:
+        return pd.DataFrame()
+    rng = np.random.default_rng(seed)
+    gens = sorted(tests.generator.unique())
+    images = sorted(set.intersection(*(set(tests[tests.generator == g].image) for g in gens)))
+    tail = (1 - confidence) / 2
+    rows = []
+    for metric in metrics:
+        if metric not in tests or tests[metric].isna().all():
+            continue
+        family = []
+        for a, b in itertools.combinations(gens, 2):
+            A, B = _run_matrix(tests, a, metric, images), _run_matrix(tests, b, metric, images)
+            n_img = len(images)
+            picks = rng.integers(0, n_img, (resamples, n_img))  # shared images: the comparison stays paired
+            runs_a = rng.integers(0, len(A), (resamples, len(A)))
+            runs_b = rng.integers(0, len(B), (resamples, len(B)))
+            # Per replicate: each resampled run's mean over the resampled images.
+            means_a = np.nanmean(np.take_along_axis(A[runs_a], picks[:, None, :], axis=2), axis=2)
+            means_b = np.nanmean(np.take_along_axis(B[runs_b], picks[:, None, :], axis=2), axis=2)
+            diffs = means_a.mean(axis=1) - means_b.mean(axis=1)
+            wins = (means_a[:, :, None] > means_b[:, None, :]).mean(axis=(1, 2)) \
+                + 0.5 * (means_a[:, :, None] == means_b[:, None, :]).mean(axis=(1, 2))
+            run_a, run_b = np.nanmean(A, axis=1), np.nanmean(B, axis=1)
+            p = min(1.0, 2 * min((np.sum(diffs <= 0) + 1) / (resamples + 1), (np.sum(diffs >= 0) + 1) / (resamples + 1)))
+            family.append({"metric": metric, "a": a, "b": b, "runs_a": len(A), "runs_b": len(B), "images": n_img,
+                           "diff": float(run_a.mean() - run_b.mean()),
+                           "diff_low": float(np.quantile(diffs, tail)), "diff_high": float(np.quantile(diffs, 1 - tail)),
+                           "p_a_beats_b": probability_of_improvement(run_a, run_b),
+                           "pi_low": float(np.quantile(wins, tail)), "pi_high": float(np.quantile(wins, 1 - tail)),
+                           "p": float(p)})
+        for row, adjusted in zip(family, holm([r["p"] for r in family]) if family else []):
+            rows.append({**row, "p_holm": adjusted})
+    return pd.DataFrame(rows)
+
+
+def probability_of_improvement(a: np.ndarray, b: np.ndarray) -> float:
+    """P(X > Y) for X a run of A, Y a run of B (ties count half): the Mann-Whitney statistic over n_a n_b."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return float(((a[:, None] > b[None, :]) + 0.5 * (a[:, None] == b[None, :])).mean())
+
+
+def seeds_per_generator(tests: pd.DataFrame) -> int:
+    """The fewest trained runs any generator has (0 with no tests)."""
+    return int(tests.groupby("generator").run.nunique().min()) if not tests.empty else 0
+
+
+def seeds_needed(gap: float, spread: float, alpha: float = 0.05, power: float = 0.8) -> int:
+    """Runs per generator for a two-sided two-sample comparison of run means to detect `gap` with the
+    given power when run means spread by `spread` (SD): 2 (z_{1-alpha/2} + z_power)^2 spread^2 / gap^2."""
+    if not (gap and np.isfinite(gap) and np.isfinite(spread)):
+        return 0
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    return max(2, int(np.ceil(2 * z ** 2 * spread ** 2 / gap ** 2)))
+
+
+def between_run_spread(tests: pd.DataFrame, metrics: list[str], val: pd.DataFrame | None = None,
+                       last: int = 4) -> tuple[dict[str, float], str]:
+    """(SD of run means per metric, where it comes from). Pooled over generators with >= 2 runs; else the SD
+    of each run's validation score over its `last` evaluations, pooled (a proxy for seed-to-seed spread)."""
+    per_run = tests.groupby(["generator", "run"])[metrics].mean()
+    several = per_run.groupby(level="generator").filter(lambda g: len(g) > 1)
+    if not several.empty:
+        pooled = several.groupby(level="generator").var(ddof=1).mean()
+        return {m: float(np.sqrt(pooled[m])) for m in metrics}, "between-run spread of the generators with several seeds"
+    if val is None or val.empty:
+        return {}, ""
+    recent = val[val.split == "val"].sort_values("step").groupby("run").tail(last)
+    sd = recent.groupby("run")[[m for m in metrics if m in recent]].std(ddof=1).mean()
+    return ({m: float(sd[m]) for m in sd.index},
+            f"a proxy: the spread of each run's validation scores over its last {last} evaluations")

@@ -56,8 +56,9 @@ def load_space_file(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def build_space(gens: list[str], sweeps: list[str], space_file: str | None = None) -> dict[str, Any]:
-    """The sweep's space as data: the generator grid, the named sweeps, then the user's file."""
+def build_space(gens: list[str], sweeps: list[str], space_file: str | None = None, seeds: int = 1) -> dict[str, Any]:
+    """The sweep's space as data: the generator grid, the named sweeps, the user's file, then `seeds`
+    training seeds (train.seed 0..seeds-1, a grid: every configuration trains on each)."""
     bad = [g for g in gens if g not in GENERATOR_NAMES]
     if bad or not gens:
         raise UserError(f"--gens: unknown generator {bad[0] if bad else ''!r} "
@@ -72,6 +73,12 @@ def build_space(gens: list[str], sweeps: list[str], space_file: str | None = Non
         if "model.generator" in user:
             raise UserError(f"--space {space_file}: set the generators with --gens, not in the space")
         space.update({key: spec for key, spec in user.items()})
+    if seeds < 1:
+        raise UserError(f"--seeds: must be >= 1, got {seeds}")
+    if seeds > 1:
+        if "train.seed" in space:
+            raise UserError("--seeds: the space already sweeps train.seed; use one or the other")
+        space["train.seed"] = {"grid": list(range(seeds))}
     return space
 
 

@@ -29,15 +29,17 @@ from gan.train import run_path, train
 
 
 def run_name(sampled: dict[str, Any]) -> str:
-    """'unet' for a plain comparison; 'unet-lr_g=0.00012-mirror=False-3f2a' with swept values."""
+    """'unet' for a plain comparison; 'unet-lr_g=0.00012-mirror=False-3f2a' with swept values; a training
+    seed swept by --seeds ends the name: 'unet-seed2', 'unet-lr_g=0.00012-3f2a-seed2'."""
     gen = sampled.get("model.generator", "unet")
-    rest = {k: v for k, v in sorted(sampled.items()) if k != "model.generator"}
+    seed = f"-seed{sampled['train.seed']}" if "train.seed" in sampled else ""
+    rest = {k: v for k, v in sorted(sampled.items()) if k not in ("model.generator", "train.seed")}
     if not rest:
-        return gen
+        return gen + seed
     parts = [f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
              for k, v in rest.items()]
     digest = hashlib.sha1(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:6]
-    return "-".join([gen, *parts])[:80] + f"-{digest}"
+    return "-".join([gen, *parts])[:80] + f"-{digest}" + seed
 
 
 def _flat_scores(step: int, scores: dict[str, dict[str, float]]) -> dict[str, float]:

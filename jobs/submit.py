@@ -2,8 +2,10 @@
 
     python jobs/submit.py --gens all --preset paper --partition gpu --gpus 1 --time 1440
     python jobs/submit.py --gens unet --cluster local --preset small --wait    # no SLURM: local processes
+    python jobs/submit.py --gens all --seeds 3 --partition gpu --gpus 1       # three training seeds each
 
-One array job, one task per generator (x each value of --grid KEY=V1,V2);
+One array job, one task per generator (x each value of --grid KEY=V1,V2, x each
+training seed with --seeds N: train.seed 0..N-1, run names ending in -seed<k>);
 each task writes the same run directory as jobs/train.py. Prints the job ids
 and where logs and runs go; --wait blocks and prints the final states.
 """
@@ -21,6 +23,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gens", default="all", help=f"{', '.join(GENERATOR_NAMES)} (comma list) or all")
     parser.add_argument("--grid", action="append", default=[], help="KEY=V1,V2: also sweep this dotted field")
+    parser.add_argument("--seeds", type=int, default=1, help="training seeds per configuration (train.seed 0..N-1)")
     parser.add_argument("--cluster", default=None, help="slurm, local or debug (default: slurm if available)")
     parser.add_argument("--partition", default=None)
     parser.add_argument("--account", default=None)
@@ -40,10 +43,17 @@ def main() -> int:
             raise UserError(f"--grid {item}: expected KEY=V1,V2")
         key, values = item.split("=", 1)
         axes.append([(key, v) for v in values.split(",")])
+    if args.seeds < 1:
+        raise UserError(f"--seeds: must be >= 1, got {args.seeds}")
+    if args.seeds > 1:
+        if any(key == "train.seed" for key, _ in (a[0] for a in axes[1:])) or "--train.seed" in extra:
+            raise UserError("--seeds: sets train.seed 0..N-1 itself; drop the other train.seed")
+        axes.append([("train.seed", k) for k in range(args.seeds)])
     configs = []
     for combo in itertools.product(*axes):
         fixed = dict(combo)
-        name = "-".join([fixed["model.generator"], *(f"{k.split('.')[-1]}={v}" for k, v in combo[1:])])
+        name = "-".join([fixed["model.generator"], *(f"seed{v}" if k == "train.seed" else f"{k.split('.')[-1]}={v}"
+                                                     for k, v in combo[1:])])
         configs.append(config_from_args(args, extra, **fixed, run_name=name))
 
     from cluster.submitit_jobs import make_executor, submit_grid

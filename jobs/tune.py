@@ -1,6 +1,7 @@
 """Compare the generators, and sweep hyper-parameters and augmentations, with Ray Tune.
 
     python jobs/tune.py --gens all --preset small                 # the three generators in parallel
+    python jobs/tune.py --gens all --seeds 3                      # three training seeds per generator
     python jobs/tune.py --gens unet,hybrid --sweep hparams --samples 8 --scheduler asha
     python jobs/tune.py --gens all --sweep aug --space my_space.json --address ray://head:10001
     python jobs/tune.py --experiment sweep1 --resume              # after the driver died or Ctrl-C
@@ -36,6 +37,8 @@ def parse_args() -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--sweep", default="", help="named spaces to add: hparams, aug (comma list)")
     parser.add_argument("--space", default=None, help="JSON file of extra dotted-name samplers")
     parser.add_argument("--samples", type=int, default=1, help="samples of the random part of the space")
+    parser.add_argument("--seeds", type=int, default=1, help="training seeds per configuration (train.seed "
+                        "0..N-1, the split fixed by data.split_seed); run names end in -seed<k>")
     parser.add_argument("--scheduler", choices=["fifo", "asha"], default="fifo")
     parser.add_argument("--metric", default="val_ssim", help="validation metric for ASHA and 'best' "
                         "(<split>_<metric>, e.g. val_ssim, val_l1; the contract says which way is better)")
@@ -64,13 +67,15 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict:
     gens = list(GENERATOR_NAMES) if args.gens == "all" else [g for g in args.gens.split(",") if g]
     sweeps = [s for s in args.sweep.split(",") if s]
     base = make_config(args.preset, overrides)
-    space = spaces.build_space(gens, sweeps, args.space)
+    if args.seeds > 1 and "train.seed" in overrides:
+        raise UserError("--seeds: sets train.seed 0..N-1 itself; drop --train.seed")
+    space = spaces.build_space(gens, sweeps, args.space, seeds=args.seeds)
     spaces.check_space(space, base)
     if args.metric not in spaces.metric_names(base):
         raise UserError(f"--metric: {args.metric!r} is not reported by the trials (choose from "
                         f"{', '.join(spaces.metric_names(base))})")
     return {"gens": gens, "sweeps": sweeps, "space": space, "overrides": overrides, "preset": args.preset,
-            "samples": args.samples, "scheduler": args.scheduler, "metric": args.metric,
+            "samples": args.samples, "seeds": args.seeds, "scheduler": args.scheduler, "metric": args.metric,
             "max_failures": args.max_failures, "cpus": args.cpus_per_trial, "gpus": args.gpus_per_trial,
             "max_evaluations": math.ceil(base.train.steps / base.train.eval_every)}
 

@@ -1,13 +1,17 @@
 #!/bin/bash
-# Train the three generators as a SLURM job array, one task per generator.
+# Train the three generators as a SLURM job array, one task per generator (and training seed).
 #
 #   sbatch slurm/train_all.sh                                   # paper protocol, synthetic data
 #   sbatch --export=ALL,DATA=/data/cityscapes,OUT=$PWD/runs slurm/train_all.sh
 #   sbatch --export=ALL,PRESET=small --gres=gpu:0 slurm/train_all.sh   # CPU demo
+#   sbatch --array=0-8 --export=ALL,SEEDS=3 slurm/train_all.sh  # 3 generators x train.seed 0..2
 #
 # Overridable (environment): DATA (synthetic), OUT (runs), PRESET (paper),
-# EXPERIMENT (slurm), PYTHON (python), EXTRA_ARGS (dotted overrides, e.g.
-# "--optim.lr_g 1e-4"). Each task writes OUT/EXPERIMENT/<generator>/.
+# EXPERIMENT (slurm), SEEDS (1), PYTHON (python), EXTRA_ARGS (dotted overrides,
+# e.g. "--optim.lr_g 1e-4"). Task i trains generator i / SEEDS with train.seed
+# i % SEEDS into OUT/EXPERIMENT/<generator> (<generator>-seed<k> with SEEDS > 1).
+# An array too short for generators x SEEDS fails every task, naming the
+# --array it needs, rather than silently leaving some out.
 # SLURM sends USR1 300 s before the time limit: the trainer checkpoints and
 # exits 75, and this script requeues the task; a requeued (or preempted and
 # requeued) task reruns the same command, which resumes at the exact step.
@@ -25,17 +29,27 @@ set -uo pipefail
 
 # The generator names come from the project's registry (gan/config.py), in its order.
 mapfile -t GENERATORS < <("${PYTHON:-python}" -c 'from gan.config import GENERATOR_NAMES; print(*GENERATOR_NAMES, sep="\n")')
-GEN=${GENERATORS[${SLURM_ARRAY_TASK_ID:-0}]:-}
-if [ -z "$GEN" ]; then
-    echo "error: array task ${SLURM_ARRAY_TASK_ID:-0} has no generator (registry: ${GENERATORS[*]})" >&2
+SEEDS=${SEEDS:-1}
+TASKS=$(( ${#GENERATORS[@]} * SEEDS ))
+TASK=${SLURM_ARRAY_TASK_ID:-0}
+# A subset (--array=2: redo one task) is fine; an array that stops short of the last task is not.
+if [ "${SLURM_ARRAY_TASK_MAX:-$((TASKS - 1))}" -ne $((TASKS - 1)) ] || [ "$TASK" -ge "$TASKS" ]; then
+    echo "error: ${#GENERATORS[@]} generators (${GENERATORS[*]}) x ${SEEDS} seed(s) need --array=0-$((TASKS - 1))" \
+         "(this array ends at ${SLURM_ARRAY_TASK_MAX:-?})" >&2
     exit 2
 fi
+GEN=${GENERATORS[$((TASK / SEEDS))]}
+SEED=$((TASK % SEEDS))
+NAME_ARGS=()
+if [ "$SEEDS" -gt 1 ]; then
+    NAME_ARGS=(--run-name "${GEN}-seed${SEED}" --train.seed "$SEED")
+fi
 cd "${SLURM_SUBMIT_DIR:-.}"
-echo "[$(date -Is)] task ${SLURM_ARRAY_TASK_ID:-0} (${GEN}) on $(hostname), restart ${SLURM_RESTART_COUNT:-0}"
+echo "[$(date -Is)] task ${TASK} (${GEN}, seed ${SEED}) on $(hostname), restart ${SLURM_RESTART_COUNT:-0}"
 
 # shellcheck disable=SC2086  # EXTRA_ARGS is a list of flags
 "${PYTHON:-python}" jobs/train.py --gen "$GEN" --data "${DATA:-synthetic}" --out "${OUT:-runs}" \
-    --preset "${PRESET:-paper}" --experiment "${EXPERIMENT:-slurm}" ${EXTRA_ARGS:-} &
+    --preset "${PRESET:-paper}" --experiment "${EXPERIMENT:-slurm}" "${NAME_ARGS[@]}" ${EXTRA_ARGS:-} &
 child=$!
 trap 'echo "[$(date -Is)] signal: asking the trainer to checkpoint"; kill -USR1 "$child" 2>/dev/null' USR1 TERM
 # `wait` returns early when a trapped signal arrives: wait until the trainer has really exited.

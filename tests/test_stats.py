@@ -1,0 +1,87 @@
+"""Run-level statistics (analysis/stats.py) against hand-computed cases, without training anything."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as scipy_stats
+
+from analysis import stats
+
+
+def frame(scores: dict[str, list[list[float]]], metric: str = "ssim") -> pd.DataFrame:
+    """{generator: [[image scores of seed 0], [of seed 1], ...]} -> the tidy test frame the report builds."""
+    rows = []
+    for gen, seeds in scores.items():
+        for seed, values in enumerate(seeds):
+            rows += [{"generator": gen, "run": f"{gen}-seed{seed}", "seed": seed, "image": i, metric: v}
+                     for i, v in enumerate(values)]
+    return pd.DataFrame(rows)
+
+
+def test_difference_and_probability_of_improvement_by_hand():
+    # Run means: a 0.6 and 0.4, b 0.5 and 0.3. Difference of means 0.5 - 0.4 = 0.1. P(a > b) over the four
+    # run pairs: 0.6>0.5, 0.6>0.3, 0.4<0.5, 0.4>0.3 -> 3/4.
+    tests = frame({"a": [[0.5, 0.7], [0.3, 0.5]], "b": [[0.4, 0.6], [0.2, 0.4]]})
+    row = stats.run_level(tests, ["ssim"]).iloc[0]
+    assert (row.a, row.b, row.runs_a, row.runs_b, row.images) == ("a", "b", 2, 2, 2)
+    assert row["diff"] == pytest.approx(0.1)
+    assert row.p_a_beats_b == pytest.approx(0.75)
+    assert stats.probability_of_improvement([1, 2], [2, 0]) == pytest.approx((0.5 + 1 + 0 + 1) / 4)
+    assert row.diff_low <= row["diff"] <= row.diff_high and 0 <= row.pi_low <= row.pi_high <= 1
+
+
+def test_image_level_significant_but_run_level_not():
+    """Two seeds of a land far apart (+0.10 and -0.06 around b's scores), so averaged per image a leads b by
+    0.02 on every image: the image-level Wilcoxon test is highly significant. Over runs, one seed of a is
+    worse than b: the run-level interval covers 0 and P(a > b) is 1/2."""
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.3, 0.6, 50)
+    noise = lambda: rng.normal(0, 0.002, 50)  # noqa: E731
+    tests = frame({"a": [base + 0.10 + noise(), base - 0.06 + noise()], "b": [base + noise(), base + noise()]})
+    image_level = stats.paired_tests(tests, ["ssim"]).iloc[0]
+    assert image_level.p_holm < 1e-6
+    run = stats.run_level(tests, ["ssim"]).iloc[0]
+    assert run["diff"] == pytest.approx(0.02, abs=0.002)
+    assert run.diff_low < 0 < run.diff_high and run.p_holm > 0.05
+    assert run.p_a_beats_b == pytest.approx(0.5)
+
+
+def test_a_clear_run_level_lead_is_significant_and_holm_corrected():
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.3, 0.6, 40)
+    tests = frame({g: [base + shift + rng.normal(0, 0.01, 40) + rng.normal(0, 0.005) for _ in range(4)]
+                   for g, shift in (("a", 0.1), ("b", 0.0), ("c", 0.0))})
+    table = stats.run_level(tests, ["ssim"], resamples=2000)
+    ab = table[(table.a == "a") & (table.b == "b")].iloc[0]
+    assert ab.diff_low > 0.05 and ab.p_a_beats_b == 1.0 and ab.p_holm < 0.05
+    assert np.allclose(sorted(table.p_holm), sorted(stats.holm(list(table.p))))
+    verdict = stats.verdict(tests, table, ["ssim"])
+    assert verdict.iloc[0].best == "a" and verdict.iloc[0].significant
+    assert verdict.iloc[0].evidence.startswith("runs: 4+ seeds")
+
+
+def test_seeds_needed_by_hand():
+    # 2 (1.959964 + 0.841621)^2 sd^2 / gap^2 = 15.70 for sd == gap, so 16 seeds; for sd = gap / 2, 4.
+    assert stats.seeds_needed(0.05, 0.05) == 16
+    assert stats.seeds_needed(0.1, 0.05) == 4
+    z = scipy_stats.norm.ppf(0.975) + scipy_stats.norm.ppf(0.8)
+    assert stats.seeds_needed(0.01, 0.03) == int(np.ceil(2 * z ** 2 * 9))
+    assert stats.seeds_needed(0.0, 0.03) == 0  # no gap to resolve
+
+
+def test_one_seed_verdict_says_what_it_compares():
+    rng = np.random.default_rng(2)
+    base = rng.uniform(0.3, 0.6, 30)
+    tests = frame({"a": [base + 0.02], "b": [base]})
+    val = pd.DataFrame({"run": ["a-seed0"] * 4 + ["b-seed0"] * 4, "split": "val", "step": [1, 2, 3, 4] * 2,
+                        "ssim": [0.40, 0.44, 0.38, 0.42, 0.30, 0.31, 0.29, 0.30]})
+    assert stats.seeds_per_generator(tests) == 1
+    verdict = stats.verdict(tests, stats.paired_tests(tests, ["ssim"]), ["ssim"])
+    assert verdict.iloc[0].evidence == "images of one trained run per generator"
+    needed, source = stats.seeds_table(tests, ["ssim"], val)
+    spread = np.mean([np.std([0.40, 0.44, 0.38, 0.42], ddof=1), np.std([0.30, 0.31, 0.29, 0.30], ddof=1)])
+    assert needed.iloc[0].run_spread == pytest.approx(spread)
+    assert needed.iloc[0].seeds_needed == stats.seeds_needed(needed.iloc[0].gap, spread)
+    assert "proxy" in source
