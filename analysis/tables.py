@@ -120,6 +120,8 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
     for r in runs:
         row = {"run": r.name, "generator": r.generator, "state": r.state, "step": r.status.get("step", 0),
                "message": r.status.get("message", ""), "data": r.data_label}
+        if r.summary.get("selected"):  # which checkpoint the test split scored (eval.select)
+            row["tested_at"] = f"{r.summary['selected'].get('rule')} (step {r.summary['selected'].get('step')})"
         val = r.metrics[r.metrics.split == "val"] if not r.metrics.empty else pd.DataFrame()
         if len(val):
             best = val.loc[val.ssim.idxmax()]
@@ -140,6 +142,8 @@ def sweep_table_all(runs: list[Run], metric: str = "ssim") -> pd.DataFrame:
     fields = swept_fields(runs)
     rows = []
     for r in runs:
+        if r.summary.get("selected"):  # which checkpoint the test split scored (eval.select)
+            row["tested_at"] = f"{r.summary['selected'].get('rule')} (step {r.summary['selected'].get('step')})"
         val = r.metrics[r.metrics.split == "val"] if not r.metrics.empty else pd.DataFrame()
         if not len(val):
             continue

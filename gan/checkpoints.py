@@ -73,3 +73,36 @@ def _set_aside(directory: Path, damaged: list[str], kept: list[str]) -> None:
                      + "".join(f'all_model_checkpoint_paths: "{n}"\n' for n in names))
     else:
         state_file.unlink(missing_ok=True)
+
+
+class BestCheckpoint:
+    """The generator at the best validation score so far (`eval.select = best_val_<metric>`), kept in
+    `checkpoints/best/` beside the run's own checkpoints.
+
+    The best score so far is re-read from the run's evaluation rows on resume (rows past the resumed
+    checkpoint are dropped first, and a resumed run redoes those steps exactly, so a best checkpoint saved
+    by them is written again with the same weights).
+    """
+
+    def __init__(self, generator, directory: Path, metric: str, lower_is_better: bool, rows: list[dict]):
+        import tensorflow as tf
+        self.metric, self.lower = metric, lower_is_better
+        self.manager = tf.train.CheckpointManager(tf.train.Checkpoint(generator=generator), str(directory),
+                                                  max_to_keep=1)
+        scored = [(float(r[metric]), int(r["step"])) for r in rows if r.get("split") == "val" and r.get(metric)]
+        best = (min if lower_is_better else max)(scored, key=lambda t: t[0], default=None)
+        self.value, self.step = best if best else (None, None)
+
+    def offer(self, value: float, step: int) -> None:
+        """Keep the generator if `value` (validation `metric` at `step`) beats the best so far."""
+        better = self.value is None or (value < self.value if self.lower else value > self.value)
+        if better or self.manager.latest_checkpoint is None:
+            self.value, self.step = value, step
+            self.manager.save(checkpoint_number=step)
+
+    def weights(self, build_generator) -> list:
+        """The kept generator's weights, restored into a model from `build_generator()`."""
+        import tensorflow as tf
+        model = build_generator()
+        tf.train.Checkpoint(generator=model).restore(self.manager.latest_checkpoint).expect_partial()
+        return model.get_weights()

@@ -128,6 +128,10 @@ class EvalConfig:
     fcn_every_eval: bool = False
     # FID/KID on the test split: a Keras weights file of InceptionV3(include_top=False, pooling='avg').
     inception_weights: str = ""
+    # Which checkpoint the test split scores: 'last' (the study), or 'best_val_<metric>' - the evaluation
+    # with the best validation <metric> (e.g. best_val_ssim, best_val_fcn_iou with fcn_every_eval).
+    # Selected on val, reported on test; never selected on test.
+    select: str = "last"
 
 
 @dataclass
@@ -236,6 +240,13 @@ class Config:
                               "(train one with jobs/train_segmenter.py)")
         if self.eval.fcn_every_eval and not self.eval.segmenter:
             raise ConfigError("--eval.fcn_every_eval: needs --eval.segmenter (a jobs/train_segmenter.py run)")
+        if self.eval.select != "last":
+            from gan.contract import FCN_METRICS, METRIC_NAMES
+            metric = self.eval.select.removeprefix("best_val_")
+            known = METRIC_NAMES + (FCN_METRICS if self.eval.fcn_every_eval else ())
+            if not self.eval.select.startswith("best_val_") or metric not in known:
+                raise ConfigError(f"--eval.select: {self.eval.select!r} is not 'last' or best_val_<metric> "
+                                  f"(metrics: {', '.join(known)}; FCN metrics need --eval.fcn_every_eval)")
         if self.eval.inception_weights and not Path(self.eval.inception_weights).is_file():
             raise ConfigError(f"--eval.inception_weights {self.eval.inception_weights}: no such file")
         for key, flag in (("experiment", "--experiment"), ("run_name", "--run-name")):

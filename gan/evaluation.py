@@ -95,8 +95,9 @@ class Evaluator:
             writer.flush()
         return scores
 
-    def test(self, weights, step: int, run: RunDir) -> dict:
-        """Per-image metrics on the test split, test_metrics.csv and summary.json."""
+    def test(self, weights, step: int, run: RunDir, selected: dict | None = None) -> dict:
+        """Per-image metrics on the test split, test_metrics.csv and summary.json; `selected` says which
+        checkpoint `weights` are ({"rule": "last" or "best_val_<metric>", "step": ...})."""
         self.generator.set_weights(weights)
         test = self.data.test
         outputs = self.generator(test.inputs)
@@ -125,6 +126,7 @@ class Evaluator:
         timings = read_csv(run.timings)
         summary = {
             "generator": self.cfg.model.generator, "steps": step, "images": len(test.ids),
+            "selected": selected or {"rule": "last", "step": step},
             "metrics_version": METRICS_VERSION, "split_seed": self.cfg.data.split_seed,
             "data": {"source": self.data.source, "fingerprint": self.data.fingerprint},
             "precision": self.cfg.train.precision,

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from gan.config import flatten
+from gan.config import Config, flatten
 from gan.contract import (CONFIG, FCN_COLUMNS, FCN_CSV, LEASE, METRICS_COLUMNS, METRICS_CSV, METRICS_VERSION, RUN_KIND,
                           SPLIT, STATUS, SUMMARY, TEST_CSV, TIMINGS_COLUMNS, TIMINGS_CSV, check_columns, check_config,
                           check_status)
@@ -35,8 +35,7 @@ from gan.errors import UserError
 
 # Fields a resumed run may change: they do not change what is learned (more steps extend the run;
 # workers and logging are bookkeeping; the kernel switches compute the same function with the same
-# variables, and runs written before `optim.adam`, `model.upsample`, `model.conv` existed resume under
-# the defaults).
+# variables). A field added after a run was written counts as its default there (`prepare`).
 RESUMABLE_FIELDS = {"train.steps", "eval.workers", "train.log_every", "train.checkpoints_to_keep",
                     "data.cache_dir", "eval.segmenter", "eval.inception_weights", "optim.adam", "model.upsample",
                     "model.conv"}
@@ -188,7 +187,8 @@ class RunDir:
                                     "(config.json missing); choose another --out or pass --overwrite")
             else:
                 old = check_config(read_json(self.config), self.config)
-                old_flat = dict(flatten(old.get("config", {})))
+                # A field the old run did not have yet reads as its default (it ran under it).
+                old_flat = {**Config().flat(), **dict(flatten(old.get("config", {})))}
                 changed = sorted(k for k in set(old_flat) | set(flat)
                                  if k not in RESUMABLE_FIELDS and old_flat.get(k) != flat.get(k))
                 if not changed:

@@ -339,12 +339,16 @@ def _train(cfg: Config, data, run: RunDir, lease: Lease, stop: _StopFlag, overwr
                          batch=cfg.train.batch_size,
                          where={"host": socket.gethostname(), "device": _device_name(strategy), "cpus": cpus})
 
+    best = _best_checkpoint(cfg, run, generator)
+
     def evaluate_and_checkpoint(step: int) -> None:
         """Metrics on train subset and val, the interval's timings row, a checkpoint, the Tune report."""
         t0 = time.perf_counter()
         scores = evaluator.evaluate(generator.get_weights(), step, run, writer)
         row = interval.close(step, eval_seconds=time.perf_counter() - t0)
         append_csv(run.timings, TIMINGS_COLUMNS, [row])
+        if best is not None:
+            best.offer(scores["val"][best.metric], step)
         manager.save(checkpoint_number=step)  # after interval.close(): the checkpoint closes the interval
         run.set_status("running", step)
         log(f"step {step}: " + "  ".join(f"{split} ssim {m['ssim']:.3f} hist {m['hist_corr']:.3f}"
@@ -385,7 +389,12 @@ def _train(cfg: Config, data, run: RunDir, lease: Lease, stop: _StopFlag, overwr
         progress.close()
 
         # -- test split ----------------------------------------------------
-        summary = evaluator.test(generator.get_weights(), step, run)
+        if best is None:
+            summary = evaluator.test(generator.get_weights(), step, run, selected={"rule": "last", "step": step})
+        else:  # selected on val, scored on test
+            from gan.inference import build_generator
+            summary = evaluator.test(best.weights(lambda: build_generator(cfg)), step, run, selected={
+                "rule": cfg.eval.select, "step": best.step, "value": best.value})
         run.set_status("finished", step)
         log(f"{run.path}: finished {step} steps; test " + "  ".join(
             f"{k} {v['mean']:.3f}" for k, v in summary["test"].items()))
@@ -403,6 +412,16 @@ def _train(cfg: Config, data, run: RunDir, lease: Lease, stop: _StopFlag, overwr
         raise
     finally:
         _close_all(log, progress.close, evaluator.close, writer.close)
+
+
+def _best_checkpoint(cfg: Config, run: RunDir, generator):
+    """The best-validation keeper for `eval.select = best_val_<metric>` (None for 'last')."""
+    if cfg.eval.select == "last":
+        return None
+    from gan.checkpoints import BestCheckpoint
+    metric = cfg.eval.select.removeprefix("best_val_")
+    rows = read_csv(run.fcn_metrics if metric in contract.FCN_METRICS else run.metrics)
+    return BestCheckpoint(generator, run.checkpoints / "best", metric, metric in contract.LOWER_IS_BETTER, rows)
 
 
 def _full_where(error: BaseException, run: RunDir) -> str:

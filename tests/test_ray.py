@@ -193,3 +193,14 @@ def test_without_an_address_the_driver_never_joins_another_jobs_ray(ray_cluster,
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     log = done.stdout + done.stderr
     assert "Started a local Ray instance" in log and "Connecting to existing Ray cluster" not in log
+
+
+def test_seeds_flag_trains_every_seed_under_names_that_show_it(ray_cluster, tmp_path):
+    done = run_tune(ray_cluster, tmp_path, "--gens", "hybrid", "--seeds", "2", "--train.steps", "4",
+                    "--experiment", "seeds")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for seed in (0, 1):
+        run = tmp_path / "seeds" / f"hybrid-seed{seed}"
+        assert json.loads((run / "status.json").read_text())["state"] == "finished"
+        assert json.loads((run / "config.json").read_text())["config"]["train"]["seed"] == seed
+    assert "hybrid-seed0" in done.stdout or "| hybrid |" in done.stdout

@@ -103,9 +103,21 @@ def test_submitit_round_trip_with_preemption(slurm, tmp_path, signals):
     assert_fast_path(run)  # the submitit task exported the allocator in its sbatch set-up
 
 
-def test_submit_command_local_round_trip(tmp_path):
-    done = run_cli("submit.py", "--gens", "hybrid", "--cluster", "local", "--preset", "tiny", "--wait",
-                   "--out", str(tmp_path / "runs"), "--logs", str(tmp_path / "logs"))
+def test_submit_command_local_round_trip_with_seeds(tmp_path):
+    done = run_cli("submit.py", "--gens", "hybrid", "--seeds", "2", "--cluster", "local", "--preset", "tiny",
+                   "--wait", "--out", str(tmp_path / "runs"), "--logs", str(tmp_path / "logs"))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "finished at step 8" in done.stdout
-    assert json.loads((tmp_path / "runs" / "default" / "hybrid" / "status.json").read_text())["state"] == "finished"
+    assert done.stdout.count("finished at step 8") == 2
+    for seed in (0, 1):
+        run = tmp_path / "runs" / "default" / f"hybrid-seed{seed}"
+        assert json.loads((run / "status.json").read_text())["state"] == "finished"
+        assert json.loads((run / "config.json").read_text())["config"]["train"]["seed"] == seed
+
+
+def test_sbatch_array_too_short_for_the_seeds_fails_loudly(slurm, tmp_path):
+    """SEEDS=2 needs six tasks; the default array has three: every task fails naming the array it needs."""
+    job = sbatch(slurm, tmp_path, env="SEEDS=2")
+    slurm.wait_job(job)
+    logs = " ".join(p.read_text() for p in tmp_path.glob("slurm_*.out"))
+    assert logs.count("error: 3 generators (unet resnet hybrid) x 2 seed(s) need --array=0-5") == 3, logs
+    assert not (tmp_path / "slurm").exists()

@@ -123,3 +123,22 @@ def test_dynamic_loss_scale_halves_on_overflow_and_grows_after_finite_steps():
         assert grads[0].numpy().tolist() == [1.0, 2.0] and float(ls.scale) == 4.0
     ls.unscale([tf.constant([4.0, 8.0])])  # the third finite step in a row doubles the scale
     assert float(ls.scale) == 8.0 and int(ls.good_steps) == 0
+
+
+def test_best_validation_checkpoint_is_the_one_tested(tmp_path):
+    """eval.select best_val_l1: the test split scores the evaluation with the lowest validation L1 (selected
+    on val, never on test), and summary.json and the report say which."""
+    cfg = make_config("tiny", {"model.generator": "hybrid", "train.steps": 16, "train.eval_every": 4,
+                               "eval.select": "best_val_l1"})
+    assert train(cfg, tmp_path) == 0
+    run = tmp_path / "default" / "hybrid"
+    val = read(run / "metrics.csv").query("split == 'val'")
+    best = val.loc[val.l1.idxmin()]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["selected"] == {"rule": "best_val_l1", "step": int(best.step), "value": pytest.approx(best.l1, abs=1e-6)}
+    assert (run / "checkpoints" / "best" / f"ckpt-{int(best.step)}.index").exists()
+    from analysis.runs import load_run
+    from analysis.tables import runs_table
+    assert runs_table([load_run(run)]).tested_at.iloc[0] == f"best_val_l1 (step {int(best.step)})"
+    with pytest.raises(Exception, match="--eval.select: 'best_val_fcn_iou' is not 'last' or best_val_<metric>"):
+        make_config("tiny", {"eval.select": "best_val_fcn_iou"})  # FCN metrics need fcn_every_eval
