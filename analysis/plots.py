@@ -22,15 +22,29 @@ def save(fig, stem: Path) -> list[Path]:
     return paths
 
 
-def _run_split_lines(frame: pd.DataFrame, metrics: list[str], axes) -> None:
-    """One panel per metric; a line per (run, split): validation solid, train subset dashed."""
-    colours = dict(zip(sorted(frame.run.unique()), plt.cm.tab10.colors))
+def _run_split_lines(frame: pd.DataFrame, metrics: list[str], axes, x: str = "step") -> None:
+    """One panel per metric: validation solid, train subset dashed. A line per run; where a generator has
+    several runs (seeds), their mean per evaluation with a band from the lowest to the highest run."""
+    from matplotlib.ticker import MaxNLocator
+    seeds = frame.groupby("generator").run.nunique() if "generator" in frame else pd.Series(dtype=int)
+    by = "generator" if len(seeds) and seeds.min() > 1 else "run"
+    colours = dict(zip(sorted(frame[by].unique()), plt.cm.tab10.colors))
     for ax, metric in zip(axes.flat, metrics):
-        for (run, split), group in frame.groupby(["run", "split"]):
-            ax.plot(group.step, group[metric], linestyle="-" if split == "val" else "--",
-                    color=colours[run], label=f"{run} ({split})", marker="." if len(group) < 30 else None)
+        for (name, split), group in frame.groupby([by, "split"]):
+            style = "-" if split == "val" else "--"
+            if by == "run":
+                ax.plot(group[x], group[metric], linestyle=style, color=colours[name], label=f"{name} ({split})",
+                        marker="." if len(group) < 30 else None)
+                continue
+            band = group.groupby("step").agg(x=(x, "mean"), mean=(metric, "mean"), low=(metric, "min"),
+                                             high=(metric, "max"), runs=("run", "nunique"))
+            ax.plot(band.x, band["mean"], linestyle=style, color=colours[name],
+                    label=f"{name} ({split}, mean of {int(band.runs.max())} seeds)")
+            ax.fill_between(band.x, band.low, band.high, color=colours[name], alpha=0.15 if split == "val" else 0.07)
         ax.set_title(metric)
-        ax.set_xlabel("step")
+        ax.set_xlabel("step" if x == "step" else "training seconds (cumulative)")
+        if x == "step":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
 
 
@@ -43,7 +57,27 @@ def evolution(metrics: pd.DataFrame, stem: Path) -> list[Path]:
     for ax in axes.flat[len(shown):]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=7)
-    fig.suptitle("Metrics every evaluation (solid: validation, dashed: train subset)")
+    fig.suptitle("Metrics every evaluation (solid: validation, dashed: train subset; bands: lowest to "
+                 "highest seed)")
+    return save(fig, stem)
+
+
+def quality_by_time(metrics: pd.DataFrame, timings: pd.DataFrame, stem: Path) -> list[Path] | None:
+    """Validation metrics against cumulative training seconds (`analysis.tables.by_training_time`): which
+    generator is best per hour, not per step. Intervals that shared a host are marked in the title."""
+    from analysis.tables import by_training_time
+    frame = by_training_time(metrics, timings)
+    if frame.empty:
+        return None
+    shown = [m for m in METRICS if m in frame]
+    rows = -(-len(shown) // 4)
+    fig, axes = plt.subplots(rows, 4, figsize=(18, 4 * rows), squeeze=False, layout="constrained")
+    _run_split_lines(frame[frame.split == "val"], shown, axes, x="seconds")
+    for ax in axes.flat[len(shown):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=7)
+    shared = " (some intervals shared a host: their seconds include waiting)" if frame.shared.any() else ""
+    fig.suptitle("Validation metrics against training seconds" + shared)
     return save(fig, stem)
 
 
@@ -75,9 +109,17 @@ def fcn_test(table: pd.DataFrame, stem: Path) -> list[Path]:
 
 
 def step_time(timings: pd.DataFrame, stem: Path) -> list[Path]:
+    """Seconds per 1,000 steps per interval; each run's first interval (which includes tracing the step
+    function) is left off the line and noted in the legend, so it does not flatten the rest."""
+    from matplotlib.ticker import MaxNLocator
     fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
     for run, group in timings.groupby("run"):
-        ax.plot(group.step, 1000 * group.train_seconds / group.steps, marker=".", label=run)
+        group = group.sort_values("step")
+        rate = 1000 * group.train_seconds / group.steps
+        first = f"; first interval {rate.iloc[0]:.0f} (tracing)" if len(group) > 1 else ""
+        ax.plot(group.step.iloc[1:] if len(group) > 1 else group.step, rate.iloc[1:] if len(group) > 1 else rate,
+                marker=".", label=f"{run}{first}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("step")
     ax.set_ylabel("seconds per 1,000 steps (interval)")
     ax.grid(alpha=0.3)

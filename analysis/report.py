@@ -72,6 +72,13 @@ def build_report(roots: list[str | Path], out: str | Path, notebook: bool = True
     timings = timings_frame(runs)
     if not timings.empty:
         figures["Training time per interval"] = plots.step_time(timings, out / "figures" / "step_time")[0]
+        by_time = plots.quality_by_time(metrics, timings, out / "figures" / "quality_by_time")
+        if by_time:
+            figures["Validation metrics against training seconds"] = by_time[0]
+        equal = tables.equal_time_table(metrics, timings)
+        if not equal.empty:
+            frames["equal_time"] = equal
+            tables.write_table(equal, out / "tables" / "equal_time")
     if fields and not frames["sweep_best"].empty:
         all_runs = tables.sweep_table_all(runs, metric)
         figures[f"Sweep: parameters vs val {metric}"] = plots.sweep(all_runs, fields, metric,
@@ -140,6 +147,8 @@ def _html(runs, frames: dict[str, pd.DataFrame], figures: dict[str, Path], evide
               "run_level": "Run level: difference of means with a hierarchical bootstrap interval (seeds, "
                            "then images), P(a beats b) over runs, Holm-corrected bootstrap p",
               "seeds_needed": "Seeds per generator a run-level comparison would need (80 % power, alpha 0.05)",
+              "equal_time": "Equal compute: validation metrics at the largest training time every generator "
+                            "reached (shared: some interval shared its host)",
               "seed_spread": "Spread across seeds", "runs": "Runs: state, best validation step, cost",
               "sweep_best": "Best configuration per generator", "test_summary": "Test summary (numeric)"}
     def table(frame: pd.DataFrame) -> str:

@@ -114,6 +114,34 @@ def fcn_table(runs: list[Run]) -> pd.DataFrame:
     return pd.concat([t, pd.DataFrame([row])], ignore_index=True)
 
 
+def by_training_time(metrics: pd.DataFrame, timings: pd.DataFrame) -> pd.DataFrame:
+    """Every evaluation row with `seconds`, the run's cumulative training seconds at that step, and
+    `shared`, whether any interval up to it shared its host (from `timings_frame`)."""
+    if metrics.empty or timings.empty:
+        return pd.DataFrame()
+    t = timings.sort_values(["run", "step"]).copy()
+    t["seconds"] = t.groupby("run").train_seconds.cumsum()
+    t["shared"] = t.groupby("run").shared.cummax().astype(bool)
+    return metrics.merge(t[["run", "step", "seconds", "shared"]], on=["run", "step"], how="inner")
+
+
+def equal_time_table(metrics: pd.DataFrame, timings: pd.DataFrame) -> pd.DataFrame:
+    """Per generator, validation metrics at the largest training time every generator reached (the last
+    evaluation of each run at or before it; mean over its seeds), with the step and whether any of those
+    intervals shared a host: the verdict per hour of training rather than per step."""
+    frame = by_training_time(metrics, timings)
+    if frame.empty:
+        return pd.DataFrame()
+    val = frame[frame.split == "val"]
+    horizon = val.groupby("generator").seconds.max().min()
+    at = val[val.seconds <= horizon].sort_values("seconds").groupby("run").tail(1)
+    shown = [m for m in METRICS if m in at]
+    table = at.groupby("generator").agg(runs=("run", "nunique"), step=("step", "mean"), seconds=("seconds", "mean"),
+                                        shared=("shared", "any"), **{m: (m, "mean") for m in shown}).reset_index()
+    table.insert(1, "time_budget_seconds", round(float(horizon), 1))
+    return table
+
+
 def runs_table(runs: list[Run]) -> pd.DataFrame:
     """One row per run: state, step, best validation step by SSIM, cost."""
     rows = []
@@ -142,8 +170,6 @@ def sweep_table_all(runs: list[Run], metric: str = "ssim") -> pd.DataFrame:
     fields = swept_fields(runs)
     rows = []
     for r in runs:
-        if r.summary.get("selected"):  # which checkpoint the test split scored (eval.select)
-            row["tested_at"] = f"{r.summary['selected'].get('rule')} (step {r.summary['selected'].get('step')})"
         val = r.metrics[r.metrics.split == "val"] if not r.metrics.empty else pd.DataFrame()
         if not len(val):
             continue

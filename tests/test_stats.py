@@ -85,3 +85,27 @@ def test_one_seed_verdict_says_what_it_compares():
     assert needed.iloc[0].run_spread == pytest.approx(spread)
     assert needed.iloc[0].seeds_needed == stats.seeds_needed(needed.iloc[0].gap, spread)
     assert "proxy" in source
+
+
+def test_equal_time_table_compares_at_the_budget_every_generator_reached(tmp_path):
+    """Fast generator f: 10 s per 100 steps; slow s: 40 s. The budget every generator reached is s's total
+    (80 s, two intervals); f is read at its last evaluation within 80 s (step 800), not at its last step."""
+    from analysis import plots, tables
+    metrics, timings = [], []
+    for gen, seconds in (("f", 10.0), ("s", 40.0)):
+        steps = range(100, 1100 if gen == "f" else 300, 100)
+        for step in steps:
+            metrics.append({"run": gen, "generator": gen, "split": "val", "step": step, "ssim": step / 10000})
+            timings.append({"run": gen, "generator": gen, "step": step, "steps": 100, "train_seconds": seconds,
+                            "shared": gen == "s" and step == 200})
+    metrics, timings = pd.DataFrame(metrics), pd.DataFrame(timings)
+    table = tables.equal_time_table(metrics, timings).set_index("generator")
+    assert table.time_budget_seconds.iloc[0] == 80.0
+    assert table.loc["f", "step"] == 800 and table.loc["f", "ssim"] == pytest.approx(0.08)
+    assert table.loc["s", "step"] == 200 and table.loc["s", "shared"] and not table.loc["f", "shared"]
+    assert plots.quality_by_time(metrics, timings, tmp_path / "q")[0].stat().st_size > 1000
+    # Several seeds per generator: one mean line and a band per generator, not a line per run.
+    seeds = pd.concat([metrics.assign(run=metrics.run + "-seed0"), metrics.assign(run=metrics.run + "-seed1",
+                                                                                  ssim=metrics.ssim + 0.01)])
+    paths = plots.evolution(seeds.assign(psnr=1.0), tmp_path / "evolution")
+    assert paths[0].stat().st_size > 1000 and "mean of 2 seeds" in paths[1].read_text()
