@@ -49,6 +49,9 @@ def build_report(roots: list[str | Path], out: str | Path, notebook: bool = True
         frames["bootstrap_ci"] = stats.bootstrap_ci(tests, metrics)
         frames["paired_tests"] = paired
     frames.update(test_summary=tables.test_table(runs), runs=tables.runs_table(runs))
+    seg_fid = tables.segmenter_fid_table(runs)
+    if not seg_fid.empty:
+        frames["segmenter_fid"] = seg_fid
     if not tests.empty:
         if tests.groupby("generator").seed.nunique().max() > 1:
             frames["seed_spread"] = stats.seed_spread(tests)
@@ -147,6 +150,8 @@ def _html(runs, frames: dict[str, pd.DataFrame], figures: dict[str, Path], evide
               "run_level": "Run level: difference of means with a hierarchical bootstrap interval (seeds, "
                            "then images), P(a beats b) over runs, Holm-corrected bootstrap p",
               "seeds_needed": "Seeds per generator a run-level comparison would need (80 % power, alpha 0.05)",
+              "segmenter_fid": "Fréchet distance and KID in the segmenter's feature space (lower is better), "
+                               "beside the real-vs-real floor",
               "equal_time": "Equal compute: validation metrics at the largest training time every generator "
                             "reached (shared: some interval shared its host)",
               "seed_spread": "Spread across seeds", "runs": "Runs: state, best validation step, cost",

@@ -142,6 +142,19 @@ def equal_time_table(metrics: pd.DataFrame, timings: pd.DataFrame) -> pd.DataFra
     return table
 
 
+def segmenter_fid_table(runs: list[Run]) -> pd.DataFrame:
+    """Per generator (mean over its runs): the Fréchet distance and KID between real and generated test
+    photos in the segmenter's feature space, each beside its real-vs-real floor (lower is better; at the
+    floor the generated photos are as close to the real ones as real photos are to each other)."""
+    rows = [{"generator": r.generator, "runs": 1, **r.summary["segmenter_fid"]} for r in runs
+            if r.summary.get("segmenter_fid")]
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows)
+    return frame.groupby("generator").agg({"runs": "sum", **{c: "mean" for c in frame if c not in
+                                                            ("generator", "runs")}}).reset_index()
+
+
 def runs_table(runs: list[Run]) -> pd.DataFrame:
     """One row per run: state, step, best validation step by SSIM, cost."""
     rows = []

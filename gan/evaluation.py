@@ -113,6 +113,10 @@ class Evaluator:
             extra["fcn"] = {"generated": fcn_generated, "real": fcn_real,
                             "generated_image_mean": summarise(fcn_rows), "real_image_mean": summarise(real_rows),
                             "segmenter": self.cfg.eval.segmenter}
+            # A realism judge that does not saturate: the distance between the real and generated photos'
+            # distributions in the segmenter's feature space, beside the real-vs-real floor.
+            from gan.fid import distribution_scores
+            extra["segmenter_fid"] = distribution_scores(segmenter.features(test.targets), segmenter.features(outputs))
         if self.cfg.eval.inception_weights:
             from gan.fid import InceptionFeatures, fid, kid
             features = InceptionFeatures(self.cfg.eval.inception_weights)

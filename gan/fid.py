@@ -1,4 +1,5 @@
-"""FID and KID between generated and real photos, with Inception-v3 weights the user supplies.
+"""FID and KID between generated and real photos: with Inception-v3 weights the user supplies, and in
+the feature space of the segmenter the suite trains (`distribution_scores`), which needs no download.
 
 Nothing is downloaded: pass a Keras weights file of
 `keras.applications.InceptionV3(include_top=False, pooling="avg")` (e.g.
@@ -77,3 +78,16 @@ def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 10, subset_size: int 
         values.append((k_xx.sum() - np.trace(k_xx)) / (m * (m - 1)) + (k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
                       - 2 * k_xy.mean())
     return float(np.mean(values))
+
+
+def distribution_scores(real: np.ndarray, fake: np.ndarray) -> dict[str, float]:
+    """Fréchet distance and KID between real and generated test photos' features, beside their floor: the
+    same scores between the two halves of the real photos. The Fréchet distance compares the first half
+    of the real photos with the generated photos of the second half, so both it and its floor are
+    between disjoint sets of n/2 images (the estimator's small-sample bias is the same on both sides);
+    KID, unbiased, uses every image."""
+    half = len(real) // 2
+    if half < 2:
+        return {}
+    return {"fid": fid(real[:half], fake[half:2 * half]), "fid_floor": fid(real[:half], real[half:2 * half]),
+            "kid": kid(real, fake), "kid_floor": kid(real[:half], real[half:2 * half])}

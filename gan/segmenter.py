@@ -118,6 +118,23 @@ class Segmenter:
         model.load_weights(weights)
         return cls(model, cfg.image_size)
 
+    def features(self, photos: np.ndarray) -> np.ndarray:
+        """[N, C]: each photo's penultimate-layer activations (the last ReLU before the class logits),
+        averaged over the image - the feature space of the segmenter's Fréchet distance."""
+        import cv2
+        import keras
+        import tensorflow as tf
+        if not hasattr(self, "_features"):
+            inner = keras.Model(self.model.inputs, self.model.layers[-2].output)
+            self._features = tf.function(lambda x: tf.reduce_mean(inner(x, training=False), axis=[1, 2]),
+                                         reduce_retracing=True)
+        out = []
+        for start in range(0, len(photos), 16):
+            batch = np.stack([cv2.resize(p, (self.size, self.size), interpolation=cv2.INTER_AREA)
+                              for p in photos[start:start + 16]])
+            out.append(self._features(to_unit(batch)).numpy())
+        return np.concatenate(out).astype(np.float64)
+
     def predict(self, photos: np.ndarray) -> np.ndarray:
         """Train ids at the photos' own size (the segmenter's prediction, nearest-upsampled)."""
         import cv2

@@ -75,6 +75,10 @@ def test_training_reports_the_fcn_score(segmenter_run, tmp_path):
     assert set(summary["fcn"]["real"]) == {"pixel_acc", "class_acc", "iou"}  # dataset level, as the paper
     assert set(summary["fcn"]["real_image_mean"]) == {"fcn_pixel_acc", "fcn_class_acc", "fcn_iou"}
     assert "fcn_iou" in summary["test"]
+    # The segmenter's Fréchet distance and KID, each beside its real-vs-real floor.
+    seg = summary["segmenter_fid"]
+    assert set(seg) == {"fid", "fid_floor", "kid", "kid_floor"} and seg["fid"] >= 0 and seg["fid_floor"] >= 0
+    assert "fid_floor" in (tmp_path / "report" / "tables" / "segmenter_fid.md").read_text()
     study = (tmp_path / "report" / "tables" / "study.md").read_text()
     assert "| real photos (reference) |" in study and "fcn_pixel_acc" in study
 
@@ -127,3 +131,18 @@ def test_segmenter_epochs_follow_the_image_budget():
     assert resolve_epochs(cfg, 2975) == 4  # full Cityscapes: ~12,000 images, well under an hour on CPU
     assert resolve_epochs(cfg, 100_000) == 1
     assert resolve_epochs(SegmenterConfig(epochs=7), 2975) == 7  # an explicit --epochs wins
+
+
+def test_segmenter_features_and_their_distances(segmenter_run):
+    """Penultimate-layer features, one vector per photo; the real photos' halves are closer to each other
+    than to flat grey images."""
+    from gan.fid import distribution_scores
+    from gan.segmenter import Segmenter
+    segmenter = Segmenter.load(segmenter_run)
+    photos = np.stack([draw_scene(3, i, 32)[0] for i in range(16)])
+    real = segmenter.features(photos)
+    assert real.shape == (16, segmenter.model.layers[-2].output.shape[-1])
+    flat = segmenter.features(np.full_like(photos, 128))
+    scores = distribution_scores(real, flat)
+    assert scores["fid"] > scores["fid_floor"] and scores["kid"] > scores["kid_floor"]
+    assert distribution_scores(real, real)["fid"] == pytest.approx(scores["fid_floor"])  # same halves compared
