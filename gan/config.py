@@ -51,6 +51,10 @@ class DataConfig:
     # Seed of the 400/50/50 selection, apart from train.seed: runs that differ only in their
     # training seed see the same test photos, so paired tests and seed spreads compare like with like.
     split_seed: int = 0
+    # A split.json of another run (or docs/results/split.json): draw exactly its images, by their paths
+    # relative to the dataset folder, instead of drawing from split_seed ('' = draw). n_train/n_val/n_test
+    # then follow the file.
+    split_file: str = ""
     # Cache for the generated synthetic dataset ('' = $PIX2PIX_CACHE or ~/.cache/pix2pix-suite).
     cache_dir: str = ""
 
@@ -240,6 +244,8 @@ class Config:
                               "(train one with jobs/train_segmenter.py)")
         if self.eval.fcn_every_eval and not self.eval.segmenter:
             raise ConfigError("--eval.fcn_every_eval: needs --eval.segmenter (a jobs/train_segmenter.py run)")
+        if d.split_file and not Path(d.split_file).is_file():
+            raise ConfigError(f"--data.split_file {d.split_file}: no such file")
         if self.eval.select != "last":
             from gan.contract import FCN_METRICS, METRIC_NAMES
             metric = self.eval.select.removeprefix("best_val_")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -203,18 +203,47 @@ class Dataset:
     notes: list[str]
     fingerprint: str = ""  # gan/fetch.py: the manifest's, or a hash of the file list and sizes
 
+    files: dict[str, list[str]] = field(default_factory=dict)  # per split: input paths relative to source
+
     def split_record(self) -> str:
+        """split.json: the ids of each split and, under `files`, their paths relative to the dataset folder
+        (what `data.split_file` reads back: ids alone are ambiguous when train and val share file names)."""
         return json.dumps({"source": self.source, "format": self.format, "fingerprint": self.fingerprint,
-                           "notes": self.notes,
+                           "notes": self.notes, "files": self.files,
                            **{s: getattr(self, s).ids for s in SPLITS}}, indent=1)
+
+
+def splits_from_file(pools: dict[str, list[Pair]], root: Path, path: str) -> tuple[dict[str, list[Pair]], list[str]]:
+    """The exact split a split.json names (`files`: paths relative to the dataset folder)."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"--data.split_file {path}: not readable JSON ({e})") from None
+    files = record.get("files") if isinstance(record, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(files.get(s), list) for s in SPLITS):
+        raise UserError(f"--data.split_file {path}: needs 'files' with train/val/test lists of paths "
+                        "(a split.json written by this version)")
+    by_path = {str(Path(p.input_path).relative_to(root)): p for pool in pools.values() for p in pool}
+    missing = [f for s in SPLITS for f in files[s] if f not in by_path]
+    if missing:
+        raise UserError(f"--data.split_file {path}: {len(missing)} of its images are not in {root} (e.g. "
+                        f"{missing[0]}); is this a copy of the same dataset?")
+    chosen = {s: [by_path[f] for f in files[s]] for s in SPLITS}
+    chosen["train"].sort(key=lambda p: p.id)
+    return chosen, [f"split from {path}: {', '.join(f'{s}={len(chosen[s])}' for s in SPLITS)}"]
 
 
 def load_dataset(cfg: Config) -> Dataset:
     root, fmt = resolve_source(cfg)
     pools = find_pairs(root, fmt)
-    chosen, notes = select_splits(pools, cfg.data.n_train, cfg.data.n_val, cfg.data.n_test, cfg.data.split_seed)
+    if cfg.data.split_file:
+        chosen, notes = splits_from_file(pools, root, cfg.data.split_file)
+    else:
+        chosen, notes = select_splits(pools, cfg.data.n_train, cfg.data.n_val, cfg.data.n_test, cfg.data.split_seed)
     splits = {s: load_split(chosen[s], cfg.data.image_size, cfg.data.input_side) for s in SPLITS}
-    return Dataset(**splits, source=str(root), format=fmt, notes=notes, fingerprint=data_fingerprint(root))
+    files = {s: [str(Path(p.input_path).relative_to(root)) for p in chosen[s]] for s in SPLITS}
+    return Dataset(**splits, source=str(root), format=fmt, notes=notes, fingerprint=data_fingerprint(root),
+                   files=files)
 
 
 # -- tf.data -----------------------------------------------------------------

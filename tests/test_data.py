@@ -173,3 +173,30 @@ def test_abandoned_partial_dataset_is_removed(tmp_path):
         os.utime(path, (past, past))
     ensure_synthetic(32, cache_dir=tmp_path, split_sizes={"train": 2, "val": 1, "test": 1})
     assert not old.exists() and (live / "train" / "00000.png").exists()
+
+
+def test_split_file_draws_exactly_that_split_from_any_copy(tmp_path):
+    """A run's split.json, given as data.split_file to another copy of the dataset with another split_seed,
+    gives exactly the same images in every split; a copy missing one of them is named in one line."""
+    import json
+    import shutil
+
+    from gan.config import make_config
+    from gan.data import load_dataset
+    from gan.errors import UserError
+    original = make_pix2pix(tmp_path / "a", counts=(10, 6, 0))
+    sizes = {"data.n_train": 6, "data.n_val": 3, "data.n_test": 2}
+    first = load_dataset(make_config("tiny", {"data.source": str(original), **sizes}))
+    record = tmp_path / "split.json"
+    record.write_text(first.split_record())
+    copy = tmp_path / "b"
+    shutil.copytree(original, copy)
+    other_seed = load_dataset(make_config("tiny", {"data.source": str(copy), "data.split_seed": 5, **sizes}))
+    assert other_seed.files != first.files  # another seed draws another split...
+    again = load_dataset(make_config("tiny", {"data.source": str(copy), "data.split_seed": 5,
+                                              "data.split_file": str(record)}))
+    assert again.files == first.files == json.loads(record.read_text())["files"]  # ...the file, exactly this one
+    assert np.array_equal(again.train.inputs, first.train.inputs)
+    (copy / first.files["test"][0]).unlink()
+    with pytest.raises(UserError, match=f"1 of its images are not in {copy} \\(e.g. {first.files['test'][0]}\\)"):
+        load_dataset(make_config("tiny", {"data.source": str(copy), "data.split_file": str(record)}))
