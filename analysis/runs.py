@@ -1,6 +1,6 @@
 """Discover run directories and load them into tidy pandas frames.
 
-A run directory is any folder holding `config.json` (DESIGN.md) — single
+A run directory is any folder holding `config.json` (docs/design.md) — single
 runs, a Tune experiment, a SLURM array alike. Runs that are still running,
 preempted or failed are loaded too, with their state, so a report can say
 which they are. Folders moved aside by `--overwrite` (`*.replaced-*`) and

@@ -343,8 +343,8 @@ def cityscapes_cpu(cfg: Config) -> Config:
     quarter of the FLOPs; 6 residual blocks are CycleGAN's choice for 128 px (9 for 256). Add the
     FCN-score at every evaluation with a segmenter trained on the real photos:
 
-        python jobs/train_segmenter.py --data ../shared/data/cityscapes-pix2pix
-        python jobs/tune.py --gens all --preset cityscapes_cpu --data ../shared/data/cityscapes-pix2pix \
+        python jobs/train_segmenter.py --data cityscapes
+        python jobs/tune.py --gens all --preset cityscapes_cpu --data cityscapes \
             --cpus-per-trial 2 --eval.segmenter runs/segmenter/segmenter --eval.fcn_every_eval true
     """
     cfg.data.image_size = 128

@@ -1,4 +1,4 @@
-"""The run-directory contract (DESIGN.md), in one place: what training writes and analysis reads.
+"""The run-directory contract (docs/design.md), in one place: what training writes and analysis reads.
 
 Standard library only, so `analysis/` imports it without TensorFlow, OpenCV or
 scikit-image. File names, CSV columns, metric names and which way is better,

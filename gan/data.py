@@ -1,6 +1,6 @@
 """Datasets: find image pairs, choose the 400/50/50 split, feed `tf.data`.
 
-Formats (DESIGN.md): `synthetic` (generated into a cache, then read as
+Formats (docs/design.md): `synthetic` (generated into a cache, then read as
 pix2pix), `pix2pix` (photo and label side by side), `cityscapes`
 (`leftImg8bit/` + `gtFine/*_gtFine_color.png`), `paired-folders` (`A/` inputs,
 `B/` targets with matching names). Files are decoded in parallel threads

@@ -5,7 +5,7 @@
     python jobs/bench.py --precision mixed_bfloat16   # CPUs with AVX512_BF16/AMX; mixed_float16 on GPUs
     python jobs/bench.py --gens hybrid --size 128 --steps 4 --growth-steps 2000   # memory over 2,000 steps
     python jobs/bench.py --gens resnet --profile /tmp/prof    # + time per TensorFlow op type (tf.profiler)
-    python jobs/bench.py --real ../shared/data/cityscapes-mini    # also time the pipeline on real JPEGs
+    python jobs/bench.py --real /data/cityscapes-mini           # also time the pipeline on real JPEGs
     python jobs/bench.py --size 32 --steps 3 --eval-images 4 --preset tiny   # seconds, for tests
 
 Per generator, each in its own process and in alternating rounds (so the

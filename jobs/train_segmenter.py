@@ -1,6 +1,6 @@
 """Train the Cityscapes segmenter that judges generated photos (the pix2pix paper's FCN-score).
 
-    python jobs/train_segmenter.py --data ../shared/data/cityscapes-mini            # real photos
+    python jobs/train_segmenter.py --data cityscapes                                # real photos
     python jobs/train_segmenter.py --data /data/cityscapes --image-size 256 --epochs 60
     python jobs/train_segmenter.py --preset tiny                                     # seconds, for tests
 

@@ -133,7 +133,7 @@ PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP
         raise TimeoutError(f"job {job_id} still queued: {self.run('squeue', '-j', job_id).stdout}")
 
     def release_requeued(self, job_id: str, timeout: float = 120) -> None:
-        """SLURM holds a requeued job ~2 minutes (shared/notes): once it is pending again, start it now."""
+        """SLURM holds a requeued job ~2 minutes (a SLURM built-in delay): once it is pending again, start it now."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.run("squeue", "-h", "-j", job_id, "-o", "%T").stdout.strip() == "PENDING":

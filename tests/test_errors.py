@@ -1,4 +1,4 @@
-"""Error policy (DESIGN.md): one clear line naming the file or flag, exit 2, existing runs untouched."""
+"""Error policy (docs/design.md): one clear line naming the file or flag, exit 2, existing runs untouched."""
 
 from __future__ import annotations
 

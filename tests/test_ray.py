@@ -23,7 +23,7 @@ TINY = ["--preset", "tiny", "--cpus-per-trial", "1"]
 @pytest.fixture(scope="module")
 def ray_cluster():
     """Head + second node, each its own raylet; the driver and every trial reach it via RAY_ADDRESS."""
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # keep every node on 127.0.0.1 (shared/notes)
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # keep every node on 127.0.0.1 (Ray registers loopback nodes under the interface address otherwise)
     from ray.cluster_utils import Cluster
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     cluster.add_node(num_cpus=1)
