@@ -132,9 +132,9 @@ def sweep(table: pd.DataFrame, fields: list[str], metric: str, stem: Path) -> li
     fig, axes = plt.subplots(1, len(fields), figsize=(4 * len(fields), 3.5), squeeze=False,
                              layout="constrained")
     for ax, field in zip(axes.flat, fields):
+        categorical = table[field].dtype == object or table[field].dtype == bool
         for gen, group in table.groupby("generator"):
-            ax.scatter(group[field].astype(str) if group[field].dtype == object else group[field],
-                       group[f"val_{metric}"], label=gen)
+            ax.scatter(group[field].astype(str) if categorical else group[field], group[f"val_{metric}"], label=gen)
         ax.set_xlabel(field)
         ax.set_ylabel(f"val {metric}")
     axes.flat[0].legend(fontsize=7)

@@ -81,7 +81,10 @@ class Run:
         return self.config["train"]["seed"]
 
     def flat_config(self) -> dict:
-        return dict(_flatten(self.config))
+        """Every config field by dotted name; a field added after the run was written reads as its default
+        (the run ran under it), so it never looks swept between old and new runs."""
+        from gan.config import Config  # plain dataclasses: no TensorFlow
+        return {**Config().flat(), **dict(_flatten(self.config))}
 
 
 def _flatten(d: dict, prefix: str = ""):

@@ -241,3 +241,15 @@ def test_names_and_messages_from_runs_are_escaped(tiny_runs, tmp_path):
         text = page.read_text()
         for raw in ("<svg onload", "<img src=x", "<script>alert"):
             assert raw not in text, (page.name, raw)
+
+
+def test_a_field_added_after_a_run_was_written_is_not_a_swept_field(tiny_runs, tmp_path):
+    """A run written before `eval.select` and `data.split_file` existed ran under their defaults: beside a
+    new run it must not look like a sweep over them (the report's sweep figure once broke on the gap)."""
+    from analysis.runs import find_runs, swept_fields
+    for gen in ("unet", "hybrid"):
+        shutil.copytree(tiny_runs / "cmp" / gen, tmp_path / "cmp" / gen)
+    config = json.loads((tmp_path / "cmp" / "hybrid" / "config.json").read_text())
+    del config["config"]["eval"]["select"], config["config"]["data"]["split_file"]
+    (tmp_path / "cmp" / "hybrid" / "config.json").write_text(json.dumps(config))
+    assert swept_fields(find_runs(tmp_path)) == []
