@@ -235,3 +235,16 @@ def between_run_spread(tests: pd.DataFrame, metrics: list[str], val: pd.DataFram
     sd = recent.groupby("run")[[m for m in metrics if m in recent]].std(ddof=1).mean()
     return ({m: float(sd[m]) for m in sd.index},
             f"a proxy: the spread of each run's validation scores over its last {last} evaluations")
+
+
+def arms_compared(tests_by_arm: dict[str, pd.DataFrame], metrics: list[str]) -> pd.DataFrame:
+    """Per generator and metric, arm against arm (e.g. tuned against default, on the same seeds and test
+    images): the run-level difference with its interval, P(first beats second) and Holm p (`run_level`)."""
+    frames = [t.assign(generator=t.generator + " | " + arm) for arm, t in tests_by_arm.items() if not t.empty]
+    if len(frames) < 2:
+        return pd.DataFrame()
+    table = run_level(pd.concat(frames, ignore_index=True), metrics)
+    if table.empty:
+        return table
+    same = table.a.str.split(" | ", regex=False).str[0] == table.b.str.split(" | ", regex=False).str[0]
+    return table[same].reset_index(drop=True)

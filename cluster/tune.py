@@ -69,11 +69,17 @@ def _restore_tune_checkpoint(run: Path) -> None:
 BASE, OUT = "base_config", "out"  # the two keys of a trial's space that are not sampled dotted fields
 
 
+TRIAL = "trial"  # a whole set of dotted values as one grid entry (the retraining phase: one per arm and seed)
+
+
 def trial_config(space: dict[str, Any]) -> tuple[Config, str]:
     """(the trial's Config, the output root) from its resolved `space`: the whole validated base Config
-    (dict form) under `base_config`, the output root under `out`, and the trial's sampled dotted values."""
-    sampled = {k: v for k, v in space.items() if k not in (BASE, OUT)}
-    return Config.from_dict(space[BASE]).update({**sampled, "run_name": run_name(sampled)}).validate(), space[OUT]
+    (dict form) under `base_config`, the output root under `out`, and the trial's sampled dotted values
+    (under `trial` as one dict, or as keys of their own)."""
+    sampled = {k: v for k, v in space.items() if k not in (BASE, OUT, TRIAL)}
+    sampled.update(space.get(TRIAL) or {})
+    named = {k: v for k, v in sampled.items() if k != "experiment"}
+    return Config.from_dict(space[BASE]).update({**sampled, "run_name": run_name(named)}).validate(), space[OUT]
 
 
 def trainable(space: dict[str, Any]) -> None:
@@ -99,6 +105,34 @@ def trainable(space: dict[str, Any]) -> None:
     code = train(cfg, out, report=report)
     if code:
         raise RuntimeError(f"{run}: training ended with exit code {code} (see {run / 'status.json'})")
+
+
+def best_configurations(results, metric: str, mode: str) -> dict[str, dict[str, Any]]:
+    """{generator: the sampled dotted values of its best trial by `metric`} from a finished search."""
+    frame = results.get_dataframe()
+    if metric not in frame or frame[metric].isna().all():
+        return {}
+    best = {}
+    for gen, group in frame.dropna(subset=[metric]).groupby("config/model.generator"):
+        row = group.loc[group[metric].idxmax() if mode == "max" else group[metric].idxmin()]
+        best[gen] = {k[len("config/"):]: _plain(row[k]) for k in group if k.startswith("config/")
+                     and not k.startswith((f"config/{BASE}", f"config/{OUT}", f"config/{TRIAL}"))}
+    return best
+
+
+def _plain(value):
+    """numpy scalars -> Python numbers (the values are written to JSON and hashed into run names)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def retraining_trials(best: dict[str, dict[str, Any]], seeds: list[int], experiment: str) -> list[dict[str, Any]]:
+    """The retraining phase: each generator's best configuration (-> <experiment>-tuned) and its default
+    (-> <experiment>-default), each on every seed."""
+    trials = []
+    for gen, values in sorted(best.items()):
+        for arm, chosen in (("tuned", values), ("default", {"model.generator": gen})):
+            trials += [{**chosen, "train.seed": seed, "experiment": f"{experiment}-{arm}"} for seed in seeds]
+    return trials
 
 
 def make_tuner(param_space: dict[str, Any], *, base: Config, out: str, experiment: str,
@@ -131,10 +165,18 @@ def make_tuner(param_space: dict[str, Any], *, base: Config, out: str, experimen
     )
 
 
-def restore_tuner(out: str, experiment: str, cpus_per_trial: float = 1, gpus_per_trial: float = 0) -> tune.Tuner:
-    """The interrupted experiment (with its callbacks); finished trials stay finished, errored ones are retried."""
+def restore_tuner(out: str, experiment: str, cpus_per_trial: float = 1, gpus_per_trial: float = 0,
+                  param_space: dict[str, Any] | None = None, base: Config | None = None) -> tune.Tuner:
+    """The interrupted experiment (with its callbacks); finished trials stay finished, errored ones are
+    retried. `param_space` (with `base`) re-specifies the space, as `make_tuner` built it: Tune's own
+    pickled copy loses the base config of trials it had not generated yet when the space is a grid of
+    whole configurations (seen with Ray 2.60)."""
     path = (Path(out) / experiment / "_tune").resolve()
-    return tune.Tuner.restore(str(path), resume_errored=True,
+    space = None
+    if param_space is not None:
+        base = Config.from_dict(base.to_dict()).update({"experiment": experiment}).validate()
+        space = {**param_space, BASE: base.to_dict(), OUT: str(Path(out).resolve())}
+    return tune.Tuner.restore(str(path), resume_errored=True, param_space=space,
                               trainable=tune.with_resources(trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}))
 
 

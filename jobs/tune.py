@@ -5,6 +5,8 @@
     python jobs/tune.py --gens unet,hybrid --sweep hparams --samples 8 --scheduler asha
     python jobs/tune.py --gens all --sweep aug --space my_space.json --address ray://head:10001
     python jobs/tune.py --experiment sweep1 --resume              # after the driver died or Ctrl-C
+    python jobs/tune.py --gens all --sweep hparams,aug --samples 8 --scheduler asha \
+        --metric val_fcn_iou --then-seeds 3                       # equal tuning budget, then fresh seeds
 
 Every trial writes the same run directory as jobs/train.py under
 <out>/<experiment>/<run_name>; Tune's own state is in <out>/<experiment>/_tune.
@@ -12,6 +14,12 @@ Connects to --address or $RAY_ADDRESS, else starts a private Ray instance on
 this machine (never one that another job started). Every value the space
 can produce is validated for every generator before Ray starts. Ends with
 the best configuration per generator and the comparison table.
+
+With --then-seeds N the search is followed by a retraining phase: each
+generator's best configuration (selected on validation) and its default, on
+fresh seeds 1..N, into <experiment>-tuned/ and <experiment>-default/, whose
+reports give the seed-level tuned and default verdicts (evidence on test).
+--resume continues either phase, also between them.
 
 Exit codes: 0 every trial finished, 1 some trial errored, 2 bad input,
 75 interrupted (Ctrl-C, TERM): the unfinished trials' runs are marked
@@ -42,6 +50,9 @@ def parse_args() -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--scheduler", choices=["fifo", "asha"], default="fifo")
     parser.add_argument("--metric", default="val_ssim", help="validation metric for ASHA and 'best' "
                         "(<split>_<metric>, e.g. val_ssim, val_l1; the contract says which way is better)")
+    parser.add_argument("--then-seeds", type=int, default=0, metavar="N",
+                        help="after the search, retrain each generator's best configuration (by --metric, on "
+                        "validation) and its default on fresh seeds 1..N and compare them on test")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a "
                         "private local instance)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
@@ -67,6 +78,8 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict:
     gens = list(GENERATOR_NAMES) if args.gens == "all" else [g for g in args.gens.split(",") if g]
     sweeps = [s for s in args.sweep.split(",") if s]
     base = make_config(args.preset, overrides)
+    if args.then_seeds < 0 or (args.then_seeds and args.seeds > 1):
+        raise UserError("--then-seeds: a number of fresh seeds >= 1, and the search itself on one seed (no --seeds)")
     if args.seeds > 1 and "train.seed" in overrides:
         raise UserError("--seeds: sets train.seed 0..N-1 itself; drop --train.seed")
     space = spaces.build_space(gens, sweeps, args.space, seeds=args.seeds)
@@ -75,7 +88,7 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict:
         raise UserError(f"--metric: {args.metric!r} is not reported by the trials (choose from "
                         f"{', '.join(spaces.metric_names(base))})")
     return {"gens": gens, "sweeps": sweeps, "space": space, "overrides": overrides, "preset": args.preset,
-            "samples": args.samples, "seeds": args.seeds, "scheduler": args.scheduler, "metric": args.metric,
+            "samples": args.samples, "seeds": args.seeds, "then_seeds": args.then_seeds, "scheduler": args.scheduler, "metric": args.metric,
             "max_failures": args.max_failures, "cpus": args.cpus_per_trial, "gpus": args.gpus_per_trial,
             "max_evaluations": math.ceil(base.train.steps / base.train.eval_every)}
 
@@ -96,35 +109,79 @@ def main() -> int:
 
     import ray
 
-    from cluster import spaces
     from cluster import tune as tuning
-    from gan.contract import LOWER_IS_BETTER
-
-    metric = saved["metric"]
-    mode = "min" if metric.split("_", 1)[1] in LOWER_IS_BETTER else "max"
     address = args.address or os.environ.get("RAY_ADDRESS") or "local"  # 'local': never another job's Ray
     # Trials train on the fast path: the workers get the caching allocator (gan/fastpath.py).
     fast_path = fast_path_vars()
     ray.init(address=address, runtime_env={"env_vars": fast_path} if fast_path else None,
              **({"include_dashboard": False} if address == "local" else {}))
-    if args.resume:
-        tuner = tuning.restore_tuner(args.out, experiment, saved["cpus"], saved["gpus"])
-    else:
-        root.mkdir(parents=True, exist_ok=True)
-        args_file.write_text(json.dumps(saved, indent=2))
-        tuner = tuning.make_tuner(
-            spaces.to_tune(saved["space"]), base=make_config(saved["preset"], saved["overrides"]), out=args.out,
-            experiment=experiment, scheduler=saved["scheduler"], metric=metric, mode=mode,
-            num_samples=saved["samples"], max_failures=saved["max_failures"], cpus_per_trial=saved["cpus"],
-            gpus_per_trial=saved["gpus"], max_evaluations=saved["max_evaluations"])
+    resume = f"python jobs/tune.py --out {args.out} --experiment {experiment} --resume"
+    if saved.get("phase", "search") == "search":
+        if args.resume:
+            tuner = tuning.restore_tuner(args.out, experiment, saved["cpus"], saved["gpus"])
+        else:
+            root.mkdir(parents=True, exist_ok=True)
+            args_file.write_text(json.dumps(saved, indent=2))
+            tuner = search_tuner(saved, args.out, experiment)
+        results = run_phase(tuner, resume)
+        if results is None:
+            return EXIT_PREEMPTED
+        then_seeds = saved.get("then_seeds", 0)
+        code = summarise(results, root, saved["metric"], mode_of(saved["metric"]),
+                         f"{args.report}/search" if args.report and then_seeds else args.report)
+        if not then_seeds:
+            return code
+        best = tuning.best_configurations(results, saved["metric"], mode_of(saved["metric"]))
+        if not best:
+            raise UserError(f"--then-seeds: no trial reported {saved['metric']}; nothing to retrain")
+        saved.update(phase="retrain", best=best, trials=tuning.retraining_trials(
+            best, list(range(1, then_seeds + 1)), experiment))
+        args_file.write_text(json.dumps(saved, indent=2))  # a driver killed from here on resumes the retraining
+    results = run_phase(retrain_tuner(saved, args.out, experiment), resume)
+    if results is None:
+        return EXIT_PREEMPTED
+    return summarise_retraining(results, saved, Path(args.out), experiment, args.report)
+
+
+def mode_of(metric: str) -> str:
+    from gan.contract import LOWER_IS_BETTER
+    return "min" if metric.split("_", 1)[1] in LOWER_IS_BETTER else "max"
+
+
+def search_tuner(saved: dict, out: str, experiment: str):
+    from cluster import spaces
+    from cluster import tune as tuning
+    return tuning.make_tuner(
+        spaces.to_tune(saved["space"]), base=make_config(saved["preset"], saved["overrides"]), out=out,
+        experiment=experiment, scheduler=saved["scheduler"], metric=saved["metric"], mode=mode_of(saved["metric"]),
+        num_samples=saved["samples"], max_failures=saved["max_failures"], cpus_per_trial=saved["cpus"],
+        gpus_per_trial=saved["gpus"], max_evaluations=saved["max_evaluations"])
+
+
+def retrain_tuner(saved: dict, out: str, experiment: str):
+    """The retraining phase's tuner (`<experiment>-retrain/_tune`): restored if it was started before."""
+    from ray import tune
+
+    from cluster import tune as tuning
+    name = f"{experiment}-retrain"
+    space, base = {tuning.TRIAL: tune.grid_search(saved["trials"])}, make_config(saved["preset"], saved["overrides"])
+    if tune.Tuner.can_restore(str((Path(out) / name / "_tune").resolve())):
+        return tuning.restore_tuner(out, name, saved["cpus"], saved["gpus"], param_space=space, base=base)
+    return tuning.make_tuner(
+        space, base=base, out=out, experiment=name, metric=saved["metric"], mode=mode_of(saved["metric"]),
+        max_failures=saved["max_failures"], cpus_per_trial=saved["cpus"], gpus_per_trial=saved["gpus"])
+
+
+def run_phase(tuner, resume: str):
+    """Fit; the results, or None (after saying how to go on) when the sweep was interrupted."""
+    from cluster import tune as tuning
     results, interrupted = fit(tuner)
-    unfinished = tuning.settle_runs(results, interrupted, resume=f"python jobs/tune.py --out {args.out} "
-                                                                 f"--experiment {experiment} --resume")
+    unfinished = tuning.settle_runs(results, interrupted, resume=resume)
     if unfinished:
         print(f"interrupted: {unfinished} of {len(results)} trials unfinished, their runs marked preempted; "
-              f"continue with: python jobs/tune.py --out {args.out} --experiment {experiment} --resume")
-        return EXIT_PREEMPTED
-    return summarise(results, root, metric, mode, args.report)
+              f"continue with: {resume}")
+        return None
+    return results
 
 
 def fit(tuner):
@@ -144,6 +201,39 @@ def fit(tuner):
     finally:
         signal.signal(signal.SIGINT, previous[0])
         signal.signal(signal.SIGTERM, previous[1])
+
+
+def summarise_retraining(results, saved: dict, out: Path, experiment: str, report: str | None) -> int:
+    """Each generator's best configuration beside its default, retrained on the same fresh seeds: the tuned
+    and the default comparison (each with its seed-level verdict in the report)."""
+    import pandas as pd
+
+    from analysis import stats
+    from analysis.runs import find_runs, test_frame
+    from analysis.tables import comparison_table, metric_columns, to_markdown, write_table
+    errors = [r for r in results if r.error]
+    seeds = sorted({t["train.seed"] for t in saved["trials"]})
+    print(f"\nretrained the best configuration of each generator and its default on seeds {seeds}: "
+          f"{len(results)} trials, {len(errors)} errored")
+    for gen, values in sorted(saved["best"].items()):
+        print(f"  {gen}: {values}")
+    tests = {}
+    for arm in ("tuned", "default"):
+        root = out / f"{experiment}-{arm}"
+        runs = find_runs(root) if root.exists() else []
+        tests[arm] = test_frame(runs)
+        if runs:
+            print(f"\n{arm} ({root}):\n{comparison_table(runs=runs)}")
+        if report and runs:
+            from analysis.report import build_report
+            print(f"report: {build_report([root], f'{report}/{arm}')}")
+    compared = stats.arms_compared(tests, metric_columns(pd.concat(tests.values(), ignore_index=True)))
+    if not compared.empty:
+        print("\ntuned against default, per generator (run level: seeds, then images):")
+        print(to_markdown(compared))
+        if report:
+            write_table(compared, Path(report) / "tuned_vs_default")
+    return 1 if errors else 0
 
 
 def summarise(results, root: Path, metric: str, mode: str, report: str | None) -> int:
