@@ -138,7 +138,7 @@ def load_run(path: str | Path) -> Run:
         raise UnreadableRun(f"{path}: not a pix2pix run (config.json kind: {kind})")
     return Run(path, config["config"], _json(path / contract.STATUS, contract.check_status),
                _csv(path / contract.METRICS_CSV, ("step", "split")), _csv(path / contract.TIMINGS_CSV),
-               _csv(path / contract.TEST_CSV, ("image",)), _json(path / contract.SUMMARY),
+               _csv(path / contract.TEST_CSV, ("image",)), _json(path / contract.SUMMARY, contract.check_summary),
                _csv(path / contract.FCN_CSV, ("step", "split")), environment=config.get("environment", {}),
                data=config.get("data", {}))
 

@@ -79,6 +79,19 @@ def check_config(obj: Any, path) -> dict:
     return obj
 
 
+def check_summary(obj: Any, path) -> dict:
+    """summary.json: an object; the parts the analysis reads have their shapes (objects of numbers)."""
+    check_object(obj, path)
+    for key in ("fcn", "segmenter_fid", "selected", "test"):
+        if key in obj and not isinstance(obj[key], dict):
+            _fail(path, f"'{key}' is not a JSON object")
+    if not all(isinstance(v, (int, float)) for v in obj.get("segmenter_fid", {}).values()):
+        _fail(path, "'segmenter_fid' holds a value that is not a number")
+    if "fcn" in obj and not isinstance(obj["fcn"].get("real_image_mean", {}), dict):
+        _fail(path, "'fcn.real_image_mean' is not a JSON object")
+    return obj
+
+
 def check_object(obj: Any, path) -> dict:
     """summary.json and the other JSON records: an object."""
     if not isinstance(obj, dict):
