@@ -11,6 +11,14 @@ after another (`jobs/train.py --gen all`) against the same trials as a sweep,
 it) on a one-node Ray cluster (all CPUs) and on a two-node cluster (the CPUs
 split over two raylets on 127.0.0.1).
 Overhead = launcher wall time - plain wall time.
+
+    python jobs/bench_cluster.py --packing --gens all --size 128   # how to pack trials on this node
+
+`--packing` measures, per generator, trials per hour when the node's CPUs
+run one trial with all of them (`--cpus-per-trial <all>`) against one trial
+per CPU side by side (`--cpus-per-trial 1`), from the steady-state intervals
+of each run's timings.csv (the first, which includes tracing, left out), and
+says which packing finishes a sweep sooner.
 """
 
 import argparse
@@ -50,13 +58,68 @@ def comparison_on_cluster(nodes: int, cpus: int, preset: str, out: str) -> float
         cluster.shutdown()
 
 
+def steady_seconds_per_step(run: Path) -> float:
+    """Training seconds per step over a run's intervals after the first (which includes tracing)."""
+    import csv
+    rows = list(csv.DictReader(open(run / "timings.csv")))[1:]
+    if not rows:
+        sys.exit(f"error: {run}: needs at least two evaluation intervals for a steady-state figure")
+    return sum(float(r["train_seconds"]) for r in rows) / sum(int(r["steps"]) for r in rows)
+
+
+def trials_per_hour(seconds_per_step: float, steps: int, side_by_side: int) -> float:
+    """Trials of `steps` steps finished per hour with `side_by_side` trials running at once."""
+    return side_by_side * 3600.0 / (seconds_per_step * steps)
+
+
+def packing(gens: list[str], size: int, steps: int, cpus: int, out: str) -> dict:
+    """Per generator: trials/hour with one trial on all CPUs against `cpus` trials of 1 CPU side by side."""
+    figures = {}
+    for gen in gens:
+        row = {}
+        for label, per_trial, seeds in (("whole_node", cpus, 1), ("one_cpu_each", 1, cpus)):
+            experiment = f"{gen}-{label}"
+            # The study's nets (cityscapes_cpu) on synthetic scenes; small evaluations, which are not timed.
+            wall([sys.executable, str(JOBS / "tune.py"), "--gens", gen, "--seeds", str(seeds), "--preset",
+                  "cityscapes_cpu", "--data.image_size", str(size), "--train.steps", str(steps),
+                  "--train.eval_every", str(steps // 4), "--eval.train_subset", "4", "--data.n_val", "4",
+                  "--data.n_test", "4", "--cpus-per-trial", str(per_trial), "--out", out, "--experiment",
+                  experiment], env={"RAY_ADDRESS": None})
+            runs = [p for p in (Path(out) / experiment).iterdir() if (p / "timings.csv").exists()]
+            per_step = sum(steady_seconds_per_step(r) for r in runs) / len(runs)
+            row[f"{label}_s_per_step"] = round(per_step, 4)
+            row[f"{label}_trials_per_hour_at_{steps}_steps"] = round(trials_per_hour(per_step, steps, seeds), 2)
+        row["choose"] = max(("whole_node", "one_cpu_each"),
+                            key=lambda k: row[f"{k}_trials_per_hour_at_{steps}_steps"])
+        figures[gen] = row
+    return figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--gen", default="hybrid")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--packing", action="store_true", help="measure trial packing instead (see above)")
+    parser.add_argument("--gens", default="all", help="generators for --packing (comma list or all)")
+    parser.add_argument("--size", type=int, default=128, help="image size for --packing")
+    parser.add_argument("--steps", type=int, default=80, help="steps per trial for --packing")
     args = parser.parse_args()
     cpus = os.cpu_count() or 2
+    if args.packing:
+        from gan.config import GENERATOR_NAMES
+        gens = list(GENERATOR_NAMES) if args.gens == "all" else args.gens.split(",")
+        with tempfile.TemporaryDirectory() as tmp:
+            figures = packing(gens, args.size, args.steps, cpus, tmp)
+        print(f"\ntrial packing on {cpus} CPUs, {args.size} px, steady state (tracing interval left out)\n")
+        print("| generator | s/step, 1 trial x all CPUs | s/step, 1 CPU each | trials/hour whole node | "
+              "trials/hour 1 CPU each | sooner |\n|---|---|---|---|---|---|")
+        for gen, row in figures.items():
+            values = list(row.values())
+            print(f"| {gen} | {values[0]} | {values[2]} | {values[1]} | {values[3]} | {row['choose']} |")
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=2))
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         common = ["--preset", args.preset]
         figures = {
