@@ -40,9 +40,18 @@ def main() -> int:
     if args.translate and args.to.resolve() == args.translate.resolve():
         raise UserError(f"--to {args.to}: is the --translate folder; the photos would replace the label maps "
                         "(choose another --to)")
+    if args.translate:  # before TensorFlow starts: a refusal costs nothing
+        from gan.data import IMAGE_SUFFIXES
+        files = sorted(p for p in args.translate.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise UserError(f"--translate {args.translate}: no images")
+        existing = [args.to / f"{p.stem}.png" for p in files if (args.to / f"{p.stem}.png").exists()]
+        if existing and not args.overwrite:
+            raise UserError(f"--to {args.to}: {len(existing)} of the photos exist already (e.g. {existing[0].name}); "
+                            "pass --overwrite to replace them, or choose another --to")
 
     from gan import evaluation, inference
-    from gan.data import IMAGE_SUFFIXES, load_dataset, read_image
+    from gan.data import load_dataset, read_image
     from gan.metrics import METRIC_NAMES, MetricPool
     from gan.rundir import write_csv
 
@@ -63,13 +72,6 @@ def main() -> int:
         print(f"per-image metrics: {out}")
     if args.translate:
         import cv2
-        files = sorted(p for p in args.translate.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise UserError(f"--translate {args.translate}: no images")
-        existing = [args.to / f"{p.stem}.png" for p in files if (args.to / f"{p.stem}.png").exists()]
-        if existing and not args.overwrite:
-            raise UserError(f"--to {args.to}: {len(existing)} of the photos exist already (e.g. {existing[0].name}); "
-                            "pass --overwrite to replace them, or choose another --to")
         # Every input is read before anything is written: a bad file leaves no partial output folder.
         labels = [cv2.resize(read_image(str(path)), (size, size), interpolation=cv2.INTER_NEAREST) for path in files]
         try:
