@@ -7,6 +7,7 @@ the tests skip with the reason; in CI (CI=true) they fail instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -157,3 +158,21 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+# -- a small filesystem of the test's own ------------------------------------
+
+@contextlib.contextmanager
+def tmpfs(mount: Path, options: str, why: str):
+    """`mount -t tmpfs -o OPTIONS` on `mount` (root only; skips, or fails under CI, elsewhere), unmounted after."""
+    mount.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        unavailable(f"{why} needs root (mount -t tmpfs)")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode:
+        unavailable(f"mount -t tmpfs -o {options} failed: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)

@@ -74,9 +74,13 @@ def test_second_trainer_is_refused_and_a_stale_lease_taken_over(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["truncate_data", "garbage_index"])
-def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, damage):
-    args = [*TINY, "--out", str(tmp_path), "--train.eval_every", "4"]
-    assert run_cli("train.py", *args, "--train.steps", "8").returncode == 0  # ckpt-4 and ckpt-8
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tiny_runs, tmp_path, damage):
+    import shutil
+    args = [*TINY, "--out", str(tmp_path), "--experiment", "default", "--train.eval_every", "4"]
+    shutil.copytree(tiny_runs / "cmp" / "hybrid", tmp_path / "default" / "hybrid")  # 8 steps: ckpt-4 and ckpt-8
+    config = json.loads((tmp_path / "default" / "hybrid" / "config.json").read_text())
+    config["config"]["experiment"] = "default"
+    (tmp_path / "default" / "hybrid" / "config.json").write_text(json.dumps(config))
     ckpts = tmp_path / "default" / "hybrid" / "checkpoints"
     if damage == "truncate_data":
         data = next(ckpts.glob("ckpt-8.data-*"))
@@ -345,17 +349,9 @@ def test_heartbeat_is_kept_while_the_trainer_is_busy(tmp_path):
 @pytest.fixture
 def small_disk(tmp_path):
     """A 16 MB tmpfs of our own (root only), unmounted afterwards."""
-    from services import unavailable
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        unavailable("a small filesystem for the disk-full test needs root (mount -t tmpfs)")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True,
-                          text=True)
-    if done.returncode:
-        unavailable(f"mount -t tmpfs failed: {done.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+    from services import tmpfs
+    with tmpfs(tmp_path / "disk", "size=16m", "a small filesystem for the disk-full test") as mount:
+        yield mount
 
 
 @pytest.mark.parametrize("left", [300_000, 0], ids=["a-few-hundred-kB-left", "nothing-left"])

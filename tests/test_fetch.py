@@ -250,26 +250,14 @@ def test_a_wrong_or_partial_zip_is_named(tmp_path):
 # -- issue 19: read-only roots, foreign folders, non-archives, interrupted prepare ---------------------
 
 def test_a_read_only_root_is_one_line(server, tmp_path):
-    import subprocess
-
-    from services import unavailable
-    root = tmp_path / "ro"
-    root.mkdir()
-    if os.geteuid() != 0:
-        unavailable("a read-only filesystem for this test needs root (mount -t tmpfs -o ro)")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(root)], capture_output=True,
-                             text=True)
-    if mounted.returncode:
-        unavailable(f"mount -t tmpfs -o ro failed: {mounted.stderr.strip()}")
-    try:
+    from services import tmpfs
+    with tmpfs(tmp_path / "ro", "ro,size=1m", "a read-only filesystem for this test") as root:
         done = run_cli("get_data.py", "download", "cityscapes", "--url", f"{server.url}/tinyscapes.tar.gz",
                        "--root", str(root))
-        errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-        assert done.returncode == 2 and errors == [f"error: --root {root}: cannot write there (Read-only file "
-                                                   f"system); choose another --root or set {fetch.DATA_ENV}"], done.stderr
-        assert "Traceback" not in done.stderr
-    finally:
-        subprocess.run(["umount", str(root)], check=True)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2 and errors == [f"error: --root {root}: cannot write there (Read-only file "
+                                               f"system); choose another --root or set {fetch.DATA_ENV}"], done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_a_foreign_folder_in_the_way_and_a_non_archive_are_named(server, tmp_path):
