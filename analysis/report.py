@@ -31,7 +31,7 @@ def build_report(roots: list[str | Path], out: str | Path, notebook: bool = True
         raise FileNotFoundError(f"no readable pix2pix run directories under {', '.join(map(str, roots))}")
     (out / "tables").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(exist_ok=True)
-    tests = test_frame(runs)
+    tests, evaluations, timings = test_frame(runs), metrics_frame(runs), timings_frame(runs)
     study = tables.study_table(runs)
     frames = {"study": study}
     evidence_note = ""
@@ -43,7 +43,7 @@ def build_report(roots: list[str | Path], out: str | Path, notebook: bool = True
             frames["verdict"] = stats.verdict(tests, frames["run_level"], metrics)
         else:
             frames["verdict"] = stats.verdict(tests, paired, metrics)
-            frames["seeds_needed"], source = stats.seeds_table(tests, metrics, metrics_frame(runs))
+            frames["seeds_needed"], source = stats.seeds_table(tests, metrics, evaluations)
             evidence_note = evidence_sentence(frames["seeds_needed"], source)
         frames["study_marked"] = tables.marked_study_table(study, frames["verdict"])
         frames["bootstrap_ci"] = stats.bootstrap_ci(tests, metrics)
@@ -52,6 +52,9 @@ def build_report(roots: list[str | Path], out: str | Path, notebook: bool = True
     seg_fid = tables.segmenter_fid_table(runs)
     if not seg_fid.empty:
         frames["segmenter_fid"] = seg_fid
+    equal = tables.equal_time_table(evaluations, timings)
+    if not equal.empty:
+        frames["equal_time"] = equal
     if not tests.empty:
         if tests.groupby("generator").seed.nunique().max() > 1:
             frames["seed_spread"] = stats.seed_spread(tests)
@@ -62,9 +65,8 @@ def build_report(roots: list[str | Path], out: str | Path, notebook: bool = True
         tables.write_table(frame, out / "tables" / name)
 
     figures: dict[str, Path] = {}
-    metrics = metrics_frame(runs)
-    if not metrics.empty:
-        figures["Metric evolution"] = plots.evolution(metrics, out / "figures" / "evolution")[0]
+    if not evaluations.empty:
+        figures["Metric evolution"] = plots.evolution(evaluations, out / "figures" / "evolution")[0]
     fcn = fcn_frame(runs)
     if not fcn.empty:
         figures["FCN-score every evaluation"] = plots.fcn_evolution(fcn, out / "figures" / "fcn_evolution")[0]
@@ -72,16 +74,11 @@ def build_report(roots: list[str | Path], out: str | Path, notebook: bool = True
     if not fcn_test.empty:
         figures["Test FCN-score with the real photos' reference"] = plots.fcn_test(
             fcn_test, out / "figures" / "fcn_test")[0]
-    timings = timings_frame(runs)
     if not timings.empty:
         figures["Training time per interval"] = plots.step_time(timings, out / "figures" / "step_time")[0]
-        by_time = plots.quality_by_time(metrics, timings, out / "figures" / "quality_by_time")
+        by_time = plots.quality_by_time(evaluations, timings, out / "figures" / "quality_by_time")
         if by_time:
             figures["Validation metrics against training seconds"] = by_time[0]
-        equal = tables.equal_time_table(metrics, timings)
-        if not equal.empty:
-            frames["equal_time"] = equal
-            tables.write_table(equal, out / "tables" / "equal_time")
     if fields and not frames["sweep_best"].empty:
         all_runs = tables.sweep_table_all(runs, metric)
         figures[f"Sweep: parameters vs val {metric}"] = plots.sweep(all_runs, fields, metric,

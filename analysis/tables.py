@@ -137,8 +137,10 @@ def equal_time_table(metrics: pd.DataFrame, timings: pd.DataFrame) -> pd.DataFra
     at = val[val.seconds <= horizon].sort_values("seconds").groupby("run").tail(1)
     shown = [m for m in METRICS if m in at]
     table = at.groupby("generator").agg(runs=("run", "nunique"), step=("step", "mean"), seconds=("seconds", "mean"),
-                                        shared=("shared", "any"), **{m: (m, "mean") for m in shown}).reset_index()
-    table.insert(1, "time_budget_seconds", round(float(horizon), 1))
+                                        shared=("shared", "any"), **{m: (m, "mean") for m in shown})
+    # A generator whose first evaluation came after the budget stays in the table, without scores.
+    table = table.reindex(sorted(val.generator.unique())).reset_index()
+    table.insert(1, "time_budget_seconds", float(horizon))
     return table
 
 

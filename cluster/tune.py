@@ -107,17 +107,22 @@ def trainable(space: dict[str, Any]) -> None:
         raise RuntimeError(f"{run}: training ended with exit code {code} (see {run / 'status.json'})")
 
 
-def best_configurations(results, metric: str, mode: str) -> dict[str, dict[str, Any]]:
-    """{generator: the sampled dotted values of its best trial by `metric`} from a finished search."""
+def best_trials(results, metric: str, mode: str) -> dict[str, tuple[dict[str, Any], Any]]:
+    """{generator: (the sampled dotted values of its best trial by `metric`, that trial's result row)}."""
     frame = results.get_dataframe()
-    if metric not in frame or frame[metric].isna().all():
+    if metric not in frame or "config/model.generator" not in frame or frame[metric].isna().all():
         return {}
     best = {}
     for gen, group in frame.dropna(subset=[metric]).groupby("config/model.generator"):
         row = group.loc[group[metric].idxmax() if mode == "max" else group[metric].idxmin()]
-        best[gen] = {k[len("config/"):]: _plain(row[k]) for k in group if k.startswith("config/")
-                     and not k.startswith((f"config/{BASE}", f"config/{OUT}", f"config/{TRIAL}"))}
+        best[gen] = ({k[len("config/"):]: _plain(row[k]) for k in group if k.startswith("config/")
+                      and not k.startswith((f"config/{BASE}", f"config/{OUT}", f"config/{TRIAL}"))}, row)
     return best
+
+
+def best_configurations(results, metric: str, mode: str) -> dict[str, dict[str, Any]]:
+    """{generator: the sampled dotted values of its best trial by `metric`} from a finished search."""
+    return {gen: values for gen, (values, _) in best_trials(results, metric, mode).items()}
 
 
 def _plain(value):

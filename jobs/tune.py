@@ -248,15 +248,12 @@ def summarise(results, root: Path, metric: str, mode: str, report: str | None) -
     from cluster import tune as tuning
     errors = [r for r in results if r.error]
     print(f"\n{len(results)} trials, {len(errors)} errored; runs in {root}")
-    frame = results.get_dataframe()
-    if metric in frame and "config/model.generator" in frame and frame[metric].notna().any():
+    best = tuning.best_trials(results, metric, mode)
+    if best:
         print(f"best configuration per generator by {metric} ({mode}):")
-        for gen, group in frame.dropna(subset=[metric]).groupby("config/model.generator"):
-            best = group.loc[group[metric].idxmax() if mode == "max" else group[metric].idxmin()]
-            swept = {k[len("config/"):]: best[k] for k in group if k.startswith("config/")
-                     and not k.startswith((f"config/{tuning.BASE}", f"config/{tuning.OUT}"))
-                     and k != "config/model.generator"}
-            print(f"  {gen}: {metric} {best[metric]:.4f} at step {int(best['step'])}  {swept or ''}  {best['run']}")
+    for gen, (values, row) in best.items():
+        swept = {k: v for k, v in values.items() if k != "model.generator"}
+        print(f"  {gen}: {metric} {row[metric]:.4f} at step {int(row['step'])}  {swept or ''}  {row['run']}")
     runs = find_runs(root)
     if runs:
         print()

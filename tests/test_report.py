@@ -103,6 +103,10 @@ def test_figures_and_notebook_are_written(report):
     for name in ("evolution", "step_time", "samples"):
         for suffix in (".png", ".svg"):
             assert (out / "figures" / f"{name}{suffix}").stat().st_size > 1000
+    assert (out / "figures" / "quality_by_time.png").stat().st_size > 1000
+    equal = pd.read_csv(out / "tables" / "equal_time.csv")
+    assert set(equal.generator) == {"unet", "resnet", "hybrid"}  # every generator, scored or not within the budget
+    assert (equal.seconds.dropna() <= equal.time_budget_seconds.iloc[0]).all() and equal.ssim.notna().any()
     notebook = json.loads((out / "compare.ipynb").read_text())
     errors = [o for c in notebook["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
