@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.runs import FCN_METRICS, METRICS, Run  # noqa: E402
+from gan import contract  # noqa: E402
+from analysis.runs import FCN_METRICS, Run, metric_names  # noqa: E402
 
 
 def save(fig, stem: Path) -> list[Path]:
@@ -50,7 +51,7 @@ def _run_split_lines(frame: pd.DataFrame, metrics: list[str], axes, x: str = "st
 
 def evolution(metrics: pd.DataFrame, stem: Path) -> list[Path]:
     """One panel per metric; train dashed, validation solid; one colour per run (as the study's figures)."""
-    shown = [m for m in METRICS if m in metrics]
+    shown = [m for m in metric_names() if m in metrics]
     rows = -(-len(shown) // 4)
     fig, axes = plt.subplots(rows, 4, figsize=(18, 4 * rows), squeeze=False, layout="constrained")
     _run_split_lines(metrics, shown, axes)
@@ -69,7 +70,7 @@ def quality_by_time(metrics: pd.DataFrame, timings: pd.DataFrame, stem: Path) ->
     frame = by_training_time(metrics, timings)
     if frame.empty:
         return None
-    shown = [m for m in METRICS if m in frame]
+    shown = [m for m in metric_names() if m in frame]
     rows = -(-len(shown) // 4)
     fig, axes = plt.subplots(rows, 4, figsize=(18, 4 * rows), squeeze=False, layout="constrained")
     _run_split_lines(frame[frame.split == "val"], shown, axes, x="seconds")
@@ -144,7 +145,7 @@ def sweep(table: pd.DataFrame, fields: list[str], metric: str, stem: Path) -> li
 def sample_sheet(runs: list[Run], stem: Path) -> list[Path] | None:
     """Input | target | each run's output on the same test images (from each run's samples/test.png)."""
     import cv2
-    grids = [(r, cv2.imread(str(r.path / "samples" / "test.png"))) for r in runs]
+    grids = [(r, cv2.imread(str(r.path / contract.SAMPLES / contract.TEST_SHEET))) for r in runs]
     grids = [(r, g[:, :, ::-1]) for r, g in grids if g is not None]
     if not grids:
         return None

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import plots, stats, tables
-from analysis.runs import (STUDY_METRICS, fcn_frame, find_runs, metrics_frame, swept_fields, test_frame,
+from analysis.runs import (study_metrics, fcn_frame, find_runs, metrics_frame, swept_fields, test_frame,
                            timings_frame, consistency_warnings)
 
 NOTEBOOK = Path(__file__).parent / "notebooks" / "compare.ipynb"
@@ -124,7 +124,7 @@ def _html(runs, frames: dict[str, pd.DataFrame], figures: dict[str, Path], evide
         "th{background:#eee}.warn{color:#a40}</style></head><body>",
         "<h1>pix2pix comparison report</h1>",
         f"<p>{len(runs)} runs ({html.escape(', '.join(f'{n} {s}' for s, n in states.items()))}); "
-        f"written {time.strftime('%Y-%m-%d %H:%M')}. Study metrics: {', '.join(STUDY_METRICS)} "
+        f"written {time.strftime('%Y-%m-%d %H:%M')}. Study metrics: {', '.join(study_metrics())} "
         "(higher is better), plus psnr (higher) and l1 (lower).</p>",
     ]
     for path, reason in getattr(runs, "skipped", []):

@@ -20,10 +20,25 @@ from gan import contract  # the run-directory contract: standard library only, n
 from gan.errors import UserError
 from gan.lease import holder_alive, read_holder
 
-METRICS = list(contract.METRIC_NAMES)
-STUDY_METRICS = list(contract.STUDY_METRICS)
 FCN_METRICS = list(contract.FCN_METRICS)
-LOWER_IS_BETTER = contract.LOWER_IS_BETTER
+# Every image metric met so far: {name: {"better", "study", "version"}}. Each loaded run adds those it
+# records (config.json "metrics"; older runs: the contract's legacy table), so a metric added to
+# gan/metrics.py reaches every table and figure with no change here, and a run without a metric's column
+# simply has none (missing, never an error).
+_KNOWN: dict[str, dict] = dict(contract.LEGACY_METRICS)
+
+
+def metric_names() -> list[str]:
+    """The image metrics, the study's four first."""
+    return sorted(_KNOWN, key=lambda m: not _KNOWN[m].get("study"))
+
+
+def study_metrics() -> list[str]:
+    return [m for m in metric_names() if _KNOWN[m].get("study")]
+
+
+def lower_is_better() -> set[str]:
+    return contract.lower_is_better(_KNOWN)
 
 
 @dataclass
@@ -40,6 +55,7 @@ class Run:
     environment: dict = field(default_factory=dict)  # config.json's: versions, host, metrics_version
 
     data: dict = field(default_factory=dict)  # config.json's: source, format, fingerprint (gan/fetch.py)
+    metric_specs: dict = field(default_factory=dict)  # config.json's "metrics" (or the legacy table)
 
     @property
     def data_label(self) -> str:
@@ -47,10 +63,6 @@ class Run:
         source = Path(self.data.get("source", self.config.get("data", {}).get("source", "?"))).name
         return f"{source} {self.data.get('fingerprint', '')[:12]}".strip()
 
-    @property
-    def metrics_version(self) -> int:
-        """The metric definitions the run was measured with (gan/metrics.py; 1 = before the field existed)."""
-        return int(self.environment.get("metrics_version", 1))  # runs from before the field: version 1
 
     @property
     def name(self) -> str:
@@ -136,11 +148,14 @@ def load_run(path: str | Path) -> Run:
     kind = config.get("kind", contract.RUN_KIND)
     if kind != contract.RUN_KIND:
         raise UnreadableRun(f"{path}: not a pix2pix run (config.json kind: {kind})")
+    specs = contract.metric_specs(config)
+    for name, spec in specs.items():
+        _KNOWN.setdefault(name, spec)
     return Run(path, config["config"], _json(path / contract.STATUS, contract.check_status),
-               _csv(path / contract.METRICS_CSV, ("step", "split")), _csv(path / contract.TIMINGS_CSV),
+               _csv(path / contract.METRICS_CSV, contract.METRICS_KEYS), _csv(path / contract.TIMINGS_CSV),
                _csv(path / contract.TEST_CSV, ("image",)), _json(path / contract.SUMMARY, contract.check_summary),
-               _csv(path / contract.FCN_CSV, ("step", "split")), environment=config.get("environment", {}),
-               data=config.get("data", {}))
+               _csv(path / contract.FCN_CSV, contract.METRICS_KEYS), environment=config.get("environment", {}),
+               data=config.get("data", {}), metric_specs=specs)
 
 
 def consistency_warnings(runs: list[Run]) -> list[str]:
@@ -160,14 +175,20 @@ def consistency_warnings(runs: list[Run]) -> list[str]:
 
 
 def version_warning(runs: list[Run]) -> str:
-    """'' when every run used the same metric definitions, else one sentence saying which used which."""
-    versions: dict[int, list[str]] = {}
-    for r in runs:
-        versions.setdefault(r.metrics_version, []).append(r.name)
-    if len(versions) < 2:
+    """'' when every run used the same definition of each metric it has, else one sentence saying which
+    metric was measured with which version by which runs."""
+    parts = []
+    for metric in metric_names():
+        versions: dict[int, list[str]] = {}
+        for r in runs:
+            if metric in r.metric_specs:
+                versions.setdefault(int(r.metric_specs[metric].get("version", 1)), []).append(r.name)
+        if len(versions) > 1:
+            parts.append(f"{metric} " + "; ".join(f"version {v}: {', '.join(names)}"
+                                                  for v, names in sorted(versions.items())))
+    if not parts:
         return ""
-    return ("Runs were measured with different metric definitions (gan/contract.py METRICS_VERSION): "
-            + "; ".join(f"version {v}: {', '.join(names)}" for v, names in sorted(versions.items()))
+    return ("Runs were measured with different metric definitions (gan/metrics.py): " + " | ".join(parts)
             + ". Their values are not comparable; report them apart.")
 
 
@@ -178,9 +199,9 @@ def find_runs(*roots: str | Path) -> RunList:
     for root in map(Path, roots):
         if not root.exists():
             raise FileNotFoundError(f"{root}: no such folder")
-        candidates = [root / "config.json", *root.rglob("config.json")]
-        paths.update(p.parent for p in candidates if p.exists() and ".replaced-" not in str(p)
-                     and "_tune" not in p.parts)
+        candidates = [root / contract.CONFIG, *root.rglob(contract.CONFIG)]
+        paths.update(p.parent for p in candidates if p.exists() and contract.REPLACED not in str(p)
+                     and contract.TUNE_STATE not in p.parts)
     runs = RunList()
     for p in sorted(paths):
         try:

@@ -35,7 +35,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.runs import METRICS
+from analysis.runs import lower_is_better, metric_names
+
+
+def present_metrics(tests: pd.DataFrame) -> list[str]:
+    """The image metrics these per-image rows have (a run from before a metric simply lacks it)."""
+    return [m for m in metric_names() if m in tests]
 
 
 def holm(p_values: list[float]) -> list[float]:
@@ -50,8 +55,9 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted.tolist()
 
 
-def paired_tests(tests: pd.DataFrame, metrics: list[str] = METRICS) -> pd.DataFrame:
+def paired_tests(tests: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
     """One row per (metric, generator a, generator b): images, median difference a-b, W, p, Holm p."""
+    metrics = metrics or present_metrics(tests)
     if tests.empty:
         return pd.DataFrame()
     per_image = tests.groupby(["generator", "image"])[metrics].mean()  # average over seeds
@@ -76,9 +82,10 @@ def paired_tests(tests: pd.DataFrame, metrics: list[str] = METRICS) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def bootstrap_ci(tests: pd.DataFrame, metrics: list[str] = METRICS, confidence: float = 0.95,
+def bootstrap_ci(tests: pd.DataFrame, metrics: list[str] | None = None, confidence: float = 0.95,
                  resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Per generator and metric: mean and its bootstrap confidence interval over images."""
+    metrics = metrics or present_metrics(tests)
     rows = []
     for gen, group in tests.groupby("generator"):
         for metric in metrics:
@@ -94,8 +101,9 @@ def bootstrap_ci(tests: pd.DataFrame, metrics: list[str] = METRICS, confidence: 
     return pd.DataFrame(rows)
 
 
-def seed_spread(tests: pd.DataFrame, metrics: list[str] = METRICS) -> pd.DataFrame:
+def seed_spread(tests: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
     """Per generator: seeds, and mean / std across seeds of each run's mean test metric."""
+    metrics = metrics or present_metrics(tests)
     per_run = tests.groupby(["generator", "run", "seed"])[metrics].mean().reset_index()
     rows = []
     for gen, group in per_run.groupby("generator"):
@@ -108,11 +116,10 @@ def seed_spread(tests: pd.DataFrame, metrics: list[str] = METRICS) -> pd.DataFra
 
 
 def verdict(tests: pd.DataFrame, paired: pd.DataFrame, metrics: list[str], alpha: float = 0.05) -> pd.DataFrame:
-    """Per metric: the best generator by test mean (lowest for LOWER_IS_BETTER), whom it beats
+    """Per metric: the best generator by test mean (lowest where lower is better), whom it beats
     significantly (Holm-corrected p < alpha) and whom not; `significant` is True when it beats every
     other generator. `paired` is `run_level` (seeds as the unit) or `paired_tests` (images of one run
     each); `evidence` says which."""
-    from analysis.runs import LOWER_IS_BETTER
     evidence = (f"runs: {seeds_per_generator(tests)}+ seeds per generator" if "runs_a" in paired
                 else "images of one trained run per generator")
     rows = []
@@ -122,7 +129,7 @@ def verdict(tests: pd.DataFrame, paired: pd.DataFrame, metrics: list[str], alpha
         means = tests.groupby("generator")[metric].mean().dropna()
         if len(means) < 2:
             continue
-        best = means.idxmin() if metric in LOWER_IS_BETTER else means.idxmax()
+        best = means.idxmin() if metric in lower_is_better() else means.idxmax()
         beats, ties = [], []
         for other in sorted(set(means.index) - {best}):
             row = paired[(paired.metric == metric) & (((paired.a == best) & (paired.b == other))
@@ -141,11 +148,10 @@ def seeds_table(tests: pd.DataFrame, metrics: list[str], val: pd.DataFrame | Non
     """Per metric: the gap between the best generator and the runner-up (test means), the between-run
     spread, and the seeds per generator a run-level comparison would need to resolve it; and where the
     spread comes from."""
-    from analysis.runs import LOWER_IS_BETTER
     spread, source = between_run_spread(tests, metrics, val)
     rows = []
     for metric in metrics:
-        means = tests.groupby("generator")[metric].mean().dropna().sort_values(ascending=metric in LOWER_IS_BETTER)
+        means = tests.groupby("generator")[metric].mean().dropna().sort_values(ascending=metric in lower_is_better())
         if len(means) < 2 or metric not in spread:
             continue
         gap = abs(float(means.iloc[0] - means.iloc[1]))
@@ -160,10 +166,11 @@ def _run_matrix(tests: pd.DataFrame, generator: str, metric: str, images: list) 
     return table.reindex(columns=images).to_numpy(float)
 
 
-def run_level(tests: pd.DataFrame, metrics: list[str] = METRICS, resamples: int = 4000, confidence: float = 0.95,
+def run_level(tests: pd.DataFrame, metrics: list[str] | None = None, resamples: int = 4000, confidence: float = 0.95,
               seed: int = 0) -> pd.DataFrame:
     """One row per (metric, a, b): runs of each, the difference of means a - b with its hierarchical bootstrap
     interval, P(a > b) over runs with its interval, the two-sided bootstrap p and its Holm correction."""
+    metrics = metrics or present_metrics(tests)
     if tests.empty:
         return pd.DataFrame()
     rng = np.random.default_rng(seed)
@@ -177,6 +184,8 @@ def run_level(tests: pd.DataFrame, metrics: list[str] = METRICS, resamples: int 
         family = []
         for a, b in itertools.combinations(gens, 2):
             A, B = _run_matrix(tests, a, metric, images), _run_matrix(tests, b, metric, images)
+            if not (np.isfinite(A).any() and np.isfinite(B).any()):
+                continue  # one of them has no value (a run from before the metric): nothing to compare
             n_img = len(images)
             picks = rng.integers(0, n_img, (resamples, n_img))  # shared images: the comparison stays paired
             runs_a = rng.integers(0, len(A), (resamples, len(A)))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.runs import (FCN_METRICS, LOWER_IS_BETTER, METRICS, Run, find_runs, swept_fields, test_frame,
+from analysis.runs import (FCN_METRICS, Run, lower_is_better, metric_names, find_runs, swept_fields, test_frame,
                            timings_frame)
 
 
@@ -26,8 +26,9 @@ def test_table(runs: list[Run]) -> pd.DataFrame:
         images = tests[tests.generator == gen] if not tests.empty else tests
         row["images"] = len(images)
         for m in metrics:
-            row[f"{m}_mean"] = images[m].mean() if len(images) else float("nan")
-            row[f"{m}_std"] = images[m].std(ddof=1) if len(images) > 1 else float("nan")
+            column = images[m] if m in images else pd.Series(dtype=float)  # a run from before the metric
+            row[f"{m}_mean"] = column.mean() if column.notna().any() else float("nan")
+            row[f"{m}_std"] = column.std(ddof=1) if column.notna().sum() > 1 else float("nan")
         for key in ("fid", "kid"):
             values = [r.summary[key] for r in mine if key in r.summary]
             if values:
@@ -45,8 +46,9 @@ def test_table(runs: list[Run]) -> pd.DataFrame:
 
 
 def metric_columns(tests: pd.DataFrame) -> list[str]:
-    """The study's metrics, psnr, l1, and the FCN-score columns when a segmenter was used."""
-    return METRICS + [m for m in FCN_METRICS if m in tests]
+    """The image metrics the runs have (the study's four first), and the FCN-score columns when a segmenter
+    was used; with no test rows yet, every known metric (shown as missing)."""
+    return [m for m in metric_names() if tests.empty or m in tests] + [m for m in FCN_METRICS if m in tests]
 
 
 def study_table(runs: list[Run]) -> pd.DataFrame:
@@ -135,7 +137,7 @@ def equal_time_table(metrics: pd.DataFrame, timings: pd.DataFrame) -> pd.DataFra
     val = frame[frame.split == "val"]
     horizon = val.groupby("generator").seconds.max().min()
     at = val[val.seconds <= horizon].sort_values("seconds").groupby("run").tail(1)
-    shown = [m for m in METRICS if m in at]
+    shown = [m for m in metric_names() if m in at]
     table = at.groupby("generator").agg(runs=("run", "nunique"), step=("step", "mean"), seconds=("seconds", "mean"),
                                         shared=("shared", "any"), **{m: (m, "mean") for m in shown})
     # A generator whose first evaluation came after the budget stays in the table, without scores.
@@ -199,7 +201,7 @@ def sweep_table(runs: list[Run], metric: str = "ssim") -> pd.DataFrame:
     frame = sweep_table_all(runs, metric)
     if frame.empty:
         return frame
-    ascending = metric in LOWER_IS_BETTER
+    ascending = metric in lower_is_better()
     return (frame.sort_values(f"val_{metric}", ascending=ascending).groupby("generator", as_index=False).head(1)
             .sort_values("generator").reset_index(drop=True))
 

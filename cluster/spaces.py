@@ -22,7 +22,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from gan.config import GENERATOR_NAMES, Config
+from gan import models
+from gan.config import Config
 from gan.errors import UserError
 
 HPARAMS = {
@@ -59,10 +60,10 @@ def load_space_file(path: str | Path) -> dict[str, Any]:
 def build_space(gens: list[str], sweeps: list[str], space_file: str | None = None, seeds: int = 1) -> dict[str, Any]:
     """The sweep's space as data: the generator grid, the named sweeps, the user's file, then `seeds`
     training seeds (train.seed 0..seeds-1, a grid: every configuration trains on each)."""
-    bad = [g for g in gens if g not in GENERATOR_NAMES]
+    bad = [g for g in gens if g not in models.names()]
     if bad or not gens:
         raise UserError(f"--gens: unknown generator {bad[0] if bad else ''!r} "
-                        f"(choose from {', '.join(GENERATOR_NAMES)} or all)")
+                        f"(choose from {', '.join(models.names())} or all)")
     space: dict[str, Any] = {"model.generator": {"grid": list(gens)}}
     for name in sweeps:
         if name not in SPACES:
@@ -133,7 +134,8 @@ def check_space(space: dict[str, Any], base: Config, where: str = "--space") -> 
 def metric_names(base: Config) -> list[str]:
     """What a trial reports and ASHA / 'best' may rank by: <split>_<metric>."""
     from gan import contract
-    names = list(contract.METRIC_NAMES) + (list(contract.FCN_METRICS) if base.eval.fcn_every_eval else [])
+    from gan.metrics import metric_names
+    names = list(metric_names()) + (list(contract.FCN_METRICS) if base.eval.fcn_every_eval else [])
     return [f"{split}_{name}" for split in ("val", "train") for name in names]
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import ray
 from ray import tune
 
+from gan import contract
 from gan.config import Config
 from gan.fastpath import CPUS_ENV
 from gan.train import run_path, train
@@ -49,6 +50,14 @@ def _flat_scores(step: int, scores: dict[str, dict[str, float]]) -> dict[str, fl
     return out
 
 
+def mode_of(metric: str) -> str:
+    """Tune's mode for a reported metric ('val_ssim', 'train_l1', 'val_fcn_iou'): its registered direction
+    (gan/metrics.py); the FCN-score is higher-is-better."""
+    from gan.metrics import METRICS
+    name = metric.split("_", 1)[1]
+    return "min" if name in METRICS and not METRICS[name].higher_is_better else "max"
+
+
 def _restore_tune_checkpoint(run: Path) -> None:
     """Copy the TF checkpoint of Tune's latest checkpoint into the run, if the run lacks it."""
     checkpoint = tune.get_checkpoint()
@@ -56,7 +65,7 @@ def _restore_tune_checkpoint(run: Path) -> None:
         return
     with checkpoint.as_directory() as folder:
         meta = json.loads((Path(folder) / "step.json").read_text())
-        target = run / "checkpoints"
+        target = run / contract.CHECKPOINTS
         have = {p.name for p in target.glob("ckpt-*.index")} if target.exists() else set()
         if f"ckpt-{meta['step']}.index" in have:
             return  # shared filesystem: the run directory already has it
@@ -163,7 +172,7 @@ def make_tuner(param_space: dict[str, Any], *, base: Config, out: str, experimen
         tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=sched, num_samples=num_samples,
                                     trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
         run_config=tune.RunConfig(
-            name="_tune", storage_path=str((Path(out) / experiment).resolve()),
+            name=contract.TUNE_STATE, storage_path=str((Path(out) / experiment).resolve()),
             failure_config=tune.FailureConfig(max_failures=max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=keep_checkpoints),
             callbacks=[CompletedTrials()], verbose=1),
@@ -176,7 +185,7 @@ def restore_tuner(out: str, experiment: str, cpus_per_trial: float = 1, gpus_per
     retried. `param_space` (with `base`) re-specifies the space, as `make_tuner` built it: Tune's own
     pickled copy loses the base config of trials it had not generated yet when the space is a grid of
     whole configurations (seen with Ray 2.60)."""
-    path = (Path(out) / experiment / "_tune").resolve()
+    path = (Path(out) / experiment / contract.TUNE_STATE).resolve()
     space = None
     if param_space is not None:
         base = Config.from_dict(base.to_dict()).update({"experiment": experiment}).validate()

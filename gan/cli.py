@@ -31,6 +31,25 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
         "--train.steps 2000 (see gan/config.py).")
 
 
+def add_gens_flag(parser: argparse.ArgumentParser, default: str = "all") -> None:
+    """--gens: the one spelling of "which generators" in every job (--gen is an old alias)."""
+    from gan.models import names
+    parser.add_argument("--gens", default=default, help=f"{', '.join(names())}, a comma list, or all "
+                                                        f"(default: {default})")
+    parser.add_argument("--gen", dest="gens", help=argparse.SUPPRESS)
+
+
+def generator_list(text: str) -> list[str]:
+    """'all' -> every registered generator; 'unet,hybrid' -> those, each checked (UserError naming --gens)."""
+    from gan.models import names
+    gens = list(names()) if text == "all" else [g for g in text.split(",") if g]
+    bad = [g for g in gens if g not in names()]
+    if bad or not gens:
+        raise UserError(f"--gens: unknown generator {bad[0] if bad else text!r} "
+                        f"(choose from {', '.join(names())}, or all)")
+    return gens
+
+
 def parse_overrides(extra: list[str]) -> dict[str, str]:
     """['--optim.lr_g', '1e-4', '--aug.mirror=false'] -> {'optim.lr_g': '1e-4', 'aug.mirror': 'false'}."""
     overrides, i = {}, 0

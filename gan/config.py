@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from gan.contract import FCN_METRICS, SEGMENTER_WEIGHTS
 from gan.errors import UserError
 
 
@@ -27,13 +28,19 @@ class ConfigError(UserError):
     """A bad configuration value; the message names the flag and the problem."""
 
 
-GENERATOR_NAMES = ("unet", "resnet", "hybrid")
 DATA_FORMATS = ("auto", "synthetic", "pix2pix", "cityscapes", "paired-folders")
 BATCHNORM_MODES = ("auto", "fused", "synchronized", "keras")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 ADAM_KERNELS = ("fused", "keras")
 UPSAMPLE_KERNELS = ("subpixel", "keras")
 CONV_KERNELS = ("auto", "winograd", "keras")
+# Every switch with a fixed set of values: checked here once (`Config.validate`), trusted downstream.
+CHOICES = {"model.batchnorm": BATCHNORM_MODES, "model.upsample": UPSAMPLE_KERNELS, "model.conv": CONV_KERNELS,
+           "optim.adam": ADAM_KERNELS, "train.precision": PRECISIONS, "data.format": DATA_FORMATS,
+           "data.input_side": ("left", "right")}
+AT_LEAST_ONE = ("train.batch_size", "train.eval_every", "train.log_every", "train.checkpoints_to_keep",
+                "data.n_train", "data.n_val", "data.n_test", "model.filters", "model.hybrid_downs", "eval.samples")
+AT_LEAST_ZERO = ("train.steps", "model.resnet_blocks", "model.hybrid_blocks", "eval.train_subset", "eval.workers")
 
 
 @dataclass
@@ -73,7 +80,7 @@ class AugConfig:
 
 @dataclass
 class ModelConfig:
-    generator: str = "unet"  # one of GENERATOR_NAMES
+    generator: str = "unet"  # a registered generator (gan/models: names())
     filters: int = 64  # width of the first layer; every net scales from it
     dropout: float = 0.5  # U-Net decoder dropout (pix2pix); ResNet/hybrid blocks use resnet_dropout
     resnet_blocks: int = 9  # residual blocks of the resnet generator
@@ -182,84 +189,72 @@ class Config:
         return self.run_name or self.model.generator
 
     def validate(self) -> "Config":
-        """Raise ConfigError naming the first bad field."""
-        d, t, m, a = self.data, self.train, self.model, self.aug
-        if m.generator not in GENERATOR_NAMES:
-            raise ConfigError(
-                f"--model.generator: unknown generator {m.generator!r} (choose from {', '.join(GENERATOR_NAMES)})")
-        if m.batchnorm not in BATCHNORM_MODES:
-            raise ConfigError(f"--model.batchnorm: unknown mode {m.batchnorm!r} "
-                              f"(choose from {', '.join(BATCHNORM_MODES)})")
-        if m.upsample not in UPSAMPLE_KERNELS:
-            raise ConfigError(f"--model.upsample: unknown kernel {m.upsample!r} "
-                              f"(choose from {', '.join(UPSAMPLE_KERNELS)})")
-        if m.conv not in CONV_KERNELS:
-            raise ConfigError(f"--model.conv: unknown kernel {m.conv!r} (choose from {', '.join(CONV_KERNELS)})")
-        if self.optim.adam not in ADAM_KERNELS:
-            raise ConfigError(f"--optim.adam: unknown kernel {self.optim.adam!r} "
-                              f"(choose from {', '.join(ADAM_KERNELS)})")
-        if t.precision not in PRECISIONS:
-            raise ConfigError(f"--train.precision: unknown precision {t.precision!r} "
-                              f"(choose from {', '.join(PRECISIONS)})")
-        if d.format not in DATA_FORMATS:
-            raise ConfigError(f"--data.format: unknown format {d.format!r} (choose from {', '.join(DATA_FORMATS)})")
-        if d.input_side not in ("left", "right"):
-            raise ConfigError(f"--data.input_side: must be 'left' or 'right', not {d.input_side!r}")
-        size = d.image_size
-        if size < 32 or size > 512 or size & (size - 1):
-            raise ConfigError(f"--data.image_size: {size} is not a power of two from 32 to 512")
-        if m.generator == "hybrid" and size % (2 ** m.hybrid_downs):
-            raise ConfigError(f"--model.hybrid_downs: {m.hybrid_downs} down blocks cannot take {size}px images")
-        for key in ("train.steps", "train.batch_size", "train.eval_every", "train.log_every",
-                    "train.checkpoints_to_keep", "data.n_train", "data.n_val", "data.n_test",
-                    "model.filters", "model.hybrid_downs", "eval.samples"):
-            value = self.flat()[key]
-            minimum = 0 if key == "train.steps" else 1
-            if value < minimum:
-                raise ConfigError(f"--{key}: must be >= {minimum}, got {value}")
-        for key in ("model.resnet_blocks", "model.hybrid_blocks", "eval.train_subset", "eval.workers"):
-            if self.flat()[key] < 0:
-                raise ConfigError(f"--{key}: must be >= 0, got {self.flat()[key]}")
-        for key in ("model.dropout", "model.resnet_dropout"):
-            if not 0.0 <= self.flat()[key] < 1.0:
-                raise ConfigError(f"--{key}: must be in [0, 1), got {self.flat()[key]}")
-        for key in ("optim.lr_g", "optim.lr_d", "optim.l1_weight"):
-            value = self.flat()[key]
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"--{key}: must be a finite number >= 0, got {value}")
-        if not 0.0 <= self.optim.beta1 < 1.0 or not 0.0 <= self.optim.beta2 < 1.0:
-            raise ConfigError("--optim.beta1/--optim.beta2: must be in [0, 1)")
-        if a.jitter_scale < 1.0:
-            raise ConfigError(f"--aug.jitter_scale: must be >= 1, got {a.jitter_scale}")
-        if not 0.0 < a.crop_scale_min <= 1.0:
-            raise ConfigError(f"--aug.crop_scale_min: must be in (0, 1], got {a.crop_scale_min}")
-        if not 0.0 <= a.color_jitter < 1.0:
-            raise ConfigError(f"--aug.color_jitter: must be in [0, 1), got {a.color_jitter}")
-        if t.devices != "auto" and not (t.devices.isdigit() and int(t.devices) >= 1):
-            raise ConfigError(f"--train.devices: must be 'auto' or a positive integer, got {t.devices!r}")
-        if t.devices.isdigit() and t.batch_size % int(t.devices):
-            raise ConfigError(f"--train.batch_size: {t.batch_size} does not split over {t.devices} devices")
-        if self.eval.segmenter and not (Path(self.eval.segmenter) / "segmenter.weights.h5").exists():
-            raise ConfigError(f"--eval.segmenter {self.eval.segmenter}: no segmenter.weights.h5 there "
-                              "(train one with jobs/train_segmenter.py)")
-        if self.eval.fcn_every_eval and not self.eval.segmenter:
-            raise ConfigError("--eval.fcn_every_eval: needs --eval.segmenter (a jobs/train_segmenter.py run)")
-        if d.split_file and not Path(d.split_file).is_file():
-            raise ConfigError(f"--data.split_file {d.split_file}: no such file")
-        if self.eval.select != "last":
-            from gan.contract import FCN_METRICS, METRIC_NAMES
-            metric = self.eval.select.removeprefix("best_val_")
-            known = METRIC_NAMES + (FCN_METRICS if self.eval.fcn_every_eval else ())
-            if not self.eval.select.startswith("best_val_") or metric not in known:
-                raise ConfigError(f"--eval.select: {self.eval.select!r} is not 'last' or best_val_<metric> "
-                                  f"(metrics: {', '.join(known)}; FCN metrics need --eval.fcn_every_eval)")
-        if self.eval.inception_weights and not Path(self.eval.inception_weights).is_file():
-            raise ConfigError(f"--eval.inception_weights {self.eval.inception_weights}: no such file")
+        """Raise ConfigError naming the first bad field. The only check of these values: the layers,
+        optimizers and data readers downstream trust them."""
+        self._check_choices()
+        self._check_ranges()
+        self._check_files()
         for key, flag in (("experiment", "--experiment"), ("run_name", "--run-name")):
             value = getattr(self, key)
             if "/" in value or value in (".", ".."):
                 raise ConfigError(f"{flag}: {value!r} is not a valid directory name")
         return self
+
+    def _check_choices(self) -> None:
+        from gan import models
+        m, size = self.model, self.data.image_size
+        if m.generator not in models.names():
+            raise ConfigError(f"--model.generator: unknown generator {m.generator!r} "
+                              f"(choose from {', '.join(models.names())})")
+        for key, allowed in CHOICES.items():
+            if self.flat()[key] not in allowed:
+                raise ConfigError(f"--{key}: unknown value {self.flat()[key]!r} (choose from {', '.join(allowed)})")
+        if size < 32 or size > 512 or size & (size - 1):
+            raise ConfigError(f"--data.image_size: {size} is not a power of two from 32 to 512")
+        check = models.generator(m.generator).check
+        problem = check(m, size) if check else None
+        if problem:
+            raise ConfigError(problem)
+        if self.eval.select != "last":
+            from gan.metrics import metric_names
+            metric = self.eval.select.removeprefix("best_val_")
+            known = metric_names() + (FCN_METRICS if self.eval.fcn_every_eval else ())
+            if not self.eval.select.startswith("best_val_") or metric not in known:
+                raise ConfigError(f"--eval.select: {self.eval.select!r} is not 'last' or best_val_<metric> "
+                                  f"(metrics: {', '.join(known)}; FCN metrics need --eval.fcn_every_eval)")
+
+    def _check_ranges(self) -> None:
+        flat, t = self.flat(), self.train
+        for keys, minimum in ((AT_LEAST_ONE, 1), (AT_LEAST_ZERO, 0)):
+            for key in keys:
+                if flat[key] < minimum:
+                    raise ConfigError(f"--{key}: must be >= {minimum}, got {flat[key]}")
+        for key in ("model.dropout", "model.resnet_dropout", "optim.beta1", "optim.beta2", "aug.color_jitter"):
+            if not 0.0 <= flat[key] < 1.0:
+                raise ConfigError(f"--{key}: must be in [0, 1), got {flat[key]}")
+        for key in ("optim.lr_g", "optim.lr_d", "optim.l1_weight"):
+            if not (math.isfinite(flat[key]) and flat[key] >= 0):
+                raise ConfigError(f"--{key}: must be a finite number >= 0, got {flat[key]}")
+        if self.aug.jitter_scale < 1.0:
+            raise ConfigError(f"--aug.jitter_scale: must be >= 1, got {self.aug.jitter_scale}")
+        if not 0.0 < self.aug.crop_scale_min <= 1.0:
+            raise ConfigError(f"--aug.crop_scale_min: must be in (0, 1], got {self.aug.crop_scale_min}")
+        if t.devices != "auto" and not (t.devices.isdigit() and int(t.devices) >= 1):
+            raise ConfigError(f"--train.devices: must be 'auto' or a positive integer, got {t.devices!r}")
+        if t.devices.isdigit() and t.batch_size % int(t.devices):
+            raise ConfigError(f"--train.batch_size: {t.batch_size} does not split over {t.devices} devices")
+
+    def _check_files(self) -> None:
+        e, d = self.eval, self.data
+        if e.segmenter and not (Path(e.segmenter) / SEGMENTER_WEIGHTS).exists():
+            raise ConfigError(f"--eval.segmenter {e.segmenter}: no {SEGMENTER_WEIGHTS} there "
+                              "(train one with jobs/train_segmenter.py)")
+        if e.fcn_every_eval and not e.segmenter:
+            raise ConfigError("--eval.fcn_every_eval: needs --eval.segmenter (a jobs/train_segmenter.py run)")
+        if d.split_file and not Path(d.split_file).is_file():
+            raise ConfigError(f"--data.split_file {d.split_file}: no such file")
+        if e.inception_weights and not Path(e.inception_weights).is_file():
+            raise ConfigError(f"--eval.inception_weights {e.inception_weights}: no such file")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -316,7 +311,7 @@ def paper(cfg: Config) -> Config:
     """The study's protocol (the defaults): 256px, batch 1, 60k steps, eval every 1k.
 
     About 15 h per generator on one GPU (the study: 800-960 s per 1,000 steps).
-        python jobs/train.py --gen unet --data /data/cityscapes --preset paper
+        python jobs/train.py --gens unet --data /data/cityscapes --preset paper
     """
     return cfg
 
@@ -324,7 +319,7 @@ def paper(cfg: Config) -> Config:
 def small(cfg: Config) -> Config:
     """CPU demo: 64px synthetic scenes, 600 steps, eval every 150; ~1-2 min per generator on 2 cores.
 
-        python jobs/train.py --gen hybrid --preset small
+        python jobs/train.py --gens hybrid --preset small
     """
     cfg.data.image_size = 64
     cfg.data.n_train, cfg.data.n_val, cfg.data.n_test = 100, 20, 20
@@ -361,7 +356,10 @@ def tiny(cfg: Config) -> Config:
     # One metric worker: at 32px a process pool costs more than it saves.
     cfg.eval.train_subset, cfg.eval.samples, cfg.eval.workers = 4, 2, 1
     cfg.model.filters = 8
-    cfg.model.resnet_blocks = cfg.model.hybrid_blocks = 2
+    from gan import models
+    for name in models.names():  # each generator's own shrinking (e.g. fewer residual blocks)
+        for key, value in models.generator(name).tiny.items():
+            setattr(cfg.model, key, value)
     return cfg
 
 

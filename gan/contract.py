@@ -17,21 +17,33 @@ from typing import Any
 
 from gan.errors import UserError
 
-RUN_KIND = "pix2pix"  # config.json "kind"; gan/segmenter.py writes "segmenter"
+RUN_KIND = "pix2pix"  # config.json "kind" of a training run (a segmenter run: SEGMENTER_KIND)
 
-# The study's four columns (grayscale, as the cited references compute them), then the extras.
-STUDY_METRICS = ("hist_corr", "template_match", "feature_match", "ssim")
-EXTRA_METRICS = ("ssim_rgb", "template_match_rgb", "psnr", "l1")
-METRIC_NAMES = STUDY_METRICS + EXTRA_METRICS
-FCN_METRICS = ("fcn_pixel_acc", "fcn_class_acc", "fcn_iou")  # with a segmenter (gan/segmenter.py)
-LOWER_IS_BETTER = frozenset({"l1"})
-# Version of the metric definitions in gan/metrics.py; runs of different versions are never mixed
-# silently. 1: ssim and template_match on RGB, ORB defaults at every size. 2: the study columns on
-# grayscale, *_rgb extras, ORB border/patch scaled below 256 px.
+# The image metrics are registered in gan/metrics.py (name, direction, study column or not, version) and
+# every run records them in config.json "metrics". A run from before that record was measured with these
+# (METRICS_VERSION 2 in its environment) or, with version 1, with the ones LEGACY_V1 lists.
+LEGACY_METRICS = {
+    "hist_corr": {"better": "higher", "study": True, "version": 1},
+    "template_match": {"better": "higher", "study": True, "version": 2},
+    "feature_match": {"better": "higher", "study": True, "version": 2},
+    "ssim": {"better": "higher", "study": True, "version": 2},
+    "ssim_rgb": {"better": "higher", "study": False, "version": 1},
+    "template_match_rgb": {"better": "higher", "study": False, "version": 1},
+    "psnr": {"better": "higher", "study": False, "version": 1},
+    "l1": {"better": "lower", "study": False, "version": 1},
+}
+# Version 1 (before 2026-11-26): ssim and template_match on RGB, ORB defaults at every size, no *_rgb.
+LEGACY_V1 = {name: {**spec, "version": 1} for name, spec in LEGACY_METRICS.items() if not name.endswith("_rgb")}
+# Run-level version of the metric definitions, still written for readers of older runs; a metric's own
+# version is in its record.
 METRICS_VERSION = 2
+FCN_METRICS = ("fcn_pixel_acc", "fcn_class_acc", "fcn_iou")  # with a segmenter (gan/segmenter.py)
+FCN_SPECS = {name: {"better": "higher", "study": False, "version": 1} for name in FCN_METRICS}
+# Columns of metrics.csv around the metrics, whatever metrics a run has.
+METRICS_KEYS = ("step", "split")
+METRICS_TAIL = ("images",)
 
-METRICS_COLUMNS = ("step", "split", *METRIC_NAMES, "images")
-FCN_COLUMNS = ("step", "split", *FCN_METRICS, "images")
+FCN_COLUMNS = (*METRICS_KEYS, *FCN_METRICS, *METRICS_TAIL)
 # system_seconds: kernel CPU time of the interval's training steps (page faults show up here);
 # host / device / cpus: where the interval ran; started / ended: its wall-clock span (Unix seconds),
 # so the analysis can tell intervals that shared a host with another run.
@@ -39,9 +51,36 @@ TIMINGS_COLUMNS = ("step", "steps", "train_seconds", "steps_per_second", "images
                    "system_seconds", "host", "device", "cpus", "started", "ended")
 
 CONFIG, STATUS, SPLIT, SUMMARY, LEASE = "config.json", "status.json", "split.json", "summary.json", "lease.json"
+SAMPLES, CHECKPOINTS, TENSORBOARD = "samples", "checkpoints", "tensorboard"  # sub-folders of a run
+BEST = "best"  # checkpoints/best/: the checkpoint eval.select best_val_<metric> kept
+TEST_SHEET = "test.png"  # samples/test.png: input | target | output of the first test images
+TUNE_STATE = "_tune"  # <root>/<experiment>/_tune: Ray Tune's own state (not a run)
+TUNE_ARGS = "_tune_args.json"  # <root>/<experiment>/_tune_args.json: what jobs/tune.py --resume reruns
+REPLACED = ".replaced-"  # <run>.replaced-<time>: a run moved aside by --overwrite
+SEGMENTER_KIND = "segmenter"  # config.json "kind" of a jobs/train_segmenter.py run
+SEGMENTER_WEIGHTS = "segmenter.weights.h5"  # its weights, what --eval.segmenter loads
 METRICS_CSV, TIMINGS_CSV, FCN_CSV, TEST_CSV = "metrics.csv", "timings.csv", "fcn_metrics.csv", "test_metrics.csv"
 # stopped: ended early on purpose by a sweep's scheduler (ASHA); preempted: rerun or --resume to continue.
 STATES = ("running", "finished", "failed", "preempted", "stopped")
+
+
+def metrics_columns(names) -> tuple[str, ...]:
+    """metrics.csv's header for these metric names."""
+    return (*METRICS_KEYS, *names, *METRICS_TAIL)
+
+
+def metric_specs(config_record: dict, environment: dict | None = None) -> dict[str, dict]:
+    """A run's metrics {name: {"better", "study", "version"}}: its own record, else the legacy table of
+    the run-level version it was measured with."""
+    recorded = config_record.get("metrics")
+    if isinstance(recorded, dict) and recorded:
+        return recorded
+    version = int((environment or config_record.get("environment", {})).get("metrics_version", 1))
+    return dict(LEGACY_METRICS if version >= 2 else LEGACY_V1)
+
+
+def lower_is_better(specs: dict[str, dict]) -> set[str]:
+    return {name for name, spec in specs.items() if spec.get("better") == "lower"}
 
 
 def run_path(root: str | Path, experiment: str, run_name: str) -> Path:
@@ -76,6 +115,10 @@ def check_config(obj: Any, path) -> dict:
         if not isinstance(config.get("model"), dict) or not isinstance(config["model"].get("generator"), str) \
                 or not isinstance(config.get("train"), dict) or not _count(config["train"].get("seed")):
             _fail(path, "not a pix2pix run configuration (needs config.model.generator and config.train.seed)")
+    metrics = obj.get("metrics", {})
+    if not isinstance(metrics, dict) or not all(isinstance(v, dict) and v.get("better") in ("higher", "lower")
+                                                for v in metrics.values()):
+        _fail(path, "'metrics' is not an object of {\"better\": \"higher\"|\"lower\", ...} records")
     return obj
 
 

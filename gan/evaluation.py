@@ -14,9 +14,9 @@ import numpy as np
 from gan.config import Config
 from gan.data import Dataset
 from gan.inference import Generator, sample_grid, write_png
-from gan.contract import METRICS_VERSION
-from gan.metrics import METRIC_NAMES, MetricPool
-from gan.rundir import FCN_COLUMNS, METRICS_COLUMNS, RunDir, append_csv, read_csv, write_csv, write_json
+from gan.contract import FCN_COLUMNS, METRICS_VERSION, TEST_SHEET, metrics_columns
+from gan.metrics import MetricPool, metric_names
+from gan.rundir import RunDir, append_csv, read_csv, write_csv, write_json
 
 
 def summarise(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -73,10 +73,10 @@ class Evaluator:
                 continue
             outputs[split] = self.generator(inputs)
             per_image = self.pool(outputs[split], targets)
-            scores[split] = {k: float(np.mean([r[k] for r in per_image])) for k in METRIC_NAMES}
+            scores[split] = {k: float(np.mean([r[k] for r in per_image])) for k in metric_names()}
             rows.append({"step": step, "split": split, **{k: round(v, 6) for k, v in scores[split].items()},
                          "images": len(inputs)})
-        append_csv(run.metrics, METRICS_COLUMNS, rows)
+        append_csv(run.metrics, metrics_columns(metric_names()), rows)
         if self.cfg.eval.fcn_every_eval:
             fcn_rows, fcn_scores = self._fcn_rows(step, outputs)
             append_csv(run.fcn_metrics, FCN_COLUMNS, fcn_rows)
@@ -126,7 +126,7 @@ class Evaluator:
         write_csv(run.test_metrics, ["image", *columns],
                   [{"image": i, **{k: round(r[k], 6) for k in columns}} for i, r in zip(test.ids, per_image)])
         k = self.cfg.eval.samples
-        write_png(run.samples / "test.png", sample_grid(test.inputs[:k], test.targets[:k], outputs[:k]))
+        write_png(run.samples / TEST_SHEET, sample_grid(test.inputs[:k], test.targets[:k], outputs[:k]))
         timings = read_csv(run.timings)
         summary = {
             "generator": self.cfg.model.generator, "steps": step, "images": len(test.ids),

@@ -26,10 +26,13 @@ Extra columns: `ssim_rgb` and `template_match_rgb` (the same on the RGB
 images; OpenCV sums the channels), `psnr` (dB, capped at 100 for identical
 images), `l1` (mean absolute difference scaled to 0..1).
 
-`METRICS_VERSION` (gan/contract.py) names these definitions; every run
-records it, and the analysis never averages runs of different versions
-without saying so. Version 1 (before 2026-11-26): ssim and template_match on
-RGB, ORB defaults at every size, no *_rgb columns.
+Each metric is one function registered with `@metric(...)`: its name (the
+CSV column), which way is better, whether it is one of the study's four, and
+the version of its definition. Every run records these in its config.json,
+so the analysis reads a metric's direction from the run, and never averages
+runs measured with different versions of a metric without saying so. (Runs
+from before the record read as `gan/contract.LEGACY_METRICS`.) A new metric
+is one decorated function here (the README's "Extending" section).
 """
 
 from __future__ import annotations
@@ -39,13 +42,13 @@ import os
 import signal
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
+from dataclasses import dataclass
 from typing import Callable
 
 import cv2
 import numpy as np
 from skimage.metrics import structural_similarity
 
-from gan.contract import METRIC_NAMES
 from gan.workers import end_with_parent
 
 RATIO_TEST = 0.75
@@ -53,26 +56,57 @@ PSNR_CAP_DB = 100.0
 ORB_FULL_SIZE = 256  # ORB's default 31 px border and patch from this size up
 
 
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    fn: Callable[[np.ndarray, np.ndarray], float]  # (generated, real) uint8 RGB of one shape -> a number
+    higher_is_better: bool = True
+    study: bool = False  # one of the study's four columns
+    version: int = 1  # bump when the definition changes; runs of different versions are never mixed silently
+
+    def spec(self) -> dict:
+        """What a run records of it (config.json "metrics"), and what the analysis reads."""
+        return {"better": "higher" if self.higher_is_better else "lower", "study": self.study,
+                "version": self.version}
+
+
+METRICS: dict[str, Metric] = {}
+
+
+def metric(*, higher_is_better: bool = True, study: bool = False, version: int = 1):
+    """Register the decorated function as a metric named after it (in definition order: the CSV's order)."""
+    def register(fn):
+        register_metric(Metric(fn.__name__, fn, higher_is_better, study, version))
+        return fn
+    return register
+
+
+def register_metric(m: Metric) -> Metric:
+    if not m.name.isidentifier() or m.name in ("step", "split", "images", "image"):
+        raise ValueError(f"metric name {m.name!r}: letters, digits and '_', not a column the tables already have")
+    METRICS[m.name] = m
+    return m
+
+
+def unregister_metric(name: str) -> None:
+    METRICS.pop(name, None)
+
+
+def metric_names() -> tuple[str, ...]:
+    return tuple(METRICS)
+
+
+def metric_specs() -> dict[str, dict]:
+    return {name: m.spec() for name, m in METRICS.items()}
+
+
 def _gray(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-
-
-def hist_corr(generated: np.ndarray, real: np.ndarray) -> float:
-    hists = [cv2.calcHist([_gray(im)], [0], None, [256], [0, 256]) for im in (generated, real)]
-    return float(cv2.compareHist(hists[0], hists[1], cv2.HISTCMP_CORREL))
 
 
 def _template_match(generated: np.ndarray, real: np.ndarray) -> float:
     score = float(cv2.matchTemplate(generated, real, cv2.TM_CCOEFF_NORMED)[0, 0])
     return score if math.isfinite(score) else 0.0
-
-
-def template_match(generated: np.ndarray, real: np.ndarray) -> float:
-    return _template_match(_gray(generated), _gray(real))
-
-
-def template_match_rgb(generated: np.ndarray, real: np.ndarray) -> float:
-    return _template_match(generated, real)
 
 
 _ORB: dict[int, "cv2.ORB"] = {}
@@ -83,6 +117,18 @@ def orb_patch_size(size: int) -> int:
     return 31 if size >= ORB_FULL_SIZE else max(5, round(31 * size / ORB_FULL_SIZE))
 
 
+@metric(study=True)
+def hist_corr(generated: np.ndarray, real: np.ndarray) -> float:
+    hists = [cv2.calcHist([_gray(im)], [0], None, [256], [0, 256]) for im in (generated, real)]
+    return float(cv2.compareHist(hists[0], hists[1], cv2.HISTCMP_CORREL))
+
+
+@metric(study=True, version=2)
+def template_match(generated: np.ndarray, real: np.ndarray) -> float:
+    return _template_match(_gray(generated), _gray(real))
+
+
+@metric(study=True, version=2)
 def feature_match(generated: np.ndarray, real: np.ndarray) -> float:
     patch = orb_patch_size(min(real.shape[:2]))
     if patch not in _ORB:  # one detector per process and size; creation is the slow part
@@ -97,34 +143,37 @@ def feature_match(generated: np.ndarray, real: np.ndarray) -> float:
     return good / len(kp_real)
 
 
+@metric(study=True, version=2)
 def ssim(generated: np.ndarray, real: np.ndarray) -> float:
     return float(structural_similarity(_gray(real), _gray(generated), data_range=255))
 
 
+@metric()
 def ssim_rgb(generated: np.ndarray, real: np.ndarray) -> float:
     return float(structural_similarity(real, generated, channel_axis=-1, data_range=255))
 
 
+@metric()
+def template_match_rgb(generated: np.ndarray, real: np.ndarray) -> float:
+    return _template_match(generated, real)
+
+
+@metric()
 def psnr(generated: np.ndarray, real: np.ndarray) -> float:
     mse = float(np.mean((generated.astype(np.float64) - real.astype(np.float64)) ** 2))
     return PSNR_CAP_DB if mse == 0 else min(PSNR_CAP_DB, 10 * math.log10(255.0 ** 2 / mse))
 
 
+@metric(higher_is_better=False)
 def l1(generated: np.ndarray, real: np.ndarray) -> float:
     return float(np.mean(np.abs(generated.astype(np.float32) - real.astype(np.float32))) / 255.0)
-
-
-METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "hist_corr": hist_corr, "template_match": template_match, "feature_match": feature_match, "ssim": ssim,
-    "ssim_rgb": ssim_rgb, "template_match_rgb": template_match_rgb, "psnr": psnr, "l1": l1}
-assert tuple(METRICS) == METRIC_NAMES, "gan/contract.py and gan/metrics.py must list the same metrics"
 
 
 def image_metrics(generated: np.ndarray, real: np.ndarray) -> dict[str, float]:
     if generated.shape != real.shape or generated.dtype != np.uint8 or real.dtype != np.uint8:
         raise ValueError(f"metrics need two uint8 images of one shape, got {generated.shape} {generated.dtype} "
                          f"and {real.shape} {real.dtype}")
-    return {name: fn(generated, real) for name, fn in METRICS.items()}
+    return {name: m.fn(generated, real) for name, m in METRICS.items()}
 
 
 def _batch_metrics(pairs: tuple[np.ndarray, np.ndarray]) -> list[dict[str, float]]:
@@ -162,7 +211,12 @@ class MetricPool:
                                              initializer=_worker_init, initargs=(os.getpid(),))
         chunks = np.array_split(np.arange(len(generated)), min(self.workers * 2, len(generated)))
         parts = self._pool.map(_batch_metrics, [(generated[c], real[c]) for c in chunks])
-        return [row for part in parts for row in part]
+        rows = [row for part in parts for row in part]
+        missing = [name for name in METRICS if rows and name not in rows[0]]
+        if missing:  # registered in this process only: a spawned worker imports gan/metrics.py afresh
+            raise ValueError(f"metric {missing[0]!r} is not defined in gan/metrics.py, so the metric workers "
+                             "do not have it; define it there, or run with --eval.workers 1")
+        return rows
 
     def close(self) -> None:
         if self._pool is not None:

@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import keras
 
-from gan.config import ADAM_KERNELS, OptimConfig
-from gan.errors import UserError
+from gan.config import OptimConfig
 
 
 class FusedAdam(keras.optimizers.Adam):
@@ -50,8 +49,5 @@ class FusedAdam(keras.optimizers.Adam):
 
 
 def make_adam(learning_rate: float, cfg: OptimConfig) -> keras.optimizers.Adam:
-    """The Adam `optim.adam` names: 'fused' (one kernel per variable) or 'keras' (Keras's ops)."""
-    kinds = {"fused": FusedAdam, "keras": keras.optimizers.Adam}
-    if cfg.adam not in kinds:
-        raise UserError(f"--optim.adam: unknown kernel {cfg.adam!r} (choose from {', '.join(ADAM_KERNELS)})")
-    return kinds[cfg.adam](learning_rate, beta_1=cfg.beta1, beta_2=cfg.beta2)
+    """The Adam `optim.adam` names (validated by the config): 'fused' (one kernel per variable) or 'keras'."""
+    return {"fused": FusedAdam, "keras": keras.optimizers.Adam}[cfg.adam](learning_rate, beta_1=cfg.beta1, beta_2=cfg.beta2)

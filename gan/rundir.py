@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from gan.config import Config, flatten
-from gan.contract import (CONFIG, FCN_COLUMNS, FCN_CSV, LEASE, METRICS_COLUMNS, METRICS_CSV, METRICS_VERSION, RUN_KIND,
-                          SPLIT, STATUS, SUMMARY, TEST_CSV, TIMINGS_COLUMNS, TIMINGS_CSV, check_columns, check_config,
-                          check_status)
+from gan.contract import (CHECKPOINTS, CONFIG, FCN_CSV, LEASE, METRICS_CSV, METRICS_KEYS, METRICS_VERSION, RUN_KIND,
+                          REPLACED, SAMPLES, SPLIT, STATUS, SUMMARY, TENSORBOARD, TEST_CSV, TIMINGS_COLUMNS, TIMINGS_CSV,
+                          check_columns, check_config, check_status)
 from gan.errors import UserError
 
 # Fields a resumed run may change: they do not change what is learned (more steps extend the run;
@@ -97,14 +97,20 @@ def read_csv(path: Path, required: tuple[str, ...] = ()) -> list[dict[str, str]]
 
 def write_csv(path: Path, columns: list[str] | tuple[str, ...], rows: Iterable[dict[str, Any]]) -> None:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="raise", lineterminator="\n")
+    # restval "": a row written before a column existed (a metric added since) leaves it empty - missing,
+    # not zero, for every reader.
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="raise", restval="", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write(path, buf.getvalue())
 
 
 def append_csv(path: Path, columns: list[str] | tuple[str, ...], rows: list[dict[str, Any]]) -> None:
-    write_csv(path, columns, read_csv(path, required=tuple(columns)) + rows)
+    """Add rows; the file keeps its columns, and gains any of `columns` it lacks (an older run resumed by a
+    version with a new metric: its earlier rows read as missing there)."""
+    old = read_csv(path, required=tuple(columns[:2]))
+    header = list(old[0]) if old else []
+    write_csv(path, header + [c for c in columns if c not in header], old + rows)
 
 
 def git_commit() -> str:
@@ -140,9 +146,9 @@ class RunDir:
         self.test_metrics = self.path / TEST_CSV
         self.fcn_metrics = self.path / FCN_CSV
         self.summary = self.path / SUMMARY
-        self.samples = self.path / "samples"
-        self.checkpoints = self.path / "checkpoints"
-        self.tensorboard = self.path / "tensorboard"
+        self.samples = self.path / SAMPLES
+        self.checkpoints = self.path / CHECKPOINTS
+        self.tensorboard = self.path / TENSORBOARD
         self.lease = self.path / LEASE
 
     def read_status(self) -> dict[str, Any]:
@@ -151,9 +157,9 @@ class RunDir:
     def check_tables(self) -> None:
         """Every CSV the trainer appends to is readable and has its header (a UserError naming it if not):
         called before anything is written, so a damaged run is refused untouched."""
-        for path, columns in ((self.metrics, METRICS_COLUMNS), (self.timings, TIMINGS_COLUMNS),
-                              (self.fcn_metrics, FCN_COLUMNS)):
-            read_csv(path, required=columns[:2])
+        for path, columns in ((self.metrics, METRICS_KEYS), (self.timings, TIMINGS_COLUMNS[:2]),
+                              (self.fcn_metrics, METRICS_KEYS)):
+            read_csv(path, required=columns)
 
     def set_status(self, state: str, step: int, message: str = "") -> None:
         record = {"state": state, "step": step, "message": message, "pid": os.getpid(),
@@ -199,7 +205,7 @@ class RunDir:
                     raise UserError(f"--out {self.path}: holds a different run ({k}: {old_flat.get(k)!r} there, "
                                     f"{flat.get(k)!r} now; {len(changed)} field(s) differ); "
                                     "pass --overwrite to move it aside, or choose another --out")
-            aside = self.path.with_name(f"{self.path.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+            aside = self.path.with_name(f"{self.path.name}{REPLACED}{time.strftime('%Y%m%d-%H%M%S')}")
             os.rename(self.path, aside)
             print(f"moved the previous run aside to {aside}", file=sys.stderr)
             self.path.mkdir(parents=True)
@@ -215,13 +221,13 @@ class RunDir:
         return False
 
     def _write_config(self, config: dict[str, Any], data: dict[str, Any] | None = None) -> None:
-        write_json(self.config, {"kind": RUN_KIND, "config": config, "data": data or {},
+        from gan.metrics import metric_specs
+        write_json(self.config, {"kind": RUN_KIND, "config": config, "data": data or {}, "metrics": metric_specs(),
                                  "environment": environment()})
 
     def truncate_after(self, step: int) -> None:
         """Drop rows past `step` (written after the checkpoint we resume from)."""
-        for path, columns in ((self.metrics, METRICS_COLUMNS), (self.timings, TIMINGS_COLUMNS),
-                              (self.fcn_metrics, FCN_COLUMNS)):
+        for path in (self.metrics, self.timings, self.fcn_metrics):
             rows = read_csv(path, required=("step",))
             try:
                 kept = [r for r in rows if int(r["step"]) <= step]
@@ -229,4 +235,4 @@ class RunDir:
                 raise UserError(f"{path}: a row's step is not a whole number; restore it from a copy or move "
                                 "the run aside") from None
             if len(kept) != len(rows):
-                write_csv(path, columns, kept)
+                write_csv(path, list(rows[0]), kept)

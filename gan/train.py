@@ -28,7 +28,7 @@ from gan.config import Config
 from gan.data import load_dataset, train_pipeline
 from gan.errors import EXIT_DIVERGED, EXIT_PREEMPTED, DiskFull, UserError, is_disk_full
 from gan.fastpath import cpus_given
-from gan.metrics import MetricPool
+from gan.metrics import METRICS, MetricPool
 from gan.lease import Lease
 from gan.rundir import TIMINGS_COLUMNS, RunDir, append_csv, atomic_write, read_csv
 
@@ -421,7 +421,8 @@ def _best_checkpoint(cfg: Config, run: RunDir, generator):
     from gan.checkpoints import BestCheckpoint
     metric = cfg.eval.select.removeprefix("best_val_")
     rows = read_csv(run.fcn_metrics if metric in contract.FCN_METRICS else run.metrics)
-    return BestCheckpoint(generator, run.checkpoints / "best", metric, metric in contract.LOWER_IS_BETTER, rows)
+    lower_is_better = metric in METRICS and not METRICS[metric].higher_is_better  # FCN metrics: higher
+    return BestCheckpoint(generator, run.checkpoints / contract.BEST, metric, lower_is_better, rows)
 
 
 def _full_where(error: BaseException, run: RunDir) -> str:

@@ -1,12 +1,12 @@
 """Benchmark the training step, evaluation and input pipeline (nanoGPT's bench.py, beside train.py).
 
     python jobs/bench.py                          # paper settings: 256px, batch 1, all generators
-    python jobs/bench.py --gens unet --batch 4 --jit
+    python jobs/bench.py --gens unet --train.batch_size 4 --jit
     python jobs/bench.py --precision mixed_bfloat16   # CPUs with AVX512_BF16/AMX; mixed_float16 on GPUs
-    python jobs/bench.py --gens hybrid --size 128 --steps 4 --growth-steps 2000   # memory over 2,000 steps
+    python jobs/bench.py --gens hybrid --data.image_size 128 --steps 4 --growth-steps 2000   # memory over 2,000 steps
     python jobs/bench.py --gens resnet --profile /tmp/prof    # + time per TensorFlow op type (tf.profiler)
     python jobs/bench.py --real /data/cityscapes-mini           # also time the pipeline on real JPEGs
-    python jobs/bench.py --size 32 --steps 3 --eval-images 4 --preset tiny   # seconds, for tests
+    python jobs/bench.py --data.image_size 32 --steps 3 --eval-images 4 --preset tiny   # seconds, for tests
 
 Per generator, each in its own process and in alternating rounds (so the
 machine's drift hits all alike, and no process shares another's allocator
@@ -38,8 +38,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from gan.cli import run_main
-from gan.config import GENERATOR_NAMES, make_config
+from gan.cli import add_gens_flag, generator_list, run_main
+from gan.config import make_config
+from gan.contract import CONFIG, TIMINGS_CSV, run_path
 from gan.errors import UserError
 from gan.fastpath import ALLOCATOR_ENV, allocator_env
 from gan.rundir import read_csv
@@ -177,14 +178,14 @@ def end_to_end(name: str, args) -> dict:
                  "train.steps": 3 * args.steps, "train.eval_every": args.steps, "data.n_val": 1, "data.n_test": 1,
                  "eval.train_subset": 1, "eval.samples": 1, "eval.workers": 1, "train.jit_compile": args.jit,
                  "train.precision": args.precision, "model.batchnorm": args.batchnorm}
-        done = run_child([sys.executable, str(Path(__file__).with_name("train.py")), "--gen", name, "--preset",
+        done = run_child([sys.executable, str(Path(__file__).with_name("train.py")), "--gens", name, "--preset",
                           args.preset, "--out", out, *[a for k, v in flags.items() for a in (f"--{k}", str(v))]])
         if done.returncode:
             raise RuntimeError(f"jobs/train.py failed: {done.stderr.strip()[-2000:]}")
-        run = Path(out) / "default" / name
-        steady = read_csv(run / "timings.csv")[1:]
+        run = run_path(out, "default", name)
+        steady = read_csv(run / TIMINGS_CSV)[1:]
         steps = sum(int(r["steps"]) for r in steady)
-        allocator = json.loads((run / "config.json").read_text())["environment"]["allocator"]
+        allocator = json.loads((run / CONFIG).read_text())["environment"]["allocator"]
         return {"ms": 1000 * sum(float(r["train_seconds"]) for r in steady) / steps,
                 "system_ms": 1000 * sum(float(r["system_seconds"]) for r in steady) / steps, "allocator": allocator}
 
@@ -233,9 +234,10 @@ def bench_pipeline(source: str, args, steps_per_second: float | None) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gens", default="all", help="generators (comma list or all)")
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=1)
+    add_gens_flag(parser)
+    # The config's own names for the two shapes that matter (--size / --batch: old spellings).
+    parser.add_argument("--data.image_size", "--size", dest="size", type=int, default=256, help="(default 256)")
+    parser.add_argument("--train.batch_size", "--batch", dest="batch", type=int, default=1, help="(default 1)")
     parser.add_argument("--steps", type=int, default=8, help="timed steps per generator and process "
                         "(the end-to-end run trains 3 intervals of this many)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of the separate processes")
@@ -251,7 +253,7 @@ def main() -> int:
     parser.add_argument("--real", default=None, help="a pix2pix folder to time the input pipeline on")
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
-    gens = list(GENERATOR_NAMES) if args.gens == "all" else args.gens.split(",")
+    gens = generator_list(args.gens)
     for g in gens:  # bad flags fail here, in one line, before anything is measured
         make_config(args.preset, {"model.generator": g, "data.image_size": args.size, "train.batch_size": args.batch,
                                   "train.precision": args.precision, "model.batchnorm": args.batchnorm})

@@ -6,13 +6,13 @@
 Measures wall seconds, on this machine, of: one plain `jobs/train.py` run;
 the same run as a single Ray Tune trial (local Ray started by the command);
 the same run through submitit's local executor; the three generators one
-after another (`jobs/train.py --gen all`) against the same trials as a sweep,
+after another (`jobs/train.py --gens all`) against the same trials as a sweep,
 `jobs/tune.py --gens all` (1 CPU per trial, each TensorFlow process sized to
 it) on a one-node Ray cluster (all CPUs) and on a two-node cluster (the CPUs
 split over two raylets on 127.0.0.1).
 Overhead = launcher wall time - plain wall time.
 
-    python jobs/bench_cluster.py --packing --gens all --size 128   # how to pack trials on this node
+    python jobs/bench_cluster.py --packing --gens all --data.image_size 128   # how to pack trials on this node
 
 `--packing` measures, per generator, trials per hour when the node's CPUs
 run one trial with all of them (`--cpus-per-trial <all>`) against one trial
@@ -29,6 +29,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from gan.cli import generator_list, run_main
+from gan.contract import TIMINGS_CSV
+from gan.errors import UserError
 
 JOBS = Path(__file__).resolve().parent
 
@@ -61,7 +65,7 @@ def comparison_on_cluster(nodes: int, cpus: int, preset: str, out: str) -> float
 def steady_seconds_per_step(run: Path) -> float:
     """Training seconds per step over a run's intervals after the first (which includes tracing)."""
     import csv
-    rows = list(csv.DictReader(open(run / "timings.csv")))[1:]
+    rows = list(csv.DictReader(open(run / TIMINGS_CSV)))[1:]
     if not rows:
         sys.exit(f"error: {run}: needs at least two evaluation intervals for a steady-state figure")
     return sum(float(r["train_seconds"]) for r in rows) / sum(int(r["steps"]) for r in rows)
@@ -85,7 +89,7 @@ def packing(gens: list[str], size: int, steps: int, cpus: int, out: str) -> dict
                   "--train.eval_every", str(steps // 4), "--eval.train_subset", "4", "--data.n_val", "4",
                   "--data.n_test", "4", "--cpus-per-trial", str(per_trial), "--out", out, "--experiment",
                   experiment], env={"RAY_ADDRESS": None})
-            runs = [p for p in (Path(out) / experiment).iterdir() if (p / "timings.csv").exists()]
+            runs = [p for p in (Path(out) / experiment).iterdir() if (p / TIMINGS_CSV).exists()]
             per_step = sum(steady_seconds_per_step(r) for r in runs) / len(runs)
             row[f"{label}_s_per_step"] = round(per_step, 4)
             row[f"{label}_trials_per_hour_at_{steps}_steps"] = round(trials_per_hour(per_step, steps, seeds), 2)
@@ -98,17 +102,17 @@ def packing(gens: list[str], size: int, steps: int, cpus: int, out: str) -> dict
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--gen", default="hybrid")
     parser.add_argument("--json", default=None)
     parser.add_argument("--packing", action="store_true", help="measure trial packing instead (see above)")
-    parser.add_argument("--gens", default="all", help="generators for --packing (comma list or all)")
-    parser.add_argument("--size", type=int, default=128, help="image size for --packing")
+    parser.add_argument("--gens", default=None, help="generators: a comma list or all (default: all for --packing, "
+                        "hybrid for the launcher overhead, which takes one)")
+    parser.add_argument("--data.image_size", "--size", dest="size", type=int, default=128,
+                        help="image size for --packing (default 128)")
     parser.add_argument("--steps", type=int, default=80, help="steps per trial for --packing")
     args = parser.parse_args()
     cpus = os.cpu_count() or 2
+    gens = generator_list(args.gens or ("all" if args.packing else "hybrid"))
     if args.packing:
-        from gan.config import GENERATOR_NAMES
-        gens = list(GENERATOR_NAMES) if args.gens == "all" else args.gens.split(",")
         with tempfile.TemporaryDirectory() as tmp:
             figures = packing(gens, args.size, args.steps, cpus, tmp)
         print(f"\ntrial packing on {cpus} CPUs, {args.size} px, steady state (tracing interval left out)\n")
@@ -120,31 +124,33 @@ def main() -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(figures, indent=2))
         return 0
+    if len(gens) != 1:
+        raise UserError("--gens: the launcher overhead is measured on one generator")
     with tempfile.TemporaryDirectory() as tmp:
-        common = ["--preset", args.preset]
+        common = ["--preset", args.preset, "--gens", gens[0]]
         figures = {
-            "plain_train_s": wall([sys.executable, str(JOBS / "train.py"), "--gen", args.gen, *common,
+            "plain_train_s": wall([sys.executable, str(JOBS / "train.py"), *common,
                                    "--out", f"{tmp}/plain"]),
-            "tune_one_trial_s": wall([sys.executable, str(JOBS / "tune.py"), "--gens", args.gen, *common,
+            "tune_one_trial_s": wall([sys.executable, str(JOBS / "tune.py"), *common,
                                       "--out", f"{tmp}/tune"], env={"RAY_ADDRESS": None}),
-            "submitit_local_s": wall([sys.executable, str(JOBS / "submit.py"), "--gens", args.gen, *common,
+            "submitit_local_s": wall([sys.executable, str(JOBS / "submit.py"), *common,
                                       "--cluster", "local", "--wait", "--out", f"{tmp}/submitit",
                                       "--logs", f"{tmp}/logs"]),
             # The same three trials one after another (one process, one generator at a time) ...
-            "compare3_sequential_s": wall([sys.executable, str(JOBS / "train.py"), "--gen", "all", *common,
-                                           "--out", f"{tmp}/sequential"]),
+            "compare3_sequential_s": wall([sys.executable, str(JOBS / "train.py"), "--gens", "all", "--preset",
+                                           args.preset, "--out", f"{tmp}/sequential"]),
             # ... and side by side as a sweep (each trial sized to 1 CPU, so they share the node).
             "compare3_one_node_s": comparison_on_cluster(1, cpus, args.preset, f"{tmp}/one"),
             "compare3_two_nodes_s": comparison_on_cluster(2, cpus, args.preset, f"{tmp}/two"),
         }
     figures["tune_overhead_s"] = figures["tune_one_trial_s"] - figures["plain_train_s"]
     figures["submitit_overhead_s"] = figures["submitit_local_s"] - figures["plain_train_s"]
-    print(f"\nlaunchers on {cpus} CPUs, preset {args.preset}, generator {args.gen} (wall seconds)\n")
+    print(f"\nlaunchers on {cpus} CPUs, preset {args.preset}, generator {gens[0]} (wall seconds)\n")
     print("| run | seconds | overhead over plain |\n|---|---|---|")
     print(f"| plain jobs/train.py | {figures['plain_train_s']:.1f} | - |")
     print(f"| one Ray Tune trial (local Ray) | {figures['tune_one_trial_s']:.1f} | {figures['tune_overhead_s']:+.1f} |")
     print(f"| submitit local executor | {figures['submitit_local_s']:.1f} | {figures['submitit_overhead_s']:+.1f} |")
-    print(f"| three generators one after another (jobs/train.py --gen all) | "
+    print(f"| three generators one after another (jobs/train.py --gens all) | "
           f"{figures['compare3_sequential_s']:.1f} | |")
     print(f"| three generators as a sweep, 1 Ray node x {cpus} CPUs | {figures['compare3_one_node_s']:.1f} | |")
     print(f"| three generators, 2 Ray nodes x {cpus // 2} CPUs | {figures['compare3_two_nodes_s']:.1f} | |")
@@ -154,4 +160,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -52,7 +52,7 @@ def main() -> int:
 
     from gan import evaluation, inference
     from gan.data import load_dataset, read_image
-    from gan.metrics import METRIC_NAMES, MetricPool
+    from gan.metrics import MetricPool, metric_names
     from gan.rundir import write_csv
 
     cfg, generator, step = inference.restore_generator(args.run, args.step)
@@ -64,7 +64,7 @@ def main() -> int:
         with MetricPool(args.workers) as pool:
             rows = pool(generator(split.inputs), split.targets)
         out = Path(args.run) / f"eval_{args.split}_step{step}.csv"
-        write_csv(out, ["image", *METRIC_NAMES], [{"image": i, **r} for i, r in zip(split.ids, rows)])
+        write_csv(out, ["image", *metric_names()], [{"image": i, **r} for i, r in zip(split.ids, rows)])
         summary = evaluation.summarise(rows)
         print(f"{args.run} step {step}, {args.split} ({len(rows)} images):")
         for name, s in summary.items():

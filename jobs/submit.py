@@ -14,14 +14,13 @@ import argparse
 import itertools
 from pathlib import Path
 
-from gan.cli import add_common_flags, config_from_args, run_main
-from gan.config import GENERATOR_NAMES
+from gan.cli import add_common_flags, add_gens_flag, config_from_args, generator_list, run_main
 from gan.errors import UserError
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gens", default="all", help=f"{', '.join(GENERATOR_NAMES)} (comma list) or all")
+    add_gens_flag(parser)
     parser.add_argument("--grid", action="append", default=[], help="KEY=V1,V2: also sweep this dotted field")
     parser.add_argument("--seeds", type=int, default=1, help="training seeds per configuration (train.seed 0..N-1)")
     parser.add_argument("--cluster", default=None, help="slurm, local or debug (default: slurm if available)")
@@ -36,7 +35,7 @@ def main() -> int:
     parser.add_argument("--wait", action="store_true", help="wait for the jobs and print their results")
     add_common_flags(parser)
     args, extra = parser.parse_known_args()
-    gens = list(GENERATOR_NAMES) if args.gens == "all" else args.gens.split(",")
+    gens = generator_list(args.gens)
     axes = [[("model.generator", g) for g in gens]]
     for item in args.grid:
         if "=" not in item:

@@ -1,9 +1,9 @@
 """Train (or resume) pix2pix generators; one run directory per generator.
 
-    python jobs/train.py --gen hybrid --preset small            # ~1 min on 2 CPU cores
-    python jobs/train.py --gen all --preset small               # the three generators, then a comparison
-    python jobs/train.py --gen unet --data /data/cityscapes     # the paper protocol on real data
-    python jobs/train.py --gen unet --optim.lr_g 1e-4           # any config field by its dotted name
+    python jobs/train.py --gens hybrid --preset small           # ~1 min on 2 CPU cores
+    python jobs/train.py --gens all --preset small              # the three generators, then a comparison
+    python jobs/train.py --gens unet --data cityscapes          # the paper protocol on real data
+    python jobs/train.py --gens unet --optim.lr_g 1e-4          # any config field by its dotted name
 
 Rerunning the same command resumes from the last checkpoint; a different
 config in an existing run directory is refused unless --overwrite (which moves
@@ -13,14 +13,13 @@ the old run aside). Exit codes: 0 finished, 2 bad input, 3 diverged (NaN),
 
 import argparse
 
-from gan.cli import add_common_flags, config_from_args, run_main
-from gan.config import GENERATOR_NAMES
+from gan.cli import add_common_flags, add_gens_flag, config_from_args, generator_list, run_main
 from gan.errors import UserError
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gen", default="unet", help=f"{', '.join(GENERATOR_NAMES)}, a comma list, or all")
+    add_gens_flag(parser, default="unet")
     parser.add_argument("--run-name", default=None, help="run folder name (default: the generator)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a different run in the same folder (the old one is moved aside)")
@@ -28,7 +27,7 @@ def main() -> int:
                         help="at the end, write the comparison report (tables, figures, HTML) here")
     add_common_flags(parser)
     args, extra = parser.parse_known_args()
-    gens = list(GENERATOR_NAMES) if args.gen == "all" else args.gen.split(",")
+    gens = generator_list(args.gens)
     if args.run_name and len(gens) > 1:
         raise UserError("--run-name: takes one generator, not several")
     configs = [config_from_args(args, extra, **{"model.generator": g, "run_name": args.run_name or ""})

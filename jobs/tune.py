@@ -32,8 +32,9 @@ import math
 import os
 from pathlib import Path
 
-from gan.cli import add_common_flags, parse_overrides, run_main
-from gan.config import GENERATOR_NAMES, make_config
+from gan.cli import add_common_flags, add_gens_flag, generator_list, parse_overrides, run_main
+from gan.config import make_config
+from gan.contract import TUNE_ARGS, TUNE_STATE
 from gan.errors import EXIT_PREEMPTED, UserError
 from gan.fastpath import fast_path_vars
 from gan.rundir import read_json
@@ -41,7 +42,7 @@ from gan.rundir import read_json
 
 def parse_args() -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gens", default="all", help=f"{', '.join(GENERATOR_NAMES)} (comma list) or all")
+    add_gens_flag(parser)
     parser.add_argument("--sweep", default="", help="named spaces to add: hparams, aug (comma list)")
     parser.add_argument("--space", default=None, help="JSON file of extra dotted-name samplers")
     parser.add_argument("--samples", type=int, default=1, help="samples of the random part of the space")
@@ -80,7 +81,7 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict:
         overrides["data.format"] = args.data_format
     if args.samples < 1:
         raise UserError(f"--samples: must be >= 1, got {args.samples}")
-    gens = list(GENERATOR_NAMES) if args.gens == "all" else [g for g in args.gens.split(",") if g]
+    gens = generator_list(args.gens)
     sweeps = [s for s in args.sweep.split(",") if s]
     base = make_config(args.preset, overrides)
     if args.then_seeds < 0 or (args.then_seeds and args.seeds > 1):
@@ -102,10 +103,10 @@ def main() -> int:
     args, extra = parse_args()
     experiment = args.experiment or "default"
     root = Path(args.out) / experiment
-    args_file = root / "_tune_args.json"
+    args_file = root / TUNE_ARGS
     if args.resume:
         if not args_file.exists():
-            raise UserError(f"--resume: no Tune experiment at {root / '_tune'}")
+            raise UserError(f"--resume: no Tune experiment at {root / TUNE_STATE}")
         saved = read_json(args_file)
         if not isinstance(saved, dict) or not isinstance(saved.get("space"), dict):
             raise UserError(f"{args_file}: written by an older version of jobs/tune.py; start a new --experiment")
@@ -132,11 +133,11 @@ def main() -> int:
         if results is None:
             return EXIT_PREEMPTED
         then_seeds = saved.get("then_seeds", 0)
-        code = summarise(results, root, saved["metric"], mode_of(saved["metric"]),
+        code = summarise(results, root, saved["metric"], tuning.mode_of(saved["metric"]),
                          f"{args.report}/search" if args.report and then_seeds else args.report)
         if not then_seeds:
             return code
-        best = tuning.best_configurations(results, saved["metric"], mode_of(saved["metric"]))
+        best = tuning.best_configurations(results, saved["metric"], tuning.mode_of(saved["metric"]))
         if not best:
             raise UserError(f"--then-seeds: no trial reported {saved['metric']}; nothing to retrain")
         saved.update(phase="retrain", best=best, trials=tuning.retraining_trials(
@@ -148,17 +149,12 @@ def main() -> int:
     return summarise_retraining(results, saved, Path(args.out), experiment, args.report)
 
 
-def mode_of(metric: str) -> str:
-    from gan.contract import LOWER_IS_BETTER
-    return "min" if metric.split("_", 1)[1] in LOWER_IS_BETTER else "max"
-
-
 def search_tuner(saved: dict, out: str, experiment: str):
     from cluster import spaces
     from cluster import tune as tuning
     return tuning.make_tuner(
         spaces.to_tune(saved["space"]), base=make_config(saved["preset"], saved["overrides"]), out=out,
-        experiment=experiment, scheduler=saved["scheduler"], metric=saved["metric"], mode=mode_of(saved["metric"]),
+        experiment=experiment, scheduler=saved["scheduler"], metric=saved["metric"], mode=tuning.mode_of(saved["metric"]),
         num_samples=saved["samples"], max_failures=saved["max_failures"], cpus_per_trial=saved["cpus"],
         gpus_per_trial=saved["gpus"], max_evaluations=saved["max_evaluations"])
 
@@ -170,10 +166,10 @@ def retrain_tuner(saved: dict, out: str, experiment: str):
     from cluster import tune as tuning
     name = f"{experiment}-retrain"
     space, base = {tuning.TRIAL: tune.grid_search(saved["trials"])}, make_config(saved["preset"], saved["overrides"])
-    if tune.Tuner.can_restore(str((Path(out) / name / "_tune").resolve())):
+    if tune.Tuner.can_restore(str((Path(out) / name / TUNE_STATE).resolve())):
         return tuning.restore_tuner(out, name, saved["cpus"], saved["gpus"], param_space=space, base=base)
     return tuning.make_tuner(
-        space, base=base, out=out, experiment=name, metric=saved["metric"], mode=mode_of(saved["metric"]),
+        space, base=base, out=out, experiment=name, metric=saved["metric"], mode=tuning.mode_of(saved["metric"]),
         max_failures=saved["max_failures"], cpus_per_trial=saved["cpus"], gpus_per_trial=saved["gpus"])
 
 

@@ -27,8 +27,8 @@
 #SBATCH --signal=B:USR1@300
 set -uo pipefail
 
-# The generator names come from the project's registry (gan/config.py), in its order.
-mapfile -t GENERATORS < <("${PYTHON:-python}" -c 'from gan.config import GENERATOR_NAMES; print(*GENERATOR_NAMES, sep="\n")')
+# The generator names come from the project's registry (gan/models: one module per generator), in its order.
+mapfile -t GENERATORS < <("${PYTHON:-python}" -c 'from gan.models import names; print(*names(), sep="\n")')
 SEEDS=${SEEDS:-1}
 TASKS=$(( ${#GENERATORS[@]} * SEEDS ))
 TASK=${SLURM_ARRAY_TASK_ID:-0}
@@ -48,7 +48,7 @@ cd "${SLURM_SUBMIT_DIR:-.}"
 echo "[$(date -Is)] task ${TASK} (${GEN}, seed ${SEED}) on $(hostname), restart ${SLURM_RESTART_COUNT:-0}"
 
 # shellcheck disable=SC2086  # EXTRA_ARGS is a list of flags
-"${PYTHON:-python}" jobs/train.py --gen "$GEN" --data "${DATA:-synthetic}" --out "${OUT:-runs}" \
+"${PYTHON:-python}" jobs/train.py --gens "$GEN" --data "${DATA:-synthetic}" --out "${OUT:-runs}" \
     --preset "${PRESET:-paper}" --experiment "${EXPERIMENT:-slurm}" "${NAME_ARGS[@]}" ${EXTRA_ARGS:-} &
 child=$!
 trap 'echo "[$(date -Is)] signal: asking the trainer to checkpoint"; kill -USR1 "$child" 2>/dev/null' USR1 TERM

@@ -61,7 +61,7 @@ def tree_digest(root: Path) -> str:
 @pytest.fixture
 def winograd_everywhere(monkeypatch):
     """Winograd on every `model.conv` conv, however small: the tests' nets are below its thresholds."""
-    from gan import winograd
+    from gan.models import winograd
     monkeypatch.setattr(winograd, "MIN_SIDE", 1)
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
 

@@ -90,7 +90,7 @@ def project_and_textbook_losses(gen: str, precision: str = "float32", steps: int
     float32) from the same weights on the same batches."""
     import tensorflow as tf
     from gan import inference, profiling
-    from gan.models import FusedBatchNorm
+    from gan.models.layers import FusedBatchNorm
     from gan.train import build_models, make_strategy, make_train_step
     cfg = make_config("tiny", {"model.generator": gen, "model.dropout": 0.0, "train.precision": precision,
                                "train.jit_compile": jit})

@@ -49,8 +49,8 @@ def test_parse_overrides_forms():
     ("model.dropout", "1.5", "must be in [0, 1)"),
     ("train.devices", "two", "'auto' or a positive integer"),
     ("optim", "1", "is a group"),
-    ("model.batchnorm", "group", "unknown mode 'group'"),
-    ("train.precision", "fp8", "unknown precision 'fp8'"),
+    ("model.batchnorm", "group", "unknown value 'group'"),
+    ("train.precision", "fp8", "unknown value 'fp8'"),
     ("eval.fcn_every_eval", "true", "needs --eval.segmenter"),
 ])
 def test_bad_values_name_the_flag(key, value, message):

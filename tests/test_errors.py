@@ -81,7 +81,7 @@ def unknown_layout(tmp_path: Path) -> tuple[Path, str]:
 def test_bad_dataset(tmp_path, existing_run, make):
     root, message = make(tmp_path)
     before = tree_digest(existing_run)
-    done = run_cli("train.py", "--preset", "tiny", "--gen", "hybrid", "--data", str(root),
+    done = run_cli("train.py", "--preset", "tiny", "--gens", "hybrid", "--data", str(root),
                    "--out", str(existing_run))
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
@@ -90,21 +90,21 @@ def test_bad_dataset(tmp_path, existing_run, make):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--gen", "vgg"], "--model.generator: unknown generator 'vgg'"),
+    (["--gens", "vgg"], "--gens: unknown generator 'vgg'"),
     (["--data.image_size", "48"], "--data.image_size: 48 is not a power of two from 32 to 512"),
     (["--train.steps", "-3"], "--train.steps: must be >= 0, got -3"),
     (["--optim.lr_x", "1"], "--optim.lr_x: unknown config field"),
     (["--train.eval_every", "ten"], "--train.eval_every: expected int, got 'ten'"),
     (["--data", "/nonexistent/cityscapes"], "--data /nonexistent/cityscapes: no such folder"),
     (["--preset", "huge"], "--preset: unknown preset 'huge'"),
-    (["--optim.adam", "sgd"], "--optim.adam: unknown kernel 'sgd'"),
-    (["--model.upsample", "bilinear"], "--model.upsample: unknown kernel 'bilinear'"),
-    (["--model.conv", "fft"], "--model.conv: unknown kernel 'fft'"),
+    (["--optim.adam", "sgd"], "--optim.adam: unknown value 'sgd'"),
+    (["--model.upsample", "bilinear"], "--model.upsample: unknown value 'bilinear'"),
+    (["--model.conv", "fft"], "--model.conv: unknown value 'fft'"),
     (["--lr", "1"], "--lr: unknown argument"),
 ])
 def test_bad_flags(existing_run, args, message):
     before = tree_digest(existing_run)
-    done = run_cli("train.py", "--preset", "tiny", "--gen", "hybrid", "--out", str(existing_run), *args)
+    done = run_cli("train.py", "--preset", "tiny", "--gens", "hybrid", "--out", str(existing_run), *args)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), done.stderr
@@ -113,7 +113,7 @@ def test_bad_flags(existing_run, args, message):
 
 def test_different_run_in_the_folder_is_refused_then_moved_aside(existing_run):
     before = tree_digest(existing_run)
-    args = ["--preset", "tiny", "--gen", "hybrid", "--train.steps", "4", "--out", str(existing_run)]
+    args = ["--preset", "tiny", "--gens", "hybrid", "--train.steps", "4", "--out", str(existing_run)]
     done = run_cli("train.py", *args, "--optim.lr_g", "1e-3")
     assert done.returncode == 2
     line = done.stderr.strip().splitlines()[-1]
@@ -144,7 +144,7 @@ def test_run_written_before_the_kernel_switches_resumes(tmp_path):
 def test_run_folder_that_is_a_file(tmp_path):
     (tmp_path / "default").mkdir()
     (tmp_path / "default" / "unet").write_text("not a folder")
-    done = run_cli("train.py", "--preset", "tiny", "--gen", "unet", "--out", str(tmp_path))
+    done = run_cli("train.py", "--preset", "tiny", "--gens", "unet", "--out", str(tmp_path))
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         f"error: --out {tmp_path / 'default' / 'unet'}: exists and is not a directory"]

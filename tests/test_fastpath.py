@@ -76,7 +76,7 @@ def test_loaded_allocator_reads_the_process_map(tmp_path):
 
 
 def test_training_run_records_the_fast_path(tmp_path):
-    done = run_cli("train.py", "--preset", "tiny", "--gen", "hybrid", "--out", str(tmp_path),
+    done = run_cli("train.py", "--preset", "tiny", "--gens", "hybrid", "--out", str(tmp_path),
                    env={"LD_PRELOAD": ""})
     assert done.returncode == 0, done.stderr[-2000:]
     assert_fast_path(tmp_path / "default" / "hybrid")

@@ -20,7 +20,7 @@ from conftest import ROOT, assert_exact_rows, make_pix2pix, run_cli, tree_digest
 
 pytestmark = pytest.mark.slow
 
-TINY = ["--preset", "tiny", "--gen", "hybrid"]
+TINY = ["--preset", "tiny", "--gens", "hybrid"]
 
 
 def start_train(out: Path, *extra: str) -> subprocess.Popen:
@@ -137,7 +137,7 @@ def test_damaged_json_is_named_and_the_report_skips_what_it_cannot_read(tiny_run
     # The trainer names the damaged file, exit 2, and leaves the run as it is.
     status.write_text("{\"state\": ")
     before = tree_digest(root / "cmp" / "hybrid")
-    done = run_cli("train.py", "--preset", "tiny", "--gen", "hybrid", "--experiment", "cmp", "--out", str(root))
+    done = run_cli("train.py", "--preset", "tiny", "--gens", "hybrid", "--experiment", "cmp", "--out", str(root))
     assert one_error_line(done).startswith(f"error: {status}: not valid JSON")
     assert tree_digest(root / "cmp" / "hybrid") == before
 
@@ -231,7 +231,7 @@ def _alive(pid: int) -> bool:
 def test_killed_trainer_takes_its_metric_workers_along(tmp_path):
     """kill -9 after an evaluation: the metric pool's workers (and multiprocessing's resource tracker,
     which waits for them) end too, instead of waiting on their task queue for ever."""
-    trainer = subprocess.Popen([sys.executable, str(ROOT / "jobs" / "train.py"), "--preset", "tiny", "--gen", "hybrid",
+    trainer = subprocess.Popen([sys.executable, str(ROOT / "jobs" / "train.py"), "--preset", "tiny", "--gens", "hybrid",
                                 "--train.steps", "100000", "--train.eval_every", "4", "--eval.workers", "2",
                                 "--out", str(tmp_path)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = tmp_path / "default" / "hybrid" / "metrics.csv"
@@ -274,7 +274,7 @@ def test_valid_json_or_csv_of_the_wrong_shape_is_named(tiny_runs, tmp_path):
         if name == "summary.json":  # written by the trainer at the end, read by the analysis only
             continue
         before = tree_digest(run)
-        done = run_cli("train.py", "--preset", "tiny", "--gen", "hybrid", "--experiment", "cmp", "--run-name", case,
+        done = run_cli("train.py", "--preset", "tiny", "--gens", "hybrid", "--experiment", "cmp", "--run-name", case,
                        "--out", str(root), "--train.steps", "12")
         assert one_error_line(done).startswith(f"error: {run / name}: "), (case, done.stderr[-2000:])
         assert tree_digest(run) == before, case

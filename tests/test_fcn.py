@@ -64,7 +64,7 @@ def test_real_photos_score_at_least_a_constant_image(segmenter_run):
 
 
 def test_training_reports_the_fcn_score(segmenter_run, tmp_path):
-    done = run_cli("train.py", "--preset", "tiny", "--gen", "hybrid", "--out", str(tmp_path),
+    done = run_cli("train.py", "--preset", "tiny", "--gens", "hybrid", "--out", str(tmp_path),
                    "--eval.segmenter", str(segmenter_run), "--eval.fcn_every_eval", "true",
                    "--report", str(tmp_path / "report"))
     assert done.returncode == 0, done.stderr[-2000:]
@@ -85,8 +85,9 @@ def test_training_reports_the_fcn_score(segmenter_run, tmp_path):
     # At every evaluation (tiny: steps 4 and 8): generated and real rows per split, beside an unchanged
     # metrics.csv; the real photos' score is computed once and is the same at every step.
     import pandas as pd
-    from gan.rundir import METRICS_COLUMNS
-    assert (run / "metrics.csv").read_text().splitlines()[0] == ",".join(METRICS_COLUMNS)
+    from gan.contract import metrics_columns
+    from gan.metrics import metric_names
+    assert (run / "metrics.csv").read_text().splitlines()[0] == ",".join(metrics_columns(metric_names()))
     fcn = pd.read_csv(run / "fcn_metrics.csv")
     assert sorted(zip(fcn.step, fcn.split)) == sorted(
         (s, p) for s in (4, 8) for p in ("train", "train_real", "val", "val_real"))

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, assert_exact_rows, run_cli
-from gan.config import GENERATOR_NAMES
+from gan.models import names
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ FIELDS = {"train.steps": STEPS, "train.eval_every": EVERY, "model.resnet_dropout
 
 
 def flags(gen: str, steps: int = STEPS) -> list[str]:
-    return ["--preset", "tiny", "--gen", gen, *[a for k, v in {**FIELDS, "train.steps": steps}.items()
+    return ["--preset", "tiny", "--gens", gen, *[a for k, v in {**FIELDS, "train.steps": steps}.items()
                                                  for a in (f"--{k}", str(v))]]
 
 
@@ -76,7 +76,7 @@ def wait_past(run: Path, proc: subprocess.Popen, step: int, timeout: float = 300
     raise AssertionError("no evaluation rows in time")
 
 
-@pytest.mark.parametrize("gen", GENERATOR_NAMES)
+@pytest.mark.parametrize("gen", names())
 def test_extended_run_is_exact(straight, tmp_path, gen):
     from gan.config import make_config
     from gan.train import train
@@ -87,7 +87,7 @@ def test_extended_run_is_exact(straight, tmp_path, gen):
     assert_same_run(straight(gen), tmp_path / "default" / gen)
 
 
-@pytest.mark.parametrize("gen", GENERATOR_NAMES)
+@pytest.mark.parametrize("gen", names())
 def test_preempted_then_killed_run_resumes_exactly(straight, tmp_path, gen):
     run = tmp_path / "default" / gen
     proc = start(tmp_path, gen)
@@ -110,7 +110,7 @@ def test_preempted_then_killed_run_resumes_exactly(straight, tmp_path, gen):
     assert_same_run(straight(gen), run)
 
 
-@pytest.mark.parametrize("gen", GENERATOR_NAMES)
+@pytest.mark.parametrize("gen", names())
 def test_export_serves_what_the_run_evaluated(straight, tmp_path, gen):
     import shutil
 

@@ -70,7 +70,7 @@ def _tensorboard_losses(run: Path) -> dict[int, dict[str, float]]:
 DEVICES_SCRIPT = """
 import sys
 from gan.config import make_config
-from gan import winograd
+from gan.models import winograd
 from gan.train import make_strategy, train
 make_strategy("2")  # two logical CPU devices, before TensorFlow starts
 winograd.MIN_SIDE = winograd.MIN_CHANNELS = 1  # the PatchGAN's 4x4 conv as Winograd even at 32 px
@@ -105,7 +105,7 @@ def test_two_logical_cpu_devices_match_one_device(tmp_path):
 @pytest.mark.skipif(not os.environ.get("PIX2PIX_REAL_DATA"),
                     reason="set PIX2PIX_REAL_DATA to a pix2pix-layout Cityscapes folder (e.g. cityscapes-mini)")
 def test_real_cityscapes_pix2pix_folder(tmp_path):
-    done = run_cli("train.py", *TINY, "--gen", "hybrid", "--data", os.environ["PIX2PIX_REAL_DATA"],
+    done = run_cli("train.py", *TINY, "--gens", "hybrid", "--data", os.environ["PIX2PIX_REAL_DATA"],
                    "--data.image_size", "64", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr
     summary = json.loads((tmp_path / "default" / "hybrid" / "summary.json").read_text())

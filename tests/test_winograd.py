@@ -1,10 +1,10 @@
-"""Winograd convolution (gan/winograd.py, models.WinogradConv2D) against TensorFlow's direct conv."""
+"""Winograd convolution (gan/models/winograd.py, layers.WinogradConv2D) against TensorFlow's direct conv."""
 
 import numpy as np
 import pytest
 
-from gan import winograd
-from gan.winograd import transforms
+from gan.models import winograd
+from gan.models.winograd import transforms
 
 
 @pytest.mark.parametrize("m,r", [(2, 3), (4, 3), (2, 4), (3, 4), (4, 2)])
@@ -22,7 +22,7 @@ def test_conv2d_valid_matches_direct_conv(r, m, height, width):
     """Outputs and both gradients, on sizes that do and do not fill the last tile."""
     import tensorflow as tf
 
-    from gan.winograd import conv2d_valid
+    from gan.models.winograd import conv2d_valid
     rng = np.random.default_rng(1)
     x = tf.constant(rng.normal(size=(2, height, width, 5)).astype("float32"))
     kernel = tf.constant(rng.normal(size=(r, r, 5, 6)).astype("float32"))
@@ -43,7 +43,7 @@ def test_winograd_layer_is_conv2d(size, padding, winograd_everywhere):
     import tensorflow as tf
     from keras import layers
 
-    from gan.models import WinogradConv2D
+    from gan.models.layers import WinogradConv2D
     reference = layers.Conv2D(8, size, padding=padding, bias_initializer="random_normal")
     winograd = WinogradConv2D(8, size, padding=padding)
     inputs = keras.Input((13, 11, 4))
@@ -59,7 +59,7 @@ def test_winograd_layer_falls_back_to_direct_conv_in_bfloat16(winograd_everywher
     import tensorflow as tf
     from keras import layers
 
-    from gan.models import WinogradConv2D
+    from gan.models.layers import WinogradConv2D
     reference = layers.Conv2D(8, 3, padding="same", dtype="mixed_bfloat16")
     winograd = WinogradConv2D(8, 3, padding="same", dtype="mixed_bfloat16")
     x = tf.constant(np.random.default_rng(3).normal(size=(1, 8, 8, 4)).astype("float32"))
@@ -73,7 +73,7 @@ def test_auto_is_winograd_without_a_gpu_and_keras_with_one():
     import tensorflow as tf
     from keras import layers
 
-    from gan.models import WinogradConv2D, conv_class
+    from gan.models.layers import WinogradConv2D, conv_class
     expected = layers.Conv2D if tf.config.list_logical_devices("GPU") else WinogradConv2D
     assert conv_class("auto") is expected and conv_class("keras") is layers.Conv2D
 
