@@ -18,12 +18,15 @@ from gan.errors import EXIT_DISK_FULL, EXIT_INTERRUPTED, EXIT_USAGE, DiskFull, U
 from gan.fastpath import reexec_with_allocator
 
 
-def add_common_flags(parser: argparse.ArgumentParser) -> None:
+def add_common_flags(parser: argparse.ArgumentParser, presets=None, default_preset: str = "paper") -> None:
+    """The flags every training job shares; `presets` the job's registry (default: the trainer's)."""
+    from gan.config import PRESETS
     g = parser.add_argument_group("data and output")
     g.add_argument("--data", default=None, help="'synthetic' (default) or a dataset folder")
     g.add_argument("--data-format", default=None,
                    help="auto (default), synthetic, pix2pix, cityscapes or paired-folders")
-    g.add_argument("--preset", default="paper", help="paper (default: the study's protocol), small or tiny")
+    g.add_argument("--preset", default=default_preset,
+                   help=f"{', '.join(presets or PRESETS)} (default: {default_preset})")
     g.add_argument("--out", default="runs", help="root of the run directories (default: runs)")
     g.add_argument("--experiment", default=None, help="experiment folder under --out (default: 'default')")
     parser.epilog = (parser.epilog or "") + (
@@ -69,8 +72,9 @@ def parse_overrides(extra: list[str]) -> dict[str, str]:
     return overrides
 
 
-def config_from_args(args: argparse.Namespace, extra: list[str], **fixed) -> Config:
-    """Preset, then the common flags, then dotted overrides, then `fixed` (e.g. the generator)."""
+def config_from_args(args: argparse.Namespace, extra: list[str], make=make_config, **fixed) -> Config:
+    """Preset, then the common flags, then dotted overrides, then `fixed` (e.g. the generator); `make`
+    the job's config maker (make_config, make_segmenter_config)."""
     overrides = {}
     if args.data is not None:
         overrides["data.source"] = args.data
@@ -80,7 +84,7 @@ def config_from_args(args: argparse.Namespace, extra: list[str], **fixed) -> Con
         overrides["experiment"] = args.experiment
     overrides.update(parse_overrides(extra))
     overrides.update(fixed)
-    return make_config(args.preset, overrides)
+    return make(args.preset, overrides)
 
 
 def interrupt_on_term() -> None:

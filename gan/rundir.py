@@ -134,10 +134,11 @@ def environment() -> dict[str, str]:
 
 
 class RunDir:
-    """Paths and writers of one run."""
+    """Paths and writers of one run: a pix2pix training run, or another `kind` (the segmenter's) that
+    shares the contract's files, status, lease and resume rules."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
+    def __init__(self, path: Path, kind: str = RUN_KIND):
+        self.path, self.kind = Path(path), kind
         self.config = self.path / CONFIG
         self.status = self.path / STATUS
         self.split = self.path / SPLIT
@@ -178,11 +179,14 @@ class RunDir:
                 os.fsync(f.fileno())
 
     def prepare(self, config: dict[str, Any], flat: dict[str, Any], overwrite: bool = False,
-                data: dict[str, Any] | None = None) -> bool:
+                data: dict[str, Any] | None = None, read_old=None, resumable=RESUMABLE_FIELDS) -> bool:
         """Create the run or check that it is the same run. Returns True when resuming.
 
         A folder holding a different run is refused (nothing touched) unless
         `overwrite`, which moves the old run aside rather than deleting it.
+        `read_old(config.json's "config")` gives the old run's dotted fields (default: a pix2pix
+        Config's, a field the old run did not have yet reading as its default); `resumable` the fields a
+        resumed run may change.
         """
         if self.path.exists() and not self.path.is_dir():
             raise UserError(f"--out {self.path}: exists and is not a directory")
@@ -193,10 +197,14 @@ class RunDir:
                                     "(config.json missing); choose another --out or pass --overwrite")
             else:
                 old = check_config(read_json(self.config), self.config)
+                if old.get("kind", RUN_KIND) != self.kind:
+                    raise UserError(f"--out {self.path}: holds a {old.get('kind', RUN_KIND)} run, not a {self.kind} "
+                                    "run; choose another --out or --run-name")
                 # A field the old run did not have yet reads as its default (it ran under it).
-                old_flat = {**Config().flat(), **dict(flatten(old.get("config", {})))}
+                old_flat = (read_old(old["config"]) if read_old else
+                            {**Config().flat(), **dict(flatten(old.get("config", {})))})
                 changed = sorted(k for k in set(old_flat) | set(flat)
-                                 if k not in RESUMABLE_FIELDS and old_flat.get(k) != flat.get(k))
+                                 if k not in resumable and old_flat.get(k) != flat.get(k))
                 if not changed:
                     self._write_config(config, data)  # records e.g. a longer train.steps
                     return True
@@ -215,15 +223,17 @@ class RunDir:
             self.path.mkdir(parents=True, exist_ok=True)
         except (NotADirectoryError, FileExistsError, PermissionError) as e:
             raise UserError(f"--out {self.path}: cannot create the run directory ({e.strerror}: {e.filename})") from None
-        for sub in (self.samples, self.checkpoints, self.tensorboard):
+        for sub in (self.samples, self.checkpoints, self.tensorboard) if self.kind == RUN_KIND else ():
             sub.mkdir(exist_ok=True)
         self._write_config(config, data)
         return False
 
     def _write_config(self, config: dict[str, Any], data: dict[str, Any] | None = None) -> None:
-        from gan.metrics import metric_specs
-        write_json(self.config, {"kind": RUN_KIND, "config": config, "data": data or {}, "metrics": metric_specs(),
-                                 "environment": environment()})
+        record = {"kind": self.kind, "config": config, "data": data or {}, "environment": environment()}
+        if self.kind == RUN_KIND:
+            from gan.metrics import metric_specs
+            record["metrics"] = metric_specs()
+        write_json(self.config, record)
 
     def truncate_after(self, step: int) -> None:
         """Drop rows past `step` (written after the checkpoint we resume from)."""

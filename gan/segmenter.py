@@ -5,9 +5,10 @@ and scoring the result against the input labels ("FCN-score"). No pretrained
 weights can be downloaded here, so `jobs/train_segmenter.py` trains this
 small encoder-decoder (4 stride-2 conv blocks, 4 upsampling blocks with skip
 connections, 19 classes) on the real photos of the dataset's training split.
-Its run directory:
+Its run directory follows the run-directory contract (`gan/contract.py`, kind
+"segmenter") and the trainer's rules (lease, status, resume, --overwrite):
 
-    <out>/segmenter/<name>/config.json status.json metrics.csv summary.json segmenter.weights.h5
+    <out>/segmenter/<run_name>/config.json status.json lease.json metrics.csv summary.json segmenter.weights.h5
 
 FCN-score (as the pix2pix / cityscapesScripts evaluation): a confusion
 matrix over all pixels whose label is one of the 19 classes; per-pixel
@@ -18,47 +19,24 @@ non-empty union of intersection / union.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from gan.errors import UserError
+from gan.config import SegmenterConfig
+from gan.contract import SEGMENTER_KIND, SEGMENTER_WEIGHTS, check_status, run_path
+from gan.errors import EXIT_PREEMPTED, DiskFull, UserError, is_disk_full
 from gan.labels import IGNORE, NUM_CLASSES, colours_to_train_ids
+from gan.lease import Lease
 from gan.pixels import to_unit
-from gan.rundir import append_csv, atomic_write, write_json
+from gan.rundir import RunDir, append_csv, read_csv, read_json, write_json
 
 SEG_METRICS = ("pixel_acc", "class_acc", "iou")
-
-
-@dataclass
-class SegmenterConfig:
-    source: str = "synthetic"
-    format: str = "auto"
-    input_side: str = "right"
-    image_size: int = 128
-    filters: int = 32
-    # 0 = auto: up to 40 epochs, fewer when the train split is large, so that about `image_budget`
-    # training images are seen (full Cityscapes, 2,975 images: 4 epochs; cityscapes-mini: 40).
-    epochs: int = 0
-    image_budget: int = 12_000  # ~30-45 min on 2 CPU cores at 128 px (measured ~4-7 images/s)
-    batch_size: int = 8
-    lr: float = 1e-3
-    seed: int = 0
-    max_train: int = 100_000  # images of the train split used (all by default)
-    max_val: int = 500
-    score_size: int = 256  # the final validation score is taken at the study's resolution
-
-
-PRESETS = {
-    "default": {},  # full train split at 128 px, epochs from the image budget
-    # Tests: ~15 s on 2 cores; enough images and steps that real photos beat a constant image by a wide
-    # margin (class acc ~0.45-0.5 against ~0.23), whatever the thread order of the float sums.
-    "tiny": {"image_size": 32, "filters": 16, "epochs": 12, "batch_size": 4, "max_train": 96, "max_val": 8,
-             "score_size": 32},
-}
+SEGMENTER_COLUMNS = ("epoch", "loss", *SEG_METRICS)  # its metrics.csv: one row per finished epoch
+# Fields a resumed segmenter may change: more epochs extend it; the validation set's size and the final
+# score's resolution are measurement, not training.
+RESUMABLE_FIELDS = {"train.epochs", "data.max_val", "eval.score_size"}
 
 
 def confusion(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
@@ -108,15 +86,15 @@ class Segmenter:
 
     @classmethod
     def load(cls, run_dir: str | Path) -> "Segmenter":
-        run_dir = Path(run_dir)
-        weights = run_dir / "segmenter.weights.h5"
+        run = RunDir(run_dir, kind=SEGMENTER_KIND)
+        weights = run.path / SEGMENTER_WEIGHTS
         if not weights.exists():
-            raise UserError(f"--eval.segmenter {run_dir}: no segmenter.weights.h5 (train one with "
+            raise UserError(f"--eval.segmenter {run_dir}: no {SEGMENTER_WEIGHTS} (train one with "
                             "jobs/train_segmenter.py)")
-        cfg = SegmenterConfig(**json.loads((run_dir / "config.json").read_text())["config"])
-        model = build(cfg.image_size, cfg.filters)
+        cfg = SegmenterConfig.from_record(read_json(run.config)["config"])
+        model = build(cfg.data.image_size, cfg.model.filters)
         model.load_weights(weights)
-        return cls(model, cfg.image_size)
+        return cls(model, cfg.data.image_size)
 
     def features(self, photos: np.ndarray) -> np.ndarray:
         """[N, C]: each photo's penultimate-layer activations (the last ReLU before the class logits),
@@ -158,53 +136,106 @@ class Segmenter:
         return per_image, scores(np.sum(matrices, axis=0))
 
 
-def _load_photos_and_ids(cfg: SegmenterConfig, splits: tuple[str, ...] = ("train", "val")):
+def _load_photos_and_ids(cfg: SegmenterConfig, splits: tuple[str, ...] = ("train", "val"), size: int = 0):
+    """{split: (photos, class ids)} at `size` (default the working size), and the dataset folder."""
     from gan.config import make_config
     from gan.data import find_pairs, load_split, resolve_source, select_splits
-    data_cfg = make_config("paper", {"data.source": cfg.source, "data.format": cfg.format,
-                                     "data.input_side": cfg.input_side, "data.image_size": cfg.image_size})
+    d = cfg.data
+    data_cfg = make_config("paper", {"data.source": d.source, "data.format": d.format, "data.input_side": d.input_side,
+                                     "data.image_size": size or d.image_size})
     root, fmt = resolve_source(data_cfg)
     pools = find_pairs(root, fmt)
     # Validate on the dataset's own val split; carve a fifth of train only when it has none.
-    n_val = min(cfg.max_val, len(pools["val"]) or max(1, len(pools["train"]) // 5))
-    chosen, _ = select_splits(pools, cfg.max_train, n_val, 0, cfg.seed)
+    n_val = min(d.max_val, len(pools["val"]) or max(1, len(pools["train"]) // 5))
+    chosen, _ = select_splits(pools, d.max_train, n_val, 0, cfg.train.seed)
     out = {}
     for split in splits:
-        s = load_split(chosen[split], cfg.image_size, cfg.input_side)
+        s = load_split(chosen[split], size or d.image_size, d.input_side)
         out[split] = (s.targets, colours_to_train_ids(s.inputs))  # photos, class ids
     return out, str(root)
 
 
 def resolve_epochs(cfg: SegmenterConfig, n_train: int) -> int:
-    """`cfg.epochs`, or for 0 the epochs that fit `cfg.image_budget` (between 1 and 40)."""
-    return cfg.epochs or max(1, min(40, round(cfg.image_budget / max(n_train, 1))))
+    """`train.epochs`, or for 0 the epochs that fit `train.image_budget` (between 1 and 40)."""
+    return cfg.train.epochs or max(1, min(40, round(cfg.train.image_budget / max(n_train, 1))))
 
 
-def train_segmenter(cfg: SegmenterConfig, out: str | Path, name: str = "segmenter", log=print) -> dict:
-    """Train (or resume) the segmenter; returns summary.json's content."""
+def train_segmenter(cfg: SegmenterConfig, out: str | Path, overwrite: bool = False, log=print) -> int:
+    """Train (or resume) the segmenter into <out>/<experiment>/<run_name>; returns the exit code (0, or
+    EXIT_PREEMPTED after an interruption: rerun to resume after the last finished epoch).
+
+    The trainer's rules: bad data fails before anything is written; a folder holding another run is
+    refused unless `overwrite` (moved aside); one process per run directory (the lease); status.json
+    says running / finished / preempted / failed; a full disk is a DiskFull naming where.
+    """
+    cfg.validate()
+    data, source = _load_photos_and_ids(cfg)
+    run = RunDir(run_path(out, cfg.experiment, cfg.run_name), kind=SEGMENTER_KIND)
+    lease = Lease(run.lease, log=log).acquire()
+    try:
+        return _train(cfg, data, source, run, overwrite, log)
+    except BaseException as e:
+        if is_disk_full(e):
+            raise DiskFull(f"no space left on device training the segmenter in {run.path}; it keeps its last "
+                           "finished epoch: free space and rerun the same command to resume") from None
+        raise
+    finally:
+        lease.release()
+
+
+def _train(cfg: SegmenterConfig, data, source: str, run: RunDir, overwrite: bool, log) -> int:
+    status = check_status(_legacy_status(read_json(run.status, {})), run.status)
+    read_csv(run.metrics, required=("epoch",))  # a damaged table stops here, before anything is written
+    run.prepare(cfg.to_dict(), cfg.flat(), overwrite=overwrite, data={"source": source},
+                read_old=lambda raw: SegmenterConfig.from_record(raw).flat(), resumable=RESUMABLE_FIELDS)
+    epochs, done = resolve_epochs(cfg, len(data["train"][0])), _epochs_done(run)
+    if status.get("state") == "finished" and done >= epochs and run.summary.exists():
+        log(f"{run.path}: already finished after {done} epochs; nothing to do")
+        return 0
+    model, dataset = _model_and_dataset(cfg, data["train"], run, done)
+    segmenter = Segmenter(model, cfg.data.image_size)
+    run.set_status("running", done)
+    try:
+        t0 = time.perf_counter()
+        if done < epochs:
+            model.fit(dataset, epochs=epochs, initial_epoch=done, verbose=0, shuffle=False,
+                      callbacks=[_epoch_end(segmenter, data["val"], run, epochs, log)])
+        summary = {**_final_score(cfg, segmenter), "train_images": len(data["train"][0]),
+                   "val_images": len(data["val"][0]), "epochs": epochs, "source": source,
+                   "train_seconds": round(time.perf_counter() - t0, 2)}
+        write_json(run.summary, summary)
+        run.set_status("finished", epochs)
+        return 0
+    except KeyboardInterrupt:
+        done = _epochs_done(run)
+        run.set_status("preempted", done, f"interrupted after epoch {done}; rerun the same command to resume")
+        log(f"{run.path}: interrupted after epoch {done} of {epochs}; rerun the same command to resume")
+        return EXIT_PREEMPTED
+    except BaseException as e:
+        reason = "disk full" if is_disk_full(e) else f"{type(e).__name__}: {e}".splitlines()[0][:500]
+        run.set_status("failed", _epochs_done(run), reason)
+        raise
+
+
+def _legacy_status(status: dict) -> dict:
+    """A segmenter written before the shared status record said {"state", "epoch"}: its epoch is the step."""
+    return {**status, "step": status["epoch"]} if "epoch" in status and "step" not in status else status
+
+
+def _epochs_done(run: RunDir) -> int:
+    return len(read_csv(run.metrics, required=("epoch",)))
+
+
+def _model_and_dataset(cfg: SegmenterConfig, train, run: RunDir, done: int):
+    """The compiled model (the last finished epoch's weights when resuming) and the augmented batches."""
     import keras
     import tensorflow as tf
-
-    run = Path(out) / "segmenter" / name
-    config_path = run / "config.json"
-    if config_path.exists():
-        old = json.loads(config_path.read_text())["config"]
-        if old != asdict(cfg):
-            raise UserError(f"--out {run}: holds a segmenter with another config; choose another --name")
-    run.mkdir(parents=True, exist_ok=True)
-    write_json(config_path, {"kind": "segmenter", "config": asdict(cfg)})
-    data, source = _load_photos_and_ids(cfg)
-    keras.utils.set_random_seed(cfg.seed)
-    model = build(cfg.image_size, cfg.filters)
-    weights = run / "segmenter.weights.h5"
-    done_epochs = 0
-    if weights.exists() and (run / "metrics.csv").exists():
-        model.load_weights(weights)
-        done_epochs = len((run / "metrics.csv").read_text().splitlines()) - 1
-    model.compile(optimizer=keras.optimizers.Adam(cfg.lr),
+    keras.utils.set_random_seed(cfg.train.seed)
+    model = build(cfg.data.image_size, cfg.model.filters)
+    if done and (run.path / SEGMENTER_WEIGHTS).exists():
+        model.load_weights(run.path / SEGMENTER_WEIGHTS)
+    model.compile(optimizer=keras.optimizers.Adam(cfg.train.lr),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE))
-    photos, ids = data["train"]
-    epochs = resolve_epochs(cfg, len(photos))
 
     def augment(photo, label):
         flip = tf.random.uniform([]) < 0.5
@@ -212,33 +243,36 @@ def train_segmenter(cfg: SegmenterConfig, out: str | Path, name: str = "segmente
         label = tf.cond(flip, lambda: tf.reverse(label, [1]), lambda: label)
         return to_unit(photo), tf.cast(label, tf.int32)
 
-    ds = (tf.data.Dataset.from_tensor_slices((photos, ids)).shuffle(len(photos), seed=cfg.seed)
-          .map(augment, num_parallel_calls=tf.data.AUTOTUNE).batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE))
-    segmenter = Segmenter(model, cfg.image_size)
-    val_photos, val_ids = data["val"]
+    photos, ids = train
+    dataset = (tf.data.Dataset.from_tensor_slices((photos, ids)).shuffle(len(photos), seed=cfg.train.seed)
+               .map(augment, num_parallel_calls=tf.data.AUTOTUNE).batch(cfg.train.batch_size)
+               .prefetch(tf.data.AUTOTUNE))
+    return model, dataset
 
-    class Evaluate(keras.callbacks.Callback):
+
+def _epoch_end(segmenter: "Segmenter", val, run: RunDir, epochs: int, log):
+    """After each epoch: the weights (atomically), then its metrics row - the row is what marks the epoch
+    done, so an interruption between the two at worst repeats one epoch - then the status."""
+    import keras
+    weights = run.path / SEGMENTER_WEIGHTS
+
+    class EpochEnd(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            pred = segmenter.predict(val_photos)
-            s = scores(sum(confusion(p, t) for p, t in zip(pred, val_ids)))
-            append_csv(run / "metrics.csv", ["epoch", "loss", *SEG_METRICS],
-                       [{"epoch": epoch + 1, "loss": round(float(logs["loss"]), 5),
-                         **{k: round(v, 5) for k, v in s.items()}}])
-            model.save_weights(str(weights) + ".tmp.weights.h5")
-            Path(str(weights) + ".tmp.weights.h5").replace(weights)  # atomic: never a half-written file
+            s = scores(sum(confusion(p, t) for p, t in zip(segmenter.predict(val[0]), val[1])))
+            tmp = weights.with_name(f".{weights.name}.tmp.weights.h5")
+            segmenter.model.save_weights(tmp)
+            tmp.replace(weights)  # atomic: never a half-written file
+            append_csv(run.metrics, SEGMENTER_COLUMNS, [{"epoch": epoch + 1, "loss": round(float(logs["loss"]), 5),
+                                                         **{k: round(v, 5) for k, v in s.items()}}])
+            run.set_status("running", epoch + 1)
             log(f"epoch {epoch + 1}/{epochs}: loss {logs['loss']:.4f}  val pixel acc {s['pixel_acc']:.3f}  "
                 f"class acc {s['class_acc']:.3f}  mIoU {s['iou']:.3f}")
+    return EpochEnd()
 
-    t0 = time.perf_counter()
-    if done_epochs < epochs:
-        model.fit(ds, epochs=epochs, initial_epoch=done_epochs, callbacks=[Evaluate()], verbose=0, shuffle=False)
-    # The final score at the study's 256 px (labels at full size, predictions upsampled), as the FCN-score
-    # of generated photos is measured.
-    full = _load_photos_and_ids(SegmenterConfig(**{**asdict(cfg), "image_size": cfg.score_size}), ("val",))[0]["val"]
-    final = scores(sum(confusion(p, t) for p, t in zip(segmenter.predict(full[0]), full[1])))
-    summary = {"val_real_photos": final, "score_size": cfg.score_size, "train_images": len(photos),
-               "val_images": len(val_photos), "epochs": epochs,
-               "train_seconds": round(time.perf_counter() - t0, 2), "source": source}
-    write_json(run / "summary.json", summary)
-    atomic_write(run / "status.json", json.dumps({"state": "finished", "epoch": epochs}))
-    return summary
+
+def _final_score(cfg: SegmenterConfig, segmenter: "Segmenter") -> dict:
+    """The real val photos' FCN-score at the study's resolution (labels at full size, predictions
+    upsampled), as the FCN-score of generated photos is measured."""
+    photos, ids = _load_photos_and_ids(cfg, ("val",), size=cfg.eval.score_size)[0]["val"]
+    return {"val_real_photos": scores(sum(confusion(p, t) for p, t in zip(segmenter.predict(photos), ids))),
+            "score_size": cfg.eval.score_size}

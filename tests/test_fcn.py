@@ -126,12 +126,13 @@ def test_fid_and_kid_identities(tmp_path):
 
 
 def test_segmenter_epochs_follow_the_image_budget():
-    from gan.segmenter import SegmenterConfig, resolve_epochs
-    cfg = SegmenterConfig()
+    from gan.config import make_segmenter_config
+    from gan.segmenter import resolve_epochs
+    cfg = make_segmenter_config()
     assert resolve_epochs(cfg, 80) == 40  # cityscapes-mini: capped at 40
     assert resolve_epochs(cfg, 2975) == 4  # full Cityscapes: ~12,000 images, well under an hour on CPU
     assert resolve_epochs(cfg, 100_000) == 1
-    assert resolve_epochs(SegmenterConfig(epochs=7), 2975) == 7  # an explicit --epochs wins
+    assert resolve_epochs(make_segmenter_config("default", {"train.epochs": 7}), 2975) == 7  # --train.epochs wins
 
 
 def test_segmenter_features_and_their_distances(segmenter_run):
@@ -147,3 +148,72 @@ def test_segmenter_features_and_their_distances(segmenter_run):
     scores = distribution_scores(real, flat)
     assert scores["fid"] > scores["fid_floor"] and scores["kid"] > scores["kid_floor"]
     assert distribution_scores(real, real)["fid"] == pytest.approx(scores["fid_floor"])  # same halves compared
+
+
+def test_segmenter_follows_the_trainers_rules(segmenter_run, tmp_path):
+    """Dotted flags, a finished run left alone, another config refused untouched, a live holder refused,
+    a run written in the old flat layout still read (its config and status)."""
+    import shutil
+
+    from conftest import tree_digest
+    from gan.lease import Lease
+    from gan.segmenter import Segmenter
+    out = tmp_path / "runs"
+    shutil.copytree(segmenter_run, out / "segmenter" / "segmenter")
+    run = out / "segmenter" / "segmenter"
+    config = json.loads((run / "config.json").read_text())
+    assert config["kind"] == "segmenter" and config["config"]["train"]["epochs"] == 12
+
+    again = run_cli("train_segmenter.py", "--preset", "tiny", "--out", str(out))
+    assert again.returncode == 0 and "already finished after 12 epochs" in again.stdout + again.stderr
+    before = tree_digest(run)
+    for args, message in ((["--train.lr", "0.01"], "holds a different run (train.lr: 0.001 there, 0.01 now"),
+                          (["--image-size", "64"], "--image-size: unknown argument"),
+                          (["--data.image_size", "48"], "--data.image_size: 48 is not a power of two")):
+        done = run_cli("train_segmenter.py", "--preset", "tiny", "--out", str(out), *args)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and message in lines[0], done.stderr
+    lease = Lease(run / "lease.json").acquire()
+    try:
+        done = run_cli("train_segmenter.py", "--preset", "tiny", "--out", str(out))
+        assert done.returncode == 2 and "in use by another trainer" in done.stderr, done.stderr
+    finally:
+        lease.release()
+    assert tree_digest(run) == before
+
+    # The layout of segmenters trained before the shared contract: one flat config object, {"epoch": n} status.
+    flat = {k: v for group in config["config"].values() if isinstance(group, dict) for k, v in group.items()}
+    (run / "config.json").write_text(json.dumps({"kind": "segmenter", "config": flat}))
+    (run / "status.json").write_text(json.dumps({"state": "finished", "epoch": 12}))
+    assert Segmenter.load(run).size == 32
+    again = run_cli("train_segmenter.py", "--preset", "tiny", "--out", str(out))
+    assert again.returncode == 0 and "already finished" in again.stdout + again.stderr, again.stderr
+
+
+@pytest.mark.slow
+def test_interrupted_segmenter_resumes_after_its_last_epoch(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from conftest import ROOT
+    args = [sys.executable, str(ROOT / "jobs" / "train_segmenter.py"), "--preset", "tiny", "--train.epochs", "8",
+            "--out", str(tmp_path)]
+    run = tmp_path / "segmenter" / "segmenter"
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((run / "metrics.csv").exists()
+                                          and len((run / "metrics.csv").read_text().splitlines()) >= 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    status = json.loads((run / "status.json").read_text())
+    assert proc.returncode == 75 and status["state"] == "preempted", err
+    assert "rerun the same command to resume" in out.strip().splitlines()[-1]
+    epochs = len((run / "metrics.csv").read_text().splitlines()) - 1
+    assert status["step"] == epochs >= 2
+    done = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = (run / "metrics.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == list(range(1, 9))  # each epoch once, none repeated or lost
+    assert json.loads((run / "status.json").read_text())["state"] == "finished"
