@@ -287,131 +287,165 @@ def train(cfg: Config, out: str | Path, overwrite: bool = False, report=None, lo
 
 def _train(cfg: Config, data, run: RunDir, lease: Lease, stop: _StopFlag, overwrite: bool, report,
            log) -> int:
-    status = run.read_status()  # before anything is written: a damaged status.json stops here
-    run.check_tables()  # and so does a damaged metrics.csv
+    """The loop: build (or restore) the training, step, evaluate and checkpoint every eval_every steps,
+    stop cleanly on a signal or a non-finite loss, then score the test split."""
+    if _already_finished(cfg, data, run, overwrite, log):
+        return 0
+    t = _Training(cfg, data, run, log)
+    step = t.start
+    try:
+        if stop.signal and step < cfg.train.steps:  # arrived while TensorFlow started: nothing new to save
+            return t.preempted(step, stop.signal, checkpoint=False)
+        while step < cfg.train.steps:
+            losses = t.interval.timed(lambda: {k: float(v) for k, v in t.train_step(t.iterator).items()})
+            lease.check()
+            step += 1
+            t.step_var.assign(step)
+            if not all(math.isfinite(v) for v in losses.values()):
+                return t.diverged(step, losses)
+            t.log_losses(step, losses)
+            if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
+                t.evaluate_and_checkpoint(step, report)
+            if stop.signal and step < cfg.train.steps:
+                return t.preempted(step, stop.signal, checkpoint=True)
+        t.progress.close()
+        return t.test(step)
+    except BaseException as e:
+        _record_failure(run, step, e)
+        raise
+    finally:
+        _close_all(log, t.progress.close, t.evaluator.close, t.writer.close)
+
+
+def _already_finished(cfg: Config, data, run: RunDir, overwrite: bool, log) -> bool:
+    """Check the run directory (a damaged status.json or table stops here, before anything is written),
+    create or resume it; True when it already holds this run, finished."""
+    status = run.read_status()
+    run.check_tables()
     resuming = run.prepare(cfg.to_dict(), cfg.flat(), overwrite=overwrite,
                            data={"source": data.source, "format": data.format, "fingerprint": data.fingerprint})
     if resuming and status.get("state") == "finished" and status.get("step", -1) >= cfg.train.steps:
         log(f"{run.path}: already finished at step {status['step']}; nothing to do")
-        return 0
+        return True
     for note in data.notes:
         log(f"note: {note}")
-
-    # -- devices, models, optimizers ------------------------------------------
-    import keras
-    import tensorflow as tf
-
-    from gan import evaluation
-
-    cpus = cpus_given()
-    size_thread_pools(cpus, log)
-    strategy = make_strategy(cfg.train.devices)
-    keras.utils.set_random_seed(cfg.train.seed)
     if not run.split.exists():
         atomic_write(run.split, data.split_record())
-    with strategy.scope():
-        generator, discriminator, opt_g, opt_d = build_models(cfg)
-        step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-        # Seconds of training already spent in the current eval interval (survives preemption).
-        interval_var = tf.Variable(0.0, dtype=tf.float64, trainable=False)
-    train_step = make_train_step(cfg, strategy, generator, discriminator, opt_g, opt_d)
-    parts = dict(generator=generator, discriminator=discriminator, opt_g=opt_g, opt_d=opt_d, step=step_var,
-                 interval_seconds=interval_var, **train_step.checkpoint_state)
-    # Dropout's seed generators: without them a resumed U-Net would redraw the masks it already used.
-    ckpt = tf.train.Checkpoint(**parts, random=random_state_checkpoint(generator, discriminator))
-    restore_newest_intact(ckpt, run.checkpoints, log=log, older=(
-        "random", tf.train.Checkpoint(**parts), "written before dropout's state was checkpointed; its masks restart"))
-    # Built after the restore: it then lists only what is left once damaged checkpoints are set aside.
-    manager = tf.train.CheckpointManager(ckpt, run.checkpoints, max_to_keep=cfg.train.checkpoints_to_keep)
-    start = int(step_var.numpy())
-    run.truncate_after(start)  # rows written after that checkpoint are redone, never duplicated
-    log(f"{'resuming' if start else 'starting'} {run.path} at step {start}/{cfg.train.steps} "
-        f"on {strategy.num_replicas_in_sync} device(s); data {data.source} ({data.format}), "
-        f"{len(data.train.ids)}/{len(data.val.ids)}/{len(data.test.ids)} images")
-    run.set_status("running", start)
+    return False
 
-    # -- the loop -----------------------------------------------------------
-    evaluator = evaluation.Evaluator(cfg, data, MetricPool(cfg.eval.workers or cpus))
-    writer = tf.summary.create_file_writer(str(run.tensorboard))
-    progress = _Progress(start, cfg.train.steps, log)
-    iterator = iter(strategy.experimental_distribute_dataset(train_pipeline(data.train, cfg, start)))
-    interval = _Interval(interval_var, last_eval=max([int(r["step"]) for r in read_csv(run.timings, ("step",))] + [0]),
-                         batch=cfg.train.batch_size,
-                         where={"host": socket.gethostname(), "device": _device_name(strategy), "cpus": cpus})
 
-    best = _best_checkpoint(cfg, run, generator)
+def _record_failure(run: RunDir, step: int, e: BaseException) -> None:
+    """status.json says how the run ended when it did not finish (the exception goes on up)."""
+    if is_disk_full(e):
+        run.set_status("failed", step, f"disk full at step {step} (no space left on device writing "
+                                       f"{_full_where(e, run)}); free space and rerun the same command to resume")
+    elif isinstance(e, KeyboardInterrupt):
+        run.set_status("preempted", step, f"interrupted at step {step}; rerun the same command to resume "
+                                          "from the newest checkpoint")
+    elif not isinstance(e, SystemExit):
+        run.set_status("failed", step, f"{type(e).__name__}: {e}".splitlines()[0][:500])
 
-    def evaluate_and_checkpoint(step: int) -> None:
+
+class _Training:
+    """One run's training state: devices, nets and optimizers, the checkpoint (restored from the newest
+    intact one), the evaluator, TensorBoard, the timed interval and the best-checkpoint keeper."""
+
+    def __init__(self, cfg: Config, data, run: RunDir, log):
+        import keras
+        import tensorflow as tf
+
+        from gan import evaluation
+        self.cfg, self.run, self.log = cfg, run, log
+        cpus = cpus_given()
+        size_thread_pools(cpus, log)
+        strategy = make_strategy(cfg.train.devices)
+        keras.utils.set_random_seed(cfg.train.seed)
+        with strategy.scope():
+            self.generator, discriminator, opt_g, opt_d = build_models(cfg)
+            self.step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+            # Seconds of training already spent in the current eval interval (survives preemption).
+            interval_var = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+        self.train_step = make_train_step(cfg, strategy, self.generator, discriminator, opt_g, opt_d)
+        self.manager = self._restore(dict(generator=self.generator, discriminator=discriminator, opt_g=opt_g,
+                                          opt_d=opt_d, step=self.step_var, interval_seconds=interval_var,
+                                          **self.train_step.checkpoint_state), discriminator)
+        self.start = int(self.step_var.numpy())
+        run.truncate_after(self.start)  # rows written after that checkpoint are redone, never duplicated
+        log(f"{'resuming' if self.start else 'starting'} {run.path} at step {self.start}/{cfg.train.steps} "
+            f"on {strategy.num_replicas_in_sync} device(s); data {data.source} ({data.format}), "
+            f"{len(data.train.ids)}/{len(data.val.ids)}/{len(data.test.ids)} images")
+        run.set_status("running", self.start)
+        self.evaluator = evaluation.Evaluator(cfg, data, MetricPool(cfg.eval.workers or cpus))
+        self.writer = tf.summary.create_file_writer(str(run.tensorboard))
+        self.progress = _Progress(self.start, cfg.train.steps, log)
+        self.iterator = iter(strategy.experimental_distribute_dataset(train_pipeline(data.train, cfg, self.start)))
+        last_eval = max([int(r["step"]) for r in read_csv(run.timings, ("step",))] + [0])
+        self.interval = _Interval(interval_var, last_eval=last_eval, batch=cfg.train.batch_size, where={
+            "host": socket.gethostname(), "device": _device_name(strategy), "cpus": cpus})
+        self.best = _best_checkpoint(cfg, run, self.generator)
+
+    def _restore(self, parts: dict, discriminator):
+        import tensorflow as tf
+        # Dropout's seed generators: without them a resumed U-Net would redraw the masks it already used.
+        ckpt = tf.train.Checkpoint(**parts, random=random_state_checkpoint(self.generator, discriminator))
+        restore_newest_intact(ckpt, self.run.checkpoints, log=self.log, older=(
+            "random", tf.train.Checkpoint(**parts), "written before dropout's state was checkpointed; its masks restart"))
+        # Built after the restore: it then lists only what is left once damaged checkpoints are set aside.
+        return tf.train.CheckpointManager(ckpt, self.run.checkpoints, max_to_keep=self.cfg.train.checkpoints_to_keep)
+
+    def log_losses(self, step: int, losses: dict[str, float]) -> None:
+        import tensorflow as tf
+        self.progress.update(step, losses)
+        if step % self.cfg.train.log_every == 0:
+            with self.writer.as_default(step=step):
+                for k, v in losses.items():
+                    tf.summary.scalar(f"loss/{k}", v)
+
+    def evaluate_and_checkpoint(self, step: int, report) -> None:
         """Metrics on train subset and val, the interval's timings row, a checkpoint, the Tune report."""
         t0 = time.perf_counter()
-        scores = evaluator.evaluate(generator.get_weights(), step, run, writer)
-        row = interval.close(step, eval_seconds=time.perf_counter() - t0)
-        append_csv(run.timings, TIMINGS_COLUMNS, [row])
-        if best is not None:
-            best.offer(scores["val"][best.metric], step)
-        manager.save(checkpoint_number=step)  # after interval.close(): the checkpoint closes the interval
-        run.set_status("running", step)
-        log(f"step {step}: " + "  ".join(f"{split} ssim {m['ssim']:.3f} hist {m['hist_corr']:.3f}"
-                                         for split, m in scores.items())
-            + f"  ({row['train_seconds']:.1f} s train, {row['eval_seconds']:.1f} s eval)")
+        scores = self.evaluator.evaluate(self.generator.get_weights(), step, self.run, self.writer)
+        row = self.interval.close(step, eval_seconds=time.perf_counter() - t0)
+        append_csv(self.run.timings, TIMINGS_COLUMNS, [row])
+        if self.best is not None:
+            self.best.offer(scores["val"][self.best.metric], step)
+        self.manager.save(checkpoint_number=step)  # after interval.close(): the checkpoint closes the interval
+        self.run.set_status("running", step)
+        self.log(f"step {step}: " + "  ".join(f"{split} ssim {m['ssim']:.3f} hist {m['hist_corr']:.3f}"
+                                              for split, m in scores.items())
+                 + f"  ({row['train_seconds']:.1f} s train, {row['eval_seconds']:.1f} s eval)")
         if report is not None:
-            report(step, scores, manager.latest_checkpoint)
+            report(step, scores, self.manager.latest_checkpoint)
 
-    step = start
-    try:
-        if stop.signal and step < cfg.train.steps:  # arrived while TensorFlow started: nothing new to save
-            run.set_status("preempted", step, f"{stop.signal} at step {step}; rerun the same command to resume")
-            log(f"{run.path}: {stop.signal} before training resumed at step {step}; rerun to resume")
-            return EXIT_PREEMPTED
-        while step < cfg.train.steps:
-            losses = interval.timed(lambda: {k: float(v) for k, v in train_step(iterator).items()})
-            lease.check()
-            step += 1
-            step_var.assign(step)
-            if not all(math.isfinite(v) for v in losses.values()):
-                bad = ", ".join(f"{k}={v}" for k, v in losses.items() if not math.isfinite(v))
-                run.set_status("failed", step, f"non-finite loss at step {step}: {bad}")
-                log(f"{run.path}: stopped, non-finite loss at step {step}: {bad}")
-                return EXIT_DIVERGED
-            progress.update(step, losses)
-            if step % cfg.train.log_every == 0:
-                with writer.as_default(step=step):
-                    for k, v in losses.items():
-                        tf.summary.scalar(f"loss/{k}", v)
-            if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
-                evaluate_and_checkpoint(step)
-            if stop.signal and step < cfg.train.steps:
-                interval.keep()  # the seconds spent so far in this interval survive in the checkpoint
-                manager.save(checkpoint_number=step)
-                run.set_status("preempted", step, f"{stop.signal} at step {step}; rerun the same command to resume")
-                log(f"{run.path}: {stop.signal}, checkpointed at step {step}; rerun to resume")
-                return EXIT_PREEMPTED
-        progress.close()
+    def preempted(self, step: int, signal_name: str, checkpoint: bool) -> int:
+        if checkpoint:
+            self.interval.keep()  # the seconds spent so far in this interval survive in the checkpoint
+            self.manager.save(checkpoint_number=step)
+        self.run.set_status("preempted", step, f"{signal_name} at step {step}; rerun the same command to resume")
+        self.log(f"{self.run.path}: {signal_name}, " + (f"checkpointed at step {step}" if checkpoint else
+                                                        f"before training resumed at step {step}") + "; rerun to resume")
+        return EXIT_PREEMPTED
 
-        # -- test split ----------------------------------------------------
-        if best is None:
-            summary = evaluator.test(generator.get_weights(), step, run, selected={"rule": "last", "step": step})
-        else:  # selected on val, scored on test
+    def diverged(self, step: int, losses: dict[str, float]) -> int:
+        bad = ", ".join(f"{k}={v}" for k, v in losses.items() if not math.isfinite(v))
+        self.run.set_status("failed", step, f"non-finite loss at step {step}: {bad}")
+        self.log(f"{self.run.path}: stopped, non-finite loss at step {step}: {bad}")
+        return EXIT_DIVERGED
+
+    def test(self, step: int) -> int:
+        """The test split, scored with the last weights or those `eval.select` kept (selected on val)."""
+        if self.best is None:
+            summary = self.evaluator.test(self.generator.get_weights(), step, self.run,
+                                          selected={"rule": "last", "step": step})
+        else:
             from gan.inference import build_generator
-            summary = evaluator.test(best.weights(lambda: build_generator(cfg)), step, run, selected={
-                "rule": cfg.eval.select, "step": best.step, "value": best.value})
-        run.set_status("finished", step)
-        log(f"{run.path}: finished {step} steps; test " + "  ".join(
+            summary = self.evaluator.test(self.best.weights(lambda: build_generator(self.cfg)), step, self.run,
+                                          selected={"rule": self.cfg.eval.select, "step": self.best.step,
+                                                    "value": self.best.value})
+        self.run.set_status("finished", step)
+        self.log(f"{self.run.path}: finished {step} steps; test " + "  ".join(
             f"{k} {v['mean']:.3f}" for k, v in summary["test"].items()))
         return 0
-    except BaseException as e:
-        if is_disk_full(e):
-            run.set_status("failed", step, f"disk full at step {step} (no space left on device writing "
-                                           f"{_full_where(e, run)}); "
-                                           "free space and rerun the same command to resume")
-        elif isinstance(e, KeyboardInterrupt):
-            run.set_status("preempted", step, f"interrupted at step {step}; rerun the same command to resume "
-                                              "from the newest checkpoint")
-        elif not isinstance(e, SystemExit):
-            run.set_status("failed", step, f"{type(e).__name__}: {e}".splitlines()[0][:500])
-        raise
-    finally:
-        _close_all(log, progress.close, evaluator.close, writer.close)
 
 
 def _best_checkpoint(cfg: Config, run: RunDir, generator):
