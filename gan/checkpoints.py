@@ -62,7 +62,7 @@ def restore_newest_intact(checkpoint, directory: str | Path, set_aside: bool = T
 
 
 def _set_aside(directory: Path, damaged: list[str], kept: list[str]) -> None:
-    from gan.rundir import atomic_write
+    from gan.files import atomic_write
     for path in damaged:
         for f in directory.glob(Path(path).name + ".*"):
             f.rename(f.with_name(f.name + ".damaged"))

@@ -16,7 +16,8 @@ from gan.data import Dataset
 from gan.inference import Generator, sample_grid, write_png
 from gan.contract import FCN_COLUMNS, METRICS_VERSION, TEST_SHEET, metrics_columns
 from gan.metrics import MetricPool, metric_names
-from gan.rundir import RunDir, append_csv, read_csv, write_csv, write_json
+from gan.rundir import RunDir
+from gan.files import append_csv, read_csv, write_csv, write_json
 
 
 def summarise(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:

@@ -1,37 +1,32 @@
-"""The run directory's writers: the one interface between training, launchers and analysis.
+"""The run directory: the one interface between training, launchers and analysis.
 
     <root>/<experiment>/<run_name>/
       config.json  status.json  split.json  metrics.csv  timings.csv
       test_metrics.csv  summary.json  samples/  checkpoints/  tensorboard/
 
-Names and columns are in `gan/contract.py`. Every write goes to a temporary
-file in the same folder and is renamed over the old one, so a reader opening
-any file at any moment sees either the old or the new whole file, never half
-a row. CSV files are small (one row per evaluation), so "append" rewrites the
-file; that keeps the guarantee simple.
+Names and columns are in `gan/contract.py`; every file is written whole
+(`gan/files.py`); config.json records where the run ran (`gan/provenance.py`).
+`RunDir.prepare` creates a run or checks that a folder holds the same one.
 """
 
 from __future__ import annotations
 
-import csv
 import errno
-import io
 import json
 import os
-import platform
 import socket
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from gan.config import Config, flatten
-from gan.contract import (CHECKPOINTS, CONFIG, FCN_CSV, LEASE, METRICS_CSV, METRICS_KEYS, METRICS_VERSION, RUN_KIND,
-                          REPLACED, SAMPLES, SPLIT, STATUS, SUMMARY, TENSORBOARD, TEST_CSV, TIMINGS_COLUMNS, TIMINGS_CSV,
-                          check_columns, check_config, check_status)
+from gan.contract import (CHECKPOINTS, CONFIG, FCN_CSV, LEASE, METRICS_CSV, METRICS_KEYS, RUN_KIND, REPLACED, SAMPLES,
+                          SPLIT, STATUS, SUMMARY, TENSORBOARD, TEST_CSV, TIMINGS_COLUMNS, TIMINGS_CSV, check_config,
+                          check_status)
 from gan.errors import UserError
+from gan.files import read_csv, read_json, write_csv, write_json
+from gan.provenance import environment
 
 # Fields a resumed run may change: they do not change what is learned (more steps extend the run;
 # workers and logging are bookkeeping; the kernel switches compute the same function with the same
@@ -39,98 +34,6 @@ from gan.errors import UserError
 RESUMABLE_FIELDS = {"train.steps", "eval.workers", "train.log_every", "train.checkpoints_to_keep",
                     "data.cache_dir", "eval.segmenter", "eval.inception_weights", "optim.adam", "model.upsample",
                     "model.conv"}
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-FILE_MODE = 0o666 & ~_umask()  # what open() would give: colleagues on a shared cluster can read results
-
-
-def atomic_write(path: Path, data: str | bytes) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fchmod(f.fileno(), FILE_MODE)  # mkstemp makes 0600
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def read_json(path: Path, default: Any = None) -> Any:
-    """The JSON in `path` (`default` if it does not exist); a damaged file is a UserError naming it."""
-    path = Path(path)
-    if not path.exists():
-        return default
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not valid JSON ({e}); restore it from a copy or move the run aside") from None
-
-
-def read_csv(path: Path, required: tuple[str, ...] = ()) -> list[dict[str, str]]:
-    """The rows of a CSV ([] if it does not exist); a header without the `required` columns is a UserError."""
-    if not Path(path).exists():
-        return []
-    try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            rows = list(reader)
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise UserError(f"{path}: not a readable CSV ({e}); restore it from a copy or move the run aside") from None
-    if required and (rows or reader.fieldnames):
-        check_columns(reader.fieldnames, required, path)
-    return rows
-
-
-def write_csv(path: Path, columns: list[str] | tuple[str, ...], rows: Iterable[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    # restval "": a row written before a column existed (a metric added since) leaves it empty - missing,
-    # not zero, for every reader.
-    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="raise", restval="", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write(path, buf.getvalue())
-
-
-def append_csv(path: Path, columns: list[str] | tuple[str, ...], rows: list[dict[str, Any]]) -> None:
-    """Add rows; the file keeps its columns, and gains any of `columns` it lacks (an older run resumed by a
-    version with a new metric: its earlier rows read as missing there)."""
-    old = read_csv(path, required=tuple(columns[:2]))
-    header = list(old[0]) if old else []
-    write_csv(path, header + [c for c in columns if c not in header], old + rows)
-
-
-def git_commit() -> str:
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
-
-
-def environment() -> dict[str, str]:
-    import tensorflow as tf
-
-    from gan.fastpath import cpus_given, loaded_allocator
-    return {"python": sys.version.split()[0], "tensorflow": tf.__version__, "host": socket.gethostname(),
-            "platform": platform.platform(), "git_commit": git_commit(), "argv": " ".join(sys.argv),
-            "metrics_version": METRICS_VERSION,
-            "allocator": loaded_allocator() or "system (glibc malloc: slower, see gan/fastpath.py)",
-            "cpus": cpus_given()}
 
 
 class RunDir:

@@ -30,7 +30,8 @@ from gan.errors import EXIT_PREEMPTED, DiskFull, UserError, is_disk_full
 from gan.labels import IGNORE, NUM_CLASSES, colours_to_train_ids
 from gan.lease import Lease
 from gan.pixels import to_unit
-from gan.rundir import RunDir, append_csv, read_csv, read_json, write_json
+from gan.rundir import RunDir
+from gan.files import append_csv, read_csv, read_json, write_json
 
 SEG_METRICS = ("pixel_acc", "class_acc", "iou")
 SEGMENTER_COLUMNS = ("epoch", "loss", *SEG_METRICS)  # its metrics.csv: one row per finished epoch

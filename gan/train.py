@@ -28,9 +28,10 @@ from gan.config import Config
 from gan.data import load_dataset, train_pipeline
 from gan.errors import EXIT_DIVERGED, EXIT_PREEMPTED, DiskFull, UserError, is_disk_full
 from gan.fastpath import cpus_given
-from gan.metrics import METRICS, MetricPool
+from gan.files import append_csv, atomic_write, read_csv
 from gan.lease import Lease
-from gan.rundir import TIMINGS_COLUMNS, RunDir, append_csv, atomic_write, read_csv
+from gan.metrics import METRICS, MetricPool
+from gan.rundir import RunDir
 
 LOSS_NAMES = ("gen_total", "gen_gan", "gen_l1", "disc")
 
@@ -406,7 +407,7 @@ class _Training:
         t0 = time.perf_counter()
         scores = self.evaluator.evaluate(self.generator.get_weights(), step, self.run, self.writer)
         row = self.interval.close(step, eval_seconds=time.perf_counter() - t0)
-        append_csv(self.run.timings, TIMINGS_COLUMNS, [row])
+        append_csv(self.run.timings, contract.TIMINGS_COLUMNS, [row])
         if self.best is not None:
             self.best.offer(scores["val"][self.best.metric], step)
         self.manager.save(checkpoint_number=step)  # after interval.close(): the checkpoint closes the interval

@@ -43,7 +43,7 @@ from gan.config import make_config
 from gan.contract import CONFIG, TIMINGS_CSV, run_path
 from gan.errors import UserError
 from gan.fastpath import ALLOCATOR_ENV, allocator_env
-from gan.rundir import read_csv
+from gan.files import read_csv
 
 
 def rss_mb() -> float:

@@ -53,7 +53,7 @@ def main() -> int:
     from gan import evaluation, inference
     from gan.data import load_dataset, read_image
     from gan.metrics import MetricPool, metric_names
-    from gan.rundir import write_csv
+    from gan.files import write_csv
 
     cfg, generator, step = inference.restore_generator(args.run, args.step)
     size = cfg.data.image_size

@@ -29,7 +29,8 @@ def main() -> int:
     cfg = config_from_args(args, extra, make=make_segmenter_config, **fixed)
     interrupt_on_term()  # scancel / kill: finish as Ctrl-C does, status preempted, exit 75
 
-    from gan.rundir import RunDir, read_json
+    from gan.rundir import RunDir
+    from gan.files import read_json
     from gan.segmenter import train_segmenter
     code = train_segmenter(cfg, args.out, overwrite=args.overwrite)
     if code == 0:

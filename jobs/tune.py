@@ -37,7 +37,7 @@ from gan.config import make_config
 from gan.contract import TUNE_ARGS, TUNE_STATE
 from gan.errors import EXIT_PREEMPTED, UserError
 from gan.fastpath import fast_path_vars
-from gan.rundir import read_json
+from gan.files import read_json
 
 
 def parse_args() -> tuple[argparse.Namespace, list[str]]:

@@ -107,7 +107,7 @@ def test_a_run_from_before_a_metric_reads_as_missing_it(tiny_runs, tmp_path):
 
 def test_resuming_an_older_run_adds_the_new_metric_column(tmp_path):
     """The trainer's append keeps a table's columns and adds the ones it lacks; older rows read as empty."""
-    from gan.rundir import append_csv
+    from gan.files import append_csv
     path = tmp_path / "metrics.csv"
     path.write_text("step,split,ssim,images\n4,val,0.5,4\n")
     append_csv(path, ("step", "split", "ssim", "mean_gap", "images"),
