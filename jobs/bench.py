@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 from gan.cli import add_gens_flag, generator_list, run_main
 from gan.config import make_config
@@ -68,19 +69,36 @@ def timed_steps(fn, n: int) -> list[float]:
 
 
 def bench_generator(name: str, args) -> dict:
-    import numpy as np
-    import tensorflow as tf
-
-    from gan import evaluation, profiling
-    from gan.data import load_dataset
-    from gan.metrics import MetricPool
-    from gan.rundir import RunDir
-    from gan.train import build_models, make_strategy, make_train_step, resolve_precision
-
+    """Every figure for one generator: the project's step in this process, evaluation, and the separate
+    processes (textbook step on both allocators, the end-to-end trainer)."""
     cfg = make_config(args.preset, {"model.generator": name, "data.image_size": args.size,
                                     "train.batch_size": args.batch, "data.n_val": args.eval_images,
                                     "eval.train_subset": args.eval_images, "train.jit_compile": args.jit,
                                     "train.precision": args.precision, "model.batchnorm": args.batchnorm})
+    step, generator = project_step(cfg, args)
+    evaluation_figures = evaluate_once(cfg, generator)
+    processes = separate_processes(name, args)
+    interval_s = step["step_ms_median"] / 1000 * cfg.train.eval_every
+    eval_s = evaluation_figures["eval_seconds"]
+    return {"generator": name, "size": args.size, "batch": args.batch, "jit": args.jit, **step,
+            **evaluation_figures, **processes,
+            # The rounds' median: each round pairs processes run minutes apart, so drift cancels.
+            "ratio_to_textbook_plain": float(median(processes["ratio_to_textbook_plain_by_round"])),
+            "ratio_to_textbook_fast": processes["end_to_end_ms"] / processes["textbook_fast_ms"],
+            "kernel_share": processes["end_to_end_system_ms"] / processes["end_to_end_ms"],
+            "gflops": step["step_flops"] / 1e9 / (processes["end_to_end_ms"] / 1000),
+            "reference_gflops": step["step_flops"] / 1e9 / (processes["textbook_plain_ms"] / 1000),
+            "eval_share_of_interval": eval_s / (interval_s + eval_s)}
+
+
+def project_step(cfg, args) -> tuple[dict, object]:
+    """The project's train step on a fixed batch in this process: ms per step, FLOPs, memory estimate,
+    resident-memory growth over --growth-steps, op times with --profile; and the trained generator."""
+    import numpy as np
+    import tensorflow as tf
+
+    from gan import profiling
+    from gan.train import build_models, make_strategy, make_train_step, resolve_precision
     strategy = make_strategy(cfg.train.devices)
     with strategy.scope():
         generator, discriminator, opt_g, opt_d = build_models(cfg)
@@ -92,19 +110,29 @@ def bench_generator(name: str, args) -> dict:
     run_project = lambda: float(project(iterator)["gen_total"])  # float() waits for the step  # noqa: E731
     for _ in range(args.warmup):
         run_project()
-    project_s = timed_steps(run_project, args.steps)
-    flops = profiling.train_step_flops(generator, discriminator) * args.batch
-    memory = profiling.memory_estimate(generator, discriminator)
+    p_ms = np.array(timed_steps(run_project, args.steps)) * 1000
     rss_trace = [(0, rss_mb())]  # resident MB after each quarter of the growth steps
     for quarter in range(4 if args.growth_steps else 0):
         timed_steps(run_project, args.growth_steps // 4)
         rss_trace.append(((quarter + 1) * (args.growth_steps // 4), rss_mb()))
-    growth = rss_trace[-1][1] - rss_trace[0][1]
+    flops = profiling.train_step_flops(generator, discriminator) * args.batch
+    return {"precision": resolve_precision(cfg.train.precision), "batchnorm": cfg.model.batchnorm,
+            "parameters": int(generator.count_params()), "step_flops": flops, "step_gflop": flops / 1e9,
+            "step_ms_median": float(np.median(p_ms)), "step_ms_p90": float(np.percentile(p_ms, 90)),
+            **profiling.memory_estimate(generator, discriminator),
+            "op_ms_per_step": profiling.op_time_breakdown(run_project, 3, f"{args.profile}/{cfg.model.generator}")
+            if args.profile else None,
+            "memory_growth_mb": rss_trace[-1][1] - rss_trace[0][1], "growth_steps": args.growth_steps,
+            "rss_mb_by_step": rss_trace}, generator
 
-    profile = None
-    if args.profile:
-        profile = profiling.op_time_breakdown(run_project, 3, f"{args.profile}/{name}")
 
+def evaluate_once(cfg, generator) -> dict:
+    """Inference ms per image and one evaluation's seconds (generation and metrics on val and the train
+    subset), written into a temporary run directory."""
+    from gan import evaluation
+    from gan.data import load_dataset
+    from gan.metrics import MetricPool
+    from gan.rundir import RunDir
     data = load_dataset(cfg)
     with MetricPool(cfg.eval.workers) as pool:
         evaluator = evaluation.Evaluator(cfg, data, pool)
@@ -121,25 +149,8 @@ def bench_generator(name: str, args) -> dict:
             t0 = time.perf_counter()
             evaluator.evaluate(generator.get_weights(), 0, run)
             eval_s = time.perf_counter() - t0
-    p_ms = np.array(project_s) * 1000
-    interval_s = np.median(p_ms) / 1000 * cfg.train.eval_every
-    processes = separate_processes(name, args)
-    return {"generator": name, "size": args.size, "batch": args.batch, "jit": args.jit,
-            "precision": resolve_precision(cfg.train.precision), "batchnorm": cfg.model.batchnorm,
-            "parameters": int(generator.count_params()), "step_gflop": flops / 1e9,
-            "step_ms_median": float(np.median(p_ms)), "step_ms_p90": float(np.percentile(p_ms, 90)),
-            **processes,
-            # The rounds' median: each round pairs processes run minutes apart, so drift cancels.
-            "ratio_to_textbook_plain": float(np.median(processes["ratio_to_textbook_plain_by_round"])),
-            "ratio_to_textbook_fast": processes["end_to_end_ms"] / processes["textbook_fast_ms"],
-            "kernel_share": processes["end_to_end_system_ms"] / processes["end_to_end_ms"],
-            "gflops": flops / 1e9 / (processes["end_to_end_ms"] / 1000),
-            "reference_gflops": flops / 1e9 / (processes["textbook_plain_ms"] / 1000),
-            "inference_ms_per_image": infer_ms, "eval_seconds": eval_s,
-            "eval_images": len(data.val.ids) + len(evaluator.sets["train"][0]),
-            "eval_share_of_interval": eval_s / (interval_s + eval_s),
-            **memory, "op_ms_per_step": profile,
-            "memory_growth_mb": growth, "growth_steps": args.growth_steps, "rss_mb_by_step": rss_trace}
+    return {"inference_ms_per_image": infer_ms, "eval_seconds": eval_s,
+            "eval_images": len(data.val.ids) + len(evaluator.sets["train"][0])}
 
 
 def _exit_on_term(signum, frame):
@@ -232,7 +243,7 @@ def bench_pipeline(source: str, args, steps_per_second: float | None) -> dict:
             "times_step_rate": rate / (steps_per_second * args.batch) if steps_per_second else None}
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_gens_flag(parser)
     # The config's own names for the two shapes that matter (--size / --batch: old spellings).
@@ -253,19 +264,23 @@ def main() -> int:
     parser.add_argument("--real", default=None, help="a pix2pix folder to time the input pipeline on")
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
-    gens = generator_list(args.gens)
-    for g in gens:  # bad flags fail here, in one line, before anything is measured
+    args.gens = generator_list(args.gens)
+    for g in args.gens:  # bad flags fail here, in one line, before anything is measured
         make_config(args.preset, {"model.generator": g, "data.image_size": args.size, "train.batch_size": args.batch,
                                   "train.precision": args.precision, "model.batchnorm": args.batchnorm})
     if args.growth_steps and args.growth_steps < 4:
         raise UserError(f"--growth-steps: {args.growth_steps} is fewer than the 4 quarters it is sampled at")
+    return args
 
+
+def main() -> int:
+    args = parse_args()
     from gan import profiling
     roof = profiling.attainable_gflops()
     print(f"attainable on this machine: matmul {roof['matmul_gflops']:.1f} GFLOP/s, "
           f"conv {roof['conv_gflops']:.1f} GFLOP/s", flush=True)
     results = []
-    for g in gens:
+    for g in args.gens:
         r = bench_generator(g, args)
         r["share_of_attainable"] = r["gflops"] / roof["attainable_gflops"]
         results.append(r)
@@ -276,7 +291,18 @@ def main() -> int:
     pipelines = [bench_pipeline("synthetic", args, fastest)]
     if args.real:
         pipelines.append(bench_pipeline(args.real, args, fastest))
+    print_step_table(results, args)
+    print_pipeline_and_memory(results, pipelines, args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"roof": roof, "generators": results, "pipelines": pipelines, "peak_rss_mb": peak_rss_mb()},
+                      f, indent=2)
+    return 0
 
+
+# -- Markdown ---------------------------------------------------------------------------------------
+
+def print_step_table(results: list[dict], args) -> None:
     print(f"\nbench on {platform.node()} ({platform.machine()}), {args.size}px, batch {args.batch}"
           f"{', XLA' if args.jit else ''}; project step: {results[0]['precision']}, batchnorm "
           f"{results[0]['batchnorm']}; median of {args.steps} steps after {args.warmup} warm-up\n")
@@ -300,6 +326,9 @@ def main() -> int:
               f"| {r['step_ms_median']:.0f} / {r['step_ms_p90']:.0f} | {r['inference_ms_per_image']:.1f} "
               f"| {r['eval_seconds']:.1f} ({r['eval_images']} img) | {100 * r['eval_share_of_interval']:.1f} % |")
     print("\nallocators: " + "; ".join(f"{k}: {v}" for k, v in results[0]["allocators"].items()))
+
+
+def print_pipeline_and_memory(results: list[dict], pipelines: list[dict], args) -> None:
     print("\n| input pipeline | images/s | x fastest step rate | load s (images) |\n|---|---|---|---|")
     for p in pipelines:
         print(f"| {p['source']} | {p['images_per_second']:.0f} | {p['times_step_rate']:.1f} "
@@ -321,11 +350,6 @@ def main() -> int:
             print(f"\n{r['generator']}: RSS growth {r['memory_growth_mb']:+.0f} MB over {args.growth_steps} "
                   f"steps ({trace})")
     print(f"\npeak resident memory: {peak_rss_mb():.0f} MB")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"roof": roof, "generators": results, "pipelines": pipelines, "peak_rss_mb": peak_rss_mb()},
-                      f, indent=2)
-    return 0
 
 
 if __name__ == "__main__":
