@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import submitit
@@ -78,4 +79,5 @@ def make_executor(folder: str, *, cluster: str | None = None, partition: str | N
 
 def submit_grid(executor: submitit.AutoExecutor, configs: list[Config], out: str) -> list[submitit.Job]:
     """One array job over the generator x sweep grid."""
-    return executor.map_array(TrainJob(), [c.to_dict() for c in configs], [out] * len(configs))
+    return executor.map_array(TrainJob(), [c.with_absolute_paths().to_dict() for c in configs],
+                              [str(Path(out).resolve())] * len(configs))

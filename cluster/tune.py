@@ -154,7 +154,8 @@ def make_tuner(param_space: dict[str, Any], *, base: Config, out: str, experimen
                max_failures: int = 2, keep_checkpoints: int = 2, cpus_per_trial: float = 1,
                gpus_per_trial: float = 0, max_evaluations: int | None = None) -> tune.Tuner:
     """A Tuner over `param_space`; Tune's own state goes to `<out>/<experiment>/_tune`."""
-    base = Config.from_dict(base.to_dict()).update({"experiment": experiment}).validate()
+    # Absolute paths: a trial runs in its own trial folder, not in the driver's working directory.
+    base = base.with_absolute_paths().update({"experiment": experiment}).validate()
     space = {**param_space, BASE: base.to_dict(), OUT: str(Path(out).resolve())}
     if scheduler == "asha":
         # max_t one past the last evaluation: ASHA stops a trial that reaches max_t at once, which at the
@@ -188,7 +189,7 @@ def restore_tuner(out: str, experiment: str, cpus_per_trial: float = 1, gpus_per
     path = (Path(out) / experiment / contract.TUNE_STATE).resolve()
     space = None
     if param_space is not None:
-        base = Config.from_dict(base.to_dict()).update({"experiment": experiment}).validate()
+        base = base.with_absolute_paths().update({"experiment": experiment}).validate()
         space = {**param_space, BASE: base.to_dict(), OUT: str(Path(out).resolve())}
     return tune.Tuner.restore(str(path), resume_errored=True, param_space=space,
                               trainable=tune.with_resources(trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}))

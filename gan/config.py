@@ -34,6 +34,8 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 ADAM_KERNELS = ("fused", "keras")
 UPSAMPLE_KERNELS = ("subpixel", "keras")
 CONV_KERNELS = ("auto", "winograd", "keras")
+# Fields that name a file or folder: made absolute before a config leaves the user's shell (Tune, SLURM).
+PATH_FIELDS = ("data.source", "data.split_file", "data.cache_dir", "eval.segmenter", "eval.inception_weights")
 # Every switch with a fixed set of values: checked here once (`Config.validate`), trusted downstream.
 CHOICES = {"model.batchnorm": BATCHNORM_MODES, "model.upsample": UPSAMPLE_KERNELS, "model.conv": CONV_KERNELS,
            "optim.adam": ADAM_KERNELS, "train.precision": PRECISIONS, "data.format": DATA_FORMATS,
@@ -202,6 +204,17 @@ class Config(Dotted):
     @property
     def name(self) -> str:
         return self.run_name or self.model.generator
+
+    def with_absolute_paths(self) -> "Config":
+        """A copy whose relative file and folder fields are absolute (from this process's working
+        directory): a Tune trial starts in its own trial folder, a SLURM job wherever the node puts it.
+        Values that are not existing paths ('synthetic', 'cityscapes', '') stay as they are."""
+        out = Config.from_dict(self.to_dict())
+        for key in PATH_FIELDS:
+            value = self.flat()[key]
+            if value and not Path(value).expanduser().is_absolute() and Path(value).expanduser().exists():
+                out.set(key, str(Path(value).expanduser().resolve()))
+        return out
 
     def validate(self) -> "Config":
         """Raise ConfigError naming the first bad field. The only check of these values: the layers,

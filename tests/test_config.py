@@ -70,3 +70,20 @@ def test_paper_preset_is_float32_everywhere():
     for preset in ("paper", "small", "tiny"):
         assert make_config(preset).train.precision == "float32"
     assert make_config("paper").data.split_seed == 0
+
+
+def test_paths_leave_the_shell_absolute(tmp_path, monkeypatch):
+    """A Tune trial runs in its own trial folder and a SLURM job wherever the node starts it: relative
+    paths given on the command line are made absolute before the config travels (names stay names)."""
+    (tmp_path / "runs" / "segmenter" / "segmenter").mkdir(parents=True)
+    (tmp_path / "runs" / "segmenter" / "segmenter" / "segmenter.weights.h5").write_bytes(b"")
+    (tmp_path / "split.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    cfg = make_config("tiny", {"eval.segmenter": "runs/segmenter/segmenter", "data.split_file": "split.json"})
+    travelling = cfg.with_absolute_paths()
+    assert travelling.eval.segmenter == str(tmp_path / "runs" / "segmenter" / "segmenter")
+    assert travelling.data.split_file == str(tmp_path / "split.json")
+    assert travelling.data.source == "synthetic" and cfg.eval.segmenter == "runs/segmenter/segmenter"
+    from cluster.tune import BASE, make_tuner
+    tuner = make_tuner({}, base=cfg, out="runs", experiment="x")
+    assert tuner._local_tuner._param_space[BASE]["eval"]["segmenter"] == travelling.eval.segmenter
