@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import plots, stats, tables
-from analysis.runs import (study_metrics, fcn_frame, find_runs, metrics_frame, swept_fields, test_frame,
-                           timings_frame, consistency_warnings)
+from analysis.runs import (consistency_warnings, fcn_frame, find_runs, lower_is_better, metric_names, metrics_frame,
+                           study_metrics, swept_fields, test_frame, timings_frame)
 
 NOTEBOOK = Path(__file__).parent / "notebooks" / "compare.ipynb"
 
@@ -32,6 +32,22 @@ def build_report(roots: list[str | Path], out: str | Path, notebook: bool = True
     (out / "tables").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(exist_ok=True)
     tests, evaluations, timings = test_frame(runs), metrics_frame(runs), timings_frame(runs)
+    frames, evidence_note = report_tables(runs, tests, evaluations, timings, metric)
+    for name, frame in frames.items():
+        tables.write_table(frame, out / "tables" / name)
+    figures = report_figures(runs, frames, evaluations, timings, metric, out / "figures")
+    page = out / "report.html"
+    page.write_text(_html(runs, frames, figures, evidence_note))
+    if evidence_note:
+        print(f"note: {evidence_note}", file=sys.stderr)
+    if notebook:
+        execute_notebook(roots, out)
+    return page
+
+
+def report_tables(runs, tests: pd.DataFrame, evaluations: pd.DataFrame, timings: pd.DataFrame,
+                  metric: str) -> tuple[dict[str, pd.DataFrame], str]:
+    """The report's tables by name, and the one-seed caveat ('' with seeds enough for run-level claims)."""
     study = tables.study_table(runs)
     frames = {"study": study}
     evidence_note = ""
@@ -49,51 +65,41 @@ def build_report(roots: list[str | Path], out: str | Path, notebook: bool = True
         frames["bootstrap_ci"] = stats.bootstrap_ci(tests, metrics)
         frames["paired_tests"] = paired
     frames.update(test_summary=tables.test_table(runs), runs=tables.runs_table(runs))
-    seg_fid = tables.segmenter_fid_table(runs)
-    if not seg_fid.empty:
-        frames["segmenter_fid"] = seg_fid
-    equal = tables.equal_time_table(evaluations, timings)
-    if not equal.empty:
-        frames["equal_time"] = equal
-    if not tests.empty:
-        if tests.groupby("generator").seed.nunique().max() > 1:
-            frames["seed_spread"] = stats.seed_spread(tests)
-    fields = swept_fields(runs)
-    if fields:
-        frames["sweep_best"] = tables.sweep_table(runs, metric)
-    for name, frame in frames.items():
-        tables.write_table(frame, out / "tables" / name)
+    optional = {"segmenter_fid": tables.segmenter_fid_table(runs),
+                "equal_time": tables.equal_time_table(evaluations, timings)}
+    if not tests.empty and tests.groupby("generator").seed.nunique().max() > 1:
+        optional["seed_spread"] = stats.seed_spread(tests)
+    if swept_fields(runs):
+        optional["sweep_best"] = tables.sweep_table(runs, metric)
+    frames.update({name: frame for name, frame in optional.items() if not frame.empty})
+    return frames, evidence_note
 
+
+def report_figures(runs, frames: dict[str, pd.DataFrame], evaluations: pd.DataFrame, timings: pd.DataFrame,
+                   metric: str, folder: Path) -> dict[str, Path]:
+    """The report's figures by caption (the PNG of each)."""
     figures: dict[str, Path] = {}
     if not evaluations.empty:
-        figures["Metric evolution"] = plots.evolution(evaluations, out / "figures" / "evolution")[0]
+        figures["Metric evolution"] = plots.evolution(evaluations, folder / "evolution")[0]
     fcn = fcn_frame(runs)
     if not fcn.empty:
-        figures["FCN-score every evaluation"] = plots.fcn_evolution(fcn, out / "figures" / "fcn_evolution")[0]
+        figures["FCN-score every evaluation"] = plots.fcn_evolution(fcn, folder / "fcn_evolution")[0]
     fcn_test = tables.fcn_table(runs)
     if not fcn_test.empty:
-        figures["Test FCN-score with the real photos' reference"] = plots.fcn_test(
-            fcn_test, out / "figures" / "fcn_test")[0]
+        figures["Test FCN-score with the real photos' reference"] = plots.fcn_test(fcn_test, folder / "fcn_test")[0]
     if not timings.empty:
-        figures["Training time per interval"] = plots.step_time(timings, out / "figures" / "step_time")[0]
-        by_time = plots.quality_by_time(evaluations, timings, out / "figures" / "quality_by_time")
+        figures["Training time per interval"] = plots.step_time(timings, folder / "step_time")[0]
+        by_time = plots.quality_by_time(evaluations, timings, folder / "quality_by_time")
         if by_time:
             figures["Validation metrics against training seconds"] = by_time[0]
-    if fields and not frames["sweep_best"].empty:
+    if "sweep_best" in frames:
         all_runs = tables.sweep_table_all(runs, metric)
-        figures[f"Sweep: parameters vs val {metric}"] = plots.sweep(all_runs, fields, metric,
-                                                                  out / "figures" / "sweep")[0]
-    sheet = plots.sample_sheet([r for r in runs if r.state == "finished"], out / "figures" / "samples")
+        figures[f"Sweep: parameters vs val {metric}"] = plots.sweep(all_runs, swept_fields(runs), metric,
+                                                                  folder / "sweep")[0]
+    sheet = plots.sample_sheet([r for r in runs if r.state == "finished"], folder / "samples")
     if sheet:
         figures["Test samples: input | target | each run"] = sheet[0]
-
-    page = out / "report.html"
-    page.write_text(_html(runs, frames, figures, evidence_note))
-    if evidence_note:
-        print(f"note: {evidence_note}", file=sys.stderr)
-    if notebook:
-        execute_notebook(roots, out)
-    return page
+    return figures
 
 
 def evidence_sentence(needed: pd.DataFrame, source: str) -> str:
@@ -114,30 +120,7 @@ def _img(path: Path) -> str:
     return f'<img src="data:image/png;base64,{data}" style="max-width:100%">'
 
 
-def _html(runs, frames: dict[str, pd.DataFrame], figures: dict[str, Path], evidence_note: str = "") -> str:
-    states = pd.Series([r.state for r in runs]).value_counts().to_dict()
-    unfinished = [r for r in runs if r.state != "finished"]
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>pix2pix comparison report</title>",
-        "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;"
-        "font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-        "th{background:#eee}.warn{color:#a40}</style></head><body>",
-        "<h1>pix2pix comparison report</h1>",
-        f"<p>{len(runs)} runs ({html.escape(', '.join(f'{n} {s}' for s, n in states.items()))}); "
-        f"written {time.strftime('%Y-%m-%d %H:%M')}. Study metrics: {', '.join(study_metrics())} "
-        "(higher is better), plus psnr (higher) and l1 (lower).</p>",
-    ]
-    for path, reason in getattr(runs, "skipped", []):
-        parts.append(f"<p class='warn'>Skipped {html.escape(str(path))}: {html.escape(reason)}</p>")
-    for warning in consistency_warnings(runs):
-        parts.append(f"<p class='warn'>{html.escape(warning)}</p>")
-    if unfinished:
-        parts.append("<p class='warn'>Not finished: " + ", ".join(
-            f"{html.escape(r.name)} ({html.escape(r.state)} at step {html.escape(str(r.status.get('step', 0)))}"
-            + (f": {html.escape(str(r.status['message']))}" if r.status.get("message") else "")
-            + (f"; {html.escape(r.state_note)}" if r.state_note else "") + ")"
-            for r in unfinished) + "</p>")
-    titles = {"study": "Test metrics per generator: mean (std) over test images",
+TITLES = {"study": "Test metrics per generator: mean (std) over test images",
               "verdict": "Verdict: the best generator per metric, and whom it beats significantly",
               "study_marked": "Test mean (std) per generator: best in bold, † where the lead is not "
                               "significant (paired Wilcoxon, Holm p >= 0.05)",
@@ -153,30 +136,66 @@ def _html(runs, frames: dict[str, pd.DataFrame], figures: dict[str, Path], evide
                             "reached (shared: some interval shared its host)",
               "seed_spread": "Spread across seeds", "runs": "Runs: state, best validation step, cost",
               "sweep_best": "Best configuration per generator", "test_summary": "Test summary (numeric)"}
-    def table(frame: pd.DataFrame) -> str:
-        # Run names, states and messages come from whoever wrote the runs: escape every cell and header,
-        # then turn the verdict table's own **bold** marks into tags.
-        shown = frame.map(lambda v: html.escape(v) if isinstance(v, str) else v)
-        shown.columns = [html.escape(str(c)) for c in shown.columns]
-        shown = shown.replace(r"\*\*(.*)\*\*", r"<b>\1</b>", regex=True)
-        return ("<div style='overflow-x:auto'>" + shown.to_html(index=False, float_format=lambda v: f"{v:.4g}",
-                                                               na_rep="-", escape=False) + "</div>")
 
-    # The verdict a reader came for first; every detail table folded below it.
+
+def _html(runs, frames: dict[str, pd.DataFrame], figures: dict[str, Path], evidence_note: str = "") -> str:
+    """The page: what was compared and what to beware of, the verdict first, every detail folded below."""
+    parts = _head(runs)
     lead = [n for n in ("verdict", "study_marked") if n in frames] or ["study"]
     for name in lead:
-        parts.append(f"<h2>{titles[name]}</h2>{table(frames[name])}")
+        parts.append(f"<h2>{TITLES[name]}</h2>{_table(frames[name])}")
         if name == "verdict" and evidence_note:
             parts.append(f"<p class='warn'>{html.escape(evidence_note)}</p>")
     for title, path in list(figures.items())[:1]:
         parts.append(f"<h2>{html.escape(title)}</h2>{_img(path)}")
     for name, frame in frames.items():
         if name not in lead:
-            parts.append(f"<details><summary>{titles.get(name, name)}</summary>{table(frame)}</details>")
+            parts.append(f"<details><summary>{TITLES.get(name, name)}</summary>{_table(frame)}</details>")
     for title, path in list(figures.items())[1:]:
         parts.append(f"<details open><summary>{html.escape(title)}</summary>{_img(path)}</details>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _head(runs) -> list[str]:
+    """Title, what the runs are, the metrics and their directions, skipped runs, warnings, unfinished runs."""
+    states = pd.Series([r.state for r in runs]).value_counts().to_dict()
+    lower = lower_is_better()
+    others = [m for m in metric_names() if m not in study_metrics()]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>pix2pix comparison report</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;"
+        "font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+        "th{background:#eee}.warn{color:#a40}</style></head><body>",
+        "<h1>pix2pix comparison report</h1>",
+        f"<p>{len(runs)} runs ({html.escape(', '.join(f'{n} {s}' for s, n in states.items()))}); "
+        f"written {time.strftime('%Y-%m-%d %H:%M')}. Study metrics: "
+        + html.escape(", ".join(f"{m} ({'lower' if m in lower else 'higher'} is better)" for m in study_metrics()))
+        + ("; also " + html.escape(", ".join(f"{m} ({'lower' if m in lower else 'higher'})" for m in others))
+           if others else "") + ".</p>",
+    ]
+    for path, reason in getattr(runs, "skipped", []):
+        parts.append(f"<p class='warn'>Skipped {html.escape(str(path))}: {html.escape(reason)}</p>")
+    for warning in consistency_warnings(runs):
+        parts.append(f"<p class='warn'>{html.escape(warning)}</p>")
+    unfinished = [r for r in runs if r.state != "finished"]
+    if unfinished:
+        parts.append("<p class='warn'>Not finished: " + ", ".join(
+            f"{html.escape(r.name)} ({html.escape(r.state)} at step {html.escape(str(r.status.get('step', 0)))}"
+            + (f": {html.escape(str(r.status['message']))}" if r.status.get("message") else "")
+            + (f"; {html.escape(r.state_note)}" if r.state_note else "") + ")"
+            for r in unfinished) + "</p>")
+    return parts
+
+
+def _table(frame: pd.DataFrame) -> str:
+    # Run names, states and messages come from whoever wrote the runs: escape every cell and header,
+    # then turn the verdict table's own **bold** marks into tags.
+    shown = frame.map(lambda v: html.escape(v) if isinstance(v, str) else v)
+    shown.columns = [html.escape(str(c)) for c in shown.columns]
+    shown = shown.replace(r"\*\*(.*)\*\*", r"<b>\1</b>", regex=True)
+    return ("<div style='overflow-x:auto'>" + shown.to_html(index=False, float_format=lambda v: f"{v:.4g}",
+                                                           na_rep="-", escape=False) + "</div>")
 
 
 def execute_notebook(roots: list[str | Path], out: Path) -> Path:
