@@ -19,7 +19,7 @@ from gan.cli import run_main
 from gan.errors import UserError
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="a run directory (holds config.json and checkpoints/)")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
@@ -33,58 +33,79 @@ def main() -> int:
     args = parser.parse_args()
     if not (args.split or args.translate or args.export):
         raise UserError("nothing to do: give --split, --translate or --export")
-    if args.translate and not args.to:
+    args.files = label_maps_to_translate(args) if args.translate else []
+    return args
+
+
+def label_maps_to_translate(args) -> list[Path]:
+    """The images of --translate, refused before TensorFlow starts (a refusal costs nothing) when the output
+    would land in the input folder or over existing photos without --overwrite."""
+    if not args.to:
         raise UserError("--translate: needs --to OUTPUT_FOLDER")
-    if args.translate and not args.translate.is_dir():
+    if not args.translate.is_dir():
         raise UserError(f"--translate {args.translate}: no such folder")
-    if args.translate and args.to.resolve() == args.translate.resolve():
+    if args.to.resolve() == args.translate.resolve():
         raise UserError(f"--to {args.to}: is the --translate folder; the photos would replace the label maps "
                         "(choose another --to)")
-    if args.translate:  # before TensorFlow starts: a refusal costs nothing
-        from gan.data import IMAGE_SUFFIXES
-        files = sorted(p for p in args.translate.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise UserError(f"--translate {args.translate}: no images")
-        existing = [args.to / f"{p.stem}.png" for p in files if (args.to / f"{p.stem}.png").exists()]
-        if existing and not args.overwrite:
-            raise UserError(f"--to {args.to}: {len(existing)} of the photos exist already (e.g. {existing[0].name}); "
-                            "pass --overwrite to replace them, or choose another --to")
+    from gan.data import IMAGE_SUFFIXES
+    files = sorted(p for p in args.translate.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UserError(f"--translate {args.translate}: no images")
+    existing = [args.to / f"{p.stem}.png" for p in files if (args.to / f"{p.stem}.png").exists()]
+    if existing and not args.overwrite:
+        raise UserError(f"--to {args.to}: {len(existing)} of the photos exist already (e.g. {existing[0].name}); "
+                        "pass --overwrite to replace them, or choose another --to")
+    return files
 
-    from gan import evaluation, inference
-    from gan.data import load_dataset, read_image
-    from gan.metrics import MetricPool, metric_names
-    from gan.files import write_csv
 
+def main() -> int:
+    args = parse_args()
+    from gan import inference
     cfg, generator, step = inference.restore_generator(args.run, args.step)
-    size = cfg.data.image_size
     if args.split:
-        if args.data:
-            cfg.data.source = args.data
-        split = getattr(load_dataset(cfg), args.split)
-        with MetricPool(args.workers) as pool:
-            rows = pool(generator(split.inputs), split.targets)
-        out = Path(args.run) / f"eval_{args.split}_step{step}.csv"
-        write_csv(out, ["image", *metric_names()], [{"image": i, **r} for i, r in zip(split.ids, rows)])
-        summary = evaluation.summarise(rows)
-        print(f"{args.run} step {step}, {args.split} ({len(rows)} images):")
-        for name, s in summary.items():
-            print(f"  {name:15s} {s['mean']:.4f} ({s['std']:.4f})")
-        print(f"per-image metrics: {out}")
+        evaluate_split(args, cfg, generator, step)
     if args.translate:
-        import cv2
-        # Every input is read before anything is written: a bad file leaves no partial output folder.
-        labels = [cv2.resize(read_image(str(path)), (size, size), interpolation=cv2.INTER_NEAREST) for path in files]
-        try:
-            args.to.mkdir(parents=True, exist_ok=True)
-        except (NotADirectoryError, FileExistsError, PermissionError) as e:
-            raise UserError(f"--to {args.to}: cannot create the folder ({e.strerror})") from None
-        for path, label in zip(files, labels):
-            inference.write_png(args.to / f"{path.stem}.png", generator(label[None])[0])
-        print(f"translated {len(files)} label maps into {args.to}")
+        translate(args.files, args.to, generator, cfg.data.image_size)
     if args.export:
-        inference.export_saved_model(generator, size, args.export)
+        inference.export_saved_model(generator, cfg.data.image_size, args.export)
+        size = cfg.data.image_size
         print(f"SavedModel (uint8 labels [N,{size},{size},3] -> uint8 photos) in {args.export}")
     return 0
+
+
+def evaluate_split(args, cfg, generator, step: int) -> None:
+    """Per-image metrics of one split into eval_<split>_step<N>.csv, and their mean (std)."""
+    from gan import evaluation
+    from gan.data import load_dataset
+    from gan.files import write_csv
+    from gan.metrics import MetricPool, metric_names
+    if args.data:
+        cfg.data.source = args.data
+    split = getattr(load_dataset(cfg), args.split)
+    with MetricPool(args.workers) as pool:
+        rows = pool(generator(split.inputs), split.targets)
+    out = Path(args.run) / f"eval_{args.split}_step{step}.csv"
+    write_csv(out, ["image", *metric_names()], [{"image": i, **r} for i, r in zip(split.ids, rows)])
+    print(f"{args.run} step {step}, {args.split} ({len(rows)} images):")
+    for name, s in evaluation.summarise(rows).items():
+        print(f"  {name:15s} {s['mean']:.4f} ({s['std']:.4f})")
+    print(f"per-image metrics: {out}")
+
+
+def translate(files: list[Path], to: Path, generator, size: int) -> None:
+    import cv2
+
+    from gan import inference
+    from gan.data import read_image
+    # Every input is read before anything is written: a bad file leaves no partial output folder.
+    labels = [cv2.resize(read_image(str(path)), (size, size), interpolation=cv2.INTER_NEAREST) for path in files]
+    try:
+        to.mkdir(parents=True, exist_ok=True)
+    except (NotADirectoryError, FileExistsError, PermissionError) as e:
+        raise UserError(f"--to {to}: cannot create the folder ({e.strerror})") from None
+    for path, label in zip(files, labels):
+        inference.write_png(to / f"{path.stem}.png", generator(label[None])[0])
+    print(f"translated {len(files)} label maps into {to}")
 
 
 if __name__ == "__main__":
