@@ -23,7 +23,7 @@ from gan.lease import holder_alive, read_holder
 FCN_METRICS = list(contract.FCN_METRICS)
 # Every image metric met so far: {name: {"better", "study", "version"}}. Each loaded run adds those it
 # records (config.json "metrics"; older runs: the contract's legacy table), so a metric added to
-# gan/metrics.py reaches every table and figure with no change here, and a run without a metric's column
+# gan/evaluators/metrics.py reaches every table and figure with no change here, and a run without a metric's column
 # simply has none (missing, never an error).
 _KNOWN: dict[str, dict] = dict(contract.LEGACY_METRICS)
 
@@ -54,7 +54,7 @@ class Run:
     label: str = ""  # set by find_runs when two roots hold runs of the same name
     environment: dict = field(default_factory=dict)  # config.json's: versions, host, metrics_version
 
-    data: dict = field(default_factory=dict)  # config.json's: source, format, fingerprint (gan/fetch.py)
+    data: dict = field(default_factory=dict)  # config.json's: source, format, fingerprint (gan/datasets/fetch.py)
     metric_specs: dict = field(default_factory=dict)  # config.json's "metrics" (or the legacy table)
 
     @property
@@ -188,7 +188,7 @@ def version_warning(runs: list[Run]) -> str:
                                                   for v, names in sorted(versions.items())))
     if not parts:
         return ""
-    return ("Runs were measured with different metric definitions (gan/metrics.py): " + " | ".join(parts)
+    return ("Runs were measured with different metric definitions (gan/evaluators/metrics.py): " + " | ".join(parts)
             + ". Their values are not comparable; report them apart.")
 
 

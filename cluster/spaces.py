@@ -134,7 +134,7 @@ def check_space(space: dict[str, Any], base: Config, where: str = "--space") -> 
 def metric_names(base: Config) -> list[str]:
     """What a trial reports and ASHA / 'best' may rank by: <split>_<metric>."""
     from gan import contract
-    from gan.metrics import metric_names
+    from gan.evaluators.metrics import metric_names
     names = list(metric_names()) + (list(contract.FCN_METRICS) if base.eval.fcn_every_eval else [])
     return [f"{split}_{name}" for split in ("val", "train") for name in names]
 

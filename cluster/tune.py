@@ -52,8 +52,8 @@ def _flat_scores(step: int, scores: dict[str, dict[str, float]]) -> dict[str, fl
 
 def mode_of(metric: str) -> str:
     """Tune's mode for a reported metric ('val_ssim', 'train_l1', 'val_fcn_iou'): its registered direction
-    (gan/metrics.py); the FCN-score is higher-is-better."""
-    from gan.metrics import METRICS
+    (gan/evaluators/metrics.py); the FCN-score is higher-is-better."""
+    from gan.evaluators.metrics import METRICS
     name = metric.split("_", 1)[1]
     return "min" if name in METRICS and not METRICS[name].higher_is_better else "max"
 

@@ -240,7 +240,7 @@ class Config(Dotted):
         if problem:
             raise ConfigError(problem)
         if self.eval.select != "last":
-            from gan.metrics import metric_names
+            from gan.evaluators.metrics import metric_names
             metric = self.eval.select.removeprefix("best_val_")
             known = metric_names() + (FCN_METRICS if self.eval.fcn_every_eval else ())
             if not self.eval.select.startswith("best_val_") or metric not in known:

@@ -19,7 +19,7 @@ from gan.errors import UserError
 
 RUN_KIND = "pix2pix"  # config.json "kind" of a training run (a segmenter run: SEGMENTER_KIND)
 
-# The image metrics are registered in gan/metrics.py (name, direction, study column or not, version) and
+# The image metrics are registered in gan/evaluators/metrics.py (name, direction, study column or not, version) and
 # every run records them in config.json "metrics". A run from before that record was measured with these
 # (METRICS_VERSION 2 in its environment) or, with version 1, with the ones LEGACY_V1 lists.
 LEGACY_METRICS = {
@@ -37,7 +37,7 @@ LEGACY_V1 = {name: {**spec, "version": 1} for name, spec in LEGACY_METRICS.items
 # Run-level version of the metric definitions, still written for readers of older runs; a metric's own
 # version is in its record.
 METRICS_VERSION = 2
-FCN_METRICS = ("fcn_pixel_acc", "fcn_class_acc", "fcn_iou")  # with a segmenter (gan/segmenter.py)
+FCN_METRICS = ("fcn_pixel_acc", "fcn_class_acc", "fcn_iou")  # with a segmenter (gan/evaluators/segmenter.py)
 FCN_SPECS = {name: {"better": "higher", "study": False, "version": 1} for name in FCN_METRICS}
 # Columns of metrics.csv around the metrics, whatever metrics a run has.
 METRICS_KEYS = ("step", "split")

@@ -18,7 +18,7 @@ import numpy as np
 
 from gan.config import Config
 from gan.contract import check_config
-from gan.pixels import to_uint8, to_unit
+from gan.datasets.pixels import to_uint8, to_unit
 from gan.rundir import RunDir
 from gan.files import atomic_write, read_json
 

@@ -134,7 +134,7 @@ class RunDir:
     def _write_config(self, config: dict[str, Any], data: dict[str, Any] | None = None) -> None:
         record = {"kind": self.kind, "config": config, "data": data or {}, "environment": environment()}
         if self.kind == RUN_KIND:
-            from gan.metrics import metric_specs
+            from gan.evaluators.metrics import metric_specs
             record["metrics"] = metric_specs()
         write_json(self.config, record)
 

@@ -25,12 +25,12 @@ from pathlib import Path
 from gan import contract
 from gan.checkpoints import restore_newest_intact
 from gan.config import Config
-from gan.data import load_dataset, train_pipeline
+from gan.datasets.loader import load_dataset, train_pipeline
 from gan.errors import EXIT_DIVERGED, EXIT_PREEMPTED, DiskFull, UserError, is_disk_full
 from gan.fastpath import cpus_given
 from gan.files import append_csv, atomic_write, read_csv
 from gan.lease import Lease
-from gan.metrics import METRICS, MetricPool
+from gan.evaluators.metrics import METRICS, MetricPool
 from gan.rundir import RunDir
 
 LOSS_NAMES = ("gen_total", "gen_gan", "gen_l1", "disc")
@@ -355,7 +355,7 @@ class _Training:
         import keras
         import tensorflow as tf
 
-        from gan import evaluation
+        from gan.evaluators import evaluation
         self.cfg, self.run, self.log = cfg, run, log
         cpus = cpus_given()
         size_thread_pools(cpus, log)

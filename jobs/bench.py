@@ -129,9 +129,9 @@ def project_step(cfg, args) -> tuple[dict, object]:
 def evaluate_once(cfg, generator) -> dict:
     """Inference ms per image and one evaluation's seconds (generation and metrics on val and the train
     subset), written into a temporary run directory."""
-    from gan import evaluation
-    from gan.data import load_dataset
-    from gan.metrics import MetricPool
+    from gan.evaluators import evaluation
+    from gan.datasets.loader import load_dataset
+    from gan.evaluators.metrics import MetricPool
     from gan.rundir import RunDir
     data = load_dataset(cfg)
     with MetricPool(cfg.eval.workers) as pool:
@@ -224,7 +224,7 @@ def separate_processes(name: str, args) -> dict:
 
 
 def bench_pipeline(source: str, args, steps_per_second: float | None) -> dict:
-    from gan.data import load_dataset, train_pipeline
+    from gan.datasets.loader import load_dataset, train_pipeline
     cfg = make_config(args.preset, {"data.source": source, "data.image_size": args.size,
                                     "train.batch_size": args.batch, "train.steps": 100_000})
     t0 = time.perf_counter()

@@ -47,7 +47,7 @@ def label_maps_to_translate(args) -> list[Path]:
     if args.to.resolve() == args.translate.resolve():
         raise UserError(f"--to {args.to}: is the --translate folder; the photos would replace the label maps "
                         "(choose another --to)")
-    from gan.data import IMAGE_SUFFIXES
+    from gan.datasets.loader import IMAGE_SUFFIXES
     files = sorted(p for p in args.translate.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise UserError(f"--translate {args.translate}: no images")
@@ -75,10 +75,10 @@ def main() -> int:
 
 def evaluate_split(args, cfg, generator, step: int) -> None:
     """Per-image metrics of one split into eval_<split>_step<N>.csv, and their mean (std)."""
-    from gan import evaluation
-    from gan.data import load_dataset
+    from gan.evaluators import evaluation
+    from gan.datasets.loader import load_dataset
     from gan.files import write_csv
-    from gan.metrics import MetricPool, metric_names
+    from gan.evaluators.metrics import MetricPool, metric_names
     if args.data:
         cfg.data.source = args.data
     split = getattr(load_dataset(cfg), args.split)
@@ -96,7 +96,7 @@ def translate(files: list[Path], to: Path, generator, size: int) -> None:
     import cv2
 
     from gan import inference
-    from gan.data import read_image
+    from gan.datasets.loader import read_image
     # Every input is read before anything is written: a bad file leaves no partial output folder.
     labels = [cv2.resize(read_image(str(path)), (size, size), interpolation=cv2.INTER_NEAREST) for path in files]
     try:

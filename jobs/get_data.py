@@ -36,7 +36,7 @@ def main() -> int:
     args = parser.parse_args()
     interrupt_on_term()
 
-    from gan import fetch
+    from gan.datasets import fetch
     if args.command == "download":
         folder = fetch.download(args.name, args.root, sha256=args.sha256, url=args.url)
     else:

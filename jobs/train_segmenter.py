@@ -31,7 +31,7 @@ def main() -> int:
 
     from gan.rundir import RunDir
     from gan.files import read_json
-    from gan.segmenter import train_segmenter
+    from gan.evaluators.segmenter import train_segmenter
     code = train_segmenter(cfg, args.out, overwrite=args.overwrite)
     if code == 0:
         from gan.contract import run_path

@@ -38,7 +38,7 @@ def write_rgb(path: Path, image: np.ndarray) -> None:
 
 def make_pix2pix(root: Path, counts=(8, 3, 3), size: int = 32, ext: str = ".jpg") -> Path:
     """A pix2pix-layout folder (photo left, label right) of synthetic scenes."""
-    from gan.synthetic import draw_scene
+    from gan.datasets.synthetic import draw_scene
     index = 0
     for split, n in zip(("train", "val", "test"), counts):
         for _ in range(n):

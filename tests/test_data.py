@@ -11,10 +11,10 @@ import pytest
 
 from conftest import ROOT, make_pix2pix, write_rgb
 from gan.config import make_config
-from gan.data import (Pair, detect_format, example_order, find_pairs, load_dataset, load_pair, read_image,
+from gan.datasets.loader import (Pair, detect_format, example_order, find_pairs, load_dataset, load_pair, read_image,
                       select_splits, train_pipeline)
 from gan.errors import UserError
-from gan.synthetic import PALETTE, draw_scene, ensure_synthetic
+from gan.datasets.synthetic import PALETTE, draw_scene, ensure_synthetic
 
 
 def test_synthetic_is_deterministic_and_in_palette(tmp_path):
@@ -91,7 +91,7 @@ def test_split_selection_is_reproducible_and_disjoint():
 
 def test_augmentation_is_identical_for_input_and_target():
     cfg = make_config("tiny", {"aug.crop_scale_min": 0.7})
-    from gan.data import Split
+    from gan.datasets.loader import Split
     photo, _ = draw_scene(0, 0, 32)
     split = Split(["a"], photo[None], photo[None].copy())  # input == target
     for x, y in train_pipeline(split, cfg, 0).take(6):
@@ -100,7 +100,7 @@ def test_augmentation_is_identical_for_input_and_target():
 
 def test_pipeline_resumes_at_the_exact_example():
     cfg = make_config("tiny", {"train.steps": 30})
-    from gan.data import Split
+    from gan.datasets.loader import Split
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (7, 32, 32, 3), dtype=np.uint8)
     split = Split([str(i) for i in range(7)], images, images)
@@ -131,7 +131,7 @@ def test_bad_files_are_named(tmp_path):
 
 def test_split_follows_split_seed_not_training_seed(tmp_path):
     from gan.config import make_config
-    from gan.data import load_dataset
+    from gan.datasets.loader import load_dataset
     root = make_pix2pix(tmp_path / "ds", counts=(10, 6, 0))
     ids = lambda **o: load_dataset(make_config("tiny", {"data.source": str(root), "data.n_train": 5,  # noqa: E731
                                                         "data.n_val": 2, "data.n_test": 2, **o})).test.ids
@@ -142,7 +142,7 @@ def test_split_follows_split_seed_not_training_seed(tmp_path):
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one CPU: the generator writes without a process pool")
 def test_killed_generator_takes_its_workers_along(tmp_path):
     """kill -9 mid-generation: the pool's workers end too instead of waiting for tasks for ever."""
-    script = ("from gan.synthetic import ensure_synthetic\n"
+    script = ("from gan.datasets.synthetic import ensure_synthetic\n"
               f"ensure_synthetic(128, cache_dir={str(tmp_path)!r}, split_sizes={{'train': 5000, 'val': 1, 'test': 1}})")
     generator = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
     deadline = time.monotonic() + 120
@@ -163,7 +163,7 @@ def test_killed_generator_takes_its_workers_along(tmp_path):
 def test_abandoned_partial_dataset_is_removed(tmp_path):
     """A killed generator's partial folder is removed by the next generation once untouched for an hour;
     a live one (recently written) is left alone."""
-    from gan.synthetic import ABANDONED_AFTER_S
+    from gan.datasets.synthetic import ABANDONED_AFTER_S
     old, live = tmp_path / ".synthetic-old", tmp_path / ".synthetic-live"
     for partial in (old, live):
         (partial / "train").mkdir(parents=True)
@@ -182,7 +182,7 @@ def test_split_file_draws_exactly_that_split_from_any_copy(tmp_path):
     import shutil
 
     from gan.config import make_config
-    from gan.data import load_dataset
+    from gan.datasets.loader import load_dataset
     from gan.errors import UserError
     original = make_pix2pix(tmp_path / "a", counts=(10, 6, 0))
     sizes = {"data.n_train": 6, "data.n_val": 3, "data.n_test": 2}

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import make_pix2pix, run_cli, tree_digest, write_rgb
 from gan.config import make_config
-from gan.synthetic import draw_scene
+from gan.datasets.synthetic import draw_scene
 from gan.train import train
 
 pytestmark = pytest.mark.slow  # the fixture and most cases train or start the trainer

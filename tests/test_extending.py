@@ -13,7 +13,7 @@ import pytest
 
 from gan import models
 from gan.config import ConfigError, make_config
-from gan.metrics import Metric, register_metric, unregister_metric
+from gan.evaluators.metrics import Metric, register_metric, unregister_metric
 
 
 def build_toy(cfg, size: int):
@@ -76,9 +76,9 @@ def test_a_registered_generator_and_metric_reach_every_list_the_trainer_and_the_
 
 
 def test_a_metric_registered_in_one_process_only_is_named_when_workers_lack_it(toy_metric):
-    from gan.metrics import MetricPool
+    from gan.evaluators.metrics import MetricPool
     images = np.zeros((4, 32, 32, 3), np.uint8)
-    with MetricPool(workers=2) as pool, pytest.raises(ValueError, match="'mean_gap' is not defined in gan/metrics.py"):
+    with MetricPool(workers=2) as pool, pytest.raises(ValueError, match="'mean_gap' is not defined in gan/evaluators/metrics.py"):
         pool(images, images)
 
 

@@ -410,7 +410,7 @@ def test_double_ctrl_c_still_checkpoints_and_preempts(tmp_path, when):
 
 def test_translate_never_overwrites_its_input_or_existing_photos(tiny_runs, tmp_path):
     import cv2
-    from gan.synthetic import draw_scene
+    from gan.datasets.synthetic import draw_scene
     run = tiny_runs / "cmp" / "unet"
     labels = tmp_path / "labels"
     labels.mkdir()
@@ -432,7 +432,7 @@ def test_translate_never_overwrites_its_input_or_existing_photos(tiny_runs, tmp_
 
 def test_truncated_png_is_named_without_opencv_warnings(tiny_runs, tmp_path):
     import cv2
-    from gan.synthetic import draw_scene
+    from gan.datasets.synthetic import draw_scene
     labels = tmp_path / "labels"
     labels.mkdir()
     ok, png = cv2.imencode(".png", draw_scene(1, 0, 32)[1])

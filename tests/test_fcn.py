@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from gan.labels import IGNORE, TRAIN_CLASSES, colours_to_train_ids, label_ids_to_train_ids, train_ids_to_colours
-from gan.synthetic import draw_scene
+from gan.datasets.labels import IGNORE, TRAIN_CLASSES, colours_to_train_ids, label_ids_to_train_ids, train_ids_to_colours
+from gan.datasets.synthetic import draw_scene
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ def test_segmenter_learns_above_chance(segmenter_run):
 
 
 def test_real_photos_score_at_least_a_constant_image(segmenter_run):
-    from gan.segmenter import Segmenter
+    from gan.evaluators.segmenter import Segmenter
     segmenter = Segmenter.load(segmenter_run)
     scenes = [draw_scene(0, 450 + i, 32) for i in range(16)]
     photos, labels = np.stack([p for p, _ in scenes]), np.stack([lab for _, lab in scenes])
@@ -86,7 +86,7 @@ def test_training_reports_the_fcn_score(segmenter_run, tmp_path):
     # metrics.csv; the real photos' score is computed once and is the same at every step.
     import pandas as pd
     from gan.contract import metrics_columns
-    from gan.metrics import metric_names
+    from gan.evaluators.metrics import metric_names
     assert (run / "metrics.csv").read_text().splitlines()[0] == ",".join(metrics_columns(metric_names()))
     fcn = pd.read_csv(run / "fcn_metrics.csv")
     assert sorted(zip(fcn.step, fcn.split)) == sorted(
@@ -97,8 +97,8 @@ def test_training_reports_the_fcn_score(segmenter_run, tmp_path):
     assert np.allclose(real.loc[4], real.loc[8])
     # The real val photos scored at step 4 equal a direct computation with the same segmenter.
     from gan.config import Config
-    from gan.data import load_dataset
-    from gan.segmenter import Segmenter
+    from gan.datasets.loader import load_dataset
+    from gan.evaluators.segmenter import Segmenter
     cfg = Config.from_dict(json.loads((run / "config.json").read_text())["config"])
     val = load_dataset(cfg).val
     rows, _ = Segmenter.load(segmenter_run).fcn_scores(val.targets, val.inputs)
@@ -109,7 +109,7 @@ def test_training_reports_the_fcn_score(segmenter_run, tmp_path):
 
 def test_fid_and_kid_identities(tmp_path):
     import keras
-    from gan.fid import InceptionFeatures, fid, kid
+    from gan.evaluators.fid import InceptionFeatures, fid, kid
     weights = tmp_path / "inception.weights.h5"
     keras.utils.set_random_seed(0)
     keras.applications.InceptionV3(include_top=False, pooling="avg", weights=None).save_weights(weights)
@@ -127,7 +127,7 @@ def test_fid_and_kid_identities(tmp_path):
 
 def test_segmenter_epochs_follow_the_image_budget():
     from gan.config import make_segmenter_config
-    from gan.segmenter import resolve_epochs
+    from gan.evaluators.segmenter import resolve_epochs
     cfg = make_segmenter_config()
     assert resolve_epochs(cfg, 80) == 40  # cityscapes-mini: capped at 40
     assert resolve_epochs(cfg, 2975) == 4  # full Cityscapes: ~12,000 images, well under an hour on CPU
@@ -138,8 +138,8 @@ def test_segmenter_epochs_follow_the_image_budget():
 def test_segmenter_features_and_their_distances(segmenter_run):
     """Penultimate-layer features, one vector per photo; the real photos' halves are closer to each other
     than to flat grey images."""
-    from gan.fid import distribution_scores
-    from gan.segmenter import Segmenter
+    from gan.evaluators.fid import distribution_scores
+    from gan.evaluators.segmenter import Segmenter
     segmenter = Segmenter.load(segmenter_run)
     photos = np.stack([draw_scene(3, i, 32)[0] for i in range(16)])
     real = segmenter.features(photos)
@@ -157,7 +157,7 @@ def test_segmenter_follows_the_trainers_rules(segmenter_run, tmp_path):
 
     from conftest import tree_digest
     from gan.lease import Lease
-    from gan.segmenter import Segmenter
+    from gan.evaluators.segmenter import Segmenter
     out = tmp_path / "runs"
     shutil.copytree(segmenter_run, out / "segmenter" / "segmenter")
     run = out / "segmenter" / "segmenter"

@@ -1,4 +1,4 @@
-"""Getting real data (gan/fetch.py, jobs/get_data.py) against an HTTP server this test starts on 127.0.0.1:
+"""Getting real data (gan/datasets/fetch.py, jobs/get_data.py) against an HTTP server this test starts on 127.0.0.1:
 complete and resumed downloads, a pinned checksum, a 404, a dropped connection, a hostile archive,
 preparing the official layout, names and provenance."""
 
@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_cli
-from gan import fetch
+from gan.datasets import fetch
 from gan.errors import UserError
-from gan.synthetic import draw_scene
+from gan.datasets.synthetic import draw_scene
 
 SPEC = {"splits": {"train": 6, "val": 3}, "image_size": (32, 64)}
 
@@ -185,7 +185,7 @@ def test_unknown_and_missing_names_say_what_to_do(tmp_path, monkeypatch):
 
 def official_release(root: Path) -> tuple[Path, Path, dict[str, np.ndarray]]:
     """A miniature of the official layout (gtFine colour + labelIds, leftImg8bit), as folders."""
-    from gan.labels import TRAIN_CLASSES
+    from gan.datasets.labels import TRAIN_CLASSES
     label_ids = {}
     rng = np.random.default_rng(0)
     ids_available = np.array([c[1] for c in TRAIN_CLASSES], np.uint8)
@@ -226,7 +226,7 @@ def test_prepare_the_official_release(tmp_path, as_zip):
         assert np.array_equal(got, cv2.resize(ids, (32, 32), interpolation=cv2.INTER_NEAREST))
     # The loader reads it as a pix2pix folder (photo left, label right).
     from gan.config import make_config
-    from gan.data import load_dataset
+    from gan.datasets.loader import load_dataset
     data = load_dataset(make_config("tiny", {"data.source": str(folder), "data.n_train": 2, "data.n_val": 1,
                                              "data.n_test": 1}))
     assert data.format == "pix2pix" and data.fingerprint == manifest["fingerprint"]

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from gan.metrics import (MetricPool, metric_names, feature_match, hist_corr, image_metrics, orb_patch_size, ssim,
+from gan.evaluators.metrics import (MetricPool, metric_names, feature_match, hist_corr, image_metrics, orb_patch_size, ssim,
                          template_match)
-from gan.synthetic import draw_scene
+from gan.datasets.synthetic import draw_scene
 
 
 @pytest.fixture(scope="module")

@@ -116,7 +116,7 @@ def test_export_serves_what_the_run_evaluated(straight, tmp_path, gen):
 
     import cv2
     import tensorflow as tf
-    from gan.synthetic import draw_scene
+    from gan.datasets.synthetic import draw_scene
     run = tmp_path / gen
     shutil.copytree(straight(gen), run)  # evaluation writes into the run: use a copy
     labels = [draw_scene(1, i, 32)[1] for i in range(3)]

@@ -27,9 +27,9 @@ import numpy as np
 from gan.config import SegmenterConfig
 from gan.contract import SEGMENTER_KIND, SEGMENTER_WEIGHTS, check_status, run_path
 from gan.errors import EXIT_PREEMPTED, DiskFull, UserError, is_disk_full
-from gan.labels import IGNORE, NUM_CLASSES, colours_to_train_ids
+from gan.datasets.labels import IGNORE, NUM_CLASSES, colours_to_train_ids
 from gan.lease import Lease
-from gan.pixels import to_unit
+from gan.datasets.pixels import to_unit
 from gan.rundir import RunDir
 from gan.files import append_csv, read_csv, read_json, write_json
 
@@ -140,7 +140,7 @@ class Segmenter:
 def _load_photos_and_ids(cfg: SegmenterConfig, splits: tuple[str, ...] = ("train", "val"), size: int = 0):
     """{split: (photos, class ids)} at `size` (default the working size), and the dataset folder."""
     from gan.config import make_config
-    from gan.data import find_pairs, load_split, resolve_source, select_splits
+    from gan.datasets.loader import find_pairs, load_split, resolve_source, select_splits
     d = cfg.data
     data_cfg = make_config("paper", {"data.source": d.source, "data.format": d.format, "data.input_side": d.input_side,
                                      "data.image_size": size or d.image_size})

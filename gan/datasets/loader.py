@@ -23,9 +23,9 @@ import numpy as np
 
 from gan.config import Config
 from gan.errors import UserError
-from gan.fetch import ARCHIVES, data_fingerprint, resolve_name
-from gan.pixels import to_unit
-from gan.synthetic import ensure_synthetic
+from gan.datasets.fetch import ARCHIVES, data_fingerprint, resolve_name
+from gan.datasets.pixels import to_unit
+from gan.datasets.synthetic import ensure_synthetic
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 SPLITS = ("train", "val", "test")
@@ -201,7 +201,7 @@ class Dataset:
     source: str
     format: str
     notes: list[str]
-    fingerprint: str = ""  # gan/fetch.py: the manifest's, or a hash of the file list and sizes
+    fingerprint: str = ""  # gan/datasets/fetch.py: the manifest's, or a hash of the file list and sizes
 
     files: dict[str, list[str]] = field(default_factory=dict)  # per split: input paths relative to source
 

@@ -21,7 +21,7 @@ import numpy as np
 from scipy import linalg
 
 from gan.errors import UserError
-from gan.pixels import to_unit
+from gan.datasets.pixels import to_unit
 
 
 class InceptionFeatures:

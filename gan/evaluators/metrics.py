@@ -213,8 +213,8 @@ class MetricPool:
         parts = self._pool.map(_batch_metrics, [(generated[c], real[c]) for c in chunks])
         rows = [row for part in parts for row in part]
         missing = [name for name in METRICS if rows and name not in rows[0]]
-        if missing:  # registered in this process only: a spawned worker imports gan/metrics.py afresh
-            raise ValueError(f"metric {missing[0]!r} is not defined in gan/metrics.py, so the metric workers "
+        if missing:  # registered in this process only: a spawned worker imports gan/evaluators/metrics.py afresh
+            raise ValueError(f"metric {missing[0]!r} is not defined in gan/evaluators/metrics.py, so the metric workers "
                              "do not have it; define it there, or run with --eval.workers 1")
         return rows
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from gan.config import Config
-from gan.data import Dataset
+from gan.datasets.loader import Dataset
 from gan.inference import Generator, sample_grid, write_png
 from gan.contract import FCN_COLUMNS, METRICS_VERSION, TEST_SHEET, metrics_columns
-from gan.metrics import MetricPool, metric_names
+from gan.evaluators.metrics import MetricPool, metric_names
 from gan.rundir import RunDir
 from gan.files import append_csv, read_csv, write_csv, write_json
 
@@ -43,7 +43,7 @@ class Evaluator:
     @property
     def segmenter(self):
         if self._segmenter is None:
-            from gan.segmenter import Segmenter
+            from gan.evaluators.segmenter import Segmenter
             self._segmenter = Segmenter.load(self.cfg.eval.segmenter)
         return self._segmenter
 
@@ -116,10 +116,10 @@ class Evaluator:
                             "segmenter": self.cfg.eval.segmenter}
             # A realism judge that does not saturate: the distance between the real and generated photos'
             # distributions in the segmenter's feature space, beside the real-vs-real floor.
-            from gan.fid import distribution_scores
+            from gan.evaluators.fid import distribution_scores
             extra["segmenter_fid"] = distribution_scores(segmenter.features(test.targets), segmenter.features(outputs))
         if self.cfg.eval.inception_weights:
-            from gan.fid import InceptionFeatures, fid, kid
+            from gan.evaluators.fid import InceptionFeatures, fid, kid
             features = InceptionFeatures(self.cfg.eval.inception_weights)
             real, fake = features(test.targets), features(outputs)
             extra.update(fid=fid(real, fake), kid=kid(real, fake))
