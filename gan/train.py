@@ -126,6 +126,21 @@ class DynamicLossScale:
         return [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
 
 
+def _bce(logits, label: float):
+    """The PatchGAN's binary cross-entropy against a constant label, averaged over patches: per example."""
+    import tensorflow as tf
+    per_patch = tf.nn.sigmoid_cross_entropy_with_logits(tf.fill(tf.shape(logits), label), logits)
+    return tf.reduce_mean(per_patch, axis=[1, 2, 3])
+
+
+def _loss_scales(cfg: Config, strategy) -> dict:
+    """The two nets' DynamicLossScales under mixed_float16 (float16 gradients underflow), else none."""
+    if resolve_precision(cfg.train.precision) != "mixed_float16":
+        return {}
+    with strategy.scope():
+        return {"loss_scale_g": DynamicLossScale(), "loss_scale_d": DynamicLossScale()}
+
+
 def make_train_step(cfg: Config, strategy, generator, discriminator, opt_g, opt_d):
     """`train_step(iterator) -> {loss name: global-batch mean}`: one update of both nets.
 
@@ -134,17 +149,11 @@ def make_train_step(cfg: Config, strategy, generator, discriminator, opt_g, opt_
     """
     import tensorflow as tf
     batch = cfg.train.batch_size
-    loss_scales = {}
-    if resolve_precision(cfg.train.precision) == "mixed_float16":
-        with strategy.scope():
-            loss_scales = {"loss_scale_g": DynamicLossScale(), "loss_scale_d": DynamicLossScale()}
+    loss_scales = _loss_scales(cfg, strategy)
+    bce = _bce
 
     def scaled(loss, name):
         return loss * loss_scales[name].scale if name in loss_scales else loss
-
-    def bce(logits, label: float):
-        per_patch = tf.nn.sigmoid_cross_entropy_with_logits(tf.fill(tf.shape(logits), label), logits)
-        return tf.reduce_mean(per_patch, axis=[1, 2, 3])  # per example
 
     def losses_and_gradients(inputs, targets):
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
