@@ -5,13 +5,17 @@
 #   sbatch --export=ALL,DATA=/data/cityscapes,OUT=$PWD/runs slurm/train_all.sh
 #   sbatch --export=ALL,PRESET=small --gres=gpu:0 slurm/train_all.sh   # CPU demo
 #   sbatch --array=0-8 --export=ALL,SEEDS=3 slurm/train_all.sh  # 3 generators x train.seed 0..2
+#   SEEDS=3 bash slurm/train_all.sh --partition=gpu            # submits itself with the array it needs
 #
 # Overridable (environment): DATA (synthetic), OUT (runs), PRESET (paper),
 # EXPERIMENT (slurm), SEEDS (1), PYTHON (python), EXTRA_ARGS (dotted overrides,
 # e.g. "--optim.lr_g 1e-4"). Task i trains generator i / SEEDS with train.seed
 # i % SEEDS into OUT/EXPERIMENT/<generator> (<generator>-seed<k> with SEEDS > 1).
-# An array too short for generators x SEEDS fails every task, naming the
-# --array it needs, rather than silently leaving some out.
+# Run with bash instead of sbatch, the script submits itself with the array
+# the registry's generators x SEEDS need (any arguments go to sbatch). Under
+# sbatch, an array too short for generators x SEEDS (a generator added since
+# the #SBATCH line below was written, say) fails every task at once, naming
+# the --array it needs, rather than silently leaving some out.
 # SLURM sends USR1 300 s before the time limit: the trainer checkpoints and
 # exits 75, and this script requeues the task; a requeued (or preempted and
 # requeued) task reruns the same command, which resumes at the exact step.
@@ -31,6 +35,9 @@ set -uo pipefail
 mapfile -t GENERATORS < <("${PYTHON:-python}" -c 'from gan.models import names; print(*names(), sep="\n")')
 SEEDS=${SEEDS:-1}
 TASKS=$(( ${#GENERATORS[@]} * SEEDS ))
+if [ -z "${SLURM_JOB_ID:-}" ]; then  # not inside a job: submit this script with the array it needs
+    exec sbatch --array=0-$((TASKS - 1)) "$@" "$0"
+fi
 TASK=${SLURM_ARRAY_TASK_ID:-0}
 # A subset (--array=2: redo one task) is fine; an array that stops short of the last task is not.
 if [ "${SLURM_ARRAY_TASK_MAX:-$((TASKS - 1))}" -ne $((TASKS - 1)) ] || [ "$TASK" -ge "$TASKS" ]; then

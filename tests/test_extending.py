@@ -115,3 +115,12 @@ def test_resuming_an_older_run_adds_the_new_metric_column(tmp_path):
     frame = pd.read_csv(path)
     assert list(frame.columns) == ["step", "split", "ssim", "images", "mean_gap"]
     assert np.isnan(frame.mean_gap[0]) and frame.mean_gap[1] == pytest.approx(0.1)
+
+
+def test_a_broken_generator_module_is_named_in_one_line(tmp_path, monkeypatch):
+    from gan.errors import UserError
+    from gan.models import _discover, generators
+    (tmp_path / "halfdone.py").write_text("def build(cfg, size):\n    return (\n")
+    monkeypatch.setattr(generators, "__path__", [str(tmp_path)])
+    with pytest.raises(UserError, match=r"gan/models/generators/halfdone.py: cannot be loaded \(SyntaxError"):
+        _discover()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -121,3 +122,19 @@ def test_sbatch_array_too_short_for_the_seeds_fails_loudly(slurm, tmp_path):
     logs = " ".join(p.read_text() for p in tmp_path.glob("slurm_*.out"))
     assert logs.count("error: 3 generators (unet resnet hybrid) x 2 seed(s) need --array=0-5") == 3, logs
     assert not (tmp_path / "slurm").exists()
+
+
+def test_bash_train_all_submits_the_array_the_registry_needs(slurm, tmp_path):
+    """`bash slurm/train_all.sh [sbatch options]` computes the array from the generator registry and SEEDS:
+    a fourth generator or more seeds can never be left out by a stale #SBATCH --array line."""
+    from gan.models import names
+    done = subprocess.run(["bash", str(ROOT / "slurm" / "train_all.sh"), "--parsable", "--hold", *SMALL_NODE,
+                           f"--output={tmp_path}/slurm_%A_%a.out"], capture_output=True, text=True, cwd=ROOT,
+                          env={**slurm.env, "SEEDS": "2", "PYTHON": sys.executable}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    job = done.stdout.strip().split(";")[0]
+    try:
+        shown = slurm.run("scontrol", "show", "job", job).stdout
+        assert f"ArrayTaskId=0-{2 * len(names()) - 1}" in shown, shown
+    finally:
+        slurm.run("scancel", job)

@@ -82,9 +82,14 @@ def random_state(model) -> list:
 
 
 def _discover() -> None:
+    from gan.errors import UserError
     from gan.models import generators
     for module in pkgutil.iter_modules(generators.__path__):
-        importlib.import_module(f"{generators.__name__}.{module.name}")
+        try:
+            importlib.import_module(f"{generators.__name__}.{module.name}")
+        except Exception as e:  # a broken generator file names itself, in one line, for every command
+            where = f"gan/models/generators/{module.name}.py"
+            raise UserError(f"{where}: cannot be loaded ({type(e).__name__}: {e}); fix or remove it") from None
 
 
 _discover()
