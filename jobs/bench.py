@@ -2,7 +2,7 @@
 
     python jobs/bench.py                          # paper settings: 256px, batch 1, all generators
     python jobs/bench.py --gens unet --train.batch_size 4 --jit
-    python jobs/bench.py --precision mixed_bfloat16   # CPUs with AVX512_BF16/AMX; mixed_float16 on GPUs
+    python jobs/bench.py --train.precision mixed_bfloat16   # CPUs with AVX512_BF16/AMX; mixed_float16 on GPUs
     python jobs/bench.py --gens hybrid --data.image_size 128 --steps 4 --growth-steps 2000   # memory over 2,000 steps
     python jobs/bench.py --gens resnet --profile /tmp/prof    # + time per TensorFlow op type (tf.profiler)
     python jobs/bench.py --real /data/cityscapes-mini           # also time the pipeline on real JPEGs
@@ -256,8 +256,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--eval-images", type=int, default=50, help="validation images (and train subset)")
     parser.add_argument("--preset", default="paper")
     parser.add_argument("--jit", action="store_true", help="XLA-compile the project's step")
-    parser.add_argument("--precision", default="auto", help="the project step's train.precision")
-    parser.add_argument("--batchnorm", default="auto", help="the project step's model.batchnorm")
+    parser.add_argument("--train.precision", "--precision", dest="precision", default="auto",
+                        help="the project step's precision (default auto)")
+    parser.add_argument("--model.batchnorm", "--batchnorm", dest="batchnorm", default="auto",
+                        help="the project step's BatchNorm kernel (default auto)")
     parser.add_argument("--growth-steps", type=int, default=0, help="steps over which to watch memory growth")
     parser.add_argument("--profile", default=None, help="trace 3 project steps per generator into this folder "
                         "(TensorBoard profile) and print the time per op type")

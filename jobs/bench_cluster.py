@@ -108,7 +108,8 @@ def main() -> int:
                         "hybrid for the launcher overhead, which takes one)")
     parser.add_argument("--data.image_size", "--size", dest="size", type=int, default=128,
                         help="image size for --packing (default 128)")
-    parser.add_argument("--steps", type=int, default=80, help="steps per trial for --packing")
+    parser.add_argument("--train.steps", "--steps", dest="steps", type=int, default=80,
+                        help="steps per trial for --packing (default 80)")
     args = parser.parse_args()
     cpus = os.cpu_count() or 2
     gens = generator_list(args.gens or ("all" if args.packing else "hybrid"))

@@ -29,7 +29,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--to", type=Path, help="output folder for --translate (not the input folder)")
     parser.add_argument("--overwrite", action="store_true", help="replace same-named files in --to")
     parser.add_argument("--export", type=Path, help="write a SavedModel here")
-    parser.add_argument("--workers", type=int, default=0, help="metric worker processes (0: one per core)")
+    parser.add_argument("--eval.workers", "--workers", dest="workers", type=int, default=0,
+                        help="metric worker processes (0: one per core)")
     args = parser.parse_args()
     if not (args.split or args.translate or args.export):
         raise UserError("nothing to do: give --split, --translate or --export")

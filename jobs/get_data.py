@@ -28,7 +28,8 @@ def main() -> int:
     prep.add_argument("--gtfine", required=True, help="gtFine_trainvaltest.zip or its extracted folder")
     prep.add_argument("--leftimg", required=True, help="leftImg8bit_trainvaltest.zip or its extracted folder")
     prep.add_argument("--name", default="cityscapes", help="dataset name under the root (default: cityscapes)")
-    prep.add_argument("--size", type=int, default=256, help="square side of each half (default: 256)")
+    prep.add_argument("--data.image_size", "--size", dest="size", type=int, default=256,
+                      help="square side of each half (default: 256)")
     prep.add_argument("--workers", type=int, default=0, help="worker processes (default: one per core)")
     for sub in (down, prep):
         sub.add_argument("--root", default=None, help="data root (default: $PIX2PIX_DATA or "

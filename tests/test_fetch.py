@@ -303,7 +303,7 @@ def test_interrupted_prepare_ends_in_one_line_with_no_orphans(tmp_path, how):
     import time
     gt, left = big_release(tmp_path / "release")
     args = ["prepare", "--gtfine", str(gt), "--leftimg", str(left), "--root", str(tmp_path / "data"),
-            "--workers", "2", "--size", "64"]
+            "--workers", "2", "--data.image_size", "64"]
     proc = subprocess.Popen([sys.executable, str(ROOT / "jobs" / "get_data.py"), *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     pairs = tmp_path / "data" / ".cityscapes.preparing" / "train" / "pair"
