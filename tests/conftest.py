@@ -13,6 +13,9 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# Every Ray node the tests start stays on 127.0.0.1 (otherwise Ray registers loopback nodes under the
+# interface address). Ray reads this when first imported, which any test importing cluster/ may do first.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 
 @pytest.fixture(scope="session", autouse=True)
