@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gan.contract import CHECKPOINT_STATE, DAMAGED
+
 
 def restore_newest_intact(checkpoint, directory: str | Path, set_aside: bool = True, log=print,
                           only: str | None = None, older: tuple[str, object, str] | None = None,
@@ -65,8 +67,8 @@ def _set_aside(directory: Path, damaged: list[str], kept: list[str]) -> None:
     from gan.files import atomic_write
     for path in damaged:
         for f in directory.glob(Path(path).name + ".*"):
-            f.rename(f.with_name(f.name + ".damaged"))
-    state_file = directory / "checkpoint"
+            f.rename(f.with_name(f.name + DAMAGED))
+    state_file = directory / CHECKPOINT_STATE
     if kept:  # TensorFlow's CheckpointState text format, written here: its writer is a deprecated v1 API
         names = [Path(p).name for p in kept]
         atomic_write(state_file, f'model_checkpoint_path: "{names[-1]}"\n'

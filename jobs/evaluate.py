@@ -76,6 +76,7 @@ def main() -> int:
 
 def evaluate_split(args, cfg, generator, step: int) -> None:
     """Per-image metrics of one split into eval_<split>_step<N>.csv, and their mean (std)."""
+    from gan.contract import EVAL_CSV
     from gan.evaluators import evaluation
     from gan.datasets.loader import load_dataset
     from gan.files import write_csv
@@ -85,7 +86,7 @@ def evaluate_split(args, cfg, generator, step: int) -> None:
     split = getattr(load_dataset(cfg), args.split)
     with MetricPool(args.workers) as pool:
         rows = pool(generator(split.inputs), split.targets)
-    out = Path(args.run) / f"eval_{args.split}_step{step}.csv"
+    out = Path(args.run) / EVAL_CSV.format(split=args.split, step=step)
     write_csv(out, ["image", *metric_names()], [{"image": i, **r} for i, r in zip(split.ids, rows)])
     print(f"{args.run} step {step}, {args.split} ({len(rows)} images):")
     for name, s in evaluation.summarise(rows).items():

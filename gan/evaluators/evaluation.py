@@ -14,7 +14,7 @@ import numpy as np
 from gan.config import Config
 from gan.datasets.loader import Dataset
 from gan.inference import Generator, sample_grid, write_png
-from gan.contract import FCN_COLUMNS, METRICS_VERSION, TEST_SHEET, metrics_columns
+from gan.contract import FCN_COLUMNS, METRICS_VERSION, STEP_SHEET, TEST_SHEET, metrics_columns
 from gan.evaluators.metrics import MetricPool, metric_names
 from gan.rundir import RunDir
 from gan.files import append_csv, read_csv, write_csv, write_json
@@ -85,7 +85,7 @@ class Evaluator:
                 scores[split].update(values)
         k = self.cfg.eval.samples
         grid = sample_grid(self.sets["val"][0][:k], self.sets["val"][1][:k], outputs["val"][:k])
-        write_png(run.samples / f"step_{step:06d}.png", grid)
+        write_png(run.samples / STEP_SHEET.format(step=step), grid)
         if writer is not None:
             import tensorflow as tf
             with writer.as_default(step=step):
