@@ -396,9 +396,13 @@ PRESETS: dict[str, Callable[[Config], Config]] = {"paper": paper, "small": small
 
 def make_config(preset: str = "paper", overrides: dict[str, Any] | None = None) -> Config:
     """Preset, then dotted overrides, then validation."""
-    if preset not in PRESETS:
-        raise ConfigError(f"--preset: unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
-    cfg = PRESETS[preset](Config())
+    return _from_preset(PRESETS, Config, preset, overrides)
+
+
+def _from_preset(presets: dict, kind, preset: str, overrides: dict[str, Any] | None):
+    if preset not in presets:
+        raise ConfigError(f"--preset: unknown preset {preset!r} (choose from {', '.join(presets)})")
+    cfg = presets[preset](kind())
     cfg.update(overrides or {})
     return cfg.validate()
 
@@ -496,8 +500,4 @@ SEGMENTER_PRESETS: dict[str, Callable[[SegmenterConfig], SegmenterConfig]] = {
 
 def make_segmenter_config(preset: str = "default", overrides: dict[str, Any] | None = None) -> SegmenterConfig:
     """Preset, then dotted overrides, then validation (as `make_config`)."""
-    if preset not in SEGMENTER_PRESETS:
-        raise ConfigError(f"--preset: unknown preset {preset!r} (choose from {', '.join(SEGMENTER_PRESETS)})")
-    cfg = SEGMENTER_PRESETS[preset](SegmenterConfig())
-    cfg.update(overrides or {})
-    return cfg.validate()
+    return _from_preset(SEGMENTER_PRESETS, SegmenterConfig, preset, overrides)
