@@ -125,6 +125,22 @@ def test_fid_and_kid_identities(tmp_path):
     assert kid(real, shifted) < kid(real, far)
 
 
+@pytest.mark.parametrize("n, d", [(12, 40), (40, 12)], ids=["fewer-images-than-dims", "more-images"])
+def test_frechet_distance_is_the_textbook_formula(n, d):
+    """Both routes of fid (the samples' nuclear norm, the d x d root) equal ||mu_r - mu_g||^2 +
+    Tr(S_r + S_g - 2 sqrtm(S_r S_g)) computed the textbook way."""
+    from scipy import linalg
+
+    from gan.evaluators.fid import fid
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(size=(n, d)), rng.normal(0.3, 1.5, size=(n + 3, d)) @ rng.normal(size=(d, d)) / d ** 0.5
+    cov_r, cov_f = np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
+    textbook = (((real.mean(0) - fake.mean(0)) ** 2).sum() + np.trace(cov_r + cov_f)
+                - 2 * np.trace(linalg.sqrtm(cov_r @ cov_f)).real)
+    assert fid(real, fake) == pytest.approx(textbook, rel=1e-6)
+    assert fid(real, real) == pytest.approx(0, abs=1e-9 * textbook)
+
+
 def test_segmenter_epochs_follow_the_image_budget():
     from gan.config import make_segmenter_config
     from gan.evaluators.segmenter import resolve_epochs
