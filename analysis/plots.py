@@ -23,9 +23,10 @@ def save(fig, stem: Path) -> list[Path]:
     return paths
 
 
-def _run_split_lines(frame: pd.DataFrame, metrics: list[str], axes, x: str = "step") -> None:
-    """One panel per metric: validation solid, train subset dashed. A line per run; where a generator has
-    several runs (seeds), their mean per evaluation with a band from the lowest to the highest run."""
+def _run_split_lines(frame: pd.DataFrame, metrics: list[str], axes, x: str = "step") -> bool:
+    """One panel per metric: validation solid, train subset dashed. A line per run; where every generator
+    has several runs (seeds), their mean per evaluation with a band from the lowest to the highest run.
+    True when it drew bands."""
     from matplotlib.ticker import MaxNLocator
     seeds = frame.groupby("generator").run.nunique() if "generator" in frame else pd.Series(dtype=int)
     by = "generator" if len(seeds) and seeds.min() > 1 else "run"
@@ -47,19 +48,21 @@ def _run_split_lines(frame: pd.DataFrame, metrics: list[str], axes, x: str = "st
         if x == "step":
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
+    return by == "generator"
 
 
 def evolution(metrics: pd.DataFrame, stem: Path) -> list[Path]:
-    """One panel per metric; train dashed, validation solid; one colour per run (as the study's figures)."""
+    """One panel per metric; train dashed, validation solid; one colour per run (as the study's figures), or
+    per generator with its seeds' band."""
     shown = [m for m in metric_names() if m in metrics]
     rows = -(-len(shown) // 4)
     fig, axes = plt.subplots(rows, 4, figsize=(18, 4 * rows), squeeze=False, layout="constrained")
-    _run_split_lines(metrics, shown, axes)
+    banded = _run_split_lines(metrics, shown, axes)
     for ax in axes.flat[len(shown):]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=7)
-    fig.suptitle("Metrics every evaluation (solid: validation, dashed: train subset; bands: lowest to "
-                 "highest seed)")
+    fig.suptitle("Metrics every evaluation (solid: validation, dashed: train subset"
+                 + ("; bands: lowest to highest seed)" if banded else ")"))
     return save(fig, stem)
 
 

@@ -65,10 +65,12 @@ def report_tables(runs, tests: pd.DataFrame, evaluations: pd.DataFrame, timings:
         frames["bootstrap_ci"] = stats.bootstrap_ci(tests, metrics)
         frames["paired_tests"] = paired
     frames.update(test_summary=tables.test_table(runs), runs=tables.runs_table(runs))
+    if not tests.empty:
+        frames["per_run"] = tables.per_run_table(runs, tests)
     optional = {"segmenter_fid": tables.segmenter_fid_table(runs),
                 "equal_time": tables.equal_time_table(evaluations, timings)}
     if not tests.empty and tests.groupby("generator").seed.nunique().max() > 1:
-        optional["seed_spread"] = stats.seed_spread(tests)
+        optional["seed_spread"] = stats.seed_spread(tests, metrics)  # the FCN-score too
     if swept_fields(runs):
         optional["sweep_best"] = tables.sweep_table(runs, metric)
     frames.update({name: frame for name, frame in optional.items() if not frame.empty})

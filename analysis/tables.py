@@ -159,6 +159,20 @@ def segmenter_fid_table(runs: list[Run]) -> pd.DataFrame:
                                                             ("generator", "runs")}}).reset_index()
 
 
+def per_run_table(runs: list[Run], tests: pd.DataFrame) -> pd.DataFrame:
+    """One row per tested run (a seed): its test mean of every metric, and its segmenter Fréchet distance
+    and KID, so that the spread between seeds sits beside the generators' mean (std)."""
+    if tests.empty:
+        return pd.DataFrame()
+    metrics = metric_columns(tests)
+    frame = tests.groupby(["generator", "seed", "run"], sort=True)[metrics].mean().reset_index()
+    fid = {r.name: r.summary["segmenter_fid"] for r in runs if r.summary.get("segmenter_fid")}
+    for key in ("fid", "kid"):
+        if fid:
+            frame[f"segmenter_{key}"] = frame.run.map(lambda name: fid.get(name, {}).get(key, float("nan")))
+    return frame
+
+
 def runs_table(runs: list[Run]) -> pd.DataFrame:
     """One row per run: state, step, best validation step by SSIM, cost."""
     rows = []

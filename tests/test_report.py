@@ -64,6 +64,10 @@ def test_study_table_equals_direct_computation(runs_root, report):
     # The hybrid row pools the finished run and the diverged one (no timings), so it is the finished run's.
     assert table.loc["hybrid", "seconds_per_1k_steps"] == pytest.approx(
         1000 * hybrid.train_seconds.sum() / hybrid.steps.sum())
+    per_run = pd.read_csv(out / "tables" / "per_run.csv").set_index("run")
+    for gen in ("unet", "resnet", "hybrid"):
+        direct = pd.read_csv(runs_root / "cmp" / gen / "test_metrics.csv")
+        assert per_run.loc[f"cmp/{gen}", "ssim"] == pytest.approx(direct.ssim.mean())
     assert "| unet |" in stdout and "| hybrid |" in stdout
     assert (out / "tables" / "study.md").read_text().startswith("| generator |")
     assert "\\begin{tabular}" in (out / "tables" / "study.tex").read_text()
