@@ -129,8 +129,9 @@ TITLES = {"study": "Test metrics per generator: mean (std) over test images",
               "bootstrap_ci": "95 % bootstrap confidence intervals of the test means",
               "paired_tests": "Paired Wilcoxon signed-rank tests between generators over test images "
                               "(Holm-corrected): these trained models, not the architectures",
-              "run_level": "Run level: difference of means with a hierarchical bootstrap interval (seeds, "
-                           "then images), P(a beats b) over runs, Holm-corrected bootstrap p",
+              "run_level": "Run level: difference of means with Welch's t-interval over the run means (the "
+                           "verdict's, Holm-corrected p) and the hierarchical bootstrap interval (seeds, then "
+                           "images; too narrow with 2-3 seeds), P(a beats b) over runs",
               "seeds_needed": "Seeds per generator a run-level comparison would need (80 % power, alpha 0.05)",
               "segmenter_fid": "Fréchet distance and KID in the segmenter's feature space (lower is better), "
                                "beside the real-vs-real floor",

@@ -230,7 +230,7 @@ def summarise_retraining(results, saved: dict, out: Path, experiment: str, repor
             print(f"report: {build_report([root], f'{report}/{arm}')}")
     compared = stats.arms_compared(tests, metric_columns(pd.concat(tests.values(), ignore_index=True)))
     if not compared.empty:
-        print("\ntuned against default, per generator (run level: seeds, then images):")
+        print("\ntuned against default, per generator (run level: Welch over the seeds' means; bootstrap over seeds, then images):")
         print(to_markdown(compared))
         if report:
             write_table(compared, Path(report) / "tuned_vs_default")

@@ -29,7 +29,30 @@ def test_difference_and_probability_of_improvement_by_hand():
     assert row["diff"] == pytest.approx(0.1)
     assert row.p_a_beats_b == pytest.approx(0.75)
     assert stats.probability_of_improvement([1, 2], [2, 0]) == pytest.approx((0.5 + 1 + 0 + 1) / 4)
-    assert row.diff_low <= row["diff"] <= row.diff_high and 0 <= row.pi_low <= row.pi_high <= 1
+    # Welch on the run means: var 0.02 / 2 runs on each side, se = sqrt(0.02), df = 0.02^2 / (2 * 0.01^2) = 2,
+    # t = 0.1 / sqrt(0.02) = 1/sqrt(2); with 2 df, P(T > t) = 1/2 - t / (2 sqrt(t^2 + 2)).
+    t = 1 / np.sqrt(2)
+    assert row.p == pytest.approx(2 * (0.5 - t / (2 * np.sqrt(t ** 2 + 2))))
+    half = scipy_stats.t.ppf(0.975, 2) * np.sqrt(0.02)
+    assert (row.diff_low, row.diff_high) == pytest.approx((0.1 - half, 0.1 + half))
+    assert row.boot_low <= row["diff"] <= row.boot_high and 0 <= row.pi_low <= row.pi_high <= 1
+
+
+def test_two_close_seeds_a_side_are_not_a_verdict():
+    """Run means a 0.52 and 0.50, b 0.49 and 0.47: every bootstrap resample of the runs has a ahead, so the
+    bootstrap interval excludes 0, yet an exact permutation test over 2 + 2 runs cannot go below p = 1/3.
+    The verdict's Welch test: diff 0.03, se 0.01 sqrt(2), df 2 -> p = 0.17, interval across 0."""
+    rng = np.random.default_rng(3)
+    base = rng.uniform(0.3, 0.6, 50)
+    tests = frame({"a": [base + 0.02, base], "b": [base - 0.01, base - 0.03]})
+    row = stats.run_level(tests, ["ssim"]).iloc[0]
+    assert row.boot_low > 0  # the bootstrap's few-runs blind spot, shown beside the verdict's interval
+    t = 0.03 / (0.01 * np.sqrt(2))
+    assert row.p == pytest.approx(2 * (0.5 - t / (2 * np.sqrt(t ** 2 + 2))), rel=1e-6)
+    assert row.diff_low < 0 < row.diff_high and row.p_holm > 0.05
+    assert not stats.verdict(tests, stats.run_level(tests, ["ssim"]), ["ssim"]).iloc[0].significant
+    # Runs that agree exactly on each side leave no spread to estimate: nothing is concluded.
+    assert stats.welch([0.5, 0.5], [0.4, 0.4]) == (-np.inf, np.inf, 1.0)
 
 
 def test_image_level_significant_but_run_level_not():
