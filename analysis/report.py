@@ -54,12 +54,14 @@ def report_tables(runs, tests: pd.DataFrame, evaluations: pd.DataFrame, timings:
     if not tests.empty:
         metrics = tables.metric_columns(tests)
         paired = stats.paired_tests(tests, metrics)
+        # How many seeds the gaps would need: with one seed the verdict's caveat, with several the size of
+        # the study that would settle what the runs leave open.
+        frames["seeds_needed"], source = stats.seeds_table(tests, metrics, evaluations)
         if stats.seeds_per_generator(tests) >= 2:  # seeds allow claims about the architectures
             frames["run_level"] = stats.run_level(tests, metrics)
             frames["verdict"] = stats.verdict(tests, frames["run_level"], metrics)
         else:
             frames["verdict"] = stats.verdict(tests, paired, metrics)
-            frames["seeds_needed"], source = stats.seeds_table(tests, metrics, evaluations)
             evidence_note = evidence_sentence(frames["seeds_needed"], source)
         frames["study_marked"] = tables.marked_study_table(study, frames["verdict"])
         frames["bootstrap_ci"] = stats.bootstrap_ci(tests, metrics)

@@ -86,11 +86,14 @@ def test_a_clear_run_level_lead_is_significant_and_holm_corrected():
 
 
 def test_seeds_needed_by_hand():
-    # 2 (1.959964 + 0.841621)^2 sd^2 / gap^2 = 15.70 for sd == gap, so 16 seeds; for sd = gap / 2, 4.
-    assert stats.seeds_needed(0.05, 0.05) == 16
-    assert stats.seeds_needed(0.1, 0.05) == 4
+    # The two-sample t-test's textbook sample sizes (alpha 0.05 two-sided, power 0.8): 17 per group for a
+    # difference of one SD, 64 for half an SD, 6 for two (the normal approximation says 16, 63 and 4).
+    assert stats.seeds_needed(0.05, 0.05) == 17
+    assert stats.seeds_needed(0.025, 0.05) == 64
+    assert stats.seeds_needed(0.1, 0.05) == 6
+    assert stats.t_test_power(6, 2.0) >= 0.8 > stats.t_test_power(5, 2.0)
     z = scipy_stats.norm.ppf(0.975) + scipy_stats.norm.ppf(0.8)
-    assert stats.seeds_needed(0.01, 0.03) == int(np.ceil(2 * z ** 2 * 9))
+    assert stats.seeds_needed(1.0, 1e4) == int(np.ceil(2 * z ** 2 * 1e8))  # far past where t and z differ
     assert stats.seeds_needed(0.0, 0.03) == 0  # no gap to resolve
 
 
