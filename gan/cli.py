@@ -88,12 +88,15 @@ def config_from_args(args: argparse.Namespace, extra: list[str], make=make_confi
 
 
 def interrupt_on_term() -> None:
-    """SIGTERM (scancel, kill) ends this command as Ctrl-C does: one line, exit 130, nothing half-written."""
+    """SIGTERM (scancel, kill) ends this command as Ctrl-C does: one line, exit 130, nothing half-written.
+    SIGINT too, also when the command was started with it ignored (`cmd &` from a script: an ignored signal
+    stays ignored across exec, and Python then installs no Ctrl-C handler), as the trainers do."""
     import signal
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt(f"{signal.Signals(signum).name}")
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run_main(main: Callable[[], int]) -> None:
