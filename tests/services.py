@@ -134,10 +134,14 @@ PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP
         raise TimeoutError(f"job {job_id} still queued: {self.run('squeue', '-j', job_id).stdout}")
 
     def release_requeued(self, job_id: str, timeout: float = 120) -> None:
-        """SLURM holds a requeued job ~2 minutes (a SLURM built-in delay): once it is pending again, start it now."""
+        """SLURM holds a requeued job ~2 minutes (a SLURM built-in delay): once it is pending again, start it now.
+        Not within the second of the requeue: slurmd revokes the killed instance's credential at one-second
+        resolution, and an instance started in that same second is killed as "Job credential revoked" and
+        leaves the queue for good (seen once, the test then waiting on a job that no longer existed)."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.run("squeue", "-h", "-j", job_id, "-o", "%T").stdout.strip() == "PENDING":
+                time.sleep(2)
                 self.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
                 return
             time.sleep(0.5)
