@@ -140,6 +140,7 @@ TITLES = {"study": "Test metrics per generator: mean (std) over test images",
               "equal_time": "Equal compute: validation metrics at the largest training time every generator "
                             "reached (shared: some interval shared its host)",
               "seed_spread": "Spread across seeds", "runs": "Runs: state, best validation step, cost",
+              "per_run": "Per run (seed): test means and the segmenter's Fréchet distance and KID",
               "sweep_best": "Best configuration per generator", "test_summary": "Test summary (numeric)"}
 
 
