@@ -167,8 +167,8 @@ def per_run_table(runs: list[Run], tests: pd.DataFrame) -> pd.DataFrame:
     metrics = metric_columns(tests)
     frame = tests.groupby(["generator", "seed", "run"], sort=True)[metrics].mean().reset_index()
     fid = {r.name: r.summary["segmenter_fid"] for r in runs if r.summary.get("segmenter_fid")}
-    for key in ("fid", "kid"):
-        if fid:
+    if fid:  # columns only when some run was judged by a segmenter
+        for key in ("fid", "kid"):
             frame[f"segmenter_{key}"] = frame.run.map(lambda name: fid.get(name, {}).get(key, float("nan")))
     return frame
 

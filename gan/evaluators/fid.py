@@ -49,10 +49,10 @@ class InceptionFeatures:
 
 def fid(real: np.ndarray, fake: np.ndarray) -> float:
     real, fake = real.astype(np.float64), fake.astype(np.float64)
-    xc, yc = real - real.mean(0), fake - fake.mean(0)
+    mu_r, mu_f = real.mean(0), fake.mean(0)
+    xc, yc = real - mu_r, fake - mu_f
     n, m = len(real) - 1, len(fake) - 1  # np.cov's normalisation
-    mean_term = ((real.mean(0) - fake.mean(0)) ** 2).sum()
-    return float(max(0.0, mean_term + (xc ** 2).sum() / n + (yc ** 2).sum() / m
+    return float(max(0.0, ((mu_r - mu_f) ** 2).sum() + (xc ** 2).sum() / n + (yc ** 2).sum() / m
                      - 2 * _trace_sqrt_product(xc, yc, n, m)))
 
 
