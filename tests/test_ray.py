@@ -65,6 +65,33 @@ def test_asha_stops_a_trial_early(ray_cluster, tmp_path):
         assert (status["state"], status["message"][:len(expected[1])]) == expected, status
 
 
+def test_asha_compares_a_trial_only_with_its_own_generator():
+    """The equal-budget sweep's early stopping: a generator that starts slower keeps its best trial."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    from cluster.tune import PerGeneratorASHA
+    # At the first rung: two U-Net trials, then two ResNet trials that are all below the U-Net's.
+    trials = [SimpleNamespace(trial_id=f"t{i}", config={"model.generator": gen})
+              for i, gen in enumerate(["unet", "unet", "resnet", "resnet"])]
+    scores = [0.30, 0.29, 0.20, 0.19]
+
+    def actions(scheduler):
+        scheduler.set_search_properties("val_fcn_iou", "max")
+        for trial in trials:
+            scheduler.on_trial_add(None, trial)
+        return [scheduler.on_trial_result(None, trial, {"training_iteration": 1, "val_fcn_iou": score})
+                for trial, score in zip(trials, scores)]
+
+    asha = dict(time_attr="training_iteration", max_t=3, grace_period=1, reduction_factor=2)
+    go, stop = TrialScheduler.CONTINUE, TrialScheduler.STOP
+    # One ASHA over all trials stops every ResNet trial at the first rung; per generator, each
+    # generator's first trial sets its own bar.
+    assert actions(ASHAScheduler(**asha)) == [go, stop, stop, stop]
+    assert actions(PerGeneratorASHA(**asha)) == [go, stop, go, stop]
+
+
 def _ancestors(pid: int) -> set[int]:
     seen = set()
     while pid > 1 and pid not in seen:
