@@ -22,6 +22,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from gan import models
 from gan.config import Config
 from gan.errors import UserError
@@ -139,10 +141,43 @@ def metric_names(base: Config) -> list[str]:
     return [f"{split}_{name}" for split in ("val", "train") for name in names]
 
 
-def to_tune(space: dict[str, Any]) -> dict[str, Any]:
-    """Tune's samplers for a checked space."""
+RANDOM = ("choice", "uniform", "loguniform", "randint")
+
+
+def _is_random(spec: Any) -> bool:
+    return isinstance(spec, dict) and next(iter(spec)) in RANDOM
+
+
+def sample_configurations(space: dict[str, Any], n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """n draws of the space's random part ([] when it has none), made here rather than by Tune: Tune
+    draws afresh for every grid point, so with the generator as a grid each generator would get
+    different configurations. Drawn once, every generator trains on the same n; the draws are stored
+    with the sweep, so a resumed sweep has them too."""
+    rng = np.random.default_rng(seed)
+    random = {key: next(iter(spec.items())) for key, spec in space.items() if _is_random(spec)}
+    if not random:
+        return []
+
+    def draw(kind: str, arg: list) -> Any:
+        if kind == "choice":
+            return arg[int(rng.integers(len(arg)))]
+        if kind == "uniform":
+            return float(rng.uniform(*arg))
+        if kind == "loguniform":
+            return float(math.exp(rng.uniform(math.log(arg[0]), math.log(arg[1]))))
+        return int(rng.integers(*arg))  # randint: high excluded, as Tune's
+    return [{key: draw(kind, arg) for key, (kind, arg) in sorted(random.items())} for _ in range(n)]
+
+
+def to_tune(space: dict[str, Any], configurations: list[dict[str, Any]] | None = None,
+            trial_key: str = "trial") -> dict[str, Any]:
+    """Tune's space for a checked space: its grids as grid searches, and its random part either as
+    `configurations` (one grid entry each, under `trial_key`) or, without them, as Tune's samplers."""
     from ray import tune
     samplers = {"grid": tune.grid_search, "choice": tune.choice, "uniform": lambda a: tune.uniform(*a),
                 "loguniform": lambda a: tune.loguniform(*a), "randint": lambda a: tune.randint(*a)}
-    return {key: samplers[next(iter(spec))](next(iter(spec.values()))) if isinstance(spec, dict) else spec
-            for key, spec in space.items()}
+    tuned = {key: samplers[next(iter(spec))](next(iter(spec.values()))) if isinstance(spec, dict) else spec
+             for key, spec in space.items() if not (configurations and _is_random(spec))}
+    if configurations:
+        tuned[trial_key] = tune.grid_search(configurations)
+    return tuned

@@ -124,8 +124,9 @@ def best_trials(results, metric: str, mode: str) -> dict[str, tuple[dict[str, An
     best = {}
     for gen, group in frame.dropna(subset=[metric]).groupby("config/model.generator"):
         row = group.loc[group[metric].idxmax() if mode == "max" else group[metric].idxmin()]
-        best[gen] = ({k[len("config/"):]: _plain(row[k]) for k in group if k.startswith("config/")
-                      and not k.startswith((f"config/{BASE}", f"config/{OUT}", f"config/{TRIAL}"))}, row)
+        # Sampled values are config/<dotted> or, drawn by the driver, config/trial/<dotted>.
+        best[gen] = ({k.split("/", 2)[-1]: _plain(row[k]) for k in group if k.startswith("config/")
+                      and not k.startswith((f"config/{BASE}", f"config/{OUT}")) and k != f"config/{TRIAL}"}, row)
     return best
 
 

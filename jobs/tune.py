@@ -90,10 +90,11 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict:
         raise UserError("--seeds: sets train.seed 0..N-1 itself; drop --train.seed")
     space = spaces.build_space(gens, sweeps, args.space, seeds=args.seeds)
     spaces.check_space(space, base)
+    configurations = spaces.sample_configurations(space, args.samples, seed=base.train.seed)
     if args.metric not in spaces.metric_names(base):
         raise UserError(f"--metric: {args.metric!r} is not reported by the trials (choose from "
                         f"{', '.join(spaces.metric_names(base))})")
-    return {"gens": gens, "sweeps": sweeps, "space": space, "overrides": overrides, "preset": args.preset,
+    return {"gens": gens, "sweeps": sweeps, "space": space, "configurations": configurations, "overrides": overrides, "preset": args.preset,
             "samples": args.samples, "seeds": args.seeds, "then_seeds": args.then_seeds, "scheduler": args.scheduler, "metric": args.metric,
             "max_failures": args.max_failures, "cpus": args.cpus_per_trial, "gpus": args.gpus_per_trial,
             "max_evaluations": math.ceil(base.train.steps / base.train.eval_every)}
@@ -108,7 +109,8 @@ def main() -> int:
         if not args_file.exists():
             raise UserError(f"--resume: no Tune experiment at {root / TUNE_STATE}")
         saved = read_json(args_file)
-        if not isinstance(saved, dict) or not isinstance(saved.get("space"), dict):
+        if not isinstance(saved, dict) or not isinstance(saved.get("space"), dict) \
+                or not isinstance(saved.get("configurations"), list):
             raise UserError(f"{args_file}: written by an older version of jobs/tune.py; start a new --experiment")
     else:
         saved = plan(args, extra)
@@ -153,9 +155,9 @@ def search_tuner(saved: dict, out: str, experiment: str):
     from cluster import spaces
     from cluster import tune as tuning
     return tuning.make_tuner(
-        spaces.to_tune(saved["space"]), base=make_config(saved["preset"], saved["overrides"]), out=out,
+        spaces.to_tune(saved["space"], saved["configurations"], tuning.TRIAL), base=make_config(saved["preset"], saved["overrides"]), out=out,
         experiment=experiment, scheduler=saved["scheduler"], metric=saved["metric"], mode=tuning.mode_of(saved["metric"]),
-        num_samples=saved["samples"], max_failures=saved["max_failures"], cpus_per_trial=saved["cpus"],
+        num_samples=1 if saved["configurations"] else saved["samples"], max_failures=saved["max_failures"], cpus_per_trial=saved["cpus"],
         gpus_per_trial=saved["gpus"], max_evaluations=saved["max_evaluations"])
 
 

@@ -65,6 +65,29 @@ def test_asha_stops_a_trial_early(ray_cluster, tmp_path):
         assert (status["state"], status["message"][:len(expected[1])]) == expected, status
 
 
+def test_every_generator_trains_on_the_same_sampled_configurations():
+    """The equal-budget search: the random part is drawn once, and Tune's grid crosses it with the
+    generators (Tune's own samplers would draw afresh for every generator)."""
+    from ray.tune.search.variant_generator import generate_variants
+
+    from cluster import spaces
+    from cluster.tune import TRIAL
+    space = spaces.build_space(["unet", "resnet", "hybrid"], ["hparams", "aug"])
+    configurations = spaces.sample_configurations(space, 3, seed=0)
+    assert len(configurations) == 3 and configurations == spaces.sample_configurations(space, 3, seed=0)
+    assert len({json.dumps(c, sort_keys=True) for c in configurations}) == 3
+    assert set(configurations[0]) == set(spaces.HPARAMS) | set(spaces.AUG)
+    lr = configurations[0]["optim.lr_g"]
+    assert isinstance(lr, float) and 5e-5 <= lr <= 5e-4
+    per_generator: dict[str, list[str]] = {}
+    for _, trial in generate_variants(spaces.to_tune(space, configurations, TRIAL)):
+        per_generator.setdefault(trial["model.generator"], []).append(json.dumps(trial[TRIAL], sort_keys=True))
+    assert set(per_generator) == {"unet", "resnet", "hybrid"}
+    assert all(sorted(drawn) == sorted(per_generator["unet"]) and len(drawn) == 3 for drawn in per_generator.values())
+    # A space of grids only has nothing to draw: --samples repeats the grid, as Tune's num_samples does.
+    assert spaces.sample_configurations(spaces.build_space(["unet"], []), 3) == []
+
+
 def test_asha_compares_a_trial_only_with_its_own_generator():
     """The equal-budget sweep's early stopping: a generator that starts slower keeps its best trial."""
     from types import SimpleNamespace
@@ -236,9 +259,9 @@ def test_equal_budget_protocol_resumes_between_search_and_retraining(ray_cluster
     killed as the retraining phase begins; --resume retrains the best and the default configuration on
     fresh seeds 1..N (here N = 1) and compares them at the run level."""
     space = tmp_path / "space.json"
-    space.write_text(json.dumps({"optim.lr_g": {"grid": [2e-4, 1e-3]}}))
+    space.write_text(json.dumps({"optim.lr_g": {"loguniform": [1e-4, 1e-3]}}))  # drawn by the driver
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.address}
-    args = ["--gens", "hybrid", "--space", str(space), "--metric", "val_l1", "--then-seeds", "1",
+    args = ["--gens", "hybrid", "--space", str(space), "--samples", "2", "--metric", "val_l1", "--then-seeds", "1",
             "--train.steps", "4", "--experiment", "eq"]
     proc = subprocess.Popen(tune_cmd(tmp_path, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=env, cwd=ROOT)
