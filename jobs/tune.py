@@ -45,7 +45,7 @@ def parse_args() -> tuple[argparse.Namespace, list[str]]:
     add_gens_flag(parser)
     parser.add_argument("--sweep", default="", help="named spaces to add: hparams, aug (comma list)")
     parser.add_argument("--space", default=None, help="JSON file of extra dotted-name samplers")
-    parser.add_argument("--samples", type=int, default=1, help="samples of the random part of the space")
+    parser.add_argument("--samples", type=int, default=1, help="configurations drawn from the random part of the space; every generator trains on each")
     parser.add_argument("--seeds", type=int, default=1, help="training seeds per configuration (train.seed "
                         "0..N-1, the split fixed by data.split_seed); run names end in -seed<k>")
     parser.add_argument("--scheduler", choices=["fifo", "asha"], default="fifo")
