@@ -111,7 +111,8 @@ def main() -> int:
         saved = read_json(args_file)
         if not isinstance(saved, dict) or not isinstance(saved.get("space"), dict) \
                 or not isinstance(saved.get("configurations"), list):
-            raise UserError(f"{args_file}: written by an older version of jobs/tune.py; start a new --experiment")
+            raise UserError(f"{args_file}: not a sweep this version of jobs/tune.py wrote (an older version, or "
+                            f"edited); start a new --experiment")
     else:
         saved = plan(args, extra)
 

@@ -200,6 +200,17 @@ def test_tune_space_values_are_checked_before_ray_starts(tmp_path, space, args, 
     assert not (tmp_path / "out").exists()  # nothing written, Ray never started
 
 
+@pytest.mark.parametrize("content", ["[1, 2]", '{"space": {"model.generator": {"grid": ["unet"]}}}', "{trunc"],
+                         ids=["wrong-shape", "older-version", "truncated"])
+def test_tune_resume_refuses_a_sweep_file_it_did_not_write(tmp_path, content):
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "_tune_args.json").write_text(content)
+    done = run_cli("tune.py", "--out", str(tmp_path), "--experiment", "sweep", "--resume", timeout=120)
+    assert done.returncode == 2 and one_error_line(done).startswith(f"error: {tmp_path / 'sweep' / '_tune_args.json'}"), \
+        done.stderr[-2000:]
+    assert (tmp_path / "sweep" / "_tune_args.json").read_text() == content  # left as it was
+
+
 def test_tune_validates_every_generator_before_ray_starts(tmp_path):
     done = run_cli("tune.py", "--gens", "unet,hybrid", "--preset", "tiny", "--data.image_size", "32",
                    "--model.hybrid_downs", "6", "--out", str(tmp_path), timeout=120)
