@@ -82,11 +82,12 @@ def winograd_everywhere(monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_runs(tmp_path_factory):
-    """The three generators trained with the tiny preset into <root>/cmp/<generator> (shared, read-only)."""
+    """Every registered generator trained with the tiny preset into <root>/cmp/<generator> (shared, read-only)."""
+    from gan import models
     from gan.config import make_config
     from gan.train import train
     out = tmp_path_factory.mktemp("tiny-runs")
-    for gen in ("unet", "resnet", "hybrid"):
+    for gen in models.names():
         assert train(make_config("tiny", {"model.generator": gen, "experiment": "cmp"}), out) == 0
     return out
 
