@@ -197,11 +197,14 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
 
 
 def sweep_table_all(runs: list[Run], metric: str = "ssim") -> pd.DataFrame:
-    """Every run's swept values and its final validation `metric`."""
+    """Every run's swept values and its last validation `metric` (an image metric, or an FCN-score of runs
+    trained with eval.fcn_every_eval), with the step it was measured at: a trial a scheduler stopped
+    early is shown at the step it reached."""
     fields = swept_fields(runs)
     rows = []
     for r in runs:
-        val = r.metrics[r.metrics.split == "val"] if not r.metrics.empty else pd.DataFrame()
+        frame = r.fcn_metrics if metric in FCN_METRICS else r.metrics
+        val = frame[frame.split == "val"] if metric in frame else pd.DataFrame()
         if not len(val):
             continue
         flat = r.flat_config()

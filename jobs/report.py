@@ -18,7 +18,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("roots", nargs="+", help="folders holding run directories (or runs themselves)")
     parser.add_argument("-o", "--out", default="reports", help="output folder (default: reports)")
-    parser.add_argument("--metric", default="ssim", help="validation metric for sweep tables (default: ssim)")
+    parser.add_argument("--metric", default="ssim",
+                        help="validation metric for sweep tables: an image metric or an FCN-score (default: ssim)")
     parser.add_argument("--no-notebook", action="store_true", help="skip executing the notebook")
     args = parser.parse_args()
     for root in args.roots:
@@ -27,8 +28,11 @@ def main() -> int:
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise UserError(f"-o {args.out}: exists and is not a folder")
     from analysis.report import build_report
+    from analysis.runs import FCN_METRICS, find_runs, metric_names
     from analysis.tables import comparison_table
-    from analysis.runs import find_runs
+    if args.metric not in [*metric_names(), *FCN_METRICS]:
+        raise UserError(f"--metric: {args.metric!r} is not a metric (choose from "
+                        f"{', '.join([*metric_names(), *FCN_METRICS])})")
     try:
         page = build_report(args.roots, args.out, notebook=not args.no_notebook, metric=args.metric)
     except FileNotFoundError as e:

@@ -219,8 +219,15 @@ def summarise_retraining(results, saved: dict, out: Path, experiment: str, repor
     seeds = sorted({t["train.seed"] for t in saved["trials"]})
     print(f"\nretrained the best configuration of each generator and its default on seeds {seeds}: "
           f"{len(results)} trials, {len(errors)} errored")
-    for gen, values in sorted(saved["best"].items()):
-        print(f"  {gen}: {values}")
+    default = make_config(saved["preset"], saved["overrides"]).flat()
+    chosen = pd.DataFrame([{"generator": gen, "field": field, "default": default[field], "tuned": value}
+                           for gen, values in sorted(saved["best"].items())
+                           for field, value in sorted(values.items()) if field != "model.generator"])
+    if not chosen.empty:
+        print("\nthe best configuration beside the default, per generator:")
+        print(to_markdown(chosen, digits=6))
+        if report:
+            write_table(chosen, Path(report) / "best_vs_default")
     tests = {}
     for arm in ("tuned", "default"):
         root = out / f"{experiment}-{arm}"
@@ -259,7 +266,8 @@ def summarise(results, root: Path, metric: str, mode: str, report: str | None) -
         print(comparison_table(runs=runs))
     if report and runs:
         from analysis.report import build_report
-        print(f"report: {build_report([root], report)}")
+        # The search's sweep table and figure rank by the metric the search selected on (its val_ form).
+        print(f"report: {build_report([root], report, metric=metric.split('_', 1)[1])}")
     return 1 if errors else 0
 
 

@@ -277,6 +277,7 @@ def test_equal_budget_protocol_resumes_between_search_and_retraining(ray_cluster
                           env=env, timeout=900, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
     assert "retrained the best configuration of each generator and its default on seeds [1]" in done.stdout
+    assert f"| hybrid | optim.lr_g | 0.000200 | {best['optim.lr_g']:.6f} |" in done.stdout, done.stdout[-3000:]
     tuned = sorted(p.name for p in (tmp_path / "eq-tuned").iterdir() if (p / "summary.json").exists())
     default = sorted(p.name for p in (tmp_path / "eq-default").iterdir() if (p / "summary.json").exists())
     assert default == ["hybrid-seed1"] and len(tuned) == 1, (tuned, default)
