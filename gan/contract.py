@@ -60,6 +60,7 @@ CHECKPOINT_STATE = "checkpoint"  # checkpoints/checkpoint: TensorFlow's list of 
 DAMAGED = ".damaged"  # checkpoints/ckpt-N.*.damaged: a checkpoint that could not be read, set aside
 TUNE_STATE = "_tune"  # <root>/<experiment>/_tune: Ray Tune's own state (not a run)
 TUNE_ARGS = "_tune_args.json"  # <root>/<experiment>/_tune_args.json: what jobs/tune.py --resume reruns
+TUNE_LEASE = "_tune_lease.json"  # <root>/<experiment>/_tune_lease.json: the one sweep driver of the experiment
 REPLACED = ".replaced-"  # <run>.replaced-<time>: a run moved aside by --overwrite
 SEGMENTER_KIND = "segmenter"  # config.json "kind" of a jobs/train_segmenter.py run
 SEGMENTER_WEIGHTS = "segmenter.weights.h5"  # its weights, what --eval.segmenter loads

@@ -96,8 +96,11 @@ def holder_alive(holder: dict[str, Any] | None, stale_after: float = STALE_AFTER
 class Lease:
     """Exclusive use of a run directory by this process (see the module docstring)."""
 
-    def __init__(self, path: Path, stale_after: float = STALE_AFTER, beat_every: float = BEAT_EVERY, log=print):
+    def __init__(self, path: Path, stale_after: float = STALE_AFTER, beat_every: float = BEAT_EVERY, log=print,
+                 holder: str = "trainer", thing: str = "run", flag: str = "--out"):
         self.path, self.stale_after, self.beat_every, self.log = Path(path), stale_after, beat_every, log
+        # For the messages: what holds the lease, what it guards, and the flag that named the directory.
+        self.holder, self.thing, self.flag = holder, thing, flag
         self.token = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
         self.lost: dict[str, Any] | None = None  # the holder that took over, seen by the heartbeat thread
         self._stop = threading.Event()
@@ -111,11 +114,11 @@ class Lease:
     def acquire(self) -> "Lease":
         self._started = time.time()
         if self.path.parent.exists() and not self.path.parent.is_dir():
-            raise UserError(f"--out {self.path.parent}: exists and is not a directory")
+            raise UserError(f"{self.flag} {self.path.parent}: exists and is not a directory")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except (NotADirectoryError, FileExistsError, PermissionError) as e:
-            raise UserError(f"--out {self.path.parent}: cannot create the run directory "
+            raise UserError(f"{self.flag} {self.path.parent}: cannot create the {self.thing} directory "
                             f"({e.strerror}: {e.filename})") from None
         waited = False
         while True:
@@ -139,7 +142,7 @@ class Lease:
             if waited and time.time() - self._started < self.stale_after + 10:
                 time.sleep(5.0)
                 continue
-            raise UserError(f"--out {self.path.parent}: in use by another trainer (pid {holder['pid']} on "
+            raise UserError(f"{self.flag} {self.path.parent}: in use by another {self.holder} (pid {holder['pid']} on "
                             f"{holder['host']}, heartbeat {age:.0f} s ago); wait for it to end or stop it")
 
     def _try_create(self) -> bool:
@@ -159,7 +162,7 @@ class Lease:
             os.rename(self.path, aside)  # one taker wins; the other finds the new lease
         except FileNotFoundError:
             return
-        self.log(f"note: {self.path.parent}: took over the lease of a trainer that is gone "
+        self.log(f"note: {self.path.parent}: took over the lease of a {self.holder} that is gone "
                  f"(pid {holder.get('pid', '?')} on {holder.get('host', '?')}: {why})")
         aside.unlink(missing_ok=True)
 
@@ -188,7 +191,7 @@ class Lease:
     def check(self) -> None:
         """Raise if another trainer took this run over (the heartbeat thread noticed)."""
         if self.lost is not None:
-            raise UserError(f"{self.path.parent}: another trainer took over this run (pid {self.lost.get('pid')} "
+            raise UserError(f"{self.path.parent}: another {self.holder} took over this {self.thing} (pid {self.lost.get('pid')} "
                             f"on {self.lost.get('host')}); stopping without writing")
 
     def release(self) -> None:

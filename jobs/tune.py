@@ -34,10 +34,11 @@ from pathlib import Path
 
 from gan.cli import add_common_flags, add_gens_flag, generator_list, parse_overrides, run_main
 from gan.config import make_config
-from gan.contract import TUNE_ARGS, TUNE_STATE
+from gan.contract import TUNE_ARGS, TUNE_LEASE, TUNE_STATE
 from gan.errors import EXIT_PREEMPTED, UserError
 from gan.fastpath import fast_path_vars
-from gan.files import read_json
+from gan.files import read_json, write_json
+from gan.lease import Lease
 
 
 def parse_args() -> tuple[argparse.Namespace, list[str]]:
@@ -100,22 +101,53 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict:
             "max_evaluations": math.ceil(base.train.steps / base.train.eval_every)}
 
 
+def load_sweep(args_file: Path) -> dict:
+    """The sweep an experiment holds (what --resume reruns)."""
+    saved = read_json(args_file)
+    if not isinstance(saved, dict) or not isinstance(saved.get("space"), dict) \
+            or not isinstance(saved.get("configurations"), list) \
+            or not all(isinstance(c, dict) for c in saved["configurations"]):
+        raise UserError(f"{args_file}: not a sweep this version of jobs/tune.py wrote (an older version, or "
+                        f"edited); start a new --experiment")
+    return saved
+
+
+def refuse_a_different_sweep(root: Path, planned: dict, resume: str) -> None:
+    """A new sweep into an experiment that holds another would mix their runs (each trial would fail on a
+    run directory of another configuration): refused. The same command again is allowed (finished
+    trials end at once)."""
+    if not (root / TUNE_ARGS).exists():
+        return
+    saved = load_sweep(root / TUNE_ARGS)
+    differ = [key for key in planned if json.dumps(saved.get(key), sort_keys=True) != json.dumps(planned[key], sort_keys=True)]
+    if differ:
+        raise UserError(f"--experiment {root}: holds a different sweep ({', '.join(differ)} differ); continue it "
+                        f"with: {resume}, or choose another --experiment")
+
+
 def main() -> int:
     args, extra = parse_args()
     experiment = args.experiment or "default"
     root = Path(args.out) / experiment
-    args_file = root / TUNE_ARGS
+    resume = f"python jobs/tune.py --out {args.out} --experiment {experiment} --resume"
     if args.resume:
-        if not args_file.exists():
+        if not (root / TUNE_ARGS).exists():
             raise UserError(f"--resume: no Tune experiment at {root / TUNE_STATE}")
-        saved = read_json(args_file)
-        if not isinstance(saved, dict) or not isinstance(saved.get("space"), dict) \
-                or not isinstance(saved.get("configurations"), list):
-            raise UserError(f"{args_file}: not a sweep this version of jobs/tune.py wrote (an older version, or "
-                            f"edited); start a new --experiment")
+        saved = load_sweep(root / TUNE_ARGS)
     else:
         saved = plan(args, extra)
+        refuse_a_different_sweep(root, saved, resume)
+    # One driver per experiment: a second (the command typed twice) would run the same trials again beside it.
+    lease = Lease(root / TUNE_LEASE, holder="sweep driver", thing="sweep", flag="--experiment").acquire()
+    try:
+        return sweep(args, saved, root, experiment, resume)
+    finally:
+        lease.release()
 
+
+def sweep(args: argparse.Namespace, saved: dict, root: Path, experiment: str, resume: str) -> int:
+    """The search, then (with --then-seeds) the retraining; either resumed where it stopped."""
+    args_file = root / TUNE_ARGS
     import ray
 
     from cluster import tune as tuning
@@ -124,13 +156,12 @@ def main() -> int:
     fast_path = fast_path_vars()
     ray.init(address=address, runtime_env={"env_vars": fast_path} if fast_path else None,
              **({"include_dashboard": False} if address == "local" else {}))
-    resume = f"python jobs/tune.py --out {args.out} --experiment {experiment} --resume"
     if saved.get("phase", "search") == "search":
         if args.resume:
             tuner = tuning.restore_tuner(args.out, experiment, saved["cpus"], saved["gpus"])
         else:
             root.mkdir(parents=True, exist_ok=True)
-            args_file.write_text(json.dumps(saved, indent=2))
+            write_json(args_file, saved)
             tuner = search_tuner(saved, args.out, experiment)
         results = run_phase(tuner, resume)
         if results is None:
@@ -145,7 +176,7 @@ def main() -> int:
             raise UserError(f"--then-seeds: no trial reported {saved['metric']}; nothing to retrain")
         saved.update(phase="retrain", best=best, trials=tuning.retraining_trials(
             best, list(range(1, then_seeds + 1)), experiment))
-        args_file.write_text(json.dumps(saved, indent=2))  # a driver killed from here on resumes the retraining
+        write_json(args_file, saved)  # a driver killed from here on resumes the retraining
     results = run_phase(retrain_tuner(saved, args.out, experiment), resume)
     if results is None:
         return EXIT_PREEMPTED

@@ -211,6 +211,30 @@ def test_tune_resume_refuses_a_sweep_file_it_did_not_write(tmp_path, content):
     assert (tmp_path / "sweep" / "_tune_args.json").read_text() == content  # left as it was
 
 
+def test_tune_refuses_a_second_driver_and_a_different_sweep_in_one_experiment(tmp_path):
+    """The command typed twice: the second driver is one line naming the first (here, this test's lease).
+    Another sweep into an experiment that holds one: one line naming what differs and how to resume."""
+    from gan.contract import TUNE_ARGS, TUNE_LEASE
+    from gan.lease import Lease
+    lease = Lease(tmp_path / "sweep" / TUNE_LEASE, log=lambda *_: None).acquire()
+    try:
+        done = run_cli("tune.py", "--gens", "unet", "--preset", "tiny", "--out", str(tmp_path), "--experiment", "sweep",
+                       timeout=120)
+    finally:
+        lease.release()
+    assert one_error_line(done).startswith(f"error: --experiment {tmp_path / 'sweep'}: in use by another sweep driver "
+                                           f"(pid {os.getpid()} on "), done.stderr[-2000:]
+    held = {"space": {"model.generator": {"grid": ["unet"]}}, "configurations": [], "preset": "small", "samples": 1}
+    (tmp_path / "sweep" / TUNE_ARGS).write_text(json.dumps(held))
+    done = run_cli("tune.py", "--gens", "unet", "--preset", "tiny", "--out", str(tmp_path), "--experiment", "sweep",
+                   timeout=120)
+    line = one_error_line(done)
+    assert line.startswith(f"error: --experiment {tmp_path / 'sweep'}: holds a different sweep (") and "preset" in line \
+        and line.endswith(f"--experiment sweep --resume, or choose another --experiment"), line
+    assert json.loads((tmp_path / "sweep" / TUNE_ARGS).read_text()) == held  # left as it was
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == [TUNE_ARGS]  # no lease left behind
+
+
 def test_tune_validates_every_generator_before_ray_starts(tmp_path):
     done = run_cli("tune.py", "--gens", "unet,hybrid", "--preset", "tiny", "--data.image_size", "32",
                    "--model.hybrid_downs", "6", "--out", str(tmp_path), timeout=120)
