@@ -230,7 +230,7 @@ def test_tune_refuses_a_second_driver_and_a_different_sweep_in_one_experiment(tm
                    timeout=120)
     line = one_error_line(done)
     assert line.startswith(f"error: --experiment {tmp_path / 'sweep'}: holds a different sweep (") and "preset" in line \
-        and line.endswith(f"--experiment sweep --resume, or choose another --experiment"), line
+        and line.endswith("--experiment sweep --resume, or choose another --experiment"), line
     assert json.loads((tmp_path / "sweep" / TUNE_ARGS).read_text()) == held  # left as it was
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == [TUNE_ARGS]  # no lease left behind
 
