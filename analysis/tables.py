@@ -226,7 +226,10 @@ def sweep_table(runs: list[Run], metric: str = "ssim") -> pd.DataFrame:
 def to_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
     """Markdown without the optional `tabulate` dependency."""
     def cell(v):
-        return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+        if not isinstance(v, float):
+            return str(v)
+        # Small values (learning rates) keep their significant digits instead of reading as 0.000.
+        return f"{v:.{digits}g}" if v and abs(v) < 10 ** -(digits - 1) else f"{v:.{digits}f}"
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines)
