@@ -31,11 +31,19 @@ def build_report(roots: list[str | Path], out: str | Path, notebook: bool = True
         raise FileNotFoundError(f"no readable pix2pix run directories under {', '.join(map(str, roots))}")
     (out / "tables").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(exist_ok=True)
-    tests, evaluations, timings = test_frame(runs), metrics_frame(runs), timings_frame(runs)
-    frames, evidence_note = report_tables(runs, tests, evaluations, timings, metric)
+    compared = tables.best_configuration_runs(runs, metric)  # a sweep: each generator's best configuration
+    tests, evaluations, timings = test_frame(compared), metrics_frame(compared), timings_frame(compared)
+    frames, evidence_note = report_tables(compared, tests, evaluations, timings, metric)
+    if len(compared) < len(runs):
+        frames.update(runs=tables.runs_table(runs), sweep_best=tables.sweep_table(runs, metric))
+        evidence_note = " ".join(filter(None, [
+            f"A sweep: the comparison and its statistics take each generator's best configuration by validation "
+            f"{metric} ({', '.join(r.name for r in compared)}); the sweep table and figure show every trial. "
+            f"For evidence on test that the selection did not see, retrain those configurations on fresh seeds "
+            f"(jobs/tune.py --then-seeds N).", evidence_note]))
     for name, frame in frames.items():
         tables.write_table(frame, out / "tables" / name)
-    figures = report_figures(runs, frames, evaluations, timings, metric, out / "figures")
+    figures = report_figures(compared, frames, evaluations, timings, metric, out / "figures", every_run=runs)
     page = out / "report.html"
     page.write_text(_html(runs, frames, figures, evidence_note))
     if evidence_note:
@@ -80,8 +88,9 @@ def report_tables(runs, tests: pd.DataFrame, evaluations: pd.DataFrame, timings:
 
 
 def report_figures(runs, frames: dict[str, pd.DataFrame], evaluations: pd.DataFrame, timings: pd.DataFrame,
-                   metric: str, folder: Path) -> dict[str, Path]:
-    """The report's figures by caption (the PNG of each)."""
+                   metric: str, folder: Path, every_run=None) -> dict[str, Path]:
+    """The report's figures by caption (the PNG of each); the sweep figure shows `every_run` (default: `runs`)."""
+    every_run = runs if every_run is None else every_run
     figures: dict[str, Path] = {}
     if not evaluations.empty:
         figures["Metric evolution"] = plots.evolution(evaluations, folder / "evolution")[0]
@@ -97,8 +106,8 @@ def report_figures(runs, frames: dict[str, pd.DataFrame], evaluations: pd.DataFr
         if by_time:
             figures["Validation metrics against training seconds"] = by_time[0]
     if "sweep_best" in frames:
-        all_runs = tables.sweep_table_all(runs, metric)
-        figures[f"Sweep: parameters vs val {metric}"] = plots.sweep(all_runs, swept_fields(runs), metric,
+        all_runs = tables.sweep_table_all(every_run, metric)
+        figures[f"Sweep: parameters vs val {metric}"] = plots.sweep(all_runs, swept_fields(every_run), metric,
                                                                   folder / "sweep")[0]
     sheet = plots.sample_sheet([r for r in runs if r.state == "finished"], folder / "samples")
     if sheet:

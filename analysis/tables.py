@@ -5,6 +5,7 @@ Every table is a pandas DataFrame; `write_table` saves CSV, Markdown and LaTeX.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -223,6 +224,26 @@ def sweep_table(runs: list[Run], metric: str = "ssim") -> pd.DataFrame:
             .sort_values("generator").reset_index(drop=True))
 
 
+def best_configuration_runs(runs: list[Run], metric: str = "ssim") -> list[Run]:
+    """A sweep's runs narrowed to each generator's best configuration by its last validation `metric`
+    (all seeds of that configuration), among the runs that scored the test split: comparing generators
+    over a mix of their configurations would average good settings with bad ones. The runs themselves
+    when nothing is swept, or when no run scored the test split."""
+    fields = swept_fields(runs)
+    frame = sweep_table_all(runs, metric) if fields else pd.DataFrame()
+    if frame.empty:
+        return list(runs)
+    frame = frame[frame.run.isin({r.name for r in runs if not r.test_metrics.empty})]
+    if frame.empty:
+        return list(runs)
+    best = frame.sort_values(f"val_{metric}", ascending=metric in lower_is_better()).groupby("generator").head(1)
+
+    def setting(generator: str, values: dict) -> str:
+        return json.dumps([generator, *(values.get(f) for f in fields)], default=str)
+    chosen = {setting(row["generator"], row) for row in best.to_dict("records")}
+    return [r for r in runs if setting(r.generator, r.flat_config()) in chosen]
+
+
 def to_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
     """Markdown without the optional `tabulate` dependency."""
     def cell(v):
@@ -242,13 +263,18 @@ def write_table(frame: pd.DataFrame, stem: Path) -> None:
     stem.with_suffix(".tex").write_text(frame.to_latex(index=False, float_format="%.3f", escape=True))
 
 
-def comparison_table(run_paths: list[Path] | None = None, runs: list[Run] | None = None) -> str:
-    """The study's table as Markdown (printed at the end of the launchers)."""
+def comparison_table(run_paths: list[Path] | None = None, runs: list[Run] | None = None, metric: str = "ssim") -> str:
+    """The study's table as Markdown (printed at the end of the launchers); of a sweep, each generator's
+    best configuration by validation `metric`, named above the table."""
     from analysis.runs import load_run
     from analysis.runs import consistency_warnings
     runs = runs if runs is not None else [load_run(p) for p in run_paths]
     warnings = "".join(f"warning: {w}\n\n" for w in consistency_warnings(runs))
-    return warnings + to_markdown(study_table(runs))
+    compared = best_configuration_runs(runs, metric)
+    if len(compared) < len(runs):
+        warnings += (f"each generator's best configuration by val {metric}: "
+                     f"{', '.join(r.name for r in compared)}\n\n")
+    return warnings + to_markdown(study_table(compared))
 
 
 def main(argv: list[str]) -> int:

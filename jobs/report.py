@@ -39,7 +39,7 @@ def main() -> int:
         raise UserError(str(e)) from None
     except (NotADirectoryError, PermissionError) as e:
         raise UserError(f"-o {args.out}: cannot write the report there ({e.strerror}: {e.filename})") from None
-    print(comparison_table(runs=find_runs(*args.roots)))
+    print(comparison_table(runs=find_runs(*args.roots), metric=args.metric))
     print(f"\nreport: {page}" + ("" if args.no_notebook else f"\nnotebook: {Path(args.out) / 'compare.html'}"))
     return 0
 

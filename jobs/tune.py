@@ -294,7 +294,7 @@ def summarise(results, root: Path, metric: str, mode: str, report: str | None) -
     runs = find_runs(root)
     if runs:
         print()
-        print(comparison_table(runs=runs))
+        print(comparison_table(runs=runs, metric=metric.split("_", 1)[1]))
     if report and runs:
         from analysis.report import build_report
         # The search's sweep table and figure rank by the metric the search selected on (its val_ form).

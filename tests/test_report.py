@@ -268,21 +268,27 @@ def test_a_sweep_is_ranked_by_the_metric_it_selected_on_including_the_fcn_score(
     FCN-score (read from fcn_metrics.csv, at the step each trial reached), not by SSIM."""
     from analysis.report import build_report
     from gan import contract
-    lr = {"unet": 1e-4, "hybrid": 3e-4}
-    iou = {"unet": [0.10, 0.20], "hybrid": [0.30, 0.25]}
-    for gen in ("unet", "hybrid"):
-        run = tmp_path / "sweep" / gen
-        shutil.copytree(tiny_runs / "cmp" / gen, run)
+    # unet-slow: a second U-Net configuration, worse on validation, whose test rows must not join the U-Net's.
+    lr = {"unet": 1e-4, "unet-slow": 1e-6, "hybrid": 3e-4}
+    iou = {"unet": [0.10, 0.20], "unet-slow": [0.01, 0.02], "hybrid": [0.30, 0.25]}
+    for name in ("unet", "unet-slow", "hybrid"):
+        run = tmp_path / "sweep" / name
+        shutil.copytree(tiny_runs / "cmp" / name.split("-")[0], run)
         config = json.loads((run / "config.json").read_text())
-        config["config"]["optim"]["lr_g"] = lr[gen]
+        config["config"]["optim"]["lr_g"], config["config"]["run_name"] = lr[name], name
         (run / "config.json").write_text(json.dumps(config))
         rows = [{"step": step, "split": "val", "fcn_pixel_acc": 0.5, "fcn_class_acc": 0.2, "fcn_iou": value,
-                 "images": 4} for step, value in zip((4, 8), iou[gen])]
+                 "images": 4} for step, value in zip((4, 8), iou[name])]
         pd.DataFrame(rows, columns=contract.FCN_COLUMNS).to_csv(run / contract.FCN_CSV, index=False)
     build_report([tmp_path / "sweep"], tmp_path / "report", notebook=False, metric="fcn_iou")
     best = pd.read_csv(tmp_path / "report" / "tables" / "sweep_best.csv").set_index("generator")
     assert best.loc["unet", "val_fcn_iou"] == 0.20 and best.loc["hybrid", "val_fcn_iou"] == 0.25  # the last row
     assert best.loc["hybrid", "optim.lr_g"] == 3e-4 and best.loc["unet", "step"] == 8
     assert (tmp_path / "report" / "figures" / "sweep.png").exists()
+    # The comparison takes each generator's best configuration; the runs table still lists every trial.
+    assert sorted(pd.read_csv(tmp_path / "report" / "tables" / "per_run.csv").run) == ["cmp/hybrid", "cmp/unet"]
+    assert len(pd.read_csv(tmp_path / "report" / "tables" / "runs.csv")) == 3
+    assert "best configuration by validation fcn_iou (cmp/hybrid, cmp/unet)" in \
+        (tmp_path / "report" / "report.html").read_text()
     done = run_cli("report.py", str(tmp_path / "sweep"), "-o", str(tmp_path / "r2"), "--metric", "nosuch")
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error: --metric: 'nosuch' is not")
