@@ -257,7 +257,8 @@ def to_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
 
 
 def write_table(frame: pd.DataFrame, stem: Path) -> None:
-    """stem.csv, stem.md and stem.tex."""
+    """stem.csv, stem.md and stem.tex (the folder made if needed)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(stem.with_suffix(".csv"), index=False)
     stem.with_suffix(".md").write_text(to_markdown(frame) + "\n")
     stem.with_suffix(".tex").write_text(frame.to_latex(index=False, float_format="%.3f", escape=True))

@@ -256,7 +256,7 @@ def summarise_retraining(results, saved: dict, out: Path, experiment: str, repor
                            for field, value in sorted(values.items()) if field != "model.generator"])
     if not chosen.empty:
         print("\nthe best configuration beside the default, per generator:")
-        print(to_markdown(chosen, digits=6))
+        print(to_markdown(chosen))
         if report:
             write_table(chosen, Path(report) / "best_vs_default")
     tests = {}
