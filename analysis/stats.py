@@ -175,15 +175,16 @@ def _run_matrix(tests: pd.DataFrame, generator: str, metric: str, images: list) 
 
 
 def run_level(tests: pd.DataFrame, metrics: list[str] | None = None, resamples: int = 4000, confidence: float = 0.95,
-              seed: int = 0) -> pd.DataFrame:
+              seed: int = 0, order: list[str] | None = None) -> pd.DataFrame:
     """One row per (metric, a, b): runs of each, the difference of means a - b with its Welch t-interval over
     the run means (diff_low, diff_high) and its hierarchical bootstrap interval (boot_low, boot_high), P(a > b)
-    over runs with its bootstrap interval, Welch's two-sided p and its Holm correction."""
+    over runs with its bootstrap interval, Welch's two-sided p and its Holm correction. Pairs follow
+    `order` (default: alphabetical)."""
     metrics = metrics or present_metrics(tests)
     if tests.empty:
         return pd.DataFrame()
     rng = np.random.default_rng(seed)
-    gens = sorted(tests.generator.unique())
+    gens = order or sorted(tests.generator.unique())
     images = sorted(set.intersection(*(set(tests[tests.generator == g].image) for g in gens)))
     tail = (1 - confidence) / 2
     rows = []
@@ -284,13 +285,21 @@ def between_run_spread(tests: pd.DataFrame, metrics: list[str], val: pd.DataFram
 
 
 def arms_compared(tests_by_arm: dict[str, pd.DataFrame], metrics: list[str]) -> pd.DataFrame:
-    """Per generator and metric, arm against arm (e.g. tuned against default, on the same seeds and test
-    images): the run-level difference with its interval, P(first beats second) and Holm p (`run_level`)."""
-    frames = [t.assign(generator=t.generator + " | " + arm) for arm, t in tests_by_arm.items() if not t.empty]
-    if len(frames) < 2:
+    """Per metric and generator, the first arm against the second (tuned against default, on the same seeds
+    and test images): the run-level difference first - second with its intervals and P(first beats
+    second) (`run_level`), and Welch's p with Holm over the generators of each metric."""
+    arms = [arm for arm, t in tests_by_arm.items() if not t.empty][:2]
+    if len(arms) < 2:
         return pd.DataFrame()
-    table = run_level(pd.concat(frames, ignore_index=True), metrics)
-    if table.empty:
-        return table
-    same = table.a.str.split(" | ", regex=False).str[0] == table.b.str.split(" | ", regex=False).str[0]
-    return table[same].reset_index(drop=True)
+    tables = []
+    for gen in sorted(set(tests_by_arm[arms[0]].generator) & set(tests_by_arm[arms[1]].generator)):
+        pair = pd.concat([tests_by_arm[arm][tests_by_arm[arm].generator == gen].assign(generator=arm) for arm in arms],
+                         ignore_index=True)
+        table = run_level(pair, metrics, order=arms)
+        if not table.empty:
+            tables.append(table.assign(generator=gen))
+    if not tables:
+        return pd.DataFrame()
+    table = pd.concat(tables, ignore_index=True)
+    table["p_holm"] = table.groupby("metric").p.transform(lambda p: pd.Series(holm(list(p)), index=p.index))
+    return table[["metric", "generator", *(c for c in table if c not in ("metric", "generator"))]]

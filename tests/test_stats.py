@@ -85,6 +85,26 @@ def test_a_clear_run_level_lead_is_significant_and_holm_corrected():
     assert verdict.iloc[0].evidence.startswith("runs: 4+ seeds")
 
 
+def test_tuned_against_default_is_tuned_minus_default_with_holm_over_the_generators():
+    """The equal-budget table: per generator, the tuned arm against the default on the same seeds and images
+    (first arm minus second, whatever the names' order), Holm over the generators of each metric."""
+    rng = np.random.default_rng(2)
+    base = rng.uniform(0.3, 0.6, 30)
+    tuned = frame({"unet": [base + 0.05, base + 0.04], "resnet": [base - 0.02, base - 0.01]})
+    default = frame({"unet": [base, base + 0.01], "resnet": [base, base + 0.005]})
+    table = stats.arms_compared({"tuned": tuned, "default": default}, ["ssim"])
+    assert list(table.generator) == ["resnet", "unet"] and set(table.a) == {"tuned"} and set(table.b) == {"default"}
+    unet, resnet = table.set_index("generator").loc["unet"], table.set_index("generator").loc["resnet"]
+    assert unet["diff"] == pytest.approx(0.04) and resnet["diff"] == pytest.approx(-0.0175)
+    assert unet.p_a_beats_b == 1.0 and resnet.p_a_beats_b == 0.0
+    for gen, arms in (("unet", (tuned, default)), ("resnet", (tuned, default))):
+        alone = stats.run_level(pd.concat([arm[arm.generator == gen].assign(generator=name)
+                                           for arm, name in zip(arms, ("tuned", "default"))]), ["ssim"],
+                                order=["tuned", "default"]).iloc[0]
+        assert table.set_index("generator").loc[gen].p == pytest.approx(alone.p)
+    assert np.allclose(table.p_holm, stats.holm(list(table.p)))  # a family of the two generators, not of all arms
+
+
 def test_seeds_needed_by_hand():
     # The two-sample t-test's textbook sample sizes (alpha 0.05 two-sided, power 0.8): 17 per group for a
     # difference of one SD, 64 for half an SD, 6 for two (the normal approximation says 16, 63 and 4).
