@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from gan.errors import UserError
+
 from analysis.runs import (FCN_METRICS, Run, lower_is_better, metric_names, find_runs, swept_fields, test_frame,
                            timings_frame)
 
@@ -230,9 +232,12 @@ def best_configuration_runs(runs: list[Run], metric: str = "ssim") -> list[Run]:
     over a mix of their configurations would average good settings with bad ones. The runs themselves
     when nothing is swept, or when no run scored the test split."""
     fields = swept_fields(runs)
-    frame = sweep_table_all(runs, metric) if fields else pd.DataFrame()
-    if frame.empty:
+    if not fields:
         return list(runs)
+    frame = sweep_table_all(runs, metric)
+    if frame.empty:
+        raise UserError(f"--metric {metric}: no run of this sweep has it at validation, so its best configurations "
+                        f"cannot be chosen (an FCN-score needs runs trained with eval.fcn_every_eval)")
     frame = frame[frame.run.isin({r.name for r in runs if not r.test_metrics.empty})]
     if frame.empty:
         return list(runs)

@@ -292,3 +292,8 @@ def test_a_sweep_is_ranked_by_the_metric_it_selected_on_including_the_fcn_score(
         (tmp_path / "report" / "report.html").read_text()
     done = run_cli("report.py", str(tmp_path / "sweep"), "-o", str(tmp_path / "r2"), "--metric", "nosuch")
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error: --metric: 'nosuch' is not")
+    for name in lr:  # runs trained without the FCN-score: a sweep ranked by it cannot choose, and says so
+        (tmp_path / "sweep" / name / contract.FCN_CSV).unlink()
+    done = run_cli("report.py", str(tmp_path / "sweep"), "-o", str(tmp_path / "r3"), "--metric", "fcn_iou")
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith(
+        "error: --metric fcn_iou: no run of this sweep has it at validation"), done.stderr[-2000:]
