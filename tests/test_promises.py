@@ -64,14 +64,15 @@ def start(out: Path, gen: str) -> subprocess.Popen:
 
 
 def wait_past(run: Path, proc: subprocess.Popen, step: int, timeout: float = 300) -> None:
-    """Until metrics.csv has a row past `step` (then a little more, to land between evaluations)."""
+    """Until metrics.csv has a row past `step`, then a little more to land between evaluations; at once when
+    that row is the last evaluation (a moment more and the run may have finished: nothing left to interrupt)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         if (run / "metrics.csv").exists():
             steps = pd.read_csv(run / "metrics.csv").step
             if len(steps) and steps.max() > step:
-                time.sleep(0.3)
+                time.sleep(0.3 if steps.max() < STEPS else 0)
                 return
         time.sleep(0.1)
     raise AssertionError("no evaluation rows in time")
