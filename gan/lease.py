@@ -98,7 +98,9 @@ class Lease:
 
     def __init__(self, path: Path, stale_after: float = STALE_AFTER, beat_every: float = BEAT_EVERY, log=print,
                  holder: str = "trainer", thing: str = "run", flag: str = "--out"):
-        self.path, self.stale_after, self.beat_every, self.log = Path(path), stale_after, beat_every, log
+        # Absolute: the heartbeat thread must find the lease whatever the process's working directory
+        # becomes meanwhile (papermill runs the report's notebook from the report folder).
+        self.path, self.stale_after, self.beat_every, self.log = Path(path).absolute(), stale_after, beat_every, log
         # For the messages: what holds the lease, what it guards, and the flag that named the directory.
         self.holder, self.thing, self.flag = holder, thing, flag
         self.token = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"

@@ -381,6 +381,24 @@ def test_heartbeat_is_kept_while_the_trainer_is_busy(tmp_path):
     assert path.exists()  # not ours any more: left alone
 
 
+def test_a_lease_taken_by_a_relative_path_survives_a_change_of_directory(tmp_path, monkeypatch):
+    """The report's notebook runs with the working directory in the report folder while a sweep driver's
+    heartbeat goes on (found on a README run: 'cannot refresh the heartbeat', and the lease left behind)."""
+    from gan.lease import Lease, read_holder
+    (tmp_path / "runs" / "default").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    warnings = []
+    lease = Lease(Path("runs/default/_tune_lease.json"), beat_every=0.2, log=warnings.append).acquire()
+    path = tmp_path / "runs" / "default" / "_tune_lease.json"
+    first = read_holder(path)["heartbeat"]
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    time.sleep(1.0)
+    assert read_holder(path)["heartbeat"] > first and warnings == []
+    lease.release()
+    assert not path.exists()
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 16 MB tmpfs of our own (root only), unmounted afterwards."""
