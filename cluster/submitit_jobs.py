@@ -27,7 +27,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         cfg = Config.from_dict(config)
         code = train(cfg, out)
         run = RunDir(run_path(cfg, out))
-        if code == EXIT_PREEMPTED:  # SIGTERM/SIGUSR1 reached the trainer first: resubmit ourselves
+        if code == EXIT_PREEMPTED:  # the trainer stopped on TERM/USR1/USR2 and checkpointed: resubmit ourselves
             _requeue_through_submitit()
             raise submitit.core.utils.UncompletedJobError(f"{run.path}: preempted, resubmit to resume")
         return {"run": str(run.path), "exit_code": code, **run.read_status()}
@@ -40,9 +40,10 @@ class TrainJob(submitit.helpers.Checkpointable):
 def _requeue_through_submitit() -> None:
     """On SLURM, run submitit's own checkpoint-and-requeue (what its USR2 handler does; it exits).
 
-    A preemption sends SIGTERM and then submitit's USR2; when SIGTERM reaches the trainer first, the
-    trainer checkpoints and returns, and had the job then simply failed, a USR2 arriving after it
-    would find no process left to requeue - the job would end as failed instead of resuming.
+    A preemption sends SIGTERM and then submitit's USR2. While the trainer runs, both only make it
+    checkpoint and return (submitit's handler, had it run then, would exit from inside a checkpoint
+    write and fail the job); the requeue happens here, after the checkpoint, or - for a USR2 that
+    arrives after the trainer returned - in submitit's handler, with nothing left to break.
     """
     if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":  # how submitit tells its SLURM jobs; a direct call has none
         return

@@ -241,7 +241,9 @@ def run_path(cfg: Config, out: str | Path) -> Path:
 
 
 class _StopFlag:
-    """SIGTERM / SIGUSR1 (SLURM's warning before the limit) / SIGINT: finish the step, checkpoint, exit.
+    """SIGTERM / SIGUSR1 (SLURM's warning before the limit) / SIGUSR2 (submitit's) / SIGINT: finish the step,
+    checkpoint, exit. Under submitit the job then requeues itself (cluster/submitit_jobs.py); submitit's own
+    USR2 handler would exit from inside whatever the trainer was doing, a checkpoint write included.
 
     Installed before TensorFlow starts, so a signal at any moment ends the same way. Later signals (a
     second Ctrl-C, scancel's TERM after USR1) only say that the checkpoint is being finished: breaking
@@ -251,7 +253,7 @@ class _StopFlag:
         self.signal: str | None = None
         self.log = log
         self._previous = {}
-        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT):
             try:
                 self._previous[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread (e.g. inside a Ray actor thread): no handler

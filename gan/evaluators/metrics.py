@@ -186,7 +186,7 @@ def _worker_init(parent: int) -> None:
     cv2.setNumThreads(1)  # the pool is the parallelism
     # Ctrl-C and scancel signal the whole process group: the trainer alone decides what happens
     # (finish the evaluation, checkpoint, exit 75); a worker that died would break the pool.
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_IGN)
 
 
