@@ -25,6 +25,7 @@ from ray import tune
 
 from gan import contract
 from gan.config import Config
+from gan.files import read_csv
 from gan.fastpath import CPUS_ENV
 from gan.train import run_path, train
 
@@ -111,9 +112,27 @@ def trainable(space: dict[str, Any]) -> None:
             tune.report({**_flat_scores(step, scores), "run": str(run)},
                         checkpoint=tune.Checkpoint.from_directory(tmp))
 
-    code = train(cfg, out, report=report)
+    reported = []
+    code = train(cfg, out, report=lambda *args: (reported.append(True), report(*args)))
     if code:
         raise RuntimeError(f"{run}: training ended with exit code {code} (see {run / 'status.json'})")
+    if not reported:  # the run had finished before (the same sweep again): Tune still needs its metrics
+        step, scores = _last_evaluation(run)
+        tune.report({**_flat_scores(step, scores), "run": str(run)})
+
+
+def _last_evaluation(run: Path) -> tuple[int, dict[str, dict[str, float]]]:
+    """(step, {split: {metric: value}}) of a run's last evaluation, from its tables."""
+    step, scores = 0, {}
+    for name in (contract.METRICS_CSV, contract.FCN_CSV):
+        rows = read_csv(run / name) if (run / name).exists() else []
+        last = max((int(r["step"]) for r in rows), default=0)
+        step = max(step, last)
+        for r in rows:
+            if int(r["step"]) == last and r["split"] in ("train", "val"):
+                scores.setdefault(r["split"], {}).update(
+                    {k: float(v) for k, v in r.items() if k not in (*contract.METRICS_KEYS, *contract.METRICS_TAIL) and v})
+    return step, scores
 
 
 def best_trials(results, metric: str, mode: str) -> dict[str, tuple[dict[str, Any], Any]]:

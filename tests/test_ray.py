@@ -252,6 +252,12 @@ def test_seeds_flag_trains_every_seed_under_names_that_show_it(ray_cluster, tmp_
         assert json.loads((run / "status.json").read_text())["state"] == "finished"
         assert json.loads((run / "config.json").read_text())["config"]["train"]["seed"] == seed
     assert "hybrid-seed0" in done.stdout or "| hybrid |" in done.stdout
+    # The same command again (a user rerunning the README's job): the finished trials report their last
+    # evaluation and end at once.
+    again = run_tune(ray_cluster, tmp_path, "--gens", "hybrid", "--seeds", "2", "--train.steps", "4",
+                     "--experiment", "seeds")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert (again.stdout + again.stderr).count("already finished") == 2
 
 
 def test_equal_budget_protocol_resumes_between_search_and_retraining(ray_cluster, tmp_path):
