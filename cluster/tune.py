@@ -102,7 +102,10 @@ def trainable(space: dict[str, Any]) -> None:
         os.environ[CPUS_ENV] = str(max(1, int(assigned)))
     _restore_tune_checkpoint(run)
 
+    reported = []
+
     def report(step: int, scores: dict, checkpoint_path: str) -> None:
+        reported.append(step)
         with tempfile.TemporaryDirectory() as tmp:
             for f in Path(checkpoint_path).parent.glob(Path(checkpoint_path).name + ".*"):
                 shutil.copy2(f, Path(tmp) / f.name)
@@ -112,8 +115,7 @@ def trainable(space: dict[str, Any]) -> None:
             tune.report({**_flat_scores(step, scores), "run": str(run)},
                         checkpoint=tune.Checkpoint.from_directory(tmp))
 
-    reported = []
-    code = train(cfg, out, report=lambda *args: (reported.append(True), report(*args)))
+    code = train(cfg, out, report=report)
     if code:
         raise RuntimeError(f"{run}: training ended with exit code {code} (see {run / 'status.json'})")
     if not reported:  # the run had finished before (the same sweep again): Tune still needs its metrics

@@ -292,13 +292,14 @@ def summarise(results, root: Path, metric: str, mode: str, report: str | None) -
         swept = {k: v for k, v in values.items() if k != "model.generator"}
         print(f"  {gen}: {metric} {row[metric]:.4f} at step {int(row['step'])}  {swept or ''}  {row['run']}")
     runs = find_runs(root)
+    # The tables, the sweep figure and a sweep's compared runs rank by the metric the search selected on.
+    ranked_by = metric.split("_", 1)[1]  # 'val_fcn_iou' -> 'fcn_iou'
     if runs:
         print()
-        print(comparison_table(runs=runs, metric=metric.split("_", 1)[1]))
+        print(comparison_table(runs=runs, metric=ranked_by))
     if report and runs:
         from analysis.report import build_report
-        # The search's sweep table and figure rank by the metric the search selected on (its val_ form).
-        print(f"report: {build_report([root], report, metric=metric.split('_', 1)[1])}")
+        print(f"report: {build_report([root], report, metric=ranked_by)}")
     return 1 if errors else 0
 
 
