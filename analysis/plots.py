@@ -15,6 +15,10 @@ from gan import contract  # noqa: E402
 from analysis.runs import FCN_METRICS, Run, metric_names  # noqa: E402
 
 
+# Beyond this many runs a figure draws one line (with a band) per generator instead of one per run.
+MAX_RUN_LINES = 10
+
+
 def save(fig, stem: Path) -> list[Path]:
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
     for p in paths:
@@ -29,7 +33,8 @@ def _run_split_lines(frame: pd.DataFrame, metrics: list[str], axes, x: str = "st
     True when it drew bands."""
     from matplotlib.ticker import MaxNLocator
     seeds = frame.groupby("generator").run.nunique() if "generator" in frame else pd.Series(dtype=int)
-    by = "generator" if len(seeds) and seeds.min() > 1 else "run"
+    # A line per run while they stay legible; beyond that (a sweep of hundreds) one band per generator.
+    by = "generator" if len(seeds) and (seeds.min() > 1 or seeds.sum() > MAX_RUN_LINES) else "run"
     colours = dict(zip(sorted(frame[by].unique()), plt.cm.tab10.colors))
     for ax, metric in zip(axes.flat, metrics):
         for (name, split), group in frame.groupby([by, "split"]):
@@ -41,7 +46,7 @@ def _run_split_lines(frame: pd.DataFrame, metrics: list[str], axes, x: str = "st
             band = group.groupby("step").agg(x=(x, "mean"), mean=(metric, "mean"), low=(metric, "min"),
                                              high=(metric, "max"), runs=("run", "nunique"))
             ax.plot(band.x, band["mean"], linestyle=style, color=colours[name],
-                    label=f"{name} ({split}, mean of {int(band.runs.max())} seeds)")
+                    label=f"{name} ({split}, mean of {int(band.runs.max())} runs)")
             ax.fill_between(band.x, band.low, band.high, color=colours[name], alpha=0.15 if split == "val" else 0.07)
         ax.set_title(metric)
         ax.set_xlabel("step" if x == "step" else "training seconds (cumulative)")
@@ -62,7 +67,7 @@ def evolution(metrics: pd.DataFrame, stem: Path) -> list[Path]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=7)
     fig.suptitle("Metrics every evaluation (solid: validation, dashed: train subset"
-                 + ("; bands: lowest to highest seed)" if banded else ")"))
+                 + ("; bands: lowest to highest run)" if banded else ")"))
     return save(fig, stem)
 
 
@@ -114,15 +119,24 @@ def fcn_test(table: pd.DataFrame, stem: Path) -> list[Path]:
 
 def step_time(timings: pd.DataFrame, stem: Path) -> list[Path]:
     """Seconds per 1,000 steps per interval; each run's first interval (which includes tracing the step
-    function) is left off the line and noted in the legend, so it does not flatten the rest."""
+    function) is left off the line and noted in the legend, so it does not flatten the rest. Beyond
+    MAX_RUN_LINES runs: per generator the median over its runs with a band from the lowest to the highest."""
     from matplotlib.ticker import MaxNLocator
     fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
-    for run, group in timings.groupby("run"):
-        group = group.sort_values("step")
-        rate = 1000 * group.train_seconds / group.steps
-        first = f"; first interval {rate.iloc[0]:.0f} (tracing)" if len(group) > 1 else ""
-        ax.plot(group.step.iloc[1:] if len(group) > 1 else group.step, rate.iloc[1:] if len(group) > 1 else rate,
-                marker=".", label=f"{run}{first}")
+    timings = timings.sort_values(["run", "step"]).assign(rate=lambda t: 1000 * t.train_seconds / t.steps)
+    if timings.run.nunique() > MAX_RUN_LINES:
+        later = timings.groupby("run", group_keys=False).apply(lambda g: g.iloc[1:] if len(g) > 1 else g)
+        for i, (gen, group) in enumerate(later.groupby("generator")):
+            band = group.groupby("step").rate.agg(["median", "min", "max"])
+            ax.plot(band.index, band["median"], color=f"C{i}", label=f"{gen} (median of {group.run.nunique()} runs)")
+            ax.fill_between(band.index, band["min"], band["max"], color=f"C{i}", alpha=0.15)
+        ax.set_title("first intervals (tracing) left off; bands: lowest to highest run", fontsize=9)
+    else:
+        for run, group in timings.groupby("run"):
+            rate = group.rate
+            first = f"; first interval {rate.iloc[0]:.0f} (tracing)" if len(group) > 1 else ""
+            ax.plot(group.step.iloc[1:] if len(group) > 1 else group.step, rate.iloc[1:] if len(group) > 1 else rate,
+                    marker=".", label=f"{run}{first}")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("step")
     ax.set_ylabel("seconds per 1,000 steps (interval)")
@@ -148,6 +162,8 @@ def sweep(table: pd.DataFrame, fields: list[str], metric: str, stem: Path) -> li
 def sample_sheet(runs: list[Run], stem: Path) -> list[Path] | None:
     """Input | target | each run's output on the same test images (from each run's samples/test.png)."""
     import cv2
+    if len(runs) > MAX_RUN_LINES:  # a column per run stays legible for a few: then one run per generator
+        runs = list({r.generator: r for r in sorted(runs, key=lambda r: r.name, reverse=True)}.values())[::-1]
     grids = [(r, cv2.imread(str(r.path / contract.SAMPLES / contract.TEST_SHEET))) for r in runs]
     grids = [(r, g[:, :, ::-1]) for r, g in grids if g is not None]
     if not grids:

@@ -27,6 +27,8 @@ def build_report(roots: list[str | Path], out: str | Path, notebook: bool = True
     runs = find_runs(*roots)
     for path, reason in runs.skipped:
         print(f"skipped: {reason}", file=sys.stderr)
+    for note in runs.notes():
+        print(f"note: {note}", file=sys.stderr)
     if not runs:
         raise FileNotFoundError(f"no readable pix2pix run directories under {', '.join(map(str, roots))}")
     (out / "tables").mkdir(parents=True, exist_ok=True)
@@ -70,7 +72,8 @@ def report_tables(runs, tests: pd.DataFrame, evaluations: pd.DataFrame, timings:
             frames["verdict"] = stats.verdict(tests, frames["run_level"], metrics)
         else:
             frames["verdict"] = stats.verdict(tests, paired, metrics)
-            evidence_note = evidence_sentence(frames["seeds_needed"], source)
+            single = sorted(g for g, n in tests.groupby("generator").run.nunique().items() if n < 2)
+            evidence_note = evidence_sentence(frames["seeds_needed"], source, single, tests.generator.nunique())
         frames["study_marked"] = tables.marked_study_table(study, frames["verdict"])
         frames["bootstrap_ci"] = stats.bootstrap_ci(tests, metrics)
         frames["paired_tests"] = paired
@@ -115,10 +118,16 @@ def report_figures(runs, frames: dict[str, pd.DataFrame], evaluations: pd.DataFr
     return figures
 
 
-def evidence_sentence(needed: pd.DataFrame, source: str) -> str:
-    """The one-seed caveat: what the verdict compares, and the seeds it would take to say more."""
-    sentence = ("One trained run per generator: this verdict compares these trained models, not the "
-                "architectures (a reseed can reverse it).")
+def evidence_sentence(needed: pd.DataFrame, source: str, single: list[str] | None = None, generators: int = 0) -> str:
+    """The one-seed caveat: what the verdict compares, and the seeds it would take to say more. `single`:
+    the generators with one trained run (all of them, or some)."""
+    if single and len(single) < generators:
+        sentence = (f"{', '.join(single)} {'has' if len(single) == 1 else 'have'} one trained run: the verdict "
+                    "tests images of the trained models (paired over the test photos, seeds averaged), not the "
+                    "architectures; a run-level verdict needs 2+ seeds of every generator.")
+    else:
+        sentence = ("One trained run per generator: this verdict compares these trained models, not the "
+                    "architectures (a reseed can reverse it).")
     if not needed.empty and (needed.seeds_needed > 0).any():
         worst, best = int(needed.seeds_needed.max()), int(needed[needed.seeds_needed > 0].seeds_needed.min())
         sentence += (f" Resolving the gaps it shows at 80 % power would take {best} to {worst} seeds per generator"
@@ -157,8 +166,13 @@ def _html(runs, frames: dict[str, pd.DataFrame], figures: dict[str, Path], evide
     """The page: what was compared and what to beware of, the verdict first, every detail folded below."""
     parts = _head(runs)
     lead = [n for n in ("verdict", "study_marked") if n in frames] or ["study"]
+    run_level = "run_level" in frames
     for name in lead:
-        parts.append(f"<h2>{TITLES[name]}</h2>{_table(frames[name])}")
+        title = TITLES[name]
+        if name == "study_marked" and run_level:  # the marks follow the verdict's evidence: runs, not images
+            title = ("Test mean (std) per generator: best in bold, † where the lead is not significant at the "
+                     "run level (Welch over the seeds' means, Holm p >= 0.05)")
+        parts.append(f"<h2>{title}</h2>{_table(frames[name])}")
         if name == "verdict" and evidence_note:
             parts.append(f"<p class='warn'>{html.escape(evidence_note)}</p>")
     for title, path in list(figures.items())[:1]:
@@ -191,6 +205,8 @@ def _head(runs) -> list[str]:
     ]
     for path, reason in getattr(runs, "skipped", []):
         parts.append(f"<p class='warn'>Skipped {html.escape(str(path))}: {html.escape(reason)}</p>")
+    for note in (runs.notes() if hasattr(runs, "notes") else []):
+        parts.append(f"<p class='warn'>{html.escape(note)}</p>")
     for warning in consistency_warnings(runs):
         parts.append(f"<p class='warn'>{html.escape(warning)}</p>")
     unfinished = [r for r in runs if r.state != "finished"]

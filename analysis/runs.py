@@ -9,11 +9,13 @@ Tune's own state (`_tune`) are skipped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from gan import contract  # the run-directory contract: standard library only, no TensorFlow
@@ -56,6 +58,7 @@ class Run:
 
     data: dict = field(default_factory=dict)  # config.json's: source, format, fingerprint (gan/datasets/fetch.py)
     metric_specs: dict = field(default_factory=dict)  # config.json's "metrics" (or the legacy table)
+    split_key: str = ""  # which 400/50/50 split: a hash of split.json's file lists (see `split_key`)
 
     @property
     def data_label(self) -> str:
@@ -112,11 +115,47 @@ class UnreadableRun(Exception):
 
 
 class RunList(list):
-    """The runs found, and `skipped`: (path, reason) of folders left out (unreadable, or not pix2pix runs)."""
+    """The runs found; `skipped`: (path, reason) of folders left out (unreadable, or not pix2pix runs);
+    `merged`: (the run kept, [its copies]) where several folders hold the same run."""
 
-    def __init__(self, runs=(), skipped=()):
+    def __init__(self, runs=(), skipped=(), merged=()):
         super().__init__(runs)
         self.skipped: list[tuple[Path, str]] = list(skipped)
+        self.merged: list[tuple[str, list[str]]] = list(merged)
+
+    def notes(self) -> list[str]:
+        """One sentence per group of copies that counts once."""
+        return [f"{kept} counted once: {', '.join(copies)} {'is a copy' if len(copies) == 1 else 'are copies'} "
+                "of it (same generator, configuration, training seed, split and data)" for kept, copies in self.merged]
+
+
+# Fields that name or place a run rather than define it: copies of one run differ only in these.
+PLACE_FIELDS = {"run_name", "experiment", "data.source", "data.split_file", "data.cache_dir"}
+
+
+def identity(run: "Run") -> str:
+    """What makes a run this run: generator, configuration (training seed included), split and data copy.
+    Two folders with the same identity are one run trained twice (or copied), not two seeds."""
+    flat = {k: v for k, v in run.flat_config().items() if k not in PLACE_FIELDS}
+    return json.dumps([flat, run.split_key, run.data.get("fingerprint", "")], sort_keys=True, default=str)
+
+
+def split_key(path: Path, config: dict) -> str:
+    """A short hash of the split a run trained and was tested on: its split.json's file lists (or ids), else
+    the config that chose it."""
+    record = {}
+    try:
+        record = json.loads((path / contract.SPLIT).read_text()) if (path / contract.SPLIT).exists() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        record = {}
+    if isinstance(record, dict) and isinstance(record.get("files"), dict):
+        chosen = record["files"]
+    elif isinstance(record, dict) and all(isinstance(record.get(s), list) for s in ("train", "val", "test")):
+        chosen = {s: record[s] for s in ("train", "val", "test")}
+    else:
+        data = config.get("data", {})
+        chosen = {"split_seed": data.get("split_seed"), "split_file": data.get("split_file")}
+    return hashlib.sha1(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def _csv(path: Path, required: tuple[str, ...] = ("step",)) -> pd.DataFrame:
@@ -155,7 +194,7 @@ def load_run(path: str | Path) -> Run:
                _csv(path / contract.METRICS_CSV, contract.METRICS_KEYS), _csv(path / contract.TIMINGS_CSV),
                _csv(path / contract.TEST_CSV, ("image",)), _json(path / contract.SUMMARY, contract.check_summary),
                _csv(path / contract.FCN_CSV, contract.METRICS_KEYS), environment=config.get("environment", {}),
-               data=config.get("data", {}), metric_specs=specs)
+               data=config.get("data", {}), metric_specs=specs, split_key=split_key(path, config["config"]))
 
 
 def consistency_warnings(runs: list[Run]) -> list[str]:
@@ -208,11 +247,28 @@ def find_runs(*roots: str | Path) -> RunList:
             runs.append(load_run(p))
         except UnreadableRun as e:
             runs.skipped.append((p, str(e)))
+    runs = _merge_copies(runs)
     if len({r.name for r in runs}) < len(runs):  # e.g. default/unet under two roots: name them by path
         common = Path(os.path.commonpath([r.path for r in runs]))
         for r in runs:
             r.label = str(r.path.relative_to(common)) if r.path != common else r.path.name
     return runs
+
+
+def _merge_copies(runs: RunList) -> RunList:
+    """One run per identity: copies (the same runs under two experiments, a folder copied) would otherwise
+    count as independent seeds. The finished copy with the most steps is kept."""
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(identity(r), []).append(r)
+    kept, merged = [], []
+    for group in groups.values():
+        group.sort(key=lambda r: (r.state != "finished", -int(r.status.get("step", 0) or 0), str(r.path)))
+        kept.append(group[0])
+        if len(group) > 1:
+            merged.append((str(group[0].path), [str(r.path) for r in group[1:]]))
+    kept.sort(key=lambda r: str(r.path))
+    return RunList(kept, runs.skipped, merged)
 
 
 def swept_fields(runs: list[Run]) -> list[str]:
@@ -246,10 +302,27 @@ def timings_frame(runs: list[Run]) -> pd.DataFrame:
     t = pd.concat(frames, ignore_index=True)
     t["shared"] = False
     if {"started", "ended", "host"} <= set(t):
-        for i, row in t.iterrows():
-            others = t[(t.run != row.run) & (t.host == row.host)]
-            t.loc[i, "shared"] = bool(((others.started < row.ended) & (others.ended > row.started)).any())
+        for _, group in t.groupby("host"):
+            t.loc[group.index, "shared"] = _overlaps_another_run(group)
     return t
+
+
+def _overlaps_another_run(group: pd.DataFrame) -> np.ndarray:
+    """For each interval of one host: does it overlap in time an interval of another run? Sorted by start,
+    only the intervals that started before this one ended can overlap it (linear in the intervals that do)."""
+    order = np.argsort(group.started.to_numpy(float), kind="stable")
+    started = group.started.to_numpy(float)[order]
+    ended = group.ended.to_numpy(float)[order]
+    runs = group.run.to_numpy()[order]
+    shared = np.zeros(len(group), bool)
+    for i in range(len(group)):
+        before = np.searchsorted(started, ended[i], side="left")  # candidates: started before i ended
+        j = np.arange(before)
+        hit = (ended[:before] > started[i]) & (runs[:before] != runs[i]) & (j != i)
+        shared[i] = bool(hit.any())
+    result = np.zeros(len(group), bool)
+    result[order] = shared
+    return result
 
 
 def test_frame(runs: list[Run]) -> pd.DataFrame:

@@ -52,10 +52,12 @@ def present_metrics(tests: pd.DataFrame) -> list[str]:
 
 
 def holm(p_values: list[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1)."""
-    order = np.argsort(p_values)
-    m = len(p_values)
-    adjusted = np.empty(m)
+    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1); a p that could not be computed
+    (NaN: too few runs) stays NaN and is not counted in the family."""
+    finite = [i for i, p in enumerate(p_values) if np.isfinite(p)]
+    order = sorted(finite, key=lambda i: p_values[i])
+    m = len(finite)
+    adjusted = np.full(len(p_values), np.nan)
     running = 0.0
     for rank, i in enumerate(order):
         running = max(running, (m - rank) * p_values[i])
@@ -222,8 +224,11 @@ def run_level(tests: pd.DataFrame, metrics: list[str] | None = None, resamples: 
 def welch(a: np.ndarray, b: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
     """Welch's t-interval of mean(a) - mean(b) and its two-sided p (unequal variances, Welch-Satterthwaite
     degrees of freedom). Runs that agree exactly within each side (no spread to estimate) give p = 1 and an
-    unbounded interval: nothing can be concluded from them, rather than everything."""
+    unbounded interval: nothing can be concluded from them, rather than everything. One run on a side has no
+    spread at all: NaN interval and p (no run-level claim can be made)."""
     a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 2 or len(b) < 2:
+        return float("nan"), float("nan"), float("nan")
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     if not va + vb > 0:
         return -np.inf, np.inf, 1.0

@@ -296,6 +296,8 @@ def main(argv: list[str]) -> int:
         return 2
     for _, reason in found.skipped:
         print(f"skipped: {reason}", file=sys.stderr)
+    for note in found.notes():
+        print(f"note: {note}", file=sys.stderr)
     if not found:
         print(f"error: no readable pix2pix runs under {' '.join(argv)}", file=sys.stderr)
         return 2

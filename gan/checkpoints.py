@@ -84,27 +84,99 @@ class BestCheckpoint:
     The best score so far is re-read from the run's evaluation rows on resume (rows past the resumed
     checkpoint are dropped first, and a resumed run redoes those steps exactly, so a best checkpoint saved
     by them is written again with the same weights).
+
+    A best checkpoint that cannot be read (a truncated copy, a full disk) is set aside, never trusted:
+    the best of the run's own intact checkpoints by the same validation rows takes its place, said in one
+    warning and recorded as `note` in the test's `selected` record, so the run still ends and its test is
+    scored with the best model the run can still show.
     """
 
-    def __init__(self, generator, directory: Path, metric: str, lower_is_better: bool, rows: list[dict]):
+    def __init__(self, generator, directory: Path, metric: str, lower_is_better: bool, rows: list[dict],
+                 run_checkpoints: Path | None = None, build=None, log=print):
         import tensorflow as tf
-        self.metric, self.lower = metric, lower_is_better
+        self.metric, self.lower, self.log = metric, lower_is_better, log
+        self.directory, self.run_checkpoints = Path(directory), run_checkpoints
+        self.generator, self.build, self.note = generator, build, ""
         self.manager = tf.train.CheckpointManager(tf.train.Checkpoint(generator=generator), str(directory),
                                                   max_to_keep=1)
-        scored = [(float(r[metric]), int(r["step"])) for r in rows if r.get("split") == "val" and r.get(metric)]
-        best = (min if lower_is_better else max)(scored, key=lambda t: t[0], default=None)
-        self.value, self.step = best if best else (None, None)
+        self.scored = {int(r["step"]): float(r[metric]) for r in rows if r.get("split") == "val" and r.get(metric)}
+        best = self._best_of(self.scored)
+        self.value, self.step = (self.scored[best], best) if best is not None else (None, None)
+        if self.manager.latest_checkpoint is not None and not readable(self.manager.latest_checkpoint):
+            self._replace_damaged()
+
+    def _best_of(self, scored: dict[int, float]) -> int | None:
+        if not scored:
+            return None
+        return (min if self.lower else max)(scored, key=lambda step: (scored[step], -step))
 
     def offer(self, value: float, step: int) -> None:
         """Keep the generator if `value` (validation `metric` at `step`) beats the best so far."""
+        self.scored[step] = value
         better = self.value is None or (value < self.value if self.lower else value > self.value)
         if better or self.manager.latest_checkpoint is None:
             self.value, self.step = value, step
             self.manager.save(checkpoint_number=step)
 
-    def weights(self, build_generator) -> list:
-        """The kept generator's weights, restored into a model from `build_generator()`."""
+    def _replace_damaged(self) -> None:
+        """Set the unreadable best checkpoint aside; keep instead the run's intact checkpoint with the best
+        validation score (None when the run has none left)."""
         import tensorflow as tf
+        damaged = self.manager.latest_checkpoint
+        _set_aside(self.directory, [damaged], [])
+        intact = {}
+        if self.run_checkpoints is not None and self.build is not None:
+            state = tf.train.get_checkpoint_state(str(self.run_checkpoints))
+            for path in (state.all_model_checkpoint_paths if state else []):
+                path = str(self.run_checkpoints / Path(path).name)
+                step = int(path.rsplit("-", 1)[1])
+                if step in self.scored and readable(path):
+                    intact[step] = path
+        self.manager = tf.train.CheckpointManager(tf.train.Checkpoint(generator=self.generator),
+                                                  str(self.directory), max_to_keep=1)
+        lost = damaged.rsplit("-", 1)[1]
+        step = self._best_of({s: self.scored[s] for s in intact})
+        if step is None:
+            self.value = self.step = None
+            self.note = f"the best checkpoint (step {lost}) could not be read and no intact checkpoint had a score"
+            self.log(f"warning: {damaged} cannot be read; set aside. {self.note}: the best of the steps still "
+                     "to come is kept")
+            return
+        # The generator's weights at that step, through a fresh copy (the training model keeps its own).
+        scratch = self.build()
+        tf.train.Checkpoint(generator=scratch).restore(intact[step]).expect_partial()
+        tf.train.CheckpointManager(tf.train.Checkpoint(generator=scratch), str(self.directory),
+                                   max_to_keep=1).save(checkpoint_number=step)
+        self.value, self.step = self.scored[step], step
+        self.note = (f"the best checkpoint (step {lost}) could not be read; the best intact one by the same "
+                     f"validation {self.metric} (step {step}) was used")
+        self.log(f"warning: {damaged} cannot be read; set aside. Using step {step} instead "
+                 f"(val {self.metric} {self.value:.4f}), the best of the run's intact checkpoints")
+
+    def weights(self, build_generator) -> list:
+        """The kept generator's weights, restored into a model from `build_generator()`; a best checkpoint
+        damaged since it was written is replaced first (see the class)."""
+        import tensorflow as tf
+        if self.manager.latest_checkpoint is None or not readable(self.manager.latest_checkpoint):
+            if self.manager.latest_checkpoint is not None:
+                self._replace_damaged()
+            if self.manager.latest_checkpoint is None:
+                from gan.errors import UserError
+                raise UserError(f"{self.directory}: no readable best checkpoint ({self.note or 'none was kept'}); "
+                                "extend the run (--train.steps) to select one again")
         model = build_generator()
         tf.train.Checkpoint(generator=model).restore(self.manager.latest_checkpoint).expect_partial()
         return model.get_weights()
+
+
+def readable(path: str) -> bool:
+    """Every tensor of the checkpoint at `path` can be read (a truncated or corrupted data file cannot)."""
+    import tensorflow as tf
+    try:
+        reader = tf.train.load_checkpoint(path)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    # The same errors restore_newest_intact meets for damaged files.
+    except (tf.errors.OpError, ValueError, IndexError, OSError):
+        return False
+    return True

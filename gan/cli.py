@@ -14,7 +14,7 @@ import sys
 from typing import Callable
 
 from gan.config import Config, make_config
-from gan.errors import EXIT_DISK_FULL, EXIT_INTERRUPTED, EXIT_USAGE, DiskFull, UserError
+from gan.errors import EXIT_DISK_FULL, EXIT_INTERRUPTED, EXIT_USAGE, DiskFull, UserError, is_disk_full
 from gan.fastpath import reexec_with_allocator
 
 
@@ -102,7 +102,7 @@ def interrupt_on_term() -> None:
 def run_main(main: Callable[[], int]) -> None:
     """Run a command: UserError -> 'error: ...' on stderr, exit 2; else exit with main's code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
-    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # OpenCV's warnings would precede our own error line
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")  # OpenCV's own lines would precede our error line
     reexec_with_allocator()  # before TensorFlow loads: the fast path (gan/fastpath.py)
     try:
         code = main()
@@ -111,6 +111,12 @@ def run_main(main: Callable[[], int]) -> None:
         sys.exit(EXIT_USAGE)
     except DiskFull as e:
         print(f"error: disk full: {e}", file=sys.stderr)
+        sys.exit(EXIT_DISK_FULL)
+    except OSError as e:  # a write the filesystem refused where no job handled it (read-only, permission)
+        if is_disk_full(e):
+            print(f"error: disk full: no space left on device writing {e.filename or 'a file'}", file=sys.stderr)
+        else:
+            print(f"error: {e.filename or 'a file'}: {e.strerror or e}", file=sys.stderr)
         sys.exit(EXIT_DISK_FULL)
     except KeyboardInterrupt as e:
         print("interrupted" + (f": {e}" if str(e) else ""), file=sys.stderr)

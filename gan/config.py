@@ -259,6 +259,9 @@ class Config(Dotted):
         for key in ("optim.lr_g", "optim.lr_d", "optim.l1_weight"):
             if not (math.isfinite(flat[key]) and flat[key] >= 0):
                 raise ConfigError(f"--{key}: must be a finite number >= 0, got {flat[key]}")
+        for key in ("train.seed", "data.split_seed"):  # numpy and TensorFlow take seeds in [0, 2**32)
+            if not 0 <= flat[key] < 2 ** 32:
+                raise ConfigError(f"--{key}: must be an integer from 0 to 2**32 - 1, got {flat[key]}")
         if self.aug.jitter_scale < 1.0:
             raise ConfigError(f"--aug.jitter_scale: must be >= 1, got {self.aug.jitter_scale}")
         if not 0.0 < self.aug.crop_scale_min <= 1.0:
@@ -282,10 +285,15 @@ class Config(Dotted):
 
 
 def _check_folder_names(cfg) -> None:
+    # '_' and '.' starts are the suite's own folders (_tune, .replaced-) and hidden ones: a run named so
+    # would be invisible to every report. run_name '' means the generator's name.
     for key, flag in (("experiment", "--experiment"), ("run_name", "--run-name")):
         value = getattr(cfg, key)
-        if "/" in value or value in (".", ".."):
-            raise ConfigError(f"{flag}: {value!r} is not a valid directory name")
+        if not value and key == "run_name":
+            continue
+        if not value or "/" in value or "\0" in value or value.startswith(("_", ".")) or value != value.strip():
+            raise ConfigError(f"{flag}: {value!r} is not a valid folder name (not empty, no '/', not starting "
+                              "with '_' or '.', no surrounding spaces)")
 
 
 def _check_image_size(flag: str, size: int) -> None:

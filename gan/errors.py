@@ -26,3 +26,14 @@ def is_disk_full(error: BaseException) -> bool:
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:
         return True
     return type(error).__name__ == "ResourceExhaustedError" and "No space left on device" in str(error)
+
+
+def raise_for_write(error: BaseException, what: str):
+    """Turn a failed write into the one-line error it deserves: DiskFull for ENOSPC, else a UserError
+    naming `what` (the flag and folder) and the system's reason (read-only filesystem, permission, a file
+    in the way)."""
+    if is_disk_full(error):
+        raise DiskFull(f"{what}: no space left on device") from None
+    reason = getattr(error, "strerror", None) or (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    where = f": {error.filename}" if getattr(error, "filename", None) else ""
+    raise UserError(f"{what} ({reason}{where})") from None

@@ -79,10 +79,15 @@ def write_png(path, image: np.ndarray) -> None:
     atomic_write(path, encoded.tobytes())
 
 
-def restore_generator(run_path, step: int | None = None):
-    """(config, Generator, step) from a run directory's checkpoint (the latest, or `step`)."""
+def restore_generator(run_path, step: int | None = None, last: bool = False, log=print):
+    """(config, Generator, step) from a run directory's checkpoint.
+
+    Default: the model the run's test was scored with - for `eval.select best_val_<metric>` the kept best
+    checkpoint (`checkpoints/best/`), else the newest. `step`: that checkpoint, among the run's own or the
+    best; `last`: the newest, whatever the run selected."""
     from pathlib import Path
 
+    from gan.contract import BEST, check_summary
     from gan.errors import UserError
 
     run = RunDir(Path(run_path))
@@ -92,22 +97,38 @@ def restore_generator(run_path, step: int | None = None):
     import tensorflow as tf
 
     from gan.checkpoints import restore_newest_intact
-    only = None
+    best = run.checkpoints / BEST
+    folder, only = run.checkpoints, None
     if step is not None:
-        only = str(run.checkpoints / f"ckpt-{step}")
-        if not Path(only + ".index").exists():
-            raise UserError(f"--step {step}: no checkpoint {only}")
-    if only is None and tf.train.get_checkpoint_state(str(run.checkpoints)) is None:
+        found = [f / f"ckpt-{step}" for f in (run.checkpoints, best) if (f / f"ckpt-{step}.index").exists()]
+        if not found:
+            raise UserError(f"--step {step}: no checkpoint ckpt-{step} in {run.checkpoints} or {best}")
+        folder, only = found[0].parent, str(found[0])
+    elif not last and cfg.eval.select != "last":
+        selected = (check_summary(read_json(run.summary), run.summary).get("selected", {})
+                    if run.summary.exists() else {})
+        if selected.get("step") is not None:
+            only = str(best / f"ckpt-{int(selected['step'])}")
+            if not Path(only + ".index").exists():
+                raise UserError(f"{run.path}: its test was scored with the best checkpoint (step "
+                                f"{int(selected['step'])}, {cfg.eval.select}), which is not in {best}; "
+                                "pass --last for the newest checkpoint, or --step N")
+            folder = best
+        elif tf.train.get_checkpoint_state(str(best)) is not None:
+            folder = best  # an unfinished run: the best so far
+        log(f"{run.path}: {cfg.eval.select} selects the best checkpoint (--last for the newest)")
+    if only is None and tf.train.get_checkpoint_state(str(folder)) is None:
         raise UserError(f"{run.checkpoints}: no checkpoint yet")
     generator = Generator(cfg)
     step_var = tf.Variable(0, dtype=tf.int64)
     # Read-only: a damaged checkpoint is skipped and named, never moved (the trainer may own the run).
     restored = restore_newest_intact(_GeneratorCheckpoint(tf.train.Checkpoint(generator=generator.model,
                                                                               step=step_var)),
-                                     run.checkpoints, set_aside=False, only=only, resumed=False)
+                                     folder, set_aside=False, only=only, resumed=False)
     if restored is None:
-        raise UserError(f"{run.checkpoints}: no checkpoint that can be restored")
-    return cfg, generator, int(step_var.numpy())
+        raise UserError(f"{folder}: no checkpoint that can be restored")
+    # A best checkpoint holds the generator alone: its step is in its name.
+    return cfg, generator, int(step_var.numpy()) if folder != best else int(restored.rsplit("-", 1)[1])
 
 
 class _GeneratorCheckpoint:
@@ -122,10 +143,25 @@ class _GeneratorCheckpoint:
         return status
 
 
-def export_saved_model(generator: Generator, size: int, path) -> None:
+def export_saved_model(generator: Generator, size: int, path, replace: bool = False) -> None:
     """A SavedModel whose `serving_default` maps uint8 label maps [N, S, S, 3] to uint8 photos, each
-    exactly as `generator` makes it (dropout on, with the run's fixed mask)."""
+    exactly as `generator` makes it (dropout on, with the run's fixed mask). Written into a temporary
+    folder beside `path`, then moved into place (`replace`: over a previous export), so a failed or
+    interrupted export leaves the previous one whole."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
     import tensorflow as tf
+
+    from gan.errors import raise_for_write
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    except OSError as e:
+        raise_for_write(e, f"--export {path}: cannot write the SavedModel")
 
     class Exported(tf.Module):
         def __init__(self):
@@ -141,4 +177,20 @@ def export_saved_model(generator: Generator, size: int, path) -> None:
             return {"photos": tf.map_fn(one, labels, fn_output_signature=tf.uint8, parallel_iterations=1)}
 
     exported = Exported()
-    tf.saved_model.save(exported, str(path), signatures={"serving_default": exported.serve})
+    try:
+        tf.saved_model.save(exported, str(staging), signatures={"serving_default": exported.serve})
+        if path.exists() and replace:
+            aside = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.rename(path, aside)
+            os.rename(staging, path)
+            shutil.rmtree(aside, ignore_errors=True)  # the new export is in place; the old one's files go
+        else:
+            if path.exists():
+                path.rmdir()  # an empty folder the user made for it
+            os.rename(staging, path)
+    except OSError as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise_for_write(e, f"--export {path}: cannot write the SavedModel")
+    except tf.errors.OpError as e:  # TensorFlow's file errors (read-only, permission, a file in the way)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise_for_write(e, f"--export {path}: cannot write the SavedModel")

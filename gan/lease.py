@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gan.errors import UserError
+from gan.errors import UserError, raise_for_write
 
 STALE_AFTER = 120.0  # seconds without a heartbeat after which a holder is gone
 BEAT_EVERY = 20.0
@@ -117,11 +117,22 @@ class Lease:
         self._started = time.time()
         if self.path.parent.exists() and not self.path.parent.is_dir():
             raise UserError(f"{self.flag} {self.path.parent}: exists and is not a directory")
+        created = not self.path.parent.exists()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        except (NotADirectoryError, FileExistsError, PermissionError) as e:
-            raise UserError(f"{self.flag} {self.path.parent}: cannot create the {self.thing} directory "
-                            f"({e.strerror}: {e.filename})") from None
+        except OSError as e:  # read-only filesystem, permissions, a file in the way, a full disk
+            raise_for_write(e, f"{self.flag} {self.path.parent}: cannot create the {self.thing} directory")
+        try:
+            return self._acquire()
+        except OSError as e:
+            if created:  # leave nothing behind: the folder was ours and holds nothing yet
+                try:
+                    self.path.parent.rmdir()
+                except OSError:
+                    pass  # not empty after all (someone else wrote there): keep it
+            raise_for_write(e, f"{self.flag} {self.path.parent}: cannot write its lease")
+
+    def _acquire(self) -> "Lease":
         waited = False
         while True:
             if self._try_create():

@@ -55,6 +55,15 @@ class RunDir:
         self.tensorboard = self.path / TENSORBOARD
         self.lease = self.path / LEASE
 
+    def check_kind(self) -> None:
+        """A folder holding another kind of run (the segmenter's) is named as such, before its tables are
+        read as this kind's (which would call them damaged)."""
+        if self.config.exists():
+            old = check_config(read_json(self.config), self.config)
+            if old.get("kind", RUN_KIND) != self.kind:
+                raise UserError(f"--out {self.path}: holds a {old.get('kind', RUN_KIND)} run, not a {self.kind} "
+                                "run; choose another --out, --experiment or --run-name")
+
     def read_status(self) -> dict[str, Any]:
         return check_status(read_json(self.status, {}), self.status)
 

@@ -28,7 +28,7 @@ from gan.config import Config
 from gan.datasets.loader import load_dataset, train_pipeline
 from gan.errors import EXIT_DIVERGED, EXIT_PREEMPTED, DiskFull, UserError, is_disk_full
 from gan.fastpath import cpus_given
-from gan.files import append_csv, atomic_write, read_csv
+from gan.files import append_csv, atomic_write, read_csv, read_json
 from gan.lease import Lease
 from gan.evaluators.metrics import METRICS, MetricPool
 from gan.rundir import RunDir
@@ -332,11 +332,20 @@ def _train(cfg: Config, data, run: RunDir, lease: Lease, stop: _StopFlag, overwr
 def _already_finished(cfg: Config, data, run: RunDir, overwrite: bool, log) -> bool:
     """Check the run directory (a damaged status.json or table stops here, before anything is written),
     create or resume it; True when it already holds this run, finished."""
+    if not overwrite:
+        run.check_kind()
     status = run.read_status()
     run.check_tables()
     resuming = run.prepare(cfg.to_dict(), cfg.flat(), overwrite=overwrite,
                            data={"source": data.source, "format": data.format, "fingerprint": data.fingerprint})
     if resuming and status.get("state") == "finished" and status.get("step", -1) >= cfg.train.steps:
+        try:
+            contract.check_summary(read_json(run.summary), run.summary)
+            if not run.summary.exists():
+                raise UserError(f"{run.summary}: missing")
+        except UserError as e:  # the test's record is damaged: score the test split again from the checkpoint
+            log(f"warning: {str(e).split(';')[0]}; scoring the test split again")
+            return False
         log(f"{run.path}: already finished at step {status['step']}; nothing to do")
         return True
     for note in data.notes:
@@ -394,14 +403,18 @@ class _Training:
         last_eval = max([int(r["step"]) for r in read_csv(run.timings, ("step",))] + [0])
         self.interval = _Interval(interval_var, last_eval=last_eval, batch=cfg.train.batch_size, where={
             "host": socket.gethostname(), "device": _device_name(strategy), "cpus": cpus})
-        self.best = _best_checkpoint(cfg, run, self.generator)
+        self.best = _best_checkpoint(cfg, run, self.generator, log)
 
     def _restore(self, parts: dict, discriminator):
         import tensorflow as tf
         # Dropout's seed generators: without them a resumed U-Net would redraw the masks it already used.
+        from gan.models import random_state
         ckpt = tf.train.Checkpoint(**parts, random=random_state_checkpoint(self.generator, discriminator))
+        # Nets without random layers (ResNet, hybrid) have no such state: nothing is older about their checkpoints.
+        has_random = any(random_state(net) for net in (self.generator, discriminator))
         restore_newest_intact(ckpt, self.run.checkpoints, log=self.log, older=(
-            "random", tf.train.Checkpoint(**parts), "written before dropout's state was checkpointed; its masks restart"))
+            "random", tf.train.Checkpoint(**parts), "written before dropout's state was checkpointed; its masks restart")
+            if has_random else None)
         # Built after the restore: it then lists only what is left once damaged checkpoints are set aside.
         return tf.train.CheckpointManager(ckpt, self.run.checkpoints, max_to_keep=self.cfg.train.checkpoints_to_keep)
 
@@ -451,16 +464,17 @@ class _Training:
                                           selected={"rule": "last", "step": step})
         else:
             from gan.inference import build_generator
-            summary = self.evaluator.test(self.best.weights(lambda: build_generator(self.cfg)), step, self.run,
-                                          selected={"rule": self.cfg.eval.select, "step": self.best.step,
-                                                    "value": self.best.value})
+            weights = self.best.weights(lambda: build_generator(self.cfg))  # replaces a damaged best first
+            selected = {"rule": self.cfg.eval.select, "step": self.best.step, "value": self.best.value}
+            summary = self.evaluator.test(weights, step, self.run,
+                                          selected={**selected, **({"note": self.best.note} if self.best.note else {})})
         self.run.set_status("finished", step)
         self.log(f"{self.run.path}: finished {step} steps; test " + "  ".join(
             f"{k} {v['mean']:.3f}" for k, v in summary["test"].items()))
         return 0
 
 
-def _best_checkpoint(cfg: Config, run: RunDir, generator):
+def _best_checkpoint(cfg: Config, run: RunDir, generator, log):
     """The best-validation keeper for `eval.select = best_val_<metric>` (None for 'last')."""
     if cfg.eval.select == "last":
         return None
@@ -468,7 +482,9 @@ def _best_checkpoint(cfg: Config, run: RunDir, generator):
     metric = cfg.eval.select.removeprefix("best_val_")
     rows = read_csv(run.fcn_metrics if metric in contract.FCN_METRICS else run.metrics)
     lower_is_better = metric in METRICS and not METRICS[metric].higher_is_better  # FCN metrics: higher
-    return BestCheckpoint(generator, run.checkpoints / contract.BEST, metric, lower_is_better, rows)
+    from gan.inference import build_generator
+    return BestCheckpoint(generator, run.checkpoints / contract.BEST, metric, lower_is_better, rows,
+                          run_checkpoints=run.checkpoints, build=lambda: build_generator(cfg), log=log)
 
 
 def _full_where(error: BaseException, run: RunDir) -> str:

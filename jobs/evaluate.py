@@ -4,7 +4,9 @@
     python jobs/evaluate.py runs/default/unet --translate labels/ --to photos/
     python jobs/evaluate.py runs/default/unet --export exported/unet   # SavedModel, uint8 in/out
 
-`--step N` picks a checkpoint other than the latest. Evaluation writes
+By default the model the run's test was scored with (for `eval.select
+best_val_<metric>` the kept best checkpoint, else the newest); `--step N`
+picks another (the run's own or the best), `--last` the newest. Evaluation writes
 `eval_<split>_step<N>.csv` (per image) into the run directory. Photos are
 made as during training's evaluations (dropout on, with the run's one fixed
 mask), so the same label map always gives the same photo, here, in the run's
@@ -22,12 +24,14 @@ from gan.errors import UserError
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="a run directory (holds config.json and checkpoints/)")
-    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the one the run's test "
+                        "was scored with: the best for eval.select best_val_*, else the newest)")
+    parser.add_argument("--last", action="store_true", help="the newest checkpoint, whatever the run selected")
     parser.add_argument("--split", choices=["train", "val", "test"], help="evaluate on this split")
     parser.add_argument("--data", default=None, help="dataset to evaluate on (default: the run's own)")
     parser.add_argument("--translate", type=Path, help="folder of label-map images to turn into photos")
     parser.add_argument("--to", type=Path, help="output folder for --translate (not the input folder)")
-    parser.add_argument("--overwrite", action="store_true", help="replace same-named files in --to")
+    parser.add_argument("--overwrite", action="store_true", help="replace same-named files in --to, or a previous --export")
     parser.add_argument("--export", type=Path, help="write a SavedModel here")
     parser.add_argument("--eval.workers", "--workers", dest="workers", type=int, default=0,
                         help="metric worker processes (0: one per core)")
@@ -35,6 +39,12 @@ def parse_args() -> argparse.Namespace:
     if not (args.split or args.translate or args.export):
         raise UserError("nothing to do: give --split, --translate or --export")
     args.files = label_maps_to_translate(args) if args.translate else []
+    if args.export and args.export.exists() and not (args.export.is_dir() and not any(args.export.iterdir())):
+        if not args.export.is_dir():
+            raise UserError(f"--export {args.export}: exists and is not a folder")
+        if not args.overwrite:
+            raise UserError(f"--export {args.export}: holds files already (a previous export?); pass --overwrite to "
+                            "replace it, or choose another folder")
     return args
 
 
@@ -52,6 +62,13 @@ def label_maps_to_translate(args) -> list[Path]:
     files = sorted(p for p in args.translate.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise UserError(f"--translate {args.translate}: no images")
+    stems: dict[str, list[str]] = {}
+    for p in files:
+        stems.setdefault(p.stem, []).append(p.name)
+    clash = next((names for names in stems.values() if len(names) > 1), None)
+    if clash:
+        raise UserError(f"--translate {args.translate}: {' and '.join(clash)} would both become {Path(clash[0]).stem}.png; "
+                        "rename one, or translate them from separate folders")
     existing = [args.to / f"{p.stem}.png" for p in files if (args.to / f"{p.stem}.png").exists()]
     if existing and not args.overwrite:
         raise UserError(f"--to {args.to}: {len(existing)} of the photos exist already (e.g. {existing[0].name}); "
@@ -62,13 +79,13 @@ def label_maps_to_translate(args) -> list[Path]:
 def main() -> int:
     args = parse_args()
     from gan import inference
-    cfg, generator, step = inference.restore_generator(args.run, args.step)
+    cfg, generator, step = inference.restore_generator(args.run, args.step, last=args.last)
     if args.split:
         evaluate_split(args, cfg, generator, step)
     if args.translate:
         translate(args.files, args.to, generator, cfg.data.image_size)
     if args.export:
-        inference.export_saved_model(generator, cfg.data.image_size, args.export)
+        inference.export_saved_model(generator, cfg.data.image_size, args.export, replace=args.overwrite)
         size = cfg.data.image_size
         print(f"SavedModel (uint8 labels [N,{size},{size},3] -> uint8 photos) in {args.export}")
     return 0
@@ -101,12 +118,13 @@ def translate(files: list[Path], to: Path, generator, size: int) -> None:
     from gan.datasets.loader import read_image
     # Every input is read before anything is written: a bad file leaves no partial output folder.
     labels = [cv2.resize(read_image(str(path)), (size, size), interpolation=cv2.INTER_NEAREST) for path in files]
+    from gan.errors import raise_for_write
     try:
         to.mkdir(parents=True, exist_ok=True)
-    except (NotADirectoryError, FileExistsError, PermissionError) as e:
-        raise UserError(f"--to {to}: cannot create the folder ({e.strerror})") from None
-    for path, label in zip(files, labels):
-        inference.write_png(to / f"{path.stem}.png", generator(label[None])[0])
+        for path, label in zip(files, labels):
+            inference.write_png(to / f"{path.stem}.png", generator(label[None])[0])
+    except OSError as e:
+        raise_for_write(e, f"--to {to}: cannot write the photos")
     print(f"translated {len(files)} label maps into {to}")
 
 

@@ -27,6 +27,7 @@ def main() -> int:
             raise UserError(f"{root}: no such folder")
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise UserError(f"-o {args.out}: exists and is not a folder")
+    refuse_inside_runs(Path(args.out), [Path(r) for r in args.roots])
     from analysis.report import build_report
     from analysis.runs import FCN_METRICS, find_runs, metric_names
     from analysis.tables import comparison_table
@@ -37,11 +38,25 @@ def main() -> int:
         page = build_report(args.roots, args.out, notebook=not args.no_notebook, metric=args.metric)
     except FileNotFoundError as e:
         raise UserError(str(e)) from None
-    except (NotADirectoryError, PermissionError) as e:
-        raise UserError(f"-o {args.out}: cannot write the report there ({e.strerror}: {e.filename})") from None
+    except OSError as e:
+        from gan.errors import raise_for_write
+        raise_for_write(e, f"-o {args.out}: cannot write the report there")
     print(comparison_table(runs=find_runs(*args.roots), metric=args.metric))
     print(f"\nreport: {page}" + ("" if args.no_notebook else f"\nnotebook: {Path(args.out) / 'compare.html'}"))
     return 0
+
+
+def refuse_inside_runs(out: Path, roots: list[Path]) -> None:
+    """A report written into the folders it reads, or into a run, would mix its files with runs (and a run
+    directory belongs to its trainer): refused."""
+    from gan.contract import CONFIG
+    target = out.resolve()
+    for root in roots:
+        if target == root.resolve() or root.resolve() in target.parents:
+            raise UserError(f"-o {out}: is inside {root}, which the report reads; write it elsewhere (e.g. reports/)")
+    for folder in (target, *target.parents):
+        if (folder / CONFIG).is_file():
+            raise UserError(f"-o {out}: is inside the run directory {folder}; write the report elsewhere")
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def parse_args() -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--scheduler", choices=["fifo", "asha"], default="fifo")
     parser.add_argument("--metric", default="val_ssim", help="validation metric for ASHA and 'best' "
                         "(<split>_<metric>, e.g. val_ssim, val_l1; the contract says which way is better)")
-    parser.add_argument("--then-seeds", type=int, default=0, metavar="N",
+    parser.add_argument("--then-seeds", type=int, default=None, metavar="N",
                         help="after the search, retrain each generator's best configuration (by --metric, on "
                         "validation) and its default on fresh seeds 1..N and compare them on test")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a "
@@ -82,21 +82,39 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict:
         overrides["data.format"] = args.data_format
     if args.samples < 1:
         raise UserError(f"--samples: must be >= 1, got {args.samples}")
+    if args.seeds < 1:
+        raise UserError(f"--seeds: must be >= 1, got {args.seeds}")
+    if args.max_failures < 0:
+        raise UserError(f"--max-failures: must be >= 0, got {args.max_failures}")
+    if not args.cpus_per_trial > 0:
+        raise UserError(f"--cpus-per-trial: must be > 0 (a trial needs a CPU to run on), got {args.cpus_per_trial}")
+    if args.gpus_per_trial < 0:
+        raise UserError(f"--gpus-per-trial: must be >= 0, got {args.gpus_per_trial}")
     gens = generator_list(args.gens)
     sweeps = [s for s in args.sweep.split(",") if s]
     base = make_config(args.preset, overrides)
-    if args.then_seeds < 0 or (args.then_seeds and args.seeds > 1):
-        raise UserError("--then-seeds: a number of fresh seeds >= 1, and the search itself on one seed (no --seeds)")
+    if args.then_seeds is not None and (args.then_seeds < 2 or args.seeds > 1):
+        raise UserError(f"--then-seeds: at least 2 fresh seeds (tuned against default is a run-level comparison: "
+                        f"one seed per arm gives no interval), and the search itself on one seed (no --seeds); "
+                        f"got {args.then_seeds}")
     if args.seeds > 1 and "train.seed" in overrides:
         raise UserError("--seeds: sets train.seed 0..N-1 itself; drop --train.seed")
     space = spaces.build_space(gens, sweeps, args.space, seeds=args.seeds)
     spaces.check_space(space, base)
     configurations = spaces.sample_configurations(space, args.samples, seed=base.train.seed)
+    if args.samples > 1 and not configurations:
+        raise UserError(f"--samples {args.samples}: the space has nothing random to draw (only fixed values and grids), "
+                        "so every sample would be the same trial; for replicates use --seeds N")
+    distinct = [json.loads(c) for c in dict.fromkeys(json.dumps(c, sort_keys=True) for c in configurations)]
+    if len(distinct) < len(configurations):
+        print(f"note: {len(configurations) - len(distinct)} of the {len(configurations)} draws repeated an earlier "
+              f"one; {len(distinct)} distinct configurations (the space's random part is small)")
+        configurations = distinct
     if args.metric not in spaces.metric_names(base):
         raise UserError(f"--metric: {args.metric!r} is not reported by the trials (choose from "
                         f"{', '.join(spaces.metric_names(base))})")
     return {"gens": gens, "sweeps": sweeps, "space": space, "configurations": configurations, "overrides": overrides, "preset": args.preset,
-            "samples": args.samples, "seeds": args.seeds, "then_seeds": args.then_seeds, "scheduler": args.scheduler, "metric": args.metric,
+            "samples": args.samples, "seeds": args.seeds, "then_seeds": args.then_seeds or 0, "scheduler": args.scheduler, "metric": args.metric,
             "max_failures": args.max_failures, "cpus": args.cpus_per_trial, "gpus": args.gpus_per_trial,
             "max_evaluations": math.ceil(base.train.steps / base.train.eval_every)}
 
@@ -112,6 +130,9 @@ def load_sweep(args_file: Path) -> dict:
     return saved
 
 
+WHERE_TO_REPORT = {"report"}  # stored with the sweep (a resume writes the same report) but not what it trains
+
+
 def refuse_a_different_sweep(root: Path, planned: dict, resume: str) -> None:
     """A new sweep into an experiment that holds another would mix their runs (each trial would fail on a
     run directory of another configuration): refused. The same command again is allowed (finished
@@ -119,7 +140,8 @@ def refuse_a_different_sweep(root: Path, planned: dict, resume: str) -> None:
     if not (root / TUNE_ARGS).exists():
         return
     saved = load_sweep(root / TUNE_ARGS)
-    differ = [key for key in planned if json.dumps(saved.get(key), sort_keys=True) != json.dumps(planned[key], sort_keys=True)]
+    differ = [key for key in planned if key not in WHERE_TO_REPORT
+              and json.dumps(saved.get(key), sort_keys=True) != json.dumps(planned[key], sort_keys=True)]
     if differ:
         raise UserError(f"--experiment {root}: holds a different sweep ({', '.join(differ)} differ); continue it "
                         f"with: {resume}, or choose another --experiment")
@@ -134,8 +156,11 @@ def main() -> int:
         if not (root / TUNE_ARGS).exists():
             raise UserError(f"--resume: no Tune experiment at {root / TUNE_STATE}")
         saved = load_sweep(root / TUNE_ARGS)
+        if args.report:
+            saved["report"] = args.report
+        args.report = saved.get("report")  # the report the sweep was started with (its phases write into it)
     else:
-        saved = plan(args, extra)
+        saved = {**plan(args, extra), "report": str(Path(args.report).resolve()) if args.report else None}
         refuse_a_different_sweep(root, saved, resume)
     # One driver per experiment: a second (the command typed twice) would run the same trials again beside it.
     lease = Lease(root / TUNE_LEASE, holder="sweep driver", thing="sweep", flag="--experiment").acquire()
@@ -270,6 +295,12 @@ def summarise_retraining(results, saved: dict, out: Path, experiment: str, repor
             from analysis.report import build_report
             print(f"report: {build_report([root], f'{report}/{arm}')}")
     compared = stats.arms_compared(tests, metric_columns(pd.concat(tests.values(), ignore_index=True)))
+    if not compared.empty:
+        few = compared[(compared.runs_a < 2) | (compared.runs_b < 2)]
+        for gen in sorted(set(few.generator)):
+            print(f"note: {gen}: one finished run in an arm; one seed gives no run-level interval (resume to finish "
+                  "its seeds)")
+        compared = compared.drop(few.index)
     if not compared.empty:
         print("\ntuned against default, per generator (run level: Welch over the seeds' means; bootstrap over seeds, then images):")
         print(to_markdown(compared))

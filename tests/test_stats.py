@@ -154,4 +154,4 @@ def test_equal_time_table_compares_at_the_budget_every_generator_reached(tmp_pat
     seeds = pd.concat([metrics.assign(run=metrics.run + "-seed0"), metrics.assign(run=metrics.run + "-seed1",
                                                                                   ssim=metrics.ssim + 0.01)])
     paths = plots.evolution(seeds.assign(psnr=1.0), tmp_path / "evolution")
-    assert paths[0].stat().st_size > 1000 and "mean of 2 seeds" in paths[1].read_text()
+    assert paths[0].stat().st_size > 1000 and "mean of 2 runs" in paths[1].read_text()

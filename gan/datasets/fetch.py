@@ -32,6 +32,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -194,6 +195,8 @@ def download(name: str, root: str | None = None, sha256: str | None = None, url:
     """Download, check and extract a pix2pix archive into `<root>/<name>`; returns that folder."""
     if name not in ARCHIVES:
         raise UserError(f"download {name}: unknown dataset (known: {', '.join(ARCHIVES)})")
+    if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        raise UserError(f"--sha256 {sha256!r}: not a SHA-256 digest (64 hexadecimal digits)")
     spec = {**ARCHIVES[name], **({"url": url} if url else {})}
     root_dir = data_root(root)
     target = root_dir / name

@@ -223,7 +223,31 @@ def splits_from_file(pools: dict[str, list[Pair]], root: Path, path: str) -> tup
     if not isinstance(files, dict) or not all(isinstance(files.get(s), list) for s in SPLITS):
         raise UserError(f"--data.split_file {path}: needs 'files' with train/val/test lists of paths "
                         "(a split.json written by this version)")
+    for split in SPLITS:
+        if not files[split]:
+            raise UserError(f"--data.split_file {path}: the {split} list is empty")
+        if not all(isinstance(f, str) for f in files[split]):
+            raise UserError(f"--data.split_file {path}: the {split} list holds something other than paths")
+        repeated = sorted({f for f in files[split] if files[split].count(f) > 1})
+        if repeated:
+            raise UserError(f"--data.split_file {path}: {len(repeated)} images appear twice in the {split} list "
+                            f"(e.g. {repeated[0]}); each image once")
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        shared = sorted(set(files[a]) & set(files[b]))
+        if shared:
+            raise UserError(f"--data.split_file {path}: {len(shared)} images are in both the {a} and the {b} "
+                            f"list (e.g. {shared[0]}); the splits must be disjoint")
     by_path = {str(Path(p.input_path).relative_to(root)): p for pool in pools.values() for p in pool}
+    # Photos of the dataset's own train split judged as val or test would leak into the verdict (the
+    # segmenter that gives the FCN-score trains on that split too), unless the dataset has nothing else.
+    own_train = {str(Path(p.input_path).relative_to(root)) for p in pools.get("train", [])}
+    if pools.get("val") or pools.get("test"):
+        for split in ("val", "test"):
+            leaked = [f for f in files[split] if f in own_train]
+            if leaked:
+                raise UserError(f"--data.split_file {path}: {len(leaked)} of its {split} images are in the "
+                                f"dataset's training split (e.g. {leaked[0]}); {split} images come from its "
+                                "val or test split")
     missing = [f for s in SPLITS for f in files[s] if f not in by_path]
     if missing:
         raise UserError(f"--data.split_file {path}: {len(missing)} of its images are not in {root} (e.g. "
