@@ -92,6 +92,17 @@ class Run:
         return f"status says running, but its trainer is gone ({holder_alive(read_holder(self.path / contract.LEASE))[1]})"
 
     @property
+    def judge(self) -> str:
+        """Which segmenter gave the run's FCN-score ('' without one): its weights' identity, or for runs from
+        before it was recorded, the real test photos' score it gave (the same judge on the same split gives
+        the same)."""
+        fcn = self.summary.get("fcn") or {}
+        if fcn.get("segmenter_id"):
+            return str(fcn["segmenter_id"])
+        real = (fcn.get("real") or {}).get("pixel_acc")
+        return f"scored the real test photos {real:.6f}" if isinstance(real, (int, float)) else ""
+
+    @property
     def seed(self) -> int:
         return self.config["train"]["seed"]
 
@@ -205,6 +216,14 @@ def consistency_warnings(runs: list[Run]) -> list[str]:
     for r in runs:
         if r.data.get("fingerprint"):
             copies.setdefault(Path(r.data["source"]).name, {}).setdefault(r.data["fingerprint"][:12], []).append(r.name)
+    judges: dict[str, list[str]] = {}
+    for r in runs:
+        if r.judge:
+            judges.setdefault(r.judge, []).append(r.name)
+    if len(judges) > 1:
+        warnings.append("FCN-scores come from different segmenters (" + "; ".join(
+            f"{judge}: {', '.join(names)}" for judge, names in sorted(judges.items()))
+            + "): not comparable; compare the FCN-scores of one judge's runs only.")
     for name, prints in sorted(copies.items()):
         if len(prints) > 1:
             warnings.append(f"Runs on '{name}' trained on different copies of it (data fingerprints "

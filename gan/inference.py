@@ -122,8 +122,8 @@ def restore_generator(run_path, step: int | None = None, last: bool = False, log
     generator = Generator(cfg)
     step_var = tf.Variable(0, dtype=tf.int64)
     # Read-only: a damaged checkpoint is skipped and named, never moved (the trainer may own the run).
-    restored = restore_newest_intact(_GeneratorCheckpoint(tf.train.Checkpoint(generator=generator.model,
-                                                                              step=step_var)),
+    parts = {"generator": generator.model} if folder == best else {"generator": generator.model, "step": step_var}
+    restored = restore_newest_intact(_GeneratorCheckpoint(tf.train.Checkpoint(**parts)),
                                      folder, set_aside=False, only=only, resumed=False)
     if restored is None:
         raise UserError(f"{folder}: no checkpoint that can be restored")

@@ -113,7 +113,7 @@ class Evaluator:
             # (what the mean (std) tables compare), for the generated and the real test photos.
             extra["fcn"] = {"generated": fcn_generated, "real": fcn_real,
                             "generated_image_mean": summarise(fcn_rows), "real_image_mean": summarise(real_rows),
-                            "segmenter": self.cfg.eval.segmenter}
+                            "segmenter": self.cfg.eval.segmenter, "segmenter_id": segmenter.identity}
             # A realism judge that does not saturate: the distance between the real and generated photos'
             # distributions in the segmenter's feature space, beside the real-vs-real floor.
             from gan.evaluators.fid import distribution_scores

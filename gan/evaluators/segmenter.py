@@ -77,12 +77,24 @@ def build(size: int, filters: int):
     return keras.Model(inputs, logits, name="segmenter")
 
 
+def weights_identity(path: Path) -> str:
+    """The first 16 hex digits of the weights file's SHA-256: which judge scored a run (two segmenters
+    trained into the same folder, or retrained there, share a path but not this)."""
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
 class Segmenter:
     """A trained segmenter: uint8 photos -> train ids, and FCN-scores against colour label maps."""
 
     def __init__(self, model, size: int):
         import tensorflow as tf
         self.model, self.size = model, size
+        self.identity = ""  # weights_identity of the file it was loaded from (Segmenter.load)
         self._predict = tf.function(lambda x: tf.argmax(model(x, training=False), -1), reduce_retracing=True)
 
     @classmethod
@@ -95,7 +107,9 @@ class Segmenter:
         cfg = SegmenterConfig.from_record(read_json(run.config)["config"])
         model = build(cfg.data.image_size, cfg.model.filters)
         model.load_weights(weights)
-        return cls(model, cfg.data.image_size)
+        segmenter = cls(model, cfg.data.image_size)
+        segmenter.identity = weights_identity(weights)
+        return segmenter
 
     def features(self, photos: np.ndarray) -> np.ndarray:
         """[N, C]: each photo's penultimate-layer activations (the last ReLU before the class logits),
@@ -238,15 +252,19 @@ def _model_and_dataset(cfg: SegmenterConfig, train, run: RunDir, done: int):
     model.compile(optimizer=keras.optimizers.Adam(cfg.train.lr),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE))
 
-    def augment(photo, label):
-        flip = tf.random.uniform([]) < 0.5
+    def augment(example, seed):
+        # A stateless draw from each example's own seed: with a stateful one, the parallel map handed the
+        # draws out in whatever order its threads ran, and the same command trained a different judge.
+        photo, label = example
+        flip = tf.random.stateless_uniform([], seed=tf.stack([seed, tf.constant(cfg.train.seed, tf.int64)])) < 0.5
         photo = tf.cond(flip, lambda: tf.reverse(photo, [1]), lambda: photo)
         label = tf.cond(flip, lambda: tf.reverse(label, [1]), lambda: label)
         return to_unit(photo), tf.cast(label, tf.int32)
 
     photos, ids = train
-    dataset = (tf.data.Dataset.from_tensor_slices((photos, ids)).shuffle(len(photos), seed=cfg.train.seed)
-               .map(augment, num_parallel_calls=tf.data.AUTOTUNE).batch(cfg.train.batch_size)
+    examples = tf.data.Dataset.from_tensor_slices((photos, ids)).shuffle(len(photos), seed=cfg.train.seed)
+    dataset = (tf.data.Dataset.zip((examples, tf.data.Dataset.random(seed=cfg.train.seed)))
+               .map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(cfg.train.batch_size)
                .prefetch(tf.data.AUTOTUNE))
     return model, dataset
 

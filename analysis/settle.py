@@ -1,0 +1,236 @@
+"""The settle rule: train seeds in rounds until each comparison is better, equivalent within a margin, or
+open at a stated cost.
+
+A comparison is a pair of generators on one metric, with the runs (each run's mean over the test
+photos) as the samples. After each round - a look at n seeds per generator - every comparison still
+undecided gets one of three outcomes, and keeps it:
+
+- **equivalent within delta**: the (1 - 2 alpha') Welch interval of the difference lies inside
+  +/- delta (two one-sided tests at alpha'): whatever the difference is, it is smaller than a margin
+  that matters;
+- **better**: otherwise, Welch's two-sided test rejects at alpha';
+- **open**: otherwise. Both generators of an open pair train another seed, up to `max_seeds`, where
+  the pair ends open with the seeds it would still take (80 % power, from the spread seen).
+
+alpha' = alpha / (looks x pairs): Bonferroni over the looks the rule may take and over the pairs of a
+metric, so that for each metric the chance of any false "better" or false "equivalent" over the whole
+sequence stays at or below alpha. Bonferroni rather than a group-sequential boundary (Pocock,
+O'Brien-Fleming) because it holds for any dependence between looks and for t statistics on 3 to 8
+runs, where boundaries derived for a normal statistic with known variance are approximate; its cost is
+a few more seeds for a gap close to the threshold (tests/test_settle.py measures both).
+
+The decision depends only on the plan (stored with the sweep before its first round) and on the runs'
+scores, so it is replayed from the runs at every look and on `--resume`: nothing is decided twice.
+Standard library, numpy and scipy: no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from scipy import stats as sps
+
+OUTCOMES = ("better", "equivalent", "open")
+
+# Margins: 10 % of the span between a trivial output and the real photos on the study's test photos
+# (docs/results.md, "Margins"): a = the better of a constant gray image and another real test photo, b = a
+# photo scored against itself (1 for the study's four; for the FCN-score the real photos' own score).
+MARGIN_FRACTION = 0.1
+REFERENCE_SPAN = {  # metric: (trivial output, real photos), 128 px, the 50 test photos of docs/results/split.json
+    "hist_corr": (0.603, 1.0), "template_match": (0.107, 1.0), "feature_match": (0.026, 1.0), "ssim": (0.350, 1.0),
+    "fcn_pixel_acc": (0.535, 0.840), "fcn_class_acc": (0.115, 0.355), "fcn_iou": (0.064, 0.285),
+}
+DEFAULT_MARGINS = {m: round(MARGIN_FRACTION * (real - trivial), 4) for m, (trivial, real) in REFERENCE_SPAN.items()}
+
+
+@dataclass
+class Plan:
+    """What the rule is fixed to before its first round (pre-registered, stored with the sweep)."""
+
+    generators: list[str]
+    metrics: list[str]
+    margins: dict[str, float]
+    lower_is_better: list[str] = field(default_factory=list)
+    alpha: float = 0.05
+    first: int = 3  # seeds per generator at the first look
+    max_seeds: int = 8
+
+    @property
+    def looks(self) -> int:
+        return self.max_seeds - self.first + 1
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        return list(itertools.combinations(self.generators, 2))
+
+    @property
+    def alpha_per_test(self) -> float:
+        return self.alpha / (self.looks * max(1, len(self.pairs)))
+
+    def check(self) -> "Plan":
+        """ValueError naming the first thing that cannot be a plan."""
+        if len(self.generators) < 2:
+            raise ValueError("needs at least two generators to compare")
+        if not 0 < self.alpha < 0.5:
+            raise ValueError(f"alpha must be in (0, 0.5), got {self.alpha}")
+        if not 2 <= self.first <= self.max_seeds:
+            raise ValueError(f"the first look needs 2 to max-seeds ({self.max_seeds}) seeds, got {self.first}")
+        missing = [m for m in self.metrics if m not in self.margins]
+        if missing:
+            raise ValueError(f"no margin for {missing[0]} (give --margin {missing[0]}=DELTA)")
+        bad = [m for m in self.metrics if not (np.isfinite(self.margins[m]) and self.margins[m] > 0)]
+        if bad:
+            raise ValueError(f"the margin of {bad[0]} must be a number > 0, got {self.margins[bad[0]]}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Plan":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d}).check()
+
+
+def welch_interval(a: np.ndarray, b: np.ndarray, level: float) -> tuple[float, float, float]:
+    """(low, high) of the `level` Welch interval of mean(a) - mean(b), and the two-sided p."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    diff = a.mean() - b.mean()
+    if not va + vb > 0:  # no spread on either side: nothing can be concluded, rather than everything
+        return -np.inf, np.inf, 1.0
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    se = np.sqrt(va + vb)
+    half = sps.t.ppf(1 - (1 - level) / 2, df) * se
+    return float(diff - half), float(diff + half), float(2 * sps.t.sf(abs(diff) / se, df))
+
+
+def decide(a: np.ndarray, b: np.ndarray, margin: float, alpha: float) -> dict:
+    """One look at one comparison: its outcome and the figures behind it (differences are a - b)."""
+    low, high, _ = welch_interval(a, b, 1 - 2 * alpha)
+    p = welch_interval(a, b, 1 - alpha)[2]
+    if -margin < low and high < margin:
+        outcome = "equivalent"
+    elif p < alpha:
+        outcome = "better"
+    else:
+        outcome = "open"
+    return {"outcome": outcome, "diff": float(np.mean(a) - np.mean(b)), "low": low, "high": high, "p": p}
+
+
+def probability_of_improvement(a: np.ndarray, b: np.ndarray, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """P(a run of A beats a run of B) (ties half) and its 95 % bootstrap interval over runs."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+
+    def pi(x, y):
+        return ((x[..., :, None] > y[..., None, :]) + 0.5 * (x[..., :, None] == y[..., None, :])).mean(axis=(-1, -2))
+    rng = np.random.default_rng(seed)
+    boot = pi(a[rng.integers(0, len(a), (resamples, len(a)))], b[rng.integers(0, len(b), (resamples, len(b)))])
+    return float(pi(a, b)), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
+
+
+def seeds_to_settle(diff: float, sd: float, margin: float, alpha: float, power: float = 0.8) -> int:
+    """Seeds per generator at which a comparison with this difference and run spread would most likely
+    (at `power`) be decided: as better (two-sided t-test at alpha) or as equivalent (TOST at alpha),
+    whichever comes first. Normal approximation, rounded up; 0 when neither can happen (no spread, or a
+    difference of exactly the margin)."""
+    if not (np.isfinite(sd) and sd > 0):
+        return 0
+    z_power = sps.norm.ppf(power)
+    candidates = []
+    if abs(diff) > 0:
+        candidates.append(2 * (sps.norm.ppf(1 - alpha / 2) + z_power) ** 2 * sd ** 2 / diff ** 2)
+    if abs(diff) < margin:
+        candidates.append(2 * (sps.norm.ppf(1 - alpha) + z_power) ** 2 * sd ** 2 / (margin - abs(diff)) ** 2)
+    return int(np.ceil(max(2.0, min(candidates)))) if candidates else 0
+
+
+def replay(scores: dict[str, dict[int, dict[str, float]]], plan: Plan,
+           improvement: bool = True) -> tuple[list[dict], dict[str, int]]:
+    """The rule replayed from the runs: (one row per pair and metric, {generator: seeds it needs next}).
+
+    `scores[generator][seed][metric]`: a finished run's test mean. Look n uses seeds 0..n-1 of both
+    generators of a pair (exactly n each, so a run trained for another purpose never changes a look).
+    A look waits until every generator of an undecided pair has its n seeds. `next` is empty when
+    every comparison is decided or at the maximum. `improvement`: also P(a beats b) with its bootstrap
+    interval (the simulation leaves it out)."""
+    alpha = plan.alpha_per_test
+    decided: dict[tuple, dict] = {}
+    last_look: dict[tuple, int] = {}
+    wanted: dict[str, int] = {}
+    for n in range(plan.first, plan.max_seeds + 1):
+        open_now = [(a, b, m) for a, b in plan.pairs for m in plan.metrics if (a, b, m) not in decided]
+        if not open_now:
+            break
+        gens = sorted({g for a, b, _ in open_now for g in (a, b)})
+        missing = {g: n for g in gens if any(s not in scores.get(g, {}) for s in range(n))}
+        if missing:
+            wanted = missing
+            break
+        for a, b, m in open_now:
+            xa = np.array([scores[a][s][m] for s in range(n)], float)
+            xb = np.array([scores[b][s][m] for s in range(n)], float)
+            result = decide(xa, xb, plan.margins[m], alpha)
+            last_look[(a, b, m)] = n
+            if result["outcome"] != "open" or n == plan.max_seeds:
+                decided[(a, b, m)] = {**result, "seeds": n}
+    rows = []
+    for a, b in plan.pairs:
+        for m in plan.metrics:
+            n = decided.get((a, b, m), {}).get("seeds") or last_look.get((a, b, m))
+            if n is None:  # not looked at yet: the first round is still training
+                rows.append({"metric": m, "a": a, "b": b, "outcome": "open", "verdict": "open (first look pending)",
+                             "seeds": 0, "margin": plan.margins[m]})
+                continue
+            xa = np.array([scores[a][s][m] for s in range(n)], float)
+            xb = np.array([scores[b][s][m] for s in range(n)], float)
+            result = decided.get((a, b, m)) or {**decide(xa, xb, plan.margins[m], alpha), "seeds": n}
+            pi, pi_low, pi_high = probability_of_improvement(xa, xb) if improvement else (np.nan,) * 3
+            final = (a, b, m) in decided
+            sd = float(np.sqrt((xa.var(ddof=1) + xb.var(ddof=1)) / 2))
+            rows.append({"metric": m, "a": a, "b": b, "outcome": result["outcome"],
+                         "verdict": _words(result, a, b, m in plan.lower_is_better, plan.margins[m], final,
+                                           seeds_to_settle(result["diff"], sd, plan.margins[m], alpha)),
+                         "diff": result["diff"], "low": result["low"], "high": result["high"], "p": result["p"],
+                         "p_a_beats_b": pi, "pi_low": pi_low, "pi_high": pi_high, "seeds": n,
+                         "margin": plan.margins[m], "final": final})
+    return rows, wanted if not all(r.get("final") for r in rows) else {}
+
+
+def _words(result: dict, a: str, b: str, lower: bool, margin: float, final: bool, needed: int) -> str:
+    if result["outcome"] == "equivalent":
+        return f"equivalent within {margin:g}"
+    if result["outcome"] == "better":
+        first_wins = (result["diff"] > 0) != lower
+        return f"{a if first_wins else b} better"
+    if not final:
+        return "open (more seeds)"
+    return f"open: ~{needed} seeds per generator would settle it" if needed else "open: no spread to plan from"
+
+
+def simulate(plan: Plan, means: dict[str, float], sd: float, studies: int = 2000, seed: int = 0) -> dict:
+    """Run the rule on `studies` simulated studies whose run means are Normal(means[generator], sd):
+    per pair the share of studies ending better / equivalent / open, and the seeds spent per generator
+    (mean), against `plan.max_seeds` for a fixed design."""
+    rng = np.random.default_rng(seed)
+    counts = {pair: dict.fromkeys(OUTCOMES, 0) for pair in plan.pairs}
+    better_wrong_way = {pair: 0 for pair in plan.pairs}
+    spent = []
+    metric = plan.metrics[0]
+    for _ in range(studies):
+        draws = {g: rng.normal(means[g], sd, plan.max_seeds) for g in plan.generators}
+        scores = {g: {s: {metric: float(v)} for s, v in enumerate(draws[g])} for g in plan.generators}
+        rows, _ = replay(scores, plan, improvement=False)
+        used = {g: plan.first for g in plan.generators}
+        for row in rows:
+            pair = (row["a"], row["b"])
+            counts[pair][row["outcome"]] += 1
+            if row["outcome"] == "better" and (row["diff"] > 0) != (means[row["a"]] > means[row["b"]]):
+                better_wrong_way[pair] += 1
+            for g in pair:
+                used[g] = max(used[g], row["seeds"])
+        spent.append(np.mean(list(used.values())))
+    return {"rates": {f"{a}-{b}": {k: v / studies for k, v in c.items()} for (a, b), c in counts.items()},
+            "wrong_way": {f"{a}-{b}": v / studies for (a, b), v in better_wrong_way.items()},
+            "seeds_mean": float(np.mean(spent)), "seeds_fixed": plan.max_seeds}
