@@ -35,7 +35,7 @@ def build_report(roots: list[str | Path], out: str | Path, notebook: bool = True
     (out / "figures").mkdir(exist_ok=True)
     compared = tables.best_configuration_runs(runs, metric)  # a sweep: each generator's best configuration
     tests, evaluations, timings = test_frame(compared), metrics_frame(compared), timings_frame(compared)
-    frames, evidence_note = report_tables(compared, tests, evaluations, timings, metric)
+    frames, evidence_note = report_tables(compared, tests, evaluations, timings, metric, roots=runs.roots)
     if len(compared) < len(runs):
         frames.update(runs=tables.runs_table(runs), sweep_best=tables.sweep_table(runs, metric))
         evidence_note = " ".join(filter(None, [
@@ -56,7 +56,7 @@ def build_report(roots: list[str | Path], out: str | Path, notebook: bool = True
 
 
 def report_tables(runs, tests: pd.DataFrame, evaluations: pd.DataFrame, timings: pd.DataFrame,
-                  metric: str) -> tuple[dict[str, pd.DataFrame], str]:
+                  metric: str, roots=()) -> tuple[dict[str, pd.DataFrame], str]:
     """The report's tables by name, and the one-seed caveat ('' with seeds enough for run-level claims)."""
     study = tables.study_table(runs)
     frames = {"study": study}
@@ -68,6 +68,7 @@ def report_tables(runs, tests: pd.DataFrame, evaluations: pd.DataFrame, timings:
         # the study that would settle what the runs leave open.
         frames["seeds_needed"], source = stats.seeds_table(tests, metrics, evaluations)
         if stats.seeds_per_generator(tests) >= 2:  # seeds allow claims about the architectures
+            frames["three_way"] = three_way_verdict(tests, metrics, roots)
             frames["run_level"] = stats.run_level(tests, metrics)
             frames["verdict"] = stats.verdict(tests, frames["run_level"], metrics)
         else:
@@ -84,6 +85,8 @@ def report_tables(runs, tests: pd.DataFrame, evaluations: pd.DataFrame, timings:
                 "equal_time": tables.equal_time_table(evaluations, timings)}
     if not tests.empty and tests.groupby("generator").seed.nunique().max() > 1:
         optional["seed_spread"] = stats.seed_spread(tests, metrics)  # the FCN-score too
+    if not tests.empty and tests.groupby("generator").split.nunique().max() > 1:
+        optional["variance_by_source"] = stats.variance_by_source(tests, metrics)
     if swept_fields(runs):
         optional["sweep_best"] = tables.sweep_table(runs, metric)
     frames.update({name: frame for name, frame in optional.items() if not frame.empty})
@@ -118,6 +121,45 @@ def report_figures(runs, frames: dict[str, pd.DataFrame], evaluations: pd.DataFr
     return figures
 
 
+def three_way_verdict(tests: pd.DataFrame, metrics: list[str], roots: list) -> pd.DataFrame:
+    """Per pair and metric: better / equivalent within the margin / open (with the seeds it would take), the
+    difference with its interval, P(a beats b) with its interval, the seeds used (analysis/settle.py). The
+    plan is the settle sweep's own when a root holds one; else one look at the seeds there, on every metric
+    with a margin, alpha 0.05 per metric."""
+    import json
+
+    from analysis import settle
+    from gan.contract import TUNE_ARGS
+    stored = [Path(r) / TUNE_ARGS for r in roots if (Path(r) / TUNE_ARGS).exists()]
+    saved = {}
+    for path in stored:
+        try:
+            saved = (json.loads(path.read_text()) or {}).get("settle") or saved
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            print(f"warning: {path}: not a readable sweep file; the verdict takes one look at the seeds there",
+                  file=sys.stderr)
+    per_run = tests.groupby(["generator", "run", "seed"])[metrics].mean().reset_index()
+    gens = sorted(per_run.generator.unique())
+    if saved:
+        plan = settle.Plan.from_dict(saved)
+        scores = {g: {int(r.seed): {m: float(r[m]) for m in plan.metrics} for _, r in group.iterrows()}
+                  for g, group in per_run.groupby("generator")}
+    else:
+        n = int(per_run.groupby("generator").run.nunique().min())
+        shown = [m for m in metrics if m in settle.DEFAULT_MARGINS and per_run[m].notna().all()]
+        plan = settle.Plan(generators=gens, metrics=shown, margins={m: settle.DEFAULT_MARGINS[m] for m in shown},
+                           lower_is_better=[m for m in shown if m in lower_is_better()], first=n, max_seeds=n)
+        # The runs of each generator in seed order, as seeds 0..n-1 of the one look.
+        scores = {g: {i: {m: float(r[m]) for m in shown} for i, (_, r) in enumerate(group.sort_values(["seed", "run"]).iterrows())}
+                  for g, group in per_run.groupby("generator")}
+    if not plan.metrics:
+        return pd.DataFrame()
+    rows, _ = settle.replay(scores, plan)
+    table = pd.DataFrame(rows)
+    level = f"{100 * (1 - 2 * plan.alpha_per_test):.1f} %"
+    return table.rename(columns={"low": f"low ({level})", "high": f"high ({level})"})
+
+
 def evidence_sentence(needed: pd.DataFrame, source: str, single: list[str] | None = None, generators: int = 0) -> str:
     """The one-seed caveat: what the verdict compares, and the seeds it would take to say more. `single`:
     the generators with one trained run (all of them, or some)."""
@@ -143,6 +185,8 @@ def _img(path: Path) -> str:
 
 
 TITLES = {"study": "Test metrics per generator: mean (std) over test images",
+              "three_way": "Verdict in three words, per pair and metric: better / equivalent within the margin / "
+                           "open (with the seeds it would take); runs as the samples, Bonferroni over looks and pairs",
               "verdict": "Verdict: the best generator per metric, and whom it beats significantly",
               "study_marked": "Test mean (std) per generator: best in bold, † where the lead is not "
                               "significant (paired Wilcoxon, Holm p >= 0.05)",
@@ -157,7 +201,10 @@ TITLES = {"study": "Test metrics per generator: mean (std) over test images",
                                "beside the real-vs-real floor",
               "equal_time": "Equal compute: validation metrics at the largest training time every generator "
                             "reached (shared: some interval shared its host)",
-              "seed_spread": "Spread across seeds", "runs": "Runs: state, best validation step, cost",
+              "seed_spread": "Spread across seeds",
+              "variance_by_source": "Where the spread between runs comes from: SD between training seeds on one "
+                                    "split, SD a new data split adds (its test photos included), and the split's "
+                                    "share of a run's variance (one-way random effects over the splits)", "runs": "Runs: state, best validation step, cost",
               "per_run": "Per run (seed): test means and the segmenter's Fréchet distance and KID",
               "sweep_best": "Best configuration per generator", "test_summary": "Test summary (numeric)"}
 
@@ -165,7 +212,7 @@ TITLES = {"study": "Test metrics per generator: mean (std) over test images",
 def _html(runs, frames: dict[str, pd.DataFrame], figures: dict[str, Path], evidence_note: str = "") -> str:
     """The page: what was compared and what to beware of, the verdict first, every detail folded below."""
     parts = _head(runs)
-    lead = [n for n in ("verdict", "study_marked") if n in frames] or ["study"]
+    lead = [n for n in ("three_way", "verdict", "study_marked") if n in frames] or ["study"]
     run_level = "run_level" in frames
     for name in lead:
         title = TITLES[name]

@@ -129,10 +129,11 @@ class RunList(list):
     """The runs found; `skipped`: (path, reason) of folders left out (unreadable, or not pix2pix runs);
     `merged`: (the run kept, [its copies]) where several folders hold the same run."""
 
-    def __init__(self, runs=(), skipped=(), merged=()):
+    def __init__(self, runs=(), skipped=(), merged=(), roots=()):
         super().__init__(runs)
         self.skipped: list[tuple[Path, str]] = list(skipped)
         self.merged: list[tuple[str, list[str]]] = list(merged)
+        self.roots: list[Path] = list(roots)  # the folders searched (a settle sweep's plan lives in one)
 
     def notes(self) -> list[str]:
         """One sentence per group of copies that counts once."""
@@ -267,6 +268,7 @@ def find_runs(*roots: str | Path) -> RunList:
         except UnreadableRun as e:
             runs.skipped.append((p, str(e)))
     runs = _merge_copies(runs)
+    runs.roots = [Path(r) for r in roots]
     if len({r.name for r in runs}) < len(runs):  # e.g. default/unet under two roots: name them by path
         common = Path(os.path.commonpath([r.path for r in runs]))
         for r in runs:
@@ -345,7 +347,7 @@ def _overlaps_another_run(group: pd.DataFrame) -> np.ndarray:
 
 
 def test_frame(runs: list[Run]) -> pd.DataFrame:
-    """Per-image test metrics of every finished run: run, generator, seed, image, metrics."""
-    frames = [r.test_metrics.assign(run=r.name, generator=r.generator, seed=r.seed)
+    """Per-image test metrics of every finished run: run, generator, seed, split (its key), image, metrics."""
+    frames = [r.test_metrics.assign(run=r.name, generator=r.generator, seed=r.seed, split=r.split_key)
               for r in runs if not r.test_metrics.empty]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

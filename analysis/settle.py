@@ -34,13 +34,15 @@ from scipy import stats as sps
 
 OUTCOMES = ("better", "equivalent", "open")
 
-# Margins: 10 % of the span between a trivial output and the real photos on the study's test photos
-# (docs/results.md, "Margins"): a = the better of a constant gray image and another real test photo, b = a
-# photo scored against itself (1 for the study's four; for the FCN-score the real photos' own score).
+# Margins: 10 % of the span between a trivial output and the real photos on the study's test photos,
+# measured by jobs/margins.py (docs/results.md, "Margins"): the trivial end is the better of a constant gray
+# image and another real test photo, the real end a photo scored against itself (for the FCN-score: the real
+# photos' own segmentation, by the study's segmenter). Fixed before any run was compared.
 MARGIN_FRACTION = 0.1
-REFERENCE_SPAN = {  # metric: (trivial output, real photos), 128 px, the 50 test photos of docs/results/split.json
-    "hist_corr": (0.603, 1.0), "template_match": (0.107, 1.0), "feature_match": (0.026, 1.0), "ssim": (0.350, 1.0),
-    "fcn_pixel_acc": (0.535, 0.840), "fcn_class_acc": (0.115, 0.355), "fcn_iou": (0.064, 0.285),
+REFERENCE_SPAN = {  # metric: (trivial output, real photos): 128 px, the 50 test photos of docs/results/split.json
+    "hist_corr": (0.6026, 1.0), "template_match": (0.1075, 1.0), "feature_match": (0.0247, 1.0),
+    "ssim": (0.3503, 1.0), "fcn_pixel_acc": (0.5873, 0.8542), "fcn_class_acc": (0.1697, 0.3479),
+    "fcn_iou": (0.1006, 0.2714),
 }
 DEFAULT_MARGINS = {m: round(MARGIN_FRACTION * (real - trivial), 4) for m, (trivial, real) in REFERENCE_SPAN.items()}
 
@@ -56,6 +58,7 @@ class Plan:
     alpha: float = 0.05
     first: int = 3  # seeds per generator at the first look
     max_seeds: int = 8
+    design: str = "fixed"  # the data split: fixed for every run, or "varied" (seed k draws split k)
 
     @property
     def looks(self) -> int:
@@ -71,6 +74,8 @@ class Plan:
 
     def check(self) -> "Plan":
         """ValueError naming the first thing that cannot be a plan."""
+        if self.design not in ("fixed", "varied"):
+            raise ValueError(f"design must be fixed or varied, got {self.design!r}")
         if len(self.generators) < 2:
             raise ValueError("needs at least two generators to compare")
         if not 0 < self.alpha < 0.5:
@@ -130,20 +135,21 @@ def probability_of_improvement(a: np.ndarray, b: np.ndarray, resamples: int = 20
     return float(pi(a, b)), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
 
 
-def seeds_to_settle(diff: float, sd: float, margin: float, alpha: float, power: float = 0.8) -> int:
-    """Seeds per generator at which a comparison with this difference and run spread would most likely
-    (at `power`) be decided: as better (two-sided t-test at alpha) or as equivalent (TOST at alpha),
-    whichever comes first. Normal approximation, rounded up; 0 when neither can happen (no spread, or a
-    difference of exactly the margin)."""
+def seeds_to_settle(diff: float, sd: float, margin: float, alpha: float, power: float = 0.8, now: int = 0) -> int:
+    """Seeds per generator at which a comparison with this difference and run spread would most likely (at
+    `power`) be decided: as better (two-sided Welch/t-test at alpha, noncentral t) or as equivalent (TOST at
+    alpha, normal approximation), whichever comes first; at least one more than `now`. 0 when neither can
+    happen (no spread, or a difference of exactly the margin)."""
+    from analysis.stats import seeds_needed
     if not (np.isfinite(sd) and sd > 0):
         return 0
-    z_power = sps.norm.ppf(power)
     candidates = []
     if abs(diff) > 0:
-        candidates.append(2 * (sps.norm.ppf(1 - alpha / 2) + z_power) ** 2 * sd ** 2 / diff ** 2)
+        candidates.append(seeds_needed(abs(diff), sd, alpha=alpha, power=power))
     if abs(diff) < margin:
-        candidates.append(2 * (sps.norm.ppf(1 - alpha) + z_power) ** 2 * sd ** 2 / (margin - abs(diff)) ** 2)
-    return int(np.ceil(max(2.0, min(candidates)))) if candidates else 0
+        z = sps.norm.ppf(1 - alpha) + sps.norm.ppf(power)
+        candidates.append(int(np.ceil(2 * z ** 2 * sd ** 2 / (margin - abs(diff)) ** 2)))
+    return max(now + 1, 2, min(candidates)) if candidates else 0
 
 
 def replay(scores: dict[str, dict[int, dict[str, float]]], plan: Plan,
@@ -191,7 +197,7 @@ def replay(scores: dict[str, dict[int, dict[str, float]]], plan: Plan,
             sd = float(np.sqrt((xa.var(ddof=1) + xb.var(ddof=1)) / 2))
             rows.append({"metric": m, "a": a, "b": b, "outcome": result["outcome"],
                          "verdict": _words(result, a, b, m in plan.lower_is_better, plan.margins[m], final,
-                                           seeds_to_settle(result["diff"], sd, plan.margins[m], alpha)),
+                                           seeds_to_settle(result["diff"], sd, plan.margins[m], alpha, now=n)),
                          "diff": result["diff"], "low": result["low"], "high": result["high"], "p": result["p"],
                          "p_a_beats_b": pi, "pi_low": pi_low, "pi_high": pi_high, "seeds": n,
                          "margin": plan.margins[m], "final": final})

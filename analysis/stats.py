@@ -195,10 +195,15 @@ def run_level(tests: pd.DataFrame, metrics: list[str] | None = None, resamples: 
             continue
         family = []
         for a, b in itertools.combinations(gens, 2):
-            A, B = _run_matrix(tests, a, metric, images), _run_matrix(tests, b, metric, images)
+            n_img = len(images)
+            if n_img < 2:  # runs on different splits share no test photos: their own means, runs resampled
+                A = np.array([[x] for x in _run_means(tests, a, metric)])
+                B = np.array([[x] for x in _run_means(tests, b, metric)])
+                n_img = 1
+            else:
+                A, B = _run_matrix(tests, a, metric, images), _run_matrix(tests, b, metric, images)
             if not (np.isfinite(A).any() and np.isfinite(B).any()):
                 continue  # one of them has no value (a run from before the metric): nothing to compare
-            n_img = len(images)
             picks = rng.integers(0, n_img, (resamples, n_img))  # shared images: the comparison stays paired
             runs_a = rng.integers(0, len(A), (resamples, len(A)))
             runs_b = rng.integers(0, len(B), (resamples, len(B)))
@@ -210,7 +215,7 @@ def run_level(tests: pd.DataFrame, metrics: list[str] | None = None, resamples: 
                 + 0.5 * (means_a[:, :, None] == means_b[:, None, :]).mean(axis=(1, 2))
             run_a, run_b = np.nanmean(A, axis=1), np.nanmean(B, axis=1)
             low, high, p = welch(run_a, run_b, confidence)
-            family.append({"metric": metric, "a": a, "b": b, "runs_a": len(A), "runs_b": len(B), "images": n_img,
+            family.append({"metric": metric, "a": a, "b": b, "runs_a": len(A), "runs_b": len(B), "images": len(images),
                            "diff": float(run_a.mean() - run_b.mean()), "diff_low": low, "diff_high": high,
                            "boot_low": float(np.quantile(diffs, tail)), "boot_high": float(np.quantile(diffs, 1 - tail)),
                            "p_a_beats_b": probability_of_improvement(run_a, run_b),
@@ -218,6 +223,44 @@ def run_level(tests: pd.DataFrame, metrics: list[str] | None = None, resamples: 
                            "p": p})
         for row, adjusted in zip(family, holm([r["p"] for r in family]) if family else []):
             rows.append({**row, "p_holm": adjusted})
+    return pd.DataFrame(rows)
+
+
+def _run_means(tests: pd.DataFrame, generator: str, metric: str) -> list[float]:
+    """Each run's mean test score of one generator (over its own test photos)."""
+    return tests[tests.generator == generator].groupby("run")[metric].mean().tolist()
+
+
+def variance_by_source(tests: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Where the spread between runs comes from, per generator and metric, when both the training seed and
+    the data split vary (each split trained on several seeds): a one-way random-effects analysis of the run
+    means grouped by split (method of moments, balanced or not). `seed_sd`: the SD between seeds on one
+    split; `split_sd`: the SD a new split adds (its test photos included); `total_sd`: of one run drawn with
+    both varied; `split_share`: the split's share of that variance. A negative split component (splits
+    agreeing more than seeds do) is reported as 0."""
+    if "split" not in tests:
+        return pd.DataFrame()
+    per_run = tests.groupby(["generator", "split", "run"])[metrics].mean().reset_index()
+    rows = []
+    for gen, group in per_run.groupby("generator"):
+        sizes = group.groupby("split").size()
+        if len(sizes) < 2 or not (sizes >= 2).any():
+            continue
+        k, n = len(sizes), len(group)
+        n0 = (n - (sizes ** 2).sum() / n) / (k - 1)  # the effective runs per split (unbalanced designs)
+        row = {"generator": gen, "splits": k, "runs": n}
+        for m in metrics:
+            means = group.groupby("split")[m].mean()
+            grand = group[m].mean()
+            ms_between = float((sizes * (means - grand) ** 2).sum() / (k - 1))
+            within = sum(float(((g[m] - g[m].mean()) ** 2).sum()) for _, g in group.groupby("split"))
+            ms_within = within / (n - k)
+            split_var = max(0.0, (ms_between - ms_within) / n0)
+            total = split_var + ms_within
+            row.update({f"{m}_seed_sd": float(np.sqrt(ms_within)), f"{m}_split_sd": float(np.sqrt(split_var)),
+                        f"{m}_total_sd": float(np.sqrt(total)),
+                        f"{m}_split_share": float(split_var / total) if total > 0 else float("nan")})
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

@@ -59,9 +59,11 @@ def load_space_file(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def build_space(gens: list[str], sweeps: list[str], space_file: str | None = None, seeds: int = 1) -> dict[str, Any]:
+def build_space(gens: list[str], sweeps: list[str], space_file: str | None = None, seeds: int = 1,
+                splits: int = 1) -> dict[str, Any]:
     """The sweep's space as data: the generator grid, the named sweeps, the user's file, then `seeds`
-    training seeds (train.seed 0..seeds-1, a grid: every configuration trains on each)."""
+    training seeds (train.seed 0..seeds-1, a grid: every configuration trains on each) and `splits` data
+    splits (data.split_seed 0..splits-1, crossed with the seeds: the variance of each source apart)."""
     bad = [g for g in gens if g not in models.names()]
     if bad or not gens:
         raise UserError(f"--gens: unknown generator {bad[0] if bad else ''!r} "
@@ -82,6 +84,12 @@ def build_space(gens: list[str], sweeps: list[str], space_file: str | None = Non
         if "train.seed" in space:
             raise UserError("--seeds: the space already sweeps train.seed; use one or the other")
         space["train.seed"] = {"grid": list(range(seeds))}
+    if splits < 1:
+        raise UserError(f"--splits: must be >= 1, got {splits}")
+    if splits > 1:
+        if "data.split_seed" in space:
+            raise UserError("--splits: the space already sweeps data.split_seed; use one or the other")
+        space["data.split_seed"] = {"grid": list(range(splits))}
     return space
 
 

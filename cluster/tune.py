@@ -35,7 +35,9 @@ def run_name(sampled: dict[str, Any]) -> str:
     seed swept by --seeds ends the name: 'unet-seed2', 'unet-lr_g=0.00012-3f2a-seed2'."""
     gen = sampled.get("model.generator", "unet")
     seed = f"-seed{sampled['train.seed']}" if "train.seed" in sampled else ""
-    rest = {k: v for k, v in sorted(sampled.items()) if k not in ("model.generator", "train.seed")}
+    if "data.split_seed" in sampled:  # a data split drawn per run: 'unet-split1-seed0'
+        seed = f"-split{sampled['data.split_seed']}{seed}"
+    rest = {k: v for k, v in sorted(sampled.items()) if k not in ("model.generator", "train.seed", "data.split_seed")}
     if not rest:
         return gen + seed
     parts = [f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"

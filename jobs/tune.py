@@ -49,12 +49,30 @@ def parse_args() -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--samples", type=int, default=1, help="configurations drawn from the random part of the space; every generator trains on each")
     parser.add_argument("--seeds", type=int, default=1, help="training seeds per configuration (train.seed "
                         "0..N-1, the split fixed by data.split_seed); run names end in -seed<k>")
+    parser.add_argument("--splits", type=int, default=1, help="data splits per configuration, crossed with --seeds "
+                        "(data.split_seed 0..N-1: run k of a split draws its own 400/50/50 from the archive); the "
+                        "report then splits the between-run variance into seed and split; run names hold -split<k>")
+    parser.add_argument("--vary-split", action="store_true",
+                        help="with --settle: seed k also draws split k (data.split_seed k), so the seeds vary both "
+                        "the initialisation and the data")
     parser.add_argument("--scheduler", choices=["fifo", "asha"], default="fifo")
     parser.add_argument("--metric", default="val_ssim", help="validation metric for ASHA and 'best' "
                         "(<split>_<metric>, e.g. val_ssim, val_l1; the contract says which way is better)")
     parser.add_argument("--then-seeds", type=int, default=None, metavar="N",
                         help="after the search, retrain each generator's best configuration (by --metric, on "
                         "validation) and its default on fresh seeds 1..N and compare them on test")
+    g = parser.add_argument_group("settle: seeds in rounds until each comparison is decided (analysis/settle.py)")
+    g.add_argument("--settle", action="store_true",
+                   help="train seeds in rounds; after each, every pair of generators on every --settle-metrics is "
+                   "better, equivalent within its margin, or open (open pairs get another seed, up to --max-seeds)")
+    g.add_argument("--settle-metrics", default=None, metavar="M,M",
+                   help="test metrics to settle (default: fcn_pixel_acc with --eval.segmenter, else the study's four)")
+    g.add_argument("--margin", action="append", default=[], metavar="METRIC=DELTA",
+                   help="equivalence margin of a metric (repeatable; defaults: analysis/settle.py DEFAULT_MARGINS)")
+    g.add_argument("--max-seeds", type=int, default=8, help="most seeds per generator (default 8)")
+    g.add_argument("--first-look", type=int, default=3, help="seeds per generator at the first look (default 3)")
+    g.add_argument("--alpha", type=float, default=0.05,
+                   help="error rate per metric over all looks and pairs (default 0.05; Bonferroni)")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a "
                         "private local instance)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
@@ -99,7 +117,12 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict:
                         f"got {args.then_seeds}")
     if args.seeds > 1 and "train.seed" in overrides:
         raise UserError("--seeds: sets train.seed 0..N-1 itself; drop --train.seed")
-    space = spaces.build_space(gens, sweeps, args.space, seeds=args.seeds)
+    if (args.splits > 1 or args.vary_split) and ("data.split_seed" in overrides or base.data.split_file):
+        raise UserError(f"{'--splits' if args.splits > 1 else '--vary-split'}: draws each run's split itself; drop "
+                        "--data.split_seed and --data.split_file")
+    if args.vary_split and not args.settle:
+        raise UserError("--vary-split: goes with --settle (for a fixed set of seeds and splits use --seeds N --splits M)")
+    space = spaces.build_space(gens, sweeps, args.space, seeds=args.seeds, splits=args.splits)
     spaces.check_space(space, base)
     configurations = spaces.sample_configurations(space, args.samples, seed=base.train.seed)
     if args.samples > 1 and not configurations:
@@ -113,10 +136,47 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict:
     if args.metric not in spaces.metric_names(base):
         raise UserError(f"--metric: {args.metric!r} is not reported by the trials (choose from "
                         f"{', '.join(spaces.metric_names(base))})")
+    settle_plan = settle_plan_of(args, gens, base, sweeps, configurations) if args.settle else None
     return {"gens": gens, "sweeps": sweeps, "space": space, "configurations": configurations, "overrides": overrides, "preset": args.preset,
+            "settle": settle_plan,
             "samples": args.samples, "seeds": args.seeds, "then_seeds": args.then_seeds or 0, "scheduler": args.scheduler, "metric": args.metric,
             "max_failures": args.max_failures, "cpus": args.cpus_per_trial, "gpus": args.gpus_per_trial,
             "max_evaluations": math.ceil(base.train.steps / base.train.eval_every)}
+
+
+def settle_plan_of(args: argparse.Namespace, gens: list[str], base, sweeps: list[str], configurations: list) -> dict:
+    """The settle rule's plan (pre-registered: stored with the sweep before its first round), every value checked."""
+    from analysis import settle
+    from gan import contract
+    from gan.evaluators.metrics import METRICS, metric_names
+    if sweeps or configurations or args.seeds > 1 or args.splits > 1 or args.then_seeds or args.scheduler != "fifo":
+        raise UserError("--settle: compares the generators' own configurations on seeds it chooses; drop --sweep, "
+                        "--samples, --seeds, --splits, --then-seeds and --scheduler")
+    known = [*metric_names(), *(contract.FCN_METRICS if base.eval.segmenter else ())]
+    study = [m for m in metric_names() if METRICS[m].study]
+    metrics = ([m for m in args.settle_metrics.split(",") if m] if args.settle_metrics is not None
+               else ["fcn_pixel_acc"] if base.eval.segmenter else study)
+    bad = [m for m in metrics if m not in known]
+    if bad or not metrics:
+        raise UserError(f"--settle-metrics: {bad[0] if bad else args.settle_metrics!r} is not a test metric of these runs "
+                        f"(choose from {', '.join(known)}; the FCN-score needs --eval.segmenter)")
+    margins = dict(settle.DEFAULT_MARGINS)
+    for item in args.margin:
+        metric, _, value = item.partition("=")
+        try:
+            margins[metric] = float(value)
+        except ValueError:
+            raise UserError(f"--margin {item}: not METRIC=DELTA (e.g. --margin ssim=0.01)") from None
+        if metric not in known:
+            raise UserError(f"--margin {item}: {metric!r} is not a test metric of these runs")
+    try:
+        plan = settle.Plan(generators=gens, metrics=metrics, margins={m: margins[m] for m in metrics if m in margins},
+                           lower_is_better=[m for m in metrics if m in METRICS and not METRICS[m].higher_is_better],
+                           alpha=args.alpha, first=args.first_look, max_seeds=args.max_seeds,
+                           design="varied" if args.vary_split else "fixed").check()
+    except ValueError as e:
+        raise UserError(f"--settle: {e}") from None
+    return plan.to_dict()
 
 
 def load_sweep(args_file: Path) -> dict:
@@ -181,6 +241,11 @@ def sweep(args: argparse.Namespace, saved: dict, root: Path, experiment: str, re
     fast_path = fast_path_vars()
     ray.init(address=address, runtime_env={"env_vars": fast_path} if fast_path else None,
              **({"include_dashboard": False} if address == "local" else {}))
+    if saved.get("settle"):
+        if not args.resume:
+            root.mkdir(parents=True, exist_ok=True)
+            write_json(args_file, saved)  # the plan is stored before the first round: pre-registered
+        return settle_rounds(args, saved, root, experiment, resume)
     if saved.get("phase", "search") == "search":
         if args.resume:
             tuner = tuning.restore_tuner(args.out, experiment, saved["cpus"], saved["gpus"])
@@ -206,6 +271,92 @@ def sweep(args: argparse.Namespace, saved: dict, root: Path, experiment: str, re
     if results is None:
         return EXIT_PREEMPTED
     return summarise_retraining(results, saved, Path(args.out), experiment, args.report)
+
+
+def settle_rounds(args: argparse.Namespace, saved: dict, root: Path, experiment: str, resume: str) -> int:
+    """The settle rule's rounds: replay the rule from the finished runs, train the seeds it asks for, repeat.
+    Finished runs are never trained again (those already in the experiment count); the rule's decisions are a
+    function of the plan and the runs' scores, so a resumed driver takes up exactly where it stopped."""
+    import shutil
+
+    import pandas as pd
+    from ray import tune
+
+    from analysis import settle
+    from analysis.tables import to_markdown, write_table
+    from cluster import tune as tuning
+    plan = settle.Plan.from_dict(saved["settle"])
+    base = make_config(saved["preset"], saved["overrides"])
+    print(f"settle: {', '.join(plan.metrics)} over {len(plan.pairs)} pairs; looks at {plan.first}..{plan.max_seeds} "
+          f"seeds per generator; alpha {plan.alpha} per metric, {plan.alpha_per_test:.3g} per test (Bonferroni over "
+          f"{plan.looks} looks x {len(plan.pairs)} pairs); margins "
+          + ", ".join(f"{m} {plan.margins[m]:g}" for m in plan.metrics))
+    while True:
+        scores = settle_scores(root, base, plan)
+        rows, wanted = settle.replay(scores, plan)
+        varied = {"data.split_seed"} if plan.design == "varied" else set()
+        todo = [{"model.generator": g, "train.seed": k, **dict.fromkeys(varied, k)} for g, n in sorted(wanted.items())
+                for k in range(n) if k not in scores.get(g, {})]
+        if not todo:
+            break
+        print(f"\nsettle: the next look needs {', '.join(f'{g} seeds 0..{n - 1}' for g, n in sorted(wanted.items()))}; "
+              f"training {len(todo)} run(s): {', '.join(tuning.run_name(t) for t in todo)}")
+        shutil.rmtree(root / TUNE_STATE, ignore_errors=True)  # the last round's Tune state; runs resume from their own
+        tuner = tuning.make_tuner({tuning.TRIAL: tune.grid_search(todo)}, base=base, out=args.out, experiment=experiment,
+                                  metric=saved["metric"], mode=tuning.mode_of(saved["metric"]),
+                                  max_failures=saved["max_failures"], cpus_per_trial=saved["cpus"],
+                                  gpus_per_trial=saved["gpus"])
+        results = run_phase(tuner, resume)
+        if results is None:
+            return EXIT_PREEMPTED
+        errors = [r for r in results if r.error]
+        if errors:
+            print(f"settle: {len(errors)} run(s) did not finish ({errors[0].error}); fix the cause and continue with: "
+                  f"{resume}")
+            return 1
+    table = pd.DataFrame(rows)
+    spent = {g: max((r["seeds"] for r in rows if g in (r["a"], r["b"])), default=0) for g in plan.generators}
+    print(f"\nsettled with {', '.join(f'{g} {n}' for g, n in spent.items())} seeds:")
+    print(to_markdown(table))
+    write_table(table, root / "settle")
+    if args.report:
+        from analysis.report import build_report
+        print(f"report: {build_report([root], args.report)}")
+    return 0
+
+
+def settle_scores(root: Path, base, plan) -> dict[str, dict[int, dict[str, float]]]:
+    """{generator: {seed: {metric: test mean}}} of the experiment's finished runs of the plan's configuration
+    (any run there of another configuration is refused in one line: the rule would mix them)."""
+    from analysis.runs import find_runs
+    from gan.rundir import RESUMABLE_FIELDS
+    if not root.exists():
+        return {}
+    drawn = {"data.split_seed"} if plan.design == "varied" else set()  # varied: seed k draws split k
+    wanted = {k: v for k, v in base.flat().items() if k not in RESUMABLE_FIELDS | drawn | {
+        "train.seed", "model.generator", "run_name", "experiment"}}
+    scores: dict[str, dict[int, dict[str, float]]] = {}
+    judges = set()
+    for run in find_runs(root):
+        if run.state != "finished" or run.generator not in plan.generators:
+            continue
+        flat = run.flat_config()
+        differ = sorted(k for k, v in wanted.items() if json.dumps(flat.get(k)) != json.dumps(v))
+        if differ:
+            raise UserError(f"--settle: {run.path} is another configuration ({differ[0]}: {flat.get(differ[0])!r} there, "
+                            f"{wanted[differ[0]]!r} in the plan); settle in a new --experiment")
+        missing = [m for m in plan.metrics if m not in run.test_metrics]
+        if missing:
+            raise UserError(f"--settle: {run.path} has no test {missing[0]}; it cannot count as a seed of this plan")
+        if any(m.startswith("fcn_") for m in plan.metrics) and run.judge:
+            judges.add(run.judge)
+        if drawn and flat.get("data.split_seed") != run.seed:
+            continue  # not a run of this design (its split is not its seed's)
+        scores.setdefault(run.generator, {})[run.seed] = {m: float(run.test_metrics[m].mean()) for m in plan.metrics}
+    if len(judges) > 1:
+        raise UserError(f"--settle: the experiment's FCN-scores come from {len(judges)} different segmenters; the "
+                        "rule compares one judge's scores only")
+    return scores
 
 
 def search_tuner(saved: dict, out: str, experiment: str):

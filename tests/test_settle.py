@@ -76,3 +76,25 @@ def test_a_plan_that_cannot_be_is_refused(kw, message):
         plan(**kw)
     with pytest.raises(ValueError, match="no margin for ssim"):
         settle.Plan(generators=GENS, metrics=["ssim"], margins={}).check()
+
+
+def test_variance_by_source_splits_the_spread_into_seed_and_split():
+    import pandas as pd
+
+    from analysis.stats import run_level, variance_by_source
+    # Three splits x two seeds of one generator; run means 0.70/0.72 (split a), 0.80/0.82 (b), 0.60/0.62 (c):
+    # within a split the seeds differ by 0.02 (variance 0.0002), the splits' means by 0.1.
+    means = {("a", 0): 0.70, ("a", 1): 0.72, ("b", 0): 0.80, ("b", 1): 0.82, ("c", 0): 0.60, ("c", 1): 0.62}
+    rows = [{"generator": "unet", "split": sp, "seed": sd, "run": f"unet-{sp}{sd}", "image": f"{sp}{i}",
+             "ssim": mu + (0.01 if i else -0.01)} for (sp, sd), mu in means.items() for i in range(2)]
+    table = variance_by_source(pd.DataFrame(rows), ["ssim"]).iloc[0]
+    assert table.splits == 3 and table.runs == 6
+    assert table.ssim_seed_sd == pytest.approx(np.sqrt(0.0002))
+    # MS between = 2 * sum((0.71-0.71)^2 + (0.81-0.71)^2 + (0.61-0.71)^2) / 2 = 0.02; split var = (0.02 - 0.0002) / 2.
+    assert table.ssim_split_sd == pytest.approx(np.sqrt((0.02 - 0.0002) / 2))
+    assert table.ssim_split_share == pytest.approx(0.0099 / (0.0099 + 0.0002))
+    # Runs on different splits share no test photos: the run-level comparison still stands (on run means).
+    other = [{**r, "generator": "hybrid", "run": r["run"].replace("unet", "hybrid"), "image": "h" + r["image"],
+              "ssim": r["ssim"] - 0.05} for r in rows]
+    level = run_level(pd.DataFrame(rows + other), ["ssim"]).iloc[0]
+    assert level["diff"] == pytest.approx(-0.05) and level["images"] == 0 and np.isfinite(level.boot_low)
