@@ -140,8 +140,16 @@ def three_way_verdict(tests: pd.DataFrame, metrics: list[str], roots: list) -> p
                   file=sys.stderr)
     per_run = tests.groupby(["generator", "run", "seed"])[metrics].mean().reset_index()
     gens = sorted(per_run.generator.unique())
+    plan = None
     if saved:
-        plan = settle.Plan.from_dict(saved)
+        try:
+            plan = settle.Plan.from_dict(saved)
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            print(f"warning: {stored[-1]}: its settle plan is damaged ({e}); the verdict takes one look at the "
+                  "seeds there", file=sys.stderr)
+    if len(gens) < 2:
+        return pd.DataFrame()
+    if plan is not None and set(plan.generators) <= set(gens) and set(plan.metrics) <= set(per_run):
         scores = {g: {int(r.seed): {m: float(r[m]) for m in plan.metrics} for _, r in group.iterrows()}
                   for g, group in per_run.groupby("generator")}
     else:

@@ -187,6 +187,13 @@ def load_sweep(args_file: Path) -> dict:
             or not all(isinstance(c, dict) for c in saved["configurations"]):
         raise UserError(f"{args_file}: not a sweep this version of jobs/tune.py wrote (an older version, or "
                         f"edited); start a new --experiment")
+    if saved.get("settle") is not None:
+        from analysis import settle
+        try:
+            settle.Plan.from_dict(saved["settle"])
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            raise UserError(f"{args_file}: its settle plan is damaged ({e}); restore the file from a copy, or start "
+                            "a new --experiment") from None
     return saved
 
 

@@ -283,3 +283,25 @@ def test_figures_stay_readable_over_hundreds_of_runs(tiny_runs, tmp_path):
         assert height <= 2500 and width <= 2500, (png.name, width, height)
     table = pd.read_csv(tmp_path / "report" / "tables" / "runs.csv")
     assert len(table) == 120 * len(registered())
+
+
+@pytest.mark.parametrize("plan", ['{"settle": [1, 2]}', '{"settle": {"generators": "x"}}', "{trunc", None],
+                         ids=["wrong-shape", "bad-plan", "truncated", "no-plan"])
+def test_the_three_way_verdict_survives_a_damaged_sweep_file(tiny_runs, tmp_path, plan, capsys):
+    from analysis.report import build_report
+    root = tmp_path / "two-seeds"
+    for gen in registered():
+        for seed in (0, 1):  # a second seed: another run, not a copy
+            target = root / f"{gen}-seed{seed}"
+            shutil.copytree(tiny_runs / "cmp" / gen, target, ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
+            config = json.loads((target / "config.json").read_text())
+            config["config"]["train"]["seed"] = seed
+            (target / "config.json").write_text(json.dumps(config))
+    if plan is not None:
+        (root / "_tune_args.json").write_text(plan)
+    build_report([root], tmp_path / "report", notebook=False)
+    table = pd.read_csv(tmp_path / "report" / "tables" / "three_way.csv")
+    assert set(table.outcome) <= {"better", "equivalent", "open"} and (table.seeds == 2).all()
+    assert len(table) == len(registered()) * (len(registered()) - 1) // 2 * table.metric.nunique()
+    if plan is not None:
+        assert "the verdict takes one look at the seeds there" in capsys.readouterr().err
