@@ -263,12 +263,13 @@ def test_seeds_flag_trains_every_seed_under_names_that_show_it(ray_cluster, tmp_
 def test_equal_budget_protocol_resumes_between_search_and_retraining(ray_cluster, tmp_path):
     """--then-seeds: the search picks each generator's best configuration on validation; the driver is
     killed as the retraining phase begins; --resume retrains the best and the default configuration on
-    fresh seeds 1..N (here N = 1) and compares them at the run level."""
+    fresh seeds 1..N (here N = 2) and compares them at the run level, writing the report the sweep was started
+    with (the resume command names no --report)."""
     space = tmp_path / "space.json"
     space.write_text(json.dumps({"optim.lr_g": {"loguniform": [1e-4, 1e-3]}}))  # drawn by the driver
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.address}
-    args = ["--gens", "hybrid", "--space", str(space), "--samples", "2", "--metric", "val_l1", "--then-seeds", "1",
-            "--train.steps", "4", "--experiment", "eq"]
+    args = ["--gens", "hybrid", "--space", str(space), "--samples", "2", "--metric", "val_l1", "--then-seeds", "2",
+            "--train.steps", "4", "--experiment", "eq", "--report", str(tmp_path / "report")]
     proc = subprocess.Popen(tune_cmd(tmp_path, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=env, cwd=ROOT)
     args_file = tmp_path / "eq" / "_tune_args.json"
@@ -279,14 +280,14 @@ def test_equal_budget_protocol_resumes_between_search_and_retraining(ray_cluster
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     best = json.loads(args_file.read_text())["best"]["hybrid"]
-    done = subprocess.run(tune_cmd(tmp_path, "--experiment", "eq", "--resume", "--report", str(tmp_path / "report")),
+    done = subprocess.run(tune_cmd(tmp_path, "--experiment", "eq", "--resume"),
                           capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
-    assert "retrained the best configuration of each generator and its default on seeds [1]" in done.stdout
+    assert "retrained the best configuration of each generator and its default on seeds [1, 2]" in done.stdout
     assert f"| hybrid | optim.lr_g | 0.0002 | {best['optim.lr_g']:.3g} |" in done.stdout, done.stdout[-3000:]
     tuned = sorted(p.name for p in (tmp_path / "eq-tuned").iterdir() if (p / "summary.json").exists())
     default = sorted(p.name for p in (tmp_path / "eq-default").iterdir() if (p / "summary.json").exists())
-    assert default == ["hybrid-seed1"] and len(tuned) == 1, (tuned, default)
+    assert default == ["hybrid-seed1", "hybrid-seed2"] and len(tuned) == 2, (tuned, default)
     assert all(name.startswith(f"hybrid-lr_g={best['optim.lr_g']:.3g}") for name in tuned), (tuned, best)
     config = json.loads((tmp_path / "eq-tuned" / tuned[0] / "config.json").read_text())["config"]
     assert config["optim"]["lr_g"] == best["optim.lr_g"] and config["train"]["seed"] == 1
