@@ -14,6 +14,7 @@ gradients Keras sums over replicas are those of one device with the whole batch.
 from __future__ import annotations
 
 import math
+import os
 import resource
 import signal
 import socket
@@ -36,12 +37,42 @@ from gan.rundir import RunDir
 LOSS_NAMES = ("gen_total", "gen_gan", "gen_l1", "disc")
 
 
+ALLOW_CPU_ENV = "PIX2PIX_ALLOW_CPU"  # =1: a job given GPUs that TensorFlow cannot see trains on the CPU anyway
+
+
+def gpus_assigned() -> str:
+    """The GPUs the scheduler gave this process (SLURM's --gres, Ray's assignment, a user's choice all land in
+    CUDA_VISIBLE_DEVICES), or '' when it names none."""
+    value = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    return value if [v for v in value.split(",") if v.strip() not in ("", "-1")] else ""
+
+
+def prepare_gpus() -> list:
+    """TensorFlow's GPUs, each set to grow its memory as needed, before anything touches them: trials packed
+    onto one device (Tune's fractional --gpus-per-trial) would otherwise find it taken by the first one, which
+    reserves nearly all of its memory. A process given GPUs that TensorFlow cannot see (a CPU-only wheel, a
+    broken driver) stops here in one line rather than training on the CPU for days, unless PIX2PIX_ALLOW_CPU=1."""
+    import tensorflow as tf
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised by an earlier run in this process: it keeps its setting
+            pass
+    assigned = gpus_assigned()
+    if assigned and not gpus and os.environ.get(ALLOW_CPU_ENV) != "1":
+        raise UserError(f"this job was given GPU(s) (CUDA_VISIBLE_DEVICES={assigned}) but TensorFlow sees none: a "
+                        "CPU-only TensorFlow or a broken driver (check nvidia-smi); install the GPU build with "
+                        f"pip install -e '.[gpu]', or set {ALLOW_CPU_ENV}=1 to train on the CPU anyway")
+    return gpus
+
+
 def make_strategy(devices: str):
     """MirroredStrategy over several GPUs, the GPUs asked for, or N logical CPU devices; TensorFlow's
     default strategy on one device (the same code path, without MirroredStrategy's per-step buffers:
     half the page faults of a one-device MirroredStrategy step on CPU)."""
     import tensorflow as tf
-    gpus = tf.config.list_physical_devices("GPU")
+    gpus = prepare_gpus()
     n = max(len(gpus), 1) if devices == "auto" else int(devices)
     if n == 1:
         return tf.distribute.get_strategy()  # places on the first GPU when there is one
@@ -281,6 +312,7 @@ def train(cfg: Config, out: str | Path, overwrite: bool = False, report=None, lo
     """
     cfg.validate()
     data = load_dataset(cfg)  # bad data fails here, before anything is written or TF starts
+    prepare_gpus()  # GPUs given but invisible fail here too, before the run directory is touched
     run = RunDir(run_path(cfg, out))
     lease = Lease(run.lease, log=log).acquire()  # one trainer per run directory
     stop = _StopFlag(log)

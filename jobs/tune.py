@@ -230,11 +230,15 @@ def main() -> int:
         saved = {**plan(args, extra), "report": str(Path(args.report).resolve()) if args.report else None}
         refuse_a_different_sweep(root, saved, resume)
     # One driver per experiment: a second (the command typed twice) would run the same trials again beside it.
+    created = [p for p in (root, root.parent) if not p.exists()]
     lease = Lease(root / TUNE_LEASE, holder="sweep driver", thing="sweep", flag="--experiment").acquire()
     try:
         return sweep(args, saved, root, experiment, resume)
     finally:
         lease.release()
+        for folder in created:  # a sweep refused before its first write leaves no empty folders behind
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
 
 
 def sweep(args: argparse.Namespace, saved: dict, root: Path, experiment: str, resume: str) -> int:
@@ -248,6 +252,7 @@ def sweep(args: argparse.Namespace, saved: dict, root: Path, experiment: str, re
     fast_path = fast_path_vars()
     ray.init(address=address, runtime_env={"env_vars": fast_path} if fast_path else None,
              **({"include_dashboard": False} if address == "local" else {}))
+    refuse_what_no_node_meets(saved["cpus"], saved["gpus"])
     if saved.get("settle"):
         if not args.resume:
             root.mkdir(parents=True, exist_ok=True)
@@ -364,6 +369,22 @@ def settle_scores(root: Path, base, plan) -> dict[str, dict[int, dict[str, float
         raise UserError(f"--settle: the experiment's FCN-scores come from {len(judges)} different segmenters; the "
                         "rule compares one judge's scores only")
     return scores
+
+
+def refuse_what_no_node_meets(cpus: float, gpus: float) -> None:
+    """A trial no node of the cluster can hold would wait forever behind Ray's 'insufficient resources'
+    warning: refused in one line, naming the largest node. (An autoscaling cluster that grows such nodes on
+    demand: set PIX2PIX_AUTOSCALING=1.)"""
+    import ray
+    if os.environ.get("PIX2PIX_AUTOSCALING") == "1":
+        return
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if any(n.get("CPU", 0) >= cpus and n.get("GPU", 0) >= gpus for n in nodes):
+        return
+    largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
+    raise UserError(f"--cpus-per-trial {cpus:g} --gpus-per-trial {gpus:g}: no node of the cluster has that much "
+                    f"({len(nodes)} node(s); the largest: {largest.get('CPU', 0):g} CPUs, {largest.get('GPU', 0):g} "
+                    "GPUs); ask for less, or add such a node")
 
 
 def search_tuner(saved: dict, out: str, experiment: str):

@@ -305,3 +305,23 @@ def test_the_three_way_verdict_survives_a_damaged_sweep_file(tiny_runs, tmp_path
     assert len(table) == len(registered()) * (len(registered()) - 1) // 2 * table.metric.nunique()
     if plan is not None:
         assert "the verdict takes one look at the seeds there" in capsys.readouterr().err
+
+
+# -- the cluster's GPUs and nodes ----------------------------------------------------------------------
+
+def test_a_gpu_given_but_not_visible_is_one_line_unless_cpu_is_allowed(tmp_path):
+    args = ["train.py", "--preset", "tiny", "--gens", "hybrid", "--out", str(tmp_path)]
+    done = run_cli(*args, env={"CUDA_VISIBLE_DEVICES": "0"})  # what SLURM's --gres or Ray sets; no GPU here
+    line = one_error_line(done)
+    assert "given GPU(s) (CUDA_VISIBLE_DEVICES=0) but TensorFlow sees none" in line and "PIX2PIX_ALLOW_CPU=1" in line
+    assert not any(tmp_path.iterdir())  # refused before the run directory is touched
+    done = run_cli(*args, env={"CUDA_VISIBLE_DEVICES": "0", "PIX2PIX_ALLOW_CPU": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert run_cli(*args, env={"CUDA_VISIBLE_DEVICES": "-1"}).returncode == 0  # "no GPU" said explicitly
+
+
+def test_a_trial_no_node_can_hold_is_refused_not_waited_for(tmp_path):
+    done = run_cli("tune.py", "--preset", "tiny", "--gens", "hybrid", "--out", str(tmp_path / "out"),
+                   "--cpus-per-trial", "64")
+    assert "--cpus-per-trial 64 --gpus-per-trial 0: no node of the cluster has that much" in one_error_line(done)
+    assert not (tmp_path / "out").exists()
