@@ -325,3 +325,23 @@ def test_a_trial_no_node_can_hold_is_refused_not_waited_for(tmp_path):
                    "--cpus-per-trial", "64")
     assert "--cpus-per-trial 64 --gpus-per-trial 0: no node of the cluster has that much" in one_error_line(done)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_report_says_which_generators_have_one_run_and_what_its_marks_rest_on():
+    from analysis.report import TITLES, _html, evidence_sentence
+    sentence = evidence_sentence(pd.DataFrame(), "", single=["hybrid"], generators=2)
+    assert sentence.startswith("hybrid has one trained run") and "One trained run per generator" not in sentence
+    assert evidence_sentence(pd.DataFrame(), "", single=["hybrid", "unet"], generators=2).startswith("One trained run")
+    frame = pd.DataFrame([{"generator": "unet", "ssim": "**0.5**"}])
+    page = _html([], {"study_marked": frame, "run_level": frame}, {})
+    assert "at the run level (Welch over the seeds' means" in page and TITLES["study_marked"] not in page
+    assert "paired Wilcoxon" in _html([], {"study_marked": frame}, {})
+
+
+def test_a_corrupt_png_prints_no_opencv_error_line(tiny_runs, tmp_path):
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+    done = run_cli("evaluate.py", str(tiny_runs / "cmp" / "unet"), "--translate", str(labels), "--to", str(tmp_path / "o"))
+    assert one_error_line(done).startswith(f"error: {labels / 'a.png'}")
+    assert "[ERROR" not in done.stderr + done.stdout and "libpng" not in done.stderr + done.stdout
