@@ -20,8 +20,8 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 # The heaviest test files first (seconds on 2 cores, from --durations): the xdist workers take whole
 # files (--dist loadfile), so starting the long ones early lets the workers finish together.
-HEAVIEST_FIRST = ["test_ray.py", "test_faults.py", "test_slurm.py", "test_promises.py", "test_fcn.py",
-                  "test_bench.py", "test_train.py", "test_report.py"]
+HEAVIEST_FIRST = ["test_ray.py", "test_probes.py", "test_faults.py", "test_slurm.py", "test_promises.py",
+                  "test_fcn.py", "test_bench.py", "test_train.py", "test_report.py", "test_settle.py"]
 
 
 def pytest_collection_modifyitems(config, items):
