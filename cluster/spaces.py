@@ -78,18 +78,13 @@ def build_space(gens: list[str], sweeps: list[str], space_file: str | None = Non
         if "model.generator" in user:
             raise UserError(f"--space {space_file}: set the generators with --gens, not in the space")
         space.update({key: spec for key, spec in user.items()})
-    if seeds < 1:
-        raise UserError(f"--seeds: must be >= 1, got {seeds}")
-    if seeds > 1:
-        if "train.seed" in space:
-            raise UserError("--seeds: the space already sweeps train.seed; use one or the other")
-        space["train.seed"] = {"grid": list(range(seeds))}
-    if splits < 1:
-        raise UserError(f"--splits: must be >= 1, got {splits}")
-    if splits > 1:
-        if "data.split_seed" in space:
-            raise UserError("--splits: the space already sweeps data.split_seed; use one or the other")
-        space["data.split_seed"] = {"grid": list(range(splits))}
+    for flag, key, n in (("--seeds", "train.seed", seeds), ("--splits", "data.split_seed", splits)):
+        if n < 1:
+            raise UserError(f"{flag}: must be >= 1, got {n}")
+        if n > 1:
+            if key in space:
+                raise UserError(f"{flag}: the space already sweeps {key}; use one or the other")
+            space[key] = {"grid": list(range(n))}
     return space
 
 
