@@ -285,15 +285,17 @@ class Config(Dotted):
 
 
 def _check_folder_names(cfg) -> None:
-    # '_' and '.' starts are the suite's own folders (_tune, .replaced-) and hidden ones: a run named so
-    # would be invisible to every report. run_name '' means the generator's name.
     for key, flag in (("experiment", "--experiment"), ("run_name", "--run-name")):
-        value = getattr(cfg, key)
-        if not value and key == "run_name":
-            continue
-        if not value or "/" in value or "\0" in value or value.startswith(("_", ".")) or value != value.strip():
-            raise ConfigError(f"{flag}: {value!r} is not a valid folder name (not empty, no '/', not starting "
-                              "with '_' or '.', no surrounding spaces)")
+        if getattr(cfg, key) or key != "run_name":  # run_name '' means the generator's name
+            check_folder_name(flag, getattr(cfg, key))
+
+
+def check_folder_name(flag: str, value: str) -> None:
+    """An experiment or run folder name. '_' and '.' starts are the suite's own folders (_tune, .replaced-)
+    and hidden ones: a run named so would be invisible to every report."""
+    if not value or "/" in value or "\0" in value or value.startswith(("_", ".")) or value != value.strip():
+        raise ConfigError(f"{flag}: {value!r} is not a valid folder name (not empty, no '/', not starting "
+                          "with '_' or '.', no surrounding spaces)")
 
 
 def _check_image_size(flag: str, size: int) -> None:

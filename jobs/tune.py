@@ -33,7 +33,7 @@ import os
 from pathlib import Path
 
 from gan.cli import add_common_flags, add_gens_flag, generator_list, parse_overrides, run_main
-from gan.config import make_config
+from gan.config import check_folder_name, make_config
 from gan.contract import TUNE_ARGS, TUNE_LEASE, TUNE_STATE
 from gan.errors import EXIT_PREEMPTED, UserError
 from gan.fastpath import fast_path_vars
@@ -216,7 +216,8 @@ def refuse_a_different_sweep(root: Path, planned: dict, resume: str) -> None:
 
 def main() -> int:
     args, extra = parse_args()
-    experiment = args.experiment or "default"
+    experiment = args.experiment if args.experiment is not None else "default"
+    check_folder_name("--experiment", experiment)
     root = Path(args.out) / experiment
     resume = f"python jobs/tune.py --out {args.out} --experiment {experiment} --resume"
     if args.resume:

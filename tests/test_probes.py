@@ -130,7 +130,7 @@ def test_copies_of_runs_count_once_with_a_note(tiny_runs, tmp_path):
     (["--samples", "3"], "--samples 3: the space has nothing random to draw"),
     (["--train.seed", "-1"], "--train.seed: must be an integer from 0 to 2**32 - 1, got -1"),
     (["--data.split_seed", "-1"], "--data.split_seed: must be an integer from 0 to 2**32 - 1"),
-    (["--run-name", "_tune"], "--run-name: '_tune' is not a valid folder name"),
+    (["--experiment", "_tune"], "--experiment: '_tune' is not a valid folder name"),
     (["--experiment", ""], "--experiment: '' is not a valid folder name"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_tune_flags_are_checked_before_ray_starts(tmp_path, args, message):
@@ -139,9 +139,11 @@ def test_tune_flags_are_checked_before_ray_starts(tmp_path, args, message):
     assert not any(tmp_path.iterdir())
 
 
-def test_a_bad_seed_leaves_no_folder_and_the_good_command_runs(tmp_path):
+def test_a_bad_seed_or_name_leaves_no_folder(tmp_path):
     done = run_cli("train.py", "--preset", "tiny", "--gens", "hybrid", "--out", str(tmp_path), "--train.seed", "-1")
     assert "--train.seed: must be an integer" in one_error_line(done)
+    done = run_cli("train.py", "--preset", "tiny", "--gens", "hybrid", "--out", str(tmp_path), "--run-name", "_tune")
+    assert "--run-name: '_tune' is not a valid folder name" in one_error_line(done)
     assert not any(tmp_path.iterdir())
 
 
