@@ -57,6 +57,9 @@ def refuse_inside_runs(out: Path, roots: list[Path]) -> None:
     for folder in (target, *target.parents):
         if (folder / CONFIG).is_file():
             raise UserError(f"-o {out}: is inside the run directory {folder}; write the report elsewhere")
+        if folder.is_dir() and any((child / CONFIG).is_file() for child in folder.iterdir() if child.is_dir()):
+            raise UserError(f"-o {out}: is inside {folder}, which holds run directories (an experiment); write "
+                            "the report elsewhere (e.g. reports/)")
 
 
 if __name__ == "__main__":
