@@ -125,7 +125,8 @@ def step_time(timings: pd.DataFrame, stem: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
     timings = timings.sort_values(["run", "step"]).assign(rate=lambda t: 1000 * t.train_seconds / t.steps)
     if timings.run.nunique() > MAX_RUN_LINES:
-        later = timings.groupby("run", group_keys=False).apply(lambda g: g.iloc[1:] if len(g) > 1 else g)
+        first = timings.groupby("run").cumcount() == 0  # each run's tracing interval, unless it is its only one
+        later = timings[~first | (timings.groupby("run").step.transform("size") == 1)]
         for i, (gen, group) in enumerate(later.groupby("generator")):
             band = group.groupby("step").rate.agg(["median", "min", "max"])
             ax.plot(band.index, band["median"], color=f"C{i}", label=f"{gen} (median of {group.run.nunique()} runs)")
