@@ -104,10 +104,18 @@ def trainable(space: dict[str, Any]) -> None:
         os.environ[CPUS_ENV] = str(max(1, int(assigned)))
     _restore_tune_checkpoint(run)
 
-    reported = []
+    reported, last = [], []
 
     def report(step: int, scores: dict, checkpoint_path: str) -> None:
         reported.append(step)
+        if step >= cfg.train.steps:
+            # The last evaluation is reported once the test split is scored: a scheduler stopping the trial
+            # at a rung that falls on it would otherwise end the trainer before its test (seen with ASHA).
+            last.append((step, scores, checkpoint_path))
+            return
+        send(step, scores, checkpoint_path)
+
+    def send(step: int, scores: dict, checkpoint_path: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for f in Path(checkpoint_path).parent.glob(Path(checkpoint_path).name + ".*"):
                 shutil.copy2(f, Path(tmp) / f.name)
@@ -120,6 +128,8 @@ def trainable(space: dict[str, Any]) -> None:
     code = train(cfg, out, report=report)
     if code:
         raise RuntimeError(f"{run}: training ended with exit code {code} (see {run / 'status.json'})")
+    for step, scores, checkpoint_path in last:
+        send(step, scores, checkpoint_path)
     if not reported:  # the run had finished before (the same sweep again): Tune still needs its metrics
         step, scores = _last_evaluation(run)
         tune.report({**_flat_scores(step, scores), "run": str(run)})
