@@ -298,6 +298,11 @@ class _StopFlag:
                      "(kill -9 abandons it; the previous checkpoint stays)")
 
     def restore(self):
+        """The handlers from before; after a stop signal this process is ending, so later signals keep getting
+        the note (a second Ctrl-C 50 ms after the first can land after a fast checkpoint, and Python's default
+        handler would then turn it into a traceback or an exit code other than 75)."""
+        if self.signal is not None:
+            return
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
@@ -312,7 +317,8 @@ def train(cfg: Config, out: str | Path, overwrite: bool = False, report=None, lo
     """
     cfg.validate()
     data = load_dataset(cfg)  # bad data fails here, before anything is written or TF starts
-    prepare_gpus()  # GPUs given but invisible fail here too, before the run directory is touched
+    if gpus_assigned():  # GPUs given but invisible fail here, before the run directory is touched (TensorFlow
+        prepare_gpus()  # starts only then: its start-up lines would otherwise precede a bad --out's one line)
     run = RunDir(run_path(cfg, out))
     lease = Lease(run.lease, log=log).acquire()  # one trainer per run directory
     stop = _StopFlag(log)
