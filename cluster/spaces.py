@@ -1,18 +1,21 @@
 """Named search spaces over dotted config names, combinable, plus user spaces from a JSON file.
 
     gens    the generators to compare (a grid: every sample runs each generator)
-    hparams learning rates, beta1, L1 weight, dropout, residual blocks
+    hparams learning rates, beta1, L1 weight, and each generator's own settings
+            (its `space` in gan/models: the U-Net's dropout, the ResNet's blocks, ...)
     aug     jitter, mirroring, colour jitter of the target, random scale/crop
 
 A space is written as data - dotted name -> {"grid": [...]} | {"choice": [...]}
 | {"uniform": [lo, hi]} | {"loguniform": [lo, hi]} | {"randint": [lo, hi]} | a
 constant - the named ones as well as a user's file:
 
-    {"optim.lr_g": {"loguniform": [5e-5, 5e-4]}, "model.resnet_blocks": {"grid": [6, 9]}}
+    {"optim.lr_g": {"loguniform": [5e-5, 5e-4]}, "model.resnet.blocks": {"grid": [6, 9]}}
 
 so that `check_space` can validate every value it can produce (each grid and
 choice value, each range's ends) for every generator of the sweep before Ray
-starts; `to_tune` turns it into Tune's samplers.
+starts; `to_tune` turns it into Tune's samplers. A generator's own settings
+(`model.<name>.*`) are checked against that generator only, and each trial is
+given only the knobs its generator has (gan/config.py `for_generator`).
 """
 
 from __future__ import annotations
@@ -25,16 +28,14 @@ from typing import Any
 import numpy as np
 
 from gan import models
-from gan.config import Config
+from gan.config import Config, legacy_names
 from gan.errors import UserError
 
-HPARAMS = {
+HPARAMS = {  # the knobs every generator has; each generator adds its own (`hparams_space`)
     "optim.lr_g": {"loguniform": [5e-5, 5e-4]},
     "optim.lr_d": {"loguniform": [5e-5, 5e-4]},
     "optim.beta1": {"choice": [0.5, 0.9]},
     "optim.l1_weight": {"choice": [10.0, 50.0, 100.0, 200.0]},
-    "model.resnet_dropout": {"choice": [0.0, 0.3, 0.5]},
-    "model.resnet_blocks": {"choice": [6, 9]},
 }
 AUG = {
     "aug.jitter": {"choice": [True, False]},
@@ -43,6 +44,18 @@ AUG = {
     "aug.crop_scale_min": {"choice": [1.0, 0.8, 0.6]},
 }
 SPACES = {"hparams": HPARAMS, "aug": AUG}
+OWN_SETTINGS = ("hparams",)  # the named sweeps that add each generator's own space
+
+
+def own_space(gens: list[str]) -> dict[str, Any]:
+    """Each generator's own search space under its dotted names: {"model.resnet.blocks": {...}, ...}."""
+    return {f"model.{gen}.{name}": spec for gen in gens for name, spec in models.generator(gen).space.items()}
+
+
+def owner(key: str) -> str | None:
+    """The generator whose own setting `key` is ('model.resnet.blocks' -> 'resnet'), else None."""
+    parts = key.split(".")
+    return parts[1] if len(parts) == 3 and parts[0] == "model" and parts[1] in models.names() else None
 SAMPLERS = ("grid", "choice", "uniform", "loguniform", "randint")
 
 
@@ -73,11 +86,15 @@ def build_space(gens: list[str], sweeps: list[str], space_file: str | None = Non
         if name not in SPACES:
             raise UserError(f"--sweep: unknown sweep {name!r} (choose from {', '.join(SPACES)})")
         space.update(SPACES[name])
+        if name in OWN_SETTINGS:
+            space.update(own_space(gens))
     if space_file:
         user = load_space_file(space_file)
         if "model.generator" in user:
             raise UserError(f"--space {space_file}: set the generators with --gens, not in the space")
-        space.update({key: spec for key, spec in user.items()})
+        legacy = legacy_names()  # older flat names: the setting of each generator that has it
+        for key, spec in user.items():
+            space.update({target: spec for target in legacy.get(key, [key])})
     for flag, key, n in (("--seeds", "train.seed", seeds), ("--splits", "data.split_seed", splits)):
         if n < 1:
             raise UserError(f"{flag}: must be >= 1, got {n}")
@@ -122,13 +139,17 @@ def check_space(space: dict[str, Any], base: Config, where: str = "--space") -> 
         if key not in known:
             raise UserError(f"{where}: {key!r} is not a config field")
     gens = _values("model.generator", space["model.generator"], where)
+    for key in space:
+        if owner(key) and owner(key) not in gens:
+            raise UserError(f"{where}: {key} is a setting of {owner(key)}, which this sweep does not train "
+                            f"(--gens {','.join(gens)})")
     for gen in gens:  # the base config itself, for each generator (a size one generator cannot take)
         Config.from_dict(base.to_dict()).update({"model.generator": gen}).validate()
     for key, spec in space.items():
         if key == "model.generator":
             continue
         for value in _values(key, spec, where):
-            for gen in gens:
+            for gen in [owner(key)] if owner(key) else gens:  # a generator's own setting: that generator
                 cfg = Config.from_dict(base.to_dict())
                 try:
                     cfg.update({"model.generator": gen, key: value}).validate()

@@ -18,12 +18,14 @@ import submitit
 
 from gan.config import Config
 from gan.errors import EXIT_PREEMPTED
+from gan.quiet import quiet_tensorflow
 
 
 class TrainJob(submitit.helpers.Checkpointable):
     def __call__(self, config: dict[str, Any], out: str) -> dict[str, Any]:
         from gan.rundir import RunDir
         from gan.train import run_path, train
+        quiet_tensorflow()
         cfg = Config.from_dict(config)
         code = train(cfg, out)
         run = RunDir(run_path(cfg, out))

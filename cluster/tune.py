@@ -24,9 +24,10 @@ import ray
 from ray import tune
 
 from gan import contract
-from gan.config import Config
+from gan.config import Config, for_generator
 from gan.files import read_csv
 from gan.fastpath import CPUS_ENV
+from gan.quiet import quiet_tensorflow
 from gan.train import run_path, train
 
 
@@ -90,12 +91,16 @@ def trial_config(space: dict[str, Any]) -> tuple[Config, str]:
     (under `trial` as one dict, or as keys of their own)."""
     sampled = {k: v for k, v in space.items() if k not in (BASE, OUT, TRIAL)}
     sampled.update(space.get(TRIAL) or {})
+    base = Config.from_dict(space[BASE])
+    # Only the knobs this trial's generator has: a sweep draws every generator's own settings at once.
+    sampled = for_generator(sampled, sampled.get("model.generator", base.model.generator))
     named = {k: v for k, v in sampled.items() if k != "experiment"}
-    return Config.from_dict(space[BASE]).update({**sampled, "run_name": run_name(named)}).validate(), space[OUT]
+    return base.update({**sampled, "run_name": run_name(named)}).validate(), space[OUT]
 
 
 def trainable(space: dict[str, Any]) -> None:
     """The Tune function trainable: one `gan.train.train` run in the trial's run directory."""
+    quiet_tensorflow()
     cfg, out = trial_config(space)
     run = run_path(cfg, out)
     # TensorFlow's thread pools get the CPUs Tune assigned to this trial, not the whole node.
@@ -158,8 +163,9 @@ def best_trials(results, metric: str, mode: str) -> dict[str, tuple[dict[str, An
     for gen, group in frame.dropna(subset=[metric]).groupby("config/model.generator"):
         row = group.loc[group[metric].idxmax() if mode == "max" else group[metric].idxmin()]
         # Sampled values are config/<dotted> or, drawn by the driver, config/trial/<dotted>.
-        best[gen] = ({k.split("/", 2)[-1]: _plain(row[k]) for k in group if k.startswith("config/")
-                      and not k.startswith((f"config/{BASE}", f"config/{OUT}")) and k != f"config/{TRIAL}"}, row)
+        values = {k.split("/", 2)[-1]: _plain(row[k]) for k in group if k.startswith("config/")
+                  and not k.startswith((f"config/{BASE}", f"config/{OUT}")) and k != f"config/{TRIAL}"}
+        best[gen] = (for_generator(values, gen), row)
     return best
 
 

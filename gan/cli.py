@@ -16,6 +16,7 @@ from typing import Callable
 from gan.config import Config, make_config
 from gan.errors import EXIT_DISK_FULL, EXIT_INTERRUPTED, EXIT_USAGE, DiskFull, UserError, is_disk_full
 from gan.fastpath import reexec_with_allocator
+from gan.quiet import quiet_tensorflow
 
 
 def add_common_flags(parser: argparse.ArgumentParser, presets=None, default_preset: str = "paper") -> None:
@@ -101,7 +102,7 @@ def interrupt_on_term() -> None:
 
 def run_main(main: Callable[[], int]) -> None:
     """Run a command: UserError -> 'error: ...' on stderr, exit 2; else exit with main's code."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
+    quiet_tensorflow()  # TensorFlow's C++ start-up lines stay out of the output (PIX2PIX_TF_LOGS=1 shows them)
     os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")  # OpenCV's own lines would precede our error line
     reexec_with_allocator()  # before TensorFlow loads: the fast path (gan/fastpath.py)
     try:

@@ -2,13 +2,18 @@
 
 One `Config` object flows from the command line (or a Ray Tune search space, or
 a SLURM array index) to the trainer unchanged. Every field has a dotted name
-(`optim.lr_g`, `model.resnet_blocks`, `aug.mirror`) that works the same way in
+(`optim.lr_g`, `model.resnet.blocks`, `aug.mirror`) that works the same way in
 `jobs/train.py --optim.lr_g 1e-4` and in a Tune `param_space`.
 
 Defaults are the paper protocol: 256x256, batch 1, 60,000 steps, evaluation
 every 1,000 steps, Adam(2e-4, beta_1=0.5) for both nets, BCE + 100 * L1,
 split 400/50/50, seed 0. Presets are small functions that change a few fields
 (big_vision style); `PRESETS` is their registry.
+
+The model section holds what every generator shares (`model.filters`, ...) and one
+section per registered generator with its own settings (`model.resnet.blocks`,
+`model.unet.dropout`), declared in the generator's module (gan/models). Older flat
+names (`model.resnet_blocks`) still read, from flags and from earlier runs' config.json.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from gan import models
 from gan.contract import FCN_METRICS, SEGMENTER_WEIGHTS
 from gan.errors import UserError
 
@@ -41,8 +47,8 @@ CHOICES = {"model.batchnorm": BATCHNORM_MODES, "model.upsample": UPSAMPLE_KERNEL
            "optim.adam": ADAM_KERNELS, "train.precision": PRECISIONS, "data.format": DATA_FORMATS,
            "data.input_side": ("left", "right")}
 AT_LEAST_ONE = ("train.batch_size", "train.eval_every", "train.log_every", "train.checkpoints_to_keep",
-                "data.n_train", "data.n_val", "data.n_test", "model.filters", "model.hybrid_downs", "eval.samples")
-AT_LEAST_ZERO = ("train.steps", "model.resnet_blocks", "model.hybrid_blocks", "eval.train_subset", "eval.workers")
+                "data.n_train", "data.n_val", "data.n_test", "model.filters", "eval.samples")
+AT_LEAST_ZERO = ("train.steps", "eval.train_subset", "eval.workers")
 
 
 @dataclass
@@ -82,13 +88,10 @@ class AugConfig:
 
 @dataclass
 class ModelConfig:
+    """What every generator shares; `model_config()` adds one section per registered generator with
+    settings of its own (`model.<name>.*`), and `own` is the chosen generator's."""
     generator: str = "unet"  # a registered generator (gan/models: names())
     filters: int = 64  # width of the first layer; every net scales from it
-    dropout: float = 0.5  # U-Net decoder dropout (pix2pix); ResNet/hybrid blocks use resnet_dropout
-    resnet_blocks: int = 9  # residual blocks of the resnet generator
-    resnet_dropout: float = 0.0  # dropout inside residual blocks (resnet and hybrid)
-    hybrid_blocks: int = 6  # residual blocks of the hybrid generator
-    hybrid_downs: int = 3  # DCGAN-style down blocks of the hybrid generator
     # BatchNorm kernel: 'auto' = fused on one replica, synchronized on several;
     # 'fused' / 'keras' = per-replica statistics; 'synchronized' = global batch.
     batchnorm: str = "auto"
@@ -96,9 +99,38 @@ class ModelConfig:
     # 2x2 convolutions on the small image (4/9 of the multiply-adds); 'keras' = UpSampling2D + Conv2D.
     upsample: str = "subpixel"
     # Stride-1 3x3 convs (residual blocks) and the PatchGAN's 4x4 stride-1 conv: 'winograd' computes
-    # them as Winograd F(4x4,3x3) / F(3x3,4x4) where that pays (gan/winograd.py: 1/4 of the
+    # them as Winograd F(4x4,3x3) / F(3x3,4x4) where that pays (gan/models/winograd.py: 1/4 of the
     # multiply-adds); 'keras' = Conv2D; 'auto' = winograd unless a GPU is visible (cuDNN picks its own).
     conv: str = "auto"
+
+    @property
+    def own(self) -> Any:
+        """The chosen generator's own settings (its `model.<name>` section), or None when it has none."""
+        return getattr(self, self.generator, None)
+
+
+_MODEL_TYPES: dict[tuple, type] = {}
+
+
+def model_config(**shared: Any) -> ModelConfig:
+    """A ModelConfig with a section for every registered generator that has settings of its own (a
+    generator registered later, e.g. by a test, is in the configs made after it)."""
+    gens = [models.generator(name) for name in models.names() if models.generator(name).settings]
+    key = tuple((g.name, g.settings) for g in gens)
+    if key not in _MODEL_TYPES:
+        _MODEL_TYPES[key] = dataclasses.make_dataclass(
+            "ModelConfig", [(g.name, g.settings, field(default_factory=g.settings)) for g in gens], bases=(ModelConfig,))
+    return _MODEL_TYPES[key](**shared)
+
+
+def legacy_names() -> dict[str, list[str]]:
+    """Older flat model fields -> the generators' own settings they now are ('model.resnet_dropout' set
+    the dropout of both the ResNet's and the hybrid's residual blocks)."""
+    names: dict[str, list[str]] = {}
+    for name in models.names():
+        for old, new in models.generator(name).aliases.items():
+            names.setdefault(f"model.{old}", []).append(f"model.{name}.{new}")
+    return names
 
 
 @dataclass
@@ -194,7 +226,7 @@ class Dotted:
 class Config(Dotted):
     data: DataConfig = field(default_factory=DataConfig)
     aug: AugConfig = field(default_factory=AugConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=model_config)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -204,6 +236,21 @@ class Config(Dotted):
     @property
     def name(self) -> str:
         return self.run_name or self.model.generator
+
+    def set(self, dotted: str, value: Any) -> None:
+        """As Dotted.set; an older flat model name sets the generators' own settings it became."""
+        for target in legacy_names().get(dotted, [dotted]):
+            super().set(target, value)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "Config":
+        """A config from its dict (config.json, a sweep's base). The section of a generator that is not
+        registered in this process is left out: a run written where a user's generator was registered
+        still reads; a run *of* that generator fails validation, naming it."""
+        cfg = cls()
+        mine = set(dataclasses.asdict(cfg.model))
+        cfg.update({k: v for k, v in flatten(raw) if not _foreign_section(k, mine)})
+        return cfg
 
     def with_absolute_paths(self) -> "Config":
         """A copy whose relative file and folder fields are absolute (from this process's working
@@ -226,7 +273,6 @@ class Config(Dotted):
         return self
 
     def _check_choices(self) -> None:
-        from gan import models
         m, size = self.model, self.data.image_size
         if m.generator not in models.names():
             raise ConfigError(f"--model.generator: unknown generator {m.generator!r} "
@@ -253,7 +299,7 @@ class Config(Dotted):
             for key in keys:
                 if flat[key] < minimum:
                     raise ConfigError(f"--{key}: must be >= {minimum}, got {flat[key]}")
-        for key in ("model.dropout", "model.resnet_dropout", "optim.beta1", "optim.beta2", "aug.color_jitter"):
+        for key in ("optim.beta1", "optim.beta2", "aug.color_jitter"):
             if not 0.0 <= flat[key] < 1.0:
                 raise ConfigError(f"--{key}: must be in [0, 1), got {flat[key]}")
         for key in ("optim.lr_g", "optim.lr_d", "optim.l1_weight"):
@@ -301,6 +347,19 @@ def check_folder_name(flag: str, value: str) -> None:
 def _check_image_size(flag: str, size: int) -> None:
     if size < 32 or size > 512 or size & (size - 1):
         raise ConfigError(f"--{flag}: {size} is not a power of two from 32 to 512")
+
+
+def _foreign_section(key: str, sections: set[str]) -> bool:
+    """model.<name>.<setting> where <name> is no section of this process's ModelConfig."""
+    parts = key.split(".")
+    return len(parts) == 3 and parts[0] == "model" and parts[1] not in sections
+
+
+def for_generator(values: dict[str, Any], generator: str) -> dict[str, Any]:
+    """Dotted values without other generators' own settings: what a run of `generator` is given from a
+    sweep drawn for all generators (its name and identity then carry only the knobs it has)."""
+    others = {f"model.{name}." for name in models.names() if name != generator}
+    return {k: v for k, v in values.items() if not k.startswith(tuple(others))}
 
 
 def _field_names(obj: Any) -> set[str]:
@@ -362,9 +421,9 @@ def small(cfg: Config) -> Config:
     cfg.data.n_train, cfg.data.n_val, cfg.data.n_test = 100, 20, 20
     cfg.train.steps, cfg.train.eval_every, cfg.train.log_every = 600, 150, 50
     cfg.eval.train_subset = 20
-    # Narrower nets: the paper's widths only pay off at 256px and on a GPU.
+    # Narrower nets: the paper's widths only pay off at 256px and on a GPU (and the generators' own
+    # settings for 'small', e.g. 6 residual blocks for the ResNet).
     cfg.model.filters = 32
-    cfg.model.resnet_blocks = 6
     return cfg
 
 
@@ -372,7 +431,7 @@ def cityscapes_cpu(cfg: Config) -> Config:
     """The study's protocol on real Cityscapes at a budget a 2-core CPU finishes for all three generators
     in about an hour: 128 px, 2,000 steps, evaluation every 250; split 400/50/50, batch 1, the paper's
     widths and optimizers. 128 px keeps what 256 px shows (cars, poles, signs at a few pixels) at a
-    quarter of the FLOPs; 6 residual blocks are CycleGAN's choice for 128 px (9 for 256). Add the
+    quarter of the FLOPs; the ResNet's preset has 6 residual blocks, CycleGAN's choice for 128 px (9 for 256). Add the
     FCN-score at every evaluation with a segmenter trained on the real photos:
 
         python jobs/train_segmenter.py --data cityscapes
@@ -381,7 +440,6 @@ def cityscapes_cpu(cfg: Config) -> Config:
     """
     cfg.data.image_size = 128
     cfg.train.steps, cfg.train.eval_every, cfg.train.log_every = 2_000, 250, 50
-    cfg.model.resnet_blocks = 6
     return cfg
 
 
@@ -392,11 +450,7 @@ def tiny(cfg: Config) -> Config:
     cfg.train.steps, cfg.train.eval_every, cfg.train.log_every = 8, 4, 2
     # One metric worker: at 32px a process pool costs more than it saves.
     cfg.eval.train_subset, cfg.eval.samples, cfg.eval.workers = 4, 2, 1
-    cfg.model.filters = 8
-    from gan import models
-    for name in models.names():  # each generator's own shrinking (e.g. fewer residual blocks)
-        for key, value in models.generator(name).tiny.items():
-            setattr(cfg.model, key, value)
+    cfg.model.filters = 8  # (and each generator's own shrinking, e.g. fewer residual blocks)
     return cfg
 
 
@@ -405,14 +459,23 @@ PRESETS: dict[str, Callable[[Config], Config]] = {"paper": paper, "small": small
 
 
 def make_config(preset: str = "paper", overrides: dict[str, Any] | None = None) -> Config:
-    """Preset, then dotted overrides, then validation."""
-    return _from_preset(PRESETS, Config, preset, overrides)
+    """Preset (with each generator's own settings for it), then dotted overrides, then validation."""
+    return _from_preset(PRESETS, Config, preset, overrides, _own_presets)
 
 
-def _from_preset(presets: dict, kind, preset: str, overrides: dict[str, Any] | None):
+def _own_presets(cfg: Config, preset: str) -> Config:
+    for name in models.names():
+        for setting, value in models.generator(name).presets.get(preset, {}).items():
+            cfg.set(f"model.{name}.{setting}", value)
+    return cfg
+
+
+def _from_preset(presets: dict, kind, preset: str, overrides: dict[str, Any] | None, own=None):
     if preset not in presets:
         raise ConfigError(f"--preset: unknown preset {preset!r} (choose from {', '.join(presets)})")
     cfg = presets[preset](kind())
+    if own:
+        cfg = own(cfg, preset)
     cfg.update(overrides or {})
     return cfg.validate()
 

@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
+from gan.quiet import quiet_tensorflow
+
 ROOT = Path(__file__).resolve().parents[1]
 # Every Ray node the tests start stays on 127.0.0.1 (otherwise Ray registers loopback nodes under the
 # interface address). Ray reads this when first imported, which any test importing cluster/ may do first.
@@ -34,7 +36,7 @@ def synthetic_cache(tmp_path_factory):
     """Every test (and every subprocess) shares one freshly generated synthetic cache."""
     cache = tmp_path_factory.mktemp("pix2pix-cache")
     os.environ["PIX2PIX_CACHE"] = str(cache)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow()  # as every job: subprocesses inherit the level
     return cache
 
 

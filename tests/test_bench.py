@@ -12,6 +12,7 @@ import pytest
 
 from conftest import ROOT, run_cli
 from gan.config import make_config
+from gan.models import names
 
 pytestmark = pytest.mark.slow
 
@@ -113,7 +114,7 @@ def project_and_textbook_losses(gen: str, precision: str = "float32", steps: int
     return np.array([(float(project(iterator)["gen_total"]), float(reference(x, y))) for x, y in batches])
 
 
-@pytest.mark.parametrize("gen", ["unet", "resnet", "hybrid"])
+@pytest.mark.parametrize("gen", names())
 def test_project_step_matches_textbook_step(gen, winograd_everywhere):
     """Same weights, same batches: the optimised step (fused BatchNorm and Adam kernels, subpixel
     upsampling, Winograd convs, distributed loop) computes the textbook step's losses to rtol 1e-4

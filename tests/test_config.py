@@ -18,10 +18,32 @@ def test_defaults_are_the_paper_protocol():
 
 def test_dotted_overrides_convert_types():
     cfg = make_config("small", {"optim.lr_g": "1e-4", "aug.mirror": "false", "train.steps": "2_000",
-                                "model.generator": "resnet", "model.resnet_dropout": 0.5})
+                                "model.generator": "resnet", "model.resnet.dropout": 0.5})
     assert cfg.optim.lr_g == 1e-4 and cfg.aug.mirror is False and cfg.train.steps == 2000
-    assert cfg.model.generator == "resnet" and cfg.model.resnet_dropout == 0.5
+    assert cfg.model.generator == "resnet" and cfg.model.own.dropout == 0.5 == cfg.model.resnet.dropout
     assert cfg.data.image_size == 64  # from the preset, not overridden
+    assert cfg.model.resnet.blocks == 6  # the ResNet's own setting for the 'small' preset
+
+
+def test_older_flat_model_names_read_as_the_generators_own_settings():
+    """Flags and config.json of runs written before the generators owned their settings keep working."""
+    old = {"model": {"generator": "hybrid", "dropout": 0.2, "resnet_blocks": 7, "resnet_dropout": 0.3,
+                     "hybrid_blocks": 4, "hybrid_downs": 2, "filters": 16}}
+    cfg = Config.from_dict(old)
+    m = cfg.model
+    assert (m.unet.dropout, m.resnet.blocks, m.resnet.dropout, m.hybrid.blocks, m.hybrid.downs, m.hybrid.dropout,
+            m.filters) == (0.2, 7, 0.3, 4, 2, 0.3, 16)
+    assert make_config("tiny", {"model.resnet_blocks": 3}).model.resnet.blocks == 3
+    assert "model.resnet_blocks" not in cfg.flat() and cfg.flat()["model.hybrid.downs"] == 2
+
+
+def test_a_section_of_a_generator_not_registered_here_is_left_out_and_its_runs_named():
+    raw = make_config("tiny").to_dict()
+    raw["model"]["elsewhere"] = {"depth": 3}
+    assert "elsewhere" not in Config.from_dict(raw).to_dict()["model"]
+    raw["model"]["generator"] = "elsewhere"
+    with pytest.raises(ConfigError, match="--model.generator: unknown generator 'elsewhere'"):
+        Config.from_dict(raw).validate()
 
 
 def test_round_trip_through_dict():
@@ -47,6 +69,8 @@ def test_parse_overrides_forms():
     ("model.generator", "vgg", "unknown generator"),
     ("aug.mirror", "maybe", "expected bool"),
     ("model.dropout", "1.5", "must be in [0, 1)"),
+    ("model.unet.dropout", "-0.5", "--model.unet.dropout: must be in [0, 1), got -0.5"),
+    ("model.unet.depth", "3", "unknown config field"),
     ("train.devices", "two", "'auto' or a positive integer"),
     ("optim", "1", "is a group"),
     ("model.batchnorm", "group", "unknown value 'group'"),

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, assert_exact_rows, make_pix2pix, run_cli, tree_digest
+from gan.models import names
 
 pytestmark = pytest.mark.slow
 
@@ -121,7 +122,7 @@ def test_a_signal_to_the_process_group_during_evaluations_preempts(tmp_path, sig
 def test_damaged_json_is_named_and_the_report_skips_what_it_cannot_read(tiny_runs, tmp_path):
     import shutil
     root = tmp_path / "runs"
-    for gen in ("unet", "resnet", "hybrid"):
+    for gen in names():
         shutil.copytree(tiny_runs / "cmp" / gen, root / "cmp" / gen)
     config = root / "cmp" / "resnet" / "config.json"
     config.write_text(config.read_text()[:40])  # truncated
@@ -185,15 +186,17 @@ def _umask() -> int:
 
 @pytest.mark.parametrize("space,args,message", [
     ({"optim.lr_g": {"grid": ["fast", "slow"]}}, [], "--space: optim.lr_g = 'fast' (unet): expected float"),
-    ({"model.resnet_blocks": {"grid": [6.5, 9]}}, [], "--space: model.resnet_blocks = 6.5 (unet): expected int"),
+    ({"model.hybrid.blocks": {"grid": [6.5, 9]}}, [], "--space: model.hybrid.blocks = 6.5 (hybrid): expected int"),
     ({"data.image_size": {"grid": [32, 33]}}, [], "--space: data.image_size = 33 (unet): 33 is not a power of two"),
     ({"optim.lr_g": {"loguniform": ["a", 5e-4]}}, [], "--space: optim.lr_g: loguniform needs [low, high], two finite"),
     ({"optim.lr_g": {"loguniform": [5e-4, -1]}}, [], "--space: optim.lr_g: loguniform needs low < high"),
-    ({"model.hybrid_downs": {"choice": [3, 6]}}, [], "--space: model.hybrid_downs = 6 (hybrid): 6 down blocks"),
+    ({"model.hybrid_downs": {"choice": [3, 6]}}, [], "--space: model.hybrid.downs = 6 (hybrid): 6 down blocks"),
+    ({"model.unet.dropout": {"choice": [0.0]}}, ["--gens", "resnet"],
+     "--space: model.unet.dropout is a setting of unet, which this sweep does not train (--gens resnet)"),
     ({}, ["--samples", "0"], "--samples: must be >= 1, got 0"),
     ({}, ["--metric", "nosuch"], "--metric: 'nosuch' is not reported by the trials"),
 ], ids=["word-for-float", "fraction-for-int", "bad-size", "word-in-range", "reversed-range", "per-generator",
-        "no-samples", "unknown-metric"])
+        "no-samples", "unknown-metric", "other-generators-setting"])
 def test_tune_space_values_are_checked_before_ray_starts(tmp_path, space, args, message):
     path = tmp_path / "space.json"
     path.write_text(json.dumps(space))

@@ -2,38 +2,56 @@
 
 import pytest
 
-from gan.config import ModelConfig
+import importlib
+import re
+
 from gan.errors import UserError
 from gan.config import make_config
-from gan.models import build_discriminator, build_generator, names
+from gan.models import build_discriminator, build_generator, generator, names
+
+
+def model_cfg(settings: dict | None = None, **shared):
+    """A validated model config: shared fields as keywords, generators' own settings by their dotted
+    names under `model.` ({"resnet.blocks": 2})."""
+    overrides = {f"model.{k}": v for k, v in {**shared, **(settings or {})}.items()}
+    return make_config("paper", overrides).model
+
+
+def tiny_own(name: str) -> dict:
+    """The generator's own settings of the `tiny` preset, by their dotted names under `model.`."""
+    return {f"{name}.{k}": v for k, v in generator(name).presets.get("tiny", {}).items()}
 
 
 @pytest.mark.parametrize("size", [32, 64, 128])
 @pytest.mark.parametrize("name", names())
 def test_generator_shapes(name, size):
-    model = build_generator(ModelConfig(generator=name, filters=8, resnet_blocks=2, hybrid_blocks=2), size)
+    model = build_generator(model_cfg(tiny_own(name), generator=name, filters=8), size)
     assert model.input_shape == (None, size, size, 3)
     assert model.output_shape == (None, size, size, 3)
 
 
 @pytest.mark.parametrize("size,patches", [(32, 2), (64, 6), (256, 30)])
 def test_patchgan_patches(size, patches):
-    assert build_discriminator(ModelConfig(filters=8), size).output_shape == (None, patches, patches, 1)
+    assert build_discriminator(model_cfg(filters=8), size).output_shape == (None, patches, patches, 1)
 
 
 def test_unet_depth_follows_size():
-    convs = lambda s: sum(1 for layer in build_generator(ModelConfig(filters=4), s).layers
+    convs = lambda s: sum(1 for layer in build_generator(model_cfg(filters=4), s).layers
                           if layer.name.startswith("down"))
     assert [convs(s) for s in (32, 64, 512)] == [5, 6, 9]
 
 
-@pytest.mark.parametrize("name,params", [("unet", 54_425_859), ("resnet", 11_393_923), ("hybrid", 9_529_795)])
-def test_parameter_counts_at_paper_settings(name, params):
-    assert build_generator(ModelConfig(generator=name), 256).count_params() == params
+@pytest.mark.parametrize("name", names())
+def test_parameter_counts_at_paper_settings(name):
+    """Each generator's module docstring states its parameter count at the paper's settings."""
+    doc = importlib.import_module(generator(name).build.__module__).__doc__ or ""
+    stated = re.search(r"([\d,]+) parameters", doc)
+    assert stated, f"{name}: its module docstring states no parameter count"
+    assert build_generator(model_cfg(generator=name), 256).count_params() == int(stated.group(1).replace(",", ""))
 
 
 def test_discriminator_parameter_count():
-    assert build_discriminator(ModelConfig(), 256).count_params() == 2_770_433
+    assert build_discriminator(model_cfg(), 256).count_params() == 2_770_433
 
 
 def test_bad_generator_and_size_are_refused_by_the_config_alone():
@@ -42,15 +60,15 @@ def test_bad_generator_and_size_are_refused_by_the_config_alone():
         make_config("tiny", {"model.generator": "vgg"})
     with pytest.raises(UserError, match="--data.image_size: 48 is not a power of two"):
         make_config("tiny", {"data.image_size": 48})
-    with pytest.raises(UserError, match="--model.hybrid_downs: 6 down blocks cannot take 32px"):
-        make_config("tiny", {"model.generator": "hybrid", "model.hybrid_downs": 6})
+    with pytest.raises(UserError, match="--model.hybrid.downs: 6 down blocks cannot take 32px"):
+        make_config("tiny", {"model.generator": "hybrid", "model.hybrid.downs": 6})
 
 
 def test_hybrid_is_built_as_the_study_describes():
     """Initial conv, then DCGAN-style down blocks that all have conv + BN + LeakyReLU, residual blocks,
     transposed-conv up blocks, a final conv with tanh."""
     import keras
-    model = build_generator(ModelConfig(generator="hybrid", filters=8, hybrid_blocks=2), 64)
+    model = build_generator(model_cfg({"hybrid.blocks": 2}, generator="hybrid", filters=8), 64)
     assert model.layers[1].name == "initial_conv" and isinstance(model.layers[1], keras.layers.Conv2D)
     downs = [layer for layer in model.layers if layer.name.startswith("down")]
     assert len(downs) == 3
@@ -89,7 +107,7 @@ def test_resnet_checkpoints_move_between_upsample_kernels(tmp_path):
     """A ResNet saved with model.upsample keras restores into subpixel and computes the same images."""
     import numpy as np
     import tensorflow as tf
-    cfgs = [ModelConfig(generator="resnet", filters=4, resnet_blocks=1, upsample=u) for u in ("keras", "subpixel")]
+    cfgs = [model_cfg({"resnet.blocks": 1}, generator="resnet", filters=4, upsample=u) for u in ("keras", "subpixel")]
     keras_net, subpixel_net = (build_generator(c, 32) for c in cfgs)
     path = tf.train.Checkpoint(g=keras_net).save(str(tmp_path / "ckpt"))
     tf.train.Checkpoint(g=subpixel_net).restore(path).assert_existing_objects_matched()
@@ -97,12 +115,12 @@ def test_resnet_checkpoints_move_between_upsample_kernels(tmp_path):
     np.testing.assert_allclose(subpixel_net(x), keras_net(x), atol=1e-5)
 
 
-@pytest.mark.parametrize("gen", ["resnet", "hybrid"])
+@pytest.mark.parametrize("gen", names())
 def test_checkpoints_move_between_conv_kernels(tmp_path, gen, winograd_everywhere):
     """Generator and discriminator saved with model.conv keras restore into winograd: same outputs."""
     import numpy as np
     import tensorflow as tf
-    cfgs = [ModelConfig(generator=gen, filters=4, resnet_blocks=1, hybrid_blocks=1, conv=c) for c in ("keras", "winograd")]
+    cfgs = [model_cfg(tiny_own(gen), generator=gen, filters=4, conv=c) for c in ("keras", "winograd")]
     nets = [(build_generator(c, 32), build_discriminator(c, 32)) for c in cfgs]
     path = tf.train.Checkpoint(g=nets[0][0], d=nets[0][1]).save(str(tmp_path / "ckpt"))
     tf.train.Checkpoint(g=nets[1][0], d=nets[1][1]).restore(path).assert_existing_objects_matched()

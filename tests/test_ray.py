@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, assert_exact_rows, assert_fast_path
+from gan.models import names
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -72,17 +73,17 @@ def test_every_generator_trains_on_the_same_sampled_configurations():
 
     from cluster import spaces
     from cluster.tune import TRIAL
-    space = spaces.build_space(["unet", "resnet", "hybrid"], ["hparams", "aug"])
+    space = spaces.build_space(list(names()), ["hparams", "aug"])
     configurations = spaces.sample_configurations(space, 3, seed=0)
     assert len(configurations) == 3 and configurations == spaces.sample_configurations(space, 3, seed=0)
     assert len({json.dumps(c, sort_keys=True) for c in configurations}) == 3
-    assert set(configurations[0]) == set(spaces.HPARAMS) | set(spaces.AUG)
+    assert set(configurations[0]) == set(spaces.HPARAMS) | set(spaces.AUG) | set(spaces.own_space(list(names())))
     lr = configurations[0]["optim.lr_g"]
     assert isinstance(lr, float) and 5e-5 <= lr <= 5e-4
     per_generator: dict[str, list[str]] = {}
     for _, trial in generate_variants(spaces.to_tune(space, configurations, TRIAL)):
         per_generator.setdefault(trial["model.generator"], []).append(json.dumps(trial[TRIAL], sort_keys=True))
-    assert set(per_generator) == {"unet", "resnet", "hybrid"}
+    assert set(per_generator) == set(names())
     assert all(sorted(drawn) == sorted(per_generator["unet"]) and len(drawn) == 3 for drawn in per_generator.values())
     # A space of grids only has nothing to draw: --samples repeats the grid, as Tune's num_samples does.
     assert spaces.sample_configurations(spaces.build_space(["unet"], []), 3) == []
@@ -170,7 +171,7 @@ def test_three_generators_driver_loss_and_resume(ray_cluster, tmp_path):
     args = ["--gens", "all", "--train.steps", "100", "--train.eval_every", "10", "--experiment", "drv"]
     proc = subprocess.Popen(tune_cmd(tmp_path, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=env, cwd=ROOT)
-    runs = {g: tmp_path / "drv" / g for g in ("unet", "resnet", "hybrid")}
+    runs = {g: tmp_path / "drv" / g for g in names()}
     deadline = time.time() + 600
     finished: list[str] = []
     while time.time() < deadline and not finished:

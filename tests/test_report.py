@@ -20,6 +20,7 @@ from conftest import ROOT, run_cli
 from gan.config import make_config
 from gan.train import train
 from services import unavailable
+from gan.models import names
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +56,7 @@ def report(runs_root, tmp_path_factory):
 def test_study_table_equals_direct_computation(runs_root, report):
     out, stdout = report
     table = pd.read_csv(out / "tables" / "test_summary.csv").set_index("generator")
-    for gen in ("unet", "resnet", "hybrid"):
+    for gen in names():
         direct = pd.read_csv(runs_root / "cmp" / gen / "test_metrics.csv")
         for metric in ("hist_corr", "template_match", "feature_match", "ssim", "psnr", "l1"):
             assert table.loc[gen, f"{metric}_mean"] == pytest.approx(direct[metric].mean())
@@ -65,7 +66,7 @@ def test_study_table_equals_direct_computation(runs_root, report):
     assert table.loc["hybrid", "seconds_per_1k_steps"] == pytest.approx(
         1000 * hybrid.train_seconds.sum() / hybrid.steps.sum())
     per_run = pd.read_csv(out / "tables" / "per_run.csv").set_index("run")
-    for gen in ("unet", "resnet", "hybrid"):
+    for gen in names():
         direct = pd.read_csv(runs_root / "cmp" / gen / "test_metrics.csv")
         assert per_run.loc[f"cmp/{gen}", "ssim"] == pytest.approx(direct.ssim.mean())
     assert "| unet |" in stdout and "| hybrid |" in stdout
@@ -109,7 +110,7 @@ def test_figures_and_notebook_are_written(report):
             assert (out / "figures" / f"{name}{suffix}").stat().st_size > 1000
     assert (out / "figures" / "quality_by_time.png").stat().st_size > 1000
     equal = pd.read_csv(out / "tables" / "equal_time.csv")
-    assert set(equal.generator) == {"unet", "resnet", "hybrid"}  # every generator, scored or not within the budget
+    assert set(equal.generator) == set(names())  # every generator, scored or not within the budget
     assert (equal.seconds.dropna() <= equal.time_budget_seconds.iloc[0]).all() and equal.ssim.notna().any()
     notebook = json.loads((out / "compare.ipynb").read_text())
     errors = [o for c in notebook["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]

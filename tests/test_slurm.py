@@ -15,6 +15,7 @@ import pytest
 
 from conftest import ROOT, assert_exact_rows, assert_fast_path, run_cli
 from services import Slurm
+from gan.models import names
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -43,7 +44,7 @@ def sbatch(slurm: Slurm, out: Path, *extra: str, env: str = "") -> str:
 def test_sbatch_train_all_leaves_three_finished_runs(slurm, tmp_path):
     job = sbatch(slurm, tmp_path)
     slurm.wait_job(job)
-    for gen in ("unet", "resnet", "hybrid"):
+    for gen in names():
         run = tmp_path / "slurm" / gen
         status = json.loads((run / "status.json").read_text())
         assert status["state"] == "finished", (gen, status, list(tmp_path.glob("*.out")))
@@ -120,7 +121,8 @@ def test_sbatch_array_too_short_for_the_seeds_fails_loudly(slurm, tmp_path):
     job = sbatch(slurm, tmp_path, env="SEEDS=2")
     slurm.wait_job(job)
     logs = " ".join(p.read_text() for p in tmp_path.glob("slurm_*.out"))
-    assert logs.count("error: 3 generators (unet resnet hybrid) x 2 seed(s) need --array=0-5") == 3, logs
+    need = f"error: {len(names())} generators ({' '.join(names())}) x 2 seed(s) need --array=0-{2 * len(names()) - 1}"
+    assert logs.count(need) == 3, logs  # each task of the default three-task array
     assert not (tmp_path / "slurm").exists()
 
 

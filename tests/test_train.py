@@ -25,7 +25,7 @@ def read(path: Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-@pytest.mark.parametrize("gen", ["unet", "resnet", "hybrid"])
+@pytest.mark.parametrize("gen", names())
 def test_short_training_writes_the_whole_run_directory(tiny_runs, gen):
     cfg = make_config("tiny", {"model.generator": gen, "experiment": "cmp"})
     run = tiny_runs / "cmp" / gen
@@ -72,6 +72,7 @@ import sys
 from gan.config import make_config
 from gan.models import winograd
 from gan.train import make_strategy, train
+from gan.models import names
 make_strategy("2")  # two logical CPU devices, before TensorFlow starts
 winograd.MIN_SIDE = winograd.MIN_CHANNELS = 1  # the PatchGAN's 4x4 conv as Winograd even at 32 px
 for devices, precision in (("1", "float32"), ("2", "float32"), ("2", "mixed_float16")):

@@ -1,13 +1,21 @@
 """The networks: a registry of generators, the shared PatchGAN, and the two builders the trainer calls.
 
-A generator is one module in `gan/models/generators/` that registers itself:
+A generator is one module in `gan/models/generators/` (or in a folder named by $PIX2PIX_GENERATORS) that
+registers itself with everything that is its own:
 
-    register(Generator("unet", build, summary="...", order=0))
+    @dataclass
+    class Settings:                 # its flags: --model.resnet.blocks, --model.resnet.dropout
+        blocks: int = 9
+        dropout: float = 0.0
 
-and everything that lists generators - the `--model.generator` check, `--gens all`, the Tune grid, the
-SLURM array, the test parametrisations, the `tiny` preset - asks `names()`. This package imports no
-Keras: a generator's `build` imports it when a net is built, so flags and sweep spaces validate in a
-fraction of a second (the README's "Extending" section walks through adding a generator).
+    register(Generator("resnet", build, Settings, check=check, presets={"tiny": {"blocks": 2}},
+                       space={"blocks": {"choice": [6, 9]}}, summary="...", order=1))
+
+and everything that lists generators - the `--model.generator` check, `--gens all`, the config's
+`model.<name>` sections, the presets, the `hparams` sweep, the Tune grid, the SLURM array, the test
+parametrisations - asks the registry. This package imports no Keras: a generator's `build` imports it
+when a net is built, so flags and sweep spaces validate in a fraction of a second (the README's
+"Extending" section walks through adding a generator).
 
     layers.py     Keras layers and blocks the nets share (fused BatchNorm, the up/down blocks, ...)
     winograd.py   Winograd F(m, r) convolutions behind `model.conv`
@@ -17,34 +25,56 @@ fraction of a second (the README's "Extending" section walks through adding a ge
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import importlib.util
+import os
 import pkgutil
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 
 @dataclass(frozen=True)
 class Generator:
-    """One generator: its name (`model.generator`), its builder and what the config needs to know of it."""
+    """One generator: its name (`model.generator`), its builder, its own settings and what the config, the
+    presets and the sweeps need to know of it."""
     name: str
-    # (ModelConfig, image size) -> keras.Model with input and output (None, size, size, 3) in [-1, 1].
+    # (ModelConfig, image size) -> keras.Model with input and output (None, size, size, 3) in [-1, 1]; the
+    # generator's own settings are `cfg.own` (an instance of `settings`).
     build: Callable[[Any, int], Any]
+    # A dataclass of the generator's own settings: `model.<name>.<field>` on every command line, in every
+    # config.json and sweep space. None: it has none.
+    settings: type | None = None
     summary: str = ""  # one line for --help and the README
     # A problem with these model settings at this image size (the flag and why), or None; `Config.validate`
-    # calls it, so the builder may trust its settings.
+    # calls it with the ModelConfig, so the builder may trust its settings (`flag(self, field)` names them).
     check: Callable[[Any, int], str | None] | None = None
-    # model.* fields the `tiny` preset (tests) shrinks for this generator, e.g. {"resnet_blocks": 2}.
-    tiny: dict[str, Any] = field(default_factory=dict)
+    # Own settings per preset, e.g. {"tiny": {"blocks": 2}, "cityscapes_cpu": {"blocks": 6}}.
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Own settings the `hparams` sweep searches, as a sweep space (cluster/spaces.py): {"blocks": {"choice": [6, 9]}}.
+    space: dict[str, Any] = field(default_factory=dict)
+    # Older flat names (config.json of earlier runs, old flags) -> own setting: {"resnet_blocks": "blocks"}.
+    aliases: dict[str, str] = field(default_factory=dict)
     order: int = 100  # place in every list (the study's three first); then by name
 
+    def flag(self, setting: str) -> str:
+        """The dotted flag of one of its own settings: '--model.resnet.blocks'."""
+        return f"--model.{self.name}.{setting}"
 
+
+# Shared ModelConfig fields (gan/config.py): a generator of one of these names would shadow it.
+RESERVED = frozenset({"generator", "filters", "batchnorm", "upsample", "conv", "own"})
 _REGISTRY: dict[str, Generator] = {}
 
 
 def register(generator: Generator) -> Generator:
     """Add a generator (a module in generators/ does this at import; a test may do it for a toy one)."""
-    if not generator.name.isidentifier():
-        raise ValueError(f"generator name {generator.name!r}: letters, digits and '_' (it names flags and folders)")
+    if not generator.name.isidentifier() or generator.name in RESERVED:
+        raise ValueError(f"generator name {generator.name!r}: letters, digits and '_' (it names flags and folders), "
+                         f"not one of {', '.join(sorted(RESERVED))}")
+    if generator.settings is not None and not dataclasses.is_dataclass(generator.settings):
+        raise ValueError(f"generator {generator.name!r}: settings must be a dataclass")
     if generator.name in _REGISTRY and _REGISTRY[generator.name] is not generator:
         raise ValueError(f"generator {generator.name!r} is registered twice")
     _REGISTRY[generator.name] = generator
@@ -81,15 +111,50 @@ def random_state(model) -> list:
     return [v for v in model.non_trainable_variables if v.name == "seed_generator_state"]
 
 
+def check_range(gen: Generator, settings: Any, name: str, low: float, high: float | None = None,
+                high_open: bool = False) -> str | None:
+    """'--model.<gen>.<name>: must be ...' when the setting is outside [low, high] ([low, high) if
+    `high_open`), else None: the range checks of generators' own settings, worded as the config's."""
+    value = getattr(settings, name)
+    if value < low or high is not None and (value >= high if high_open else value > high):
+        if high is None:
+            return f"{gen.flag(name)}: must be >= {low:g}, got {value}"
+        return f"{gen.flag(name)}: must be in [{low:g}, {high:g}{')' if high_open else ']'}, got {value}"
+    return None
+
+
+EXTRA_ENV = "PIX2PIX_GENERATORS"  # a folder of generator modules beside gan/models/generators/ (a user's own)
+
+
 def _discover() -> None:
     from gan.errors import UserError
     from gan.models import generators
     for module in pkgutil.iter_modules(generators.__path__):
-        try:
-            importlib.import_module(f"{generators.__name__}.{module.name}")
-        except Exception as e:  # a broken generator file names itself, in one line, for every command
-            where = f"gan/models/generators/{module.name}.py"
-            raise UserError(f"{where}: cannot be loaded ({type(e).__name__}: {e}); fix or remove it") from None
+        _load(f"{generators.__name__}.{module.name}", None, f"gan/models/generators/{module.name}.py")
+    extra = os.environ.get(EXTRA_ENV)
+    if extra:
+        folder = os.path.abspath(os.path.expanduser(extra))
+        if not os.path.isdir(folder):
+            raise UserError(f"${EXTRA_ENV} {extra}: not a folder of generator modules")
+        for module in pkgutil.iter_modules([folder]):
+            _load(f"pix2pix_generators.{module.name}", os.path.join(folder, f"{module.name}.py"),
+                  os.path.join(folder, f"{module.name}.py"))
+
+
+def _load(name: str, path: str | None, where: str) -> None:
+    from gan.errors import UserError
+    try:
+        if path is None:
+            importlib.import_module(name)
+        elif name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+    except Exception as e:  # a broken generator file names itself, in one line, for every command
+        if path:
+            sys.modules.pop(name, None)
+        raise UserError(f"{where}: cannot be loaded ({type(e).__name__}: {e}); fix or remove it") from None
 
 
 _discover()

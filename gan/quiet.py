@@ -1,0 +1,84 @@
+"""A quiet TensorFlow start: its C++ start-up lines stay out of every job's output.
+
+Importing TensorFlow writes absl's "WARNING: All log messages before absl::InitializeLog() ..." and
+"I0000 ... cudart_stub.cc] Could not find cuda drivers" straight to file descriptor 2, before any
+logging setting applies, and the first device query on a CPU machine logs "E0000 ... failed call to
+cuInit: ... UNKNOWN ERROR (303)", which reads as a failure. `quiet_tensorflow()` sets
+TF_CPP_MIN_LOG_LEVEL=3 (later C++ lines) and catches the import's own lines: whichever module first
+imports TensorFlow, the import runs with descriptor 2 sent to a temporary file, and every line of it
+that is not start-up chatter is written back to stderr afterwards (nothing else is lost).
+
+PIX2PIX_TF_LOGS=1, or TF_CPP_MIN_LOG_LEVEL set by the user, shows them all as TensorFlow prints them.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import os
+import re
+import sys
+import tempfile
+
+SHOW_ENV = "PIX2PIX_TF_LOGS"
+# absl's notice before its logging starts, and informational / warning lines (I/W) of TensorFlow's C++
+# logger: "I0000 00:00:1796240324.781892   21259 cudart_stub.cc:31] ...". Errors (E/F) are kept.
+CHATTER = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+                     r"|[IW]\d{4} \d\d:\d\d:[\d.]+\s+\d+ \S+:\d+\] .*)$")
+
+
+def quiet_tensorflow() -> None:
+    """Install the quiet start in this process (jobs, Tune trials, submitit jobs call it before anything
+    imports TensorFlow; a second call, or one after TensorFlow loaded, changes nothing)."""
+    if os.environ.get(SHOW_ENV) == "1" or "TF_CPP_MIN_LOG_LEVEL" in os.environ and not _ours():
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    os.environ["_PIX2PIX_QUIET_TF"] = "1"  # marks the level as ours: child processes install it again
+    if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietImport())
+
+
+def _ours() -> bool:
+    return os.environ.get("_PIX2PIX_QUIET_TF") == "1"
+
+
+def drop_chatter(text: str) -> str:
+    """`text` without TensorFlow's start-up lines."""
+    return "".join(line for line in text.splitlines(keepends=True) if not CHATTER.match(line.rstrip("\n")))
+
+
+class _QuietImport(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: on the first `import tensorflow` it wraps the real loader."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)  # once: the real finders answer from here on
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+class _QuietLoader(importlib.abc.Loader):
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        sys.stderr.flush()
+        saved = os.dup(2)
+        with tempfile.TemporaryFile(mode="w+b") as caught:
+            os.dup2(caught.fileno(), 2)
+            try:
+                self.loader.exec_module(module)
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                caught.seek(0)
+                kept = drop_chatter(caught.read().decode("utf-8", "replace"))
+                if kept:
+                    sys.stderr.write(kept)
+                    sys.stderr.flush()
