@@ -1,16 +1,22 @@
 """Extending the suite takes one place: a toy generator and a toy metric, registered as the README's
-"Extending" section shows, reach every list, the trainer, the run directory and the analysis; a run
-written before a metric existed reads as missing it, never as an error."""
+"Extending" section shows, reach every list, the trainer, the run directory and the analysis; a fourth
+generator with a setting of its own, in a file of its own, goes through the sweep space, the SLURM array,
+training and the report; a run written before a metric existed reads as missing it, never as an error."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import ROOT, run_cli
 from gan import models
 from gan.config import ConfigError, make_config
 from gan.evaluators.metrics import Metric, register_metric, unregister_metric
@@ -124,3 +130,82 @@ def test_a_broken_generator_module_is_named_in_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(generators, "__path__", [str(tmp_path)])
     with pytest.raises(UserError, match=r"gan/models/generators/halfdone.py: cannot be loaded \(SyntaxError"):
         _discover()
+
+
+TOY_FILE = textwrap.dedent('''
+    """A toy generator with a setting of its own, as a user writes one: two convs, `width` wide."""
+    from dataclasses import dataclass
+
+    from gan.models import Generator, check_range, register
+
+
+    @dataclass
+    class Settings:
+        width: int = 8
+
+
+    def build(cfg, size):
+        import keras
+        from keras import layers
+        inputs = layers.Input([size, size, 3])
+        x = layers.Conv2D(cfg.own.width, 3, padding="same")(inputs)
+        return keras.Model(inputs, layers.Conv2D(3, 3, padding="same", activation="tanh")(x), name="toy")
+
+
+    TOY = register(Generator("toy", build, Settings, summary="two convs",
+                             check=lambda cfg, size: check_range(TOY, cfg.own, "width", 1, 64),
+                             presets={"tiny": {"width": 4}}, space={"width": {"choice": [2, 4]}}))
+''')
+
+
+def test_a_fourth_generator_in_a_file_of_its_own_goes_through_the_whole_suite(tmp_path):
+    """One new file (here in a folder named by PIX2PIX_GENERATORS): its setting is a flag, checked and
+    swept (for it alone), the SLURM array counts it, a task trains it, and the report tables show it."""
+    folder = tmp_path / "generators"
+    folder.mkdir()
+    (folder / "toy.py").write_text(TOY_FILE)
+    env = {**os.environ, "PIX2PIX_GENERATORS": str(folder)}
+
+    # The registry, the config and the sweep's space, in a process that reads the folder.
+    probe = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        import json
+        from cluster import spaces
+        from gan import models
+        from gan.config import make_config
+        space = spaces.build_space(["unet", "toy"], ["hparams"])
+        print(json.dumps({"names": models.names(), "keys": sorted(space),
+                          "tiny": make_config("tiny", {"model.generator": "toy"}).model.own.width}))
+        """)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    seen = json.loads(probe.stdout)
+    assert seen["names"][-1] == "toy" and seen["tiny"] == 4
+    own = {k for k in seen["keys"] if k.startswith("model.") and k != "model.generator"}
+    assert own == {f"model.unet.{k}" for k in models.generator("unet").space} | {"model.toy.width"}
+
+    bad = run_cli("train.py", "--preset", "tiny", "--gens", "toy", "--model.toy.width", "0", "--out",
+                  str(tmp_path / "x"), env={"PIX2PIX_GENERATORS": str(folder)}, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: --model.toy.width: must be in [1, 64], got 0"
+
+    # The SLURM array: one task per registered generator, the new one included.
+    names = [*models.names(), "toy"]
+    task = {**env, "SLURM_JOB_ID": "1", "PYTHON": sys.executable, "PRESET": "tiny", "OUT": str(tmp_path / "runs"),
+            "SLURM_SUBMIT_DIR": str(ROOT)}
+    short = subprocess.run(["bash", "slurm/train_all.sh"], env={**task, "SLURM_ARRAY_TASK_ID": "0",
+                           "SLURM_ARRAY_TASK_MAX": str(len(names) - 2)}, capture_output=True, text=True, cwd=ROOT,
+                           timeout=120)
+    assert short.returncode == 2
+    assert f"error: {len(names)} generators ({' '.join(names)}) x 1 seed(s) need --array=0-{len(names) - 1}" \
+        in short.stderr
+    last = str(len(names) - 1)
+    done = subprocess.run(["bash", "slurm/train_all.sh"], env={**task, "SLURM_ARRAY_TASK_ID": last,
+                          "SLURM_ARRAY_TASK_MAX": last, "EXTRA_ARGS": "--model.toy.width 3"},
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    run = tmp_path / "runs" / "slurm" / "toy"
+    assert json.loads((run / "config.json").read_text())["config"]["model"]["toy"] == {"width": 3}
+
+    # The report's tables read the run directory, with no generator registry at all.
+    from analysis.runs import find_runs
+    from analysis.tables import test_table
+    table = test_table(find_runs(tmp_path / "runs")).set_index("generator")
+    assert table.loc["toy", "ssim_mean"] == pytest.approx(pd.read_csv(run / "test_metrics.csv").ssim.mean())
