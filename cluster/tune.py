@@ -277,17 +277,30 @@ def restore_tuner(out: str, experiment: str, cpus_per_trial: float = 1, gpus_per
 
 
 class CompletedTrials(tune.Callback):
-    """Which trials Tune completed while the sweep ran (finished, or stopped early by the scheduler), as
-    opposed to those an interruption ended: Tune marks both TERMINATED once `fit` returns."""
+    """What the trials did while this driver ran: which started (with their configs), which Tune
+    completed (finished, or stopped early by the scheduler) as opposed to those an interruption ended
+    (Tune marks both TERMINATED once `fit` returns), and which errored. Kept through Tune's public
+    callback hooks; its trial list is not in the public ResultGrid."""
 
-    # One set per driver process, shared by every instance: `Tuner.restore` unpickles its own copy.
+    # One record per driver process, shared by every instance: `Tuner.restore` unpickles its own copy.
     ids: set[str] = set()
+    started: dict[str, dict] = {}
+    errored: set[str] = set()
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        CompletedTrials.started[trial.trial_id] = trial.config
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         CompletedTrials.ids.add(trial.trial_id)
 
+    def on_trial_error(self, iteration, trials, trial, **info):
+        CompletedTrials.errored.add(trial.trial_id)
 
-def settle_runs(results, interrupted: bool, resume: str, wait: float = 20.0) -> int:
+    def on_trial_recover(self, iteration, trials, trial, **info):  # retried after an error (max_failures)
+        CompletedTrials.errored.discard(trial.trial_id)
+
+
+def settle_runs(interrupted: bool, resume: str, wait: float = 20.0) -> int:
     """After `Tuner.fit`: the runs of trials whose trainer Tune ended say so, not 'running'.
 
     A completed trial's run still 'running' was stopped early by the scheduler (ASHA): 'stopped'. When
@@ -295,18 +308,15 @@ def settle_runs(results, interrupted: bool, resume: str, wait: float = 20.0) -> 
     run is marked 'preempted', with how to resume. Waits up to `wait` s for a trainer to be gone (its
     lease) before writing its status. Returns the number of unfinished trials.
     """
-    from ray.tune.experiment import Trial
-
     from gan.lease import holder_alive, read_holder
     from gan.rundir import RunDir
     unfinished = 0
-    # Trial states are not in Tune's public ResultGrid; the experiment analysis it wraps holds them.
-    for trial in results._experiment_analysis.trials:
-        done = trial.trial_id in CompletedTrials.ids
-        if trial.status == Trial.ERROR or not (done or interrupted):
+    for trial_id, config in list(CompletedTrials.started.items()):
+        done = trial_id in CompletedTrials.ids
+        if trial_id in CompletedTrials.errored and not done or not (done or interrupted):
             continue
         unfinished += not done
-        cfg, out = trial_config(trial.config)
+        cfg, out = trial_config(config)
         run = RunDir(run_path(cfg, out))
         deadline = time.time() + wait
         while holder_alive(read_holder(run.lease))[0] and time.time() < deadline:

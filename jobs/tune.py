@@ -416,7 +416,7 @@ def run_phase(tuner, resume: str):
     """Fit; the results, or None (after saying how to go on) when the sweep was interrupted."""
     from cluster import tune as tuning
     results, interrupted = fit(tuner)
-    unfinished = tuning.settle_runs(results, interrupted, resume=resume)
+    unfinished = tuning.settle_runs(interrupted, resume=resume)
     if unfinished:
         print(f"interrupted: {unfinished} of {len(results)} trials unfinished, their runs marked preempted; "
               f"continue with: {resume}")
