@@ -134,6 +134,8 @@ def _values(key: str, spec: Any, where: str) -> list[Any]:
 def check_space(space: dict[str, Any], base: Config, where: str = "--space") -> None:
     """Every value the space can produce makes a valid config for every generator of the sweep
     (UserError naming the field, the value and the generator otherwise)."""
+    from gan.evaluators.metrics import metric_names as image_metrics
+    metrics = image_metrics()
     known = Config().flat()
     for key in space:
         if key not in known:
@@ -144,7 +146,7 @@ def check_space(space: dict[str, Any], base: Config, where: str = "--space") -> 
             raise UserError(f"{where}: {key} is a setting of {owner(key)}, which this sweep does not train "
                             f"(--gens {','.join(gens)})")
     for gen in gens:  # the base config itself, for each generator (a size one generator cannot take)
-        Config.from_dict(base.to_dict()).update({"model.generator": gen}).validate()
+        Config.from_dict(base.to_dict()).update({"model.generator": gen}).validate(metrics)
     for key, spec in space.items():
         if key == "model.generator":
             continue
@@ -152,7 +154,7 @@ def check_space(space: dict[str, Any], base: Config, where: str = "--space") -> 
             for gen in [owner(key)] if owner(key) else gens:  # a generator's own setting: that generator
                 cfg = Config.from_dict(base.to_dict())
                 try:
-                    cfg.update({"model.generator": gen, key: value}).validate()
+                    cfg.update({"model.generator": gen, key: value}).validate(metrics)
                 except UserError as e:
                     raise UserError(f"{where}: {key} = {value!r} ({gen}): {str(e).split(': ', 1)[-1]}") from None
 

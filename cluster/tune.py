@@ -68,14 +68,14 @@ def _restore_tune_checkpoint(run: Path) -> None:
     if checkpoint is None:
         return
     with checkpoint.as_directory() as folder:
-        meta = json.loads((Path(folder) / "step.json").read_text())
+        meta = json.loads((Path(folder) / contract.STEP_RECORD).read_text())
         target = run / contract.CHECKPOINTS
-        have = {p.name for p in target.glob("ckpt-*.index")} if target.exists() else set()
-        if f"ckpt-{meta['step']}.index" in have:
+        have = {p.name for p in target.glob(f"{contract.CHECKPOINT_PREFIX}-*.index")} if target.exists() else set()
+        if f"{contract.checkpoint_file(meta['step'])}.index" in have:
             return  # shared filesystem: the run directory already has it
         target.mkdir(parents=True, exist_ok=True)
         for f in Path(folder).iterdir():
-            if f.name.startswith("ckpt-") or f.name == "checkpoint":
+            if f.name.startswith(f"{contract.CHECKPOINT_PREFIX}-") or f.name == contract.CHECKPOINT_STATE:
                 shutil.copy2(f, target / f.name)
 
 
@@ -124,15 +124,15 @@ def trainable(space: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for f in Path(checkpoint_path).parent.glob(Path(checkpoint_path).name + ".*"):
                 shutil.copy2(f, Path(tmp) / f.name)
-            (Path(tmp) / "checkpoint").write_text(
+            (Path(tmp) / contract.CHECKPOINT_STATE).write_text(
                 f'model_checkpoint_path: "{Path(checkpoint_path).name}"\n')
-            (Path(tmp) / "step.json").write_text(json.dumps({"step": step, "run": str(run)}))
+            (Path(tmp) / contract.STEP_RECORD).write_text(json.dumps({"step": step, "run": str(run)}))
             tune.report({**_flat_scores(step, scores), "run": str(run)},
                         checkpoint=tune.Checkpoint.from_directory(tmp))
 
     code = train(cfg, out, report=report)
     if code:
-        raise RuntimeError(f"{run}: training ended with exit code {code} (see {run / 'status.json'})")
+        raise RuntimeError(f"{run}: training ended with exit code {code} (see {run / contract.STATUS})")
     for step, scores, checkpoint_path in last:
         send(step, scores, checkpoint_path)
     if not reported:  # the run had finished before (the same sweep again): Tune still needs its metrics

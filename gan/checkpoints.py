@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gan.contract import CHECKPOINT_STATE, DAMAGED
+from gan.contract import CHECKPOINT_PREFIX, CHECKPOINT_STATE, DAMAGED
 
 
 def restore_newest_intact(checkpoint, directory: str | Path, set_aside: bool = True, log=print,
@@ -98,7 +98,7 @@ class BestCheckpoint:
         self.directory, self.run_checkpoints = Path(directory), run_checkpoints
         self.generator, self.build, self.note = generator, build, ""
         self.manager = tf.train.CheckpointManager(tf.train.Checkpoint(generator=generator), str(directory),
-                                                  max_to_keep=1)
+                                                  max_to_keep=1, checkpoint_name=CHECKPOINT_PREFIX)
         self.scored = {int(r["step"]): float(r[metric]) for r in rows if r.get("split") == "val" and r.get(metric)}
         best = self._best_of(self.scored)
         self.value, self.step = (self.scored[best], best) if best is not None else (None, None)
@@ -133,7 +133,8 @@ class BestCheckpoint:
                 if step in self.scored and readable(path):
                     intact[step] = path
         self.manager = tf.train.CheckpointManager(tf.train.Checkpoint(generator=self.generator),
-                                                  str(self.directory), max_to_keep=1)
+                                                  str(self.directory), max_to_keep=1,
+                                                  checkpoint_name=CHECKPOINT_PREFIX)
         lost = damaged.rsplit("-", 1)[1]
         step = self._best_of({s: self.scored[s] for s in intact})
         if step is None:
@@ -146,7 +147,7 @@ class BestCheckpoint:
         scratch = self.build()
         tf.train.Checkpoint(generator=scratch).restore(intact[step]).expect_partial()
         tf.train.CheckpointManager(tf.train.Checkpoint(generator=scratch), str(self.directory),
-                                   max_to_keep=1).save(checkpoint_number=step)
+                                   max_to_keep=1, checkpoint_name=CHECKPOINT_PREFIX).save(checkpoint_number=step)
         self.value, self.step = self.scored[step], step
         self.note = (f"the best checkpoint (step {lost}) could not be read; the best intact one by the same "
                      f"validation {self.metric} (step {step}) was used")

@@ -23,7 +23,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from gan import models
 from gan.contract import FCN_METRICS, SEGMENTER_WEIGHTS
@@ -263,16 +263,18 @@ class Config(Dotted):
                 out.set(key, str(Path(value).expanduser().resolve()))
         return out
 
-    def validate(self) -> "Config":
+    def validate(self, metrics: Iterable[str] | None = None) -> "Config":
         """Raise ConfigError naming the first bad field. The only check of these values: the layers,
-        optimizers and data readers downstream trust them."""
-        self._check_choices()
+        optimizers and data readers downstream trust them. `metrics`: the image metrics registered
+        (gan/evaluators/metrics.py, passed by the trainer and the sweep driver, which import it); without
+        them `eval.select` is checked for its form only."""
+        self._check_choices(None if metrics is None else tuple(metrics))
         self._check_ranges()
         self._check_files()
         _check_folder_names(self)
         return self
 
-    def _check_choices(self) -> None:
+    def _check_choices(self, metrics: tuple[str, ...] | None) -> None:
         m, size = self.model, self.data.image_size
         if m.generator not in models.names():
             raise ConfigError(f"--model.generator: unknown generator {m.generator!r} "
@@ -286,12 +288,14 @@ class Config(Dotted):
         if problem:
             raise ConfigError(problem)
         if self.eval.select != "last":
-            from gan.evaluators.metrics import metric_names
             metric = self.eval.select.removeprefix("best_val_")
-            known = metric_names() + (FCN_METRICS if self.eval.fcn_every_eval else ())
-            if not self.eval.select.startswith("best_val_") or metric not in known:
+            fcn = FCN_METRICS if self.eval.fcn_every_eval else ()
+            known = (*metrics, *fcn) if metrics is not None else None
+            if (not self.eval.select.startswith("best_val_") or not metric.isidentifier() or
+                    metric in FCN_METRICS and not fcn or known is not None and metric not in known):
+                listed = f"metrics: {', '.join(known)}; " if known is not None else ""
                 raise ConfigError(f"--eval.select: {self.eval.select!r} is not 'last' or best_val_<metric> "
-                                  f"(metrics: {', '.join(known)}; FCN metrics need --eval.fcn_every_eval)")
+                                  f"({listed}FCN metrics need --eval.fcn_every_eval)")
 
     def _check_ranges(self) -> None:
         flat, t = self.flat(), self.train

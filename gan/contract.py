@@ -37,7 +37,10 @@ LEGACY_V1 = {name: {**spec, "version": 1} for name, spec in LEGACY_METRICS.items
 # Run-level version of the metric definitions, still written for readers of older runs; a metric's own
 # version is in its record.
 METRICS_VERSION = 2
-FCN_METRICS = ("fcn_pixel_acc", "fcn_class_acc", "fcn_iou")  # with a segmenter (gan/evaluators/segmenter.py)
+# The segmenter's scores of a segmentation (its metrics.csv per epoch, its summary, the FCN-score's parts).
+SEGMENTER_METRICS = ("pixel_acc", "class_acc", "iou")
+SEGMENTER_COLUMNS = ("epoch", "loss", *SEGMENTER_METRICS)  # a segmenter run's metrics.csv: one row per epoch
+FCN_METRICS = tuple(f"fcn_{m}" for m in SEGMENTER_METRICS)  # with a segmenter (gan/evaluators/segmenter.py)
 FCN_SPECS = {name: {"better": "higher", "study": False, "version": 1} for name in FCN_METRICS}
 # Columns of metrics.csv around the metrics, whatever metrics a run has.
 METRICS_KEYS = ("step", "split")
@@ -57,6 +60,9 @@ TEST_SHEET = "test.png"  # samples/test.png: input | target | output of the firs
 STEP_SHEET = "step_{step:06d}.png"  # samples/step_000250.png: the same on val images at an evaluation
 EVAL_CSV = "eval_{split}_step{step}.csv"  # jobs/evaluate.py --split: per-image metrics of a checkpoint
 CHECKPOINT_STATE = "checkpoint"  # checkpoints/checkpoint: TensorFlow's list of the kept checkpoints
+CHECKPOINT_PREFIX = "ckpt"  # checkpoints/ckpt-<step>.index / .data-*: one checkpoint (CheckpointManager's name)
+STEP_RECORD = "step.json"  # in a Ray Tune checkpoint: the step and run it holds
+LEASE_TEMP, LEASE_BEAT = ".lease.{pid}.tmp", ".lease.{pid}.beat"  # the lease's whole-file writes, beside it
 DAMAGED = ".damaged"  # checkpoints/ckpt-N.*.damaged: a checkpoint that could not be read, set aside
 TUNE_STATE = "_tune"  # <root>/<experiment>/_tune: Ray Tune's own state (not a run)
 TUNE_ARGS = "_tune_args.json"  # <root>/<experiment>/_tune_args.json: what jobs/tune.py --resume reruns
@@ -67,6 +73,11 @@ SEGMENTER_WEIGHTS = "segmenter.weights.h5"  # its weights, what --eval.segmenter
 METRICS_CSV, TIMINGS_CSV, FCN_CSV, TEST_CSV = "metrics.csv", "timings.csv", "fcn_metrics.csv", "test_metrics.csv"
 # stopped: ended early on purpose by a sweep's scheduler (ASHA); preempted: rerun or --resume to continue.
 STATES = ("running", "finished", "failed", "preempted", "stopped")
+
+
+def checkpoint_file(step: int) -> str:
+    """'ckpt-250': the checkpoint of a step (its files are this plus .index and .data-*)."""
+    return f"{CHECKPOINT_PREFIX}-{int(step)}"
 
 
 def metrics_columns(names) -> tuple[str, ...]:

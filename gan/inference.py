@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from gan.config import Config
-from gan.contract import check_config
+from gan.contract import check_config, checkpoint_file
 from gan.datasets.pixels import to_uint8, to_unit
 from gan.rundir import RunDir
 from gan.files import atomic_write, read_json
@@ -100,15 +100,15 @@ def restore_generator(run_path, step: int | None = None, last: bool = False, log
     best = run.checkpoints / BEST
     folder, only = run.checkpoints, None
     if step is not None:
-        found = [f / f"ckpt-{step}" for f in (run.checkpoints, best) if (f / f"ckpt-{step}.index").exists()]
+        found = [f / checkpoint_file(step) for f in (run.checkpoints, best) if (f / f"{checkpoint_file(step)}.index").exists()]
         if not found:
-            raise UserError(f"--step {step}: no checkpoint ckpt-{step} in {run.checkpoints} or {best}")
+            raise UserError(f"--step {step}: no checkpoint {checkpoint_file(step)} in {run.checkpoints} or {best}")
         folder, only = found[0].parent, str(found[0])
     elif not last and cfg.eval.select != "last":
         selected = (check_summary(read_json(run.summary), run.summary).get("selected", {})
                     if run.summary.exists() else {})
         if selected.get("step") is not None:
-            only = str(best / f"ckpt-{int(selected['step'])}")
+            only = str(best / checkpoint_file(selected['step']))
             if not Path(only + ".index").exists():
                 raise UserError(f"{run.path}: its test was scored with the best checkpoint (step "
                                 f"{int(selected['step'])}, {cfg.eval.select}), which is not in {best}; "

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gan.contract import LEASE_BEAT, LEASE_TEMP
 from gan.errors import UserError, raise_for_write
 
 STALE_AFTER = 120.0  # seconds without a heartbeat after which a holder is gone
@@ -159,7 +160,7 @@ class Lease:
                             f"{holder['host']}, heartbeat {age:.0f} s ago); wait for it to end or stop it")
 
     def _try_create(self) -> bool:
-        tmp = self.path.with_name(f".lease.{os.getpid()}.tmp")
+        tmp = self.path.with_name(LEASE_TEMP.format(pid=os.getpid()))
         try:
             tmp.write_text(json.dumps(self._record()))
             os.link(tmp, self.path)  # atomic: fails if a lease exists
@@ -192,7 +193,7 @@ class Lease:
                 self.lost = holder or {"pid": "?", "host": "?"}
                 return
             try:
-                tmp = self.path.with_name(f".lease.{os.getpid()}.beat")
+                tmp = self.path.with_name(LEASE_BEAT.format(pid=os.getpid()))
                 tmp.write_text(json.dumps(self._record()))
                 os.replace(tmp, self.path)
                 warned = False

@@ -91,14 +91,16 @@ class RunDir:
                 os.fsync(f.fileno())
 
     def prepare(self, config: dict[str, Any], flat: dict[str, Any], overwrite: bool = False,
-                data: dict[str, Any] | None = None, read_old=None, resumable=RESUMABLE_FIELDS) -> bool:
+                data: dict[str, Any] | None = None, read_old=None, resumable=RESUMABLE_FIELDS,
+                metrics: dict[str, dict] | None = None) -> bool:
         """Create the run or check that it is the same run. Returns True when resuming.
 
         A folder holding a different run is refused (nothing touched) unless
         `overwrite`, which moves the old run aside rather than deleting it.
         `read_old(config.json's "config")` gives the old run's dotted fields (default: a pix2pix
         Config's, a field the old run did not have yet reading as its default); `resumable` the fields a
-        resumed run may change.
+        resumed run may change; `metrics` the image metrics a training run records (name -> better,
+        study, version; passed by the trainer, which imports their registry).
         """
         if self.path.exists() and not self.path.is_dir():
             raise UserError(f"--out {self.path}: exists and is not a directory")
@@ -118,7 +120,7 @@ class RunDir:
                 changed = sorted(k for k in set(old_flat) | set(flat)
                                  if k not in resumable and old_flat.get(k) != flat.get(k))
                 if not changed:
-                    self._write_config(config, data)  # records e.g. a longer train.steps
+                    self._write_config(config, data, metrics)  # records e.g. a longer train.steps
                     return True
                 if not overwrite:
                     k = changed[0]
@@ -137,14 +139,14 @@ class RunDir:
             raise UserError(f"--out {self.path}: cannot create the run directory ({e.strerror}: {e.filename})") from None
         for sub in (self.samples, self.checkpoints, self.tensorboard) if self.kind == RUN_KIND else ():
             sub.mkdir(exist_ok=True)
-        self._write_config(config, data)
+        self._write_config(config, data, metrics)
         return False
 
-    def _write_config(self, config: dict[str, Any], data: dict[str, Any] | None = None) -> None:
+    def _write_config(self, config: dict[str, Any], data: dict[str, Any] | None = None,
+                      metrics: dict[str, dict] | None = None) -> None:
         record = {"kind": self.kind, "config": config, "data": data or {}, "environment": environment()}
-        if self.kind == RUN_KIND:
-            from gan.evaluators.metrics import metric_specs
-            record["metrics"] = metric_specs()
+        if metrics is not None:  # a training run's image metrics: name -> better, study, version
+            record["metrics"] = metrics
         write_json(self.config, record)
 
     def truncate_after(self, step: int) -> None:

@@ -31,7 +31,7 @@ from gan.errors import EXIT_DIVERGED, EXIT_PREEMPTED, DiskFull, UserError, is_di
 from gan.fastpath import cpus_given
 from gan.files import append_csv, atomic_write, read_csv, read_json
 from gan.lease import Lease
-from gan.evaluators.metrics import METRICS, MetricPool
+from gan.evaluators.metrics import METRICS, MetricPool, metric_specs
 from gan.rundir import RunDir
 
 LOSS_NAMES = ("gen_total", "gen_gan", "gen_l1", "disc")
@@ -315,7 +315,7 @@ def train(cfg: Config, out: str | Path, overwrite: bool = False, report=None, lo
     `report(step, metrics_by_split, checkpoint_dir)` is called after each
     evaluation and checkpoint (the Ray Tune hook); `log` receives plain lines.
     """
-    cfg.validate()
+    cfg.validate(metrics=METRICS)
     data = load_dataset(cfg)  # bad data fails here, before anything is written or TF starts
     if gpus_assigned():  # GPUs given but invisible fail here, before the run directory is touched (TensorFlow
         prepare_gpus()  # starts only then: its start-up lines would otherwise precede a bad --out's one line)
@@ -374,7 +374,7 @@ def _already_finished(cfg: Config, data, run: RunDir, overwrite: bool, log) -> b
         run.check_kind()
     status = run.read_status()
     run.check_tables()
-    resuming = run.prepare(cfg.to_dict(), cfg.flat(), overwrite=overwrite,
+    resuming = run.prepare(cfg.to_dict(), cfg.flat(), overwrite=overwrite, metrics=metric_specs(),
                            data={"source": data.source, "format": data.format, "fingerprint": data.fingerprint})
     if resuming and status.get("state") == "finished" and status.get("step", -1) >= cfg.train.steps:
         try:
@@ -454,7 +454,8 @@ class _Training:
             "random", tf.train.Checkpoint(**parts), "written before dropout's state was checkpointed; its masks restart")
             if has_random else None)
         # Built after the restore: it then lists only what is left once damaged checkpoints are set aside.
-        return tf.train.CheckpointManager(ckpt, self.run.checkpoints, max_to_keep=self.cfg.train.checkpoints_to_keep)
+        return tf.train.CheckpointManager(ckpt, self.run.checkpoints, max_to_keep=self.cfg.train.checkpoints_to_keep,
+                                          checkpoint_name=contract.CHECKPOINT_PREFIX)
 
     def log_losses(self, step: int, losses: dict[str, float]) -> None:
         import tensorflow as tf

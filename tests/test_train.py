@@ -14,6 +14,7 @@ import pytest
 
 from conftest import ROOT, run_cli, tree_digest
 from gan.config import make_config
+from gan.models import names
 from gan.train import train
 
 pytestmark = pytest.mark.slow
@@ -72,7 +73,6 @@ import sys
 from gan.config import make_config
 from gan.models import winograd
 from gan.train import make_strategy, train
-from gan.models import names
 make_strategy("2")  # two logical CPU devices, before TensorFlow starts
 winograd.MIN_SIDE = winograd.MIN_CHANNELS = 1  # the PatchGAN's 4x4 conv as Winograd even at 32 px
 for devices, precision in (("1", "float32"), ("2", "float32"), ("2", "mixed_float16")):

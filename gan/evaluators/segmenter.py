@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from gan.config import SegmenterConfig
-from gan.contract import SEGMENTER_KIND, SEGMENTER_WEIGHTS, check_status, run_path
+from gan.contract import SEGMENTER_COLUMNS, SEGMENTER_KIND, SEGMENTER_WEIGHTS, check_status, run_path
 from gan.errors import EXIT_PREEMPTED, DiskFull, UserError, is_disk_full
 from gan.datasets.labels import IGNORE, NUM_CLASSES, colours_to_train_ids
 from gan.lease import Lease
@@ -33,8 +33,6 @@ from gan.datasets.pixels import to_unit
 from gan.rundir import RunDir
 from gan.files import append_csv, read_csv, read_json, write_json
 
-SEG_METRICS = ("pixel_acc", "class_acc", "iou")
-SEGMENTER_COLUMNS = ("epoch", "loss", *SEG_METRICS)  # its metrics.csv: one row per finished epoch
 # Fields a resumed segmenter may change: more epochs extend it; the validation set's size and the final
 # score's resolution are measurement, not training.
 RESUMABLE_FIELDS = {"train.epochs", "data.max_val", "eval.score_size"}
