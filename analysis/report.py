@@ -284,15 +284,37 @@ def _table(frame: pd.DataFrame) -> str:
                                                            na_rep="-", escape=False) + "</div>")
 
 
+def _local_kernel_manager(sockets: str):
+    """nbclient's kernel manager talking to the kernel over local (IPC) sockets in the folder `sockets` rather
+    than TCP: the report's kernel never listens on a port, and says nothing about unencrypted TCP."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class LocalKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _transport_default(self):
+            return "ipc"
+
+        @default("ip")
+        def _ip_default(self):  # the sockets' path prefix: a private temporary folder, not the report's
+            return str(Path(sockets) / "kernel")
+
+    return LocalKernelManager
+
+
 def execute_notebook(roots: list[str | Path], out: Path) -> Path:
     """Run compare.ipynb headless with the run roots as its parameter; export it to HTML."""
+    import tempfile
+
     import nbformat
     import papermill
     from nbconvert import HTMLExporter
 
     executed = out / "compare.ipynb"
-    papermill.execute_notebook(str(NOTEBOOK), str(executed), kernel_name="python3", progress_bar=False,
-                               parameters={"roots": [str(Path(r).resolve()) for r in roots]}, cwd=str(out))
+    with tempfile.TemporaryDirectory(prefix="pix2pix-kernel-") as sockets:
+        papermill.execute_notebook(str(NOTEBOOK), str(executed), kernel_name="python3", progress_bar=False,
+                                   parameters={"roots": [str(Path(r).resolve()) for r in roots]}, cwd=str(out),
+                                   kernel_manager_class=_local_kernel_manager(sockets))
     body, _ = HTMLExporter(embed_images=True).from_notebook_node(nbformat.read(executed, as_version=4))
     page = out / "compare.html"
     page.write_text(body)

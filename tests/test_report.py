@@ -50,6 +50,8 @@ def report(runs_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     done = run_cli("report.py", str(runs_root), "-o", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
+    # A quiet start: the notebook's kernel talks over local sockets (no TCP warning), no TensorFlow lines.
+    assert "TCP" not in done.stderr and "cuInit" not in done.stderr and "absl" not in done.stderr, done.stderr
     return out, done.stdout
 
 
