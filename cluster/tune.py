@@ -79,29 +79,29 @@ def _restore_tune_checkpoint(run: Path) -> None:
                 shutil.copy2(f, target / f.name)
 
 
-BASE, OUT = "base_config", "out"  # the two keys of a trial's space that are not sampled dotted fields
 
 
 TRIAL = "trial"  # a whole set of dotted values as one grid entry (the retraining phase: one per arm and seed)
 
 
-def trial_config(space: dict[str, Any]) -> tuple[Config, str]:
-    """(the trial's Config, the output root) from its resolved `space`: the whole validated base Config
-    (dict form) under `base_config`, the output root under `out`, and the trial's sampled dotted values
-    (under `trial` as one dict, or as keys of their own)."""
-    sampled = {k: v for k, v in space.items() if k not in (BASE, OUT, TRIAL)}
+def trial_config(space: dict[str, Any], base: dict[str, Any], out: str) -> tuple[Config, str]:
+    """(the trial's Config, the output root) from its resolved `space` (the trial's sampled dotted values,
+    under `trial` as one dict or as keys of their own), the whole validated base Config in dict form and
+    the output root. The base travels beside the space (`tune.with_parameters`), so Tune's tables show
+    only what the trials vary."""
+    sampled = {k: v for k, v in space.items() if k != TRIAL}
     sampled.update(space.get(TRIAL) or {})
-    base = Config.from_dict(space[BASE])
+    base = Config.from_dict(base)
     # Only the knobs this trial's generator has: a sweep draws every generator's own settings at once.
     sampled = for_generator(sampled, sampled.get("model.generator", base.model.generator))
     named = {k: v for k, v in sampled.items() if k != "experiment"}
-    return base.update({**sampled, "run_name": run_name(named)}).validate(), space[OUT]
+    return base.update({**sampled, "run_name": run_name(named)}).validate(), out
 
 
-def trainable(space: dict[str, Any]) -> None:
+def trainable(space: dict[str, Any], base: dict[str, Any], out: str) -> None:
     """The Tune function trainable: one `gan.train.train` run in the trial's run directory."""
     quiet_tensorflow()
-    cfg, out = trial_config(space)
+    cfg, out = trial_config(space, base, out)
     run = run_path(cfg, out)
     # TensorFlow's thread pools get the CPUs Tune assigned to this trial, not the whole node.
     assigned = ray.get_runtime_context().get_assigned_resources().get("CPU")
@@ -164,7 +164,7 @@ def best_trials(results, metric: str, mode: str) -> dict[str, tuple[dict[str, An
         row = group.loc[group[metric].idxmax() if mode == "max" else group[metric].idxmin()]
         # Sampled values are config/<dotted> or, drawn by the driver, config/trial/<dotted>.
         values = {k.split("/", 2)[-1]: _plain(row[k]) for k in group if k.startswith("config/")
-                  and not k.startswith((f"config/{BASE}", f"config/{OUT}")) and k != f"config/{TRIAL}"}
+                  and k != f"config/{TRIAL}"}
         best[gen] = (for_generator(values, gen), row)
     return best
 
@@ -235,9 +235,6 @@ def make_tuner(param_space: dict[str, Any], *, base: Config, out: str, experimen
                max_failures: int = 2, keep_checkpoints: int = 2, cpus_per_trial: float = 1,
                gpus_per_trial: float = 0, max_evaluations: int | None = None) -> tune.Tuner:
     """A Tuner over `param_space`; Tune's own state goes to `<out>/<experiment>/_tune`."""
-    # Absolute paths: a trial runs in its own trial folder, not in the driver's working directory.
-    base = base.with_absolute_paths().update({"experiment": experiment}).validate()
-    space = {**param_space, BASE: base.to_dict(), OUT: str(Path(out).resolve())}
     if scheduler == "asha":
         # max_t one past the last evaluation: ASHA stops a trial that reaches max_t at once, which at the
         # last evaluation would kill the trainer before it scores the test split.
@@ -247,33 +244,41 @@ def make_tuner(param_space: dict[str, Any], *, base: Config, out: str, experimen
         sched = tune.schedulers.FIFOScheduler()
     else:
         raise ValueError(f"unknown scheduler {scheduler!r}")
-    resources = {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
+    base, out = travelling(base, out, experiment)
     return tune.Tuner(
-        tune.with_resources(trainable, resources),
-        param_space=space,
+        _trainable(base, out, cpus_per_trial, gpus_per_trial),
+        param_space=param_space,
         tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=sched, num_samples=num_samples,
                                     trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
         run_config=tune.RunConfig(
             name=contract.TUNE_STATE, storage_path=str((Path(out) / experiment).resolve()),
             failure_config=tune.FailureConfig(max_failures=max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=keep_checkpoints),
-            callbacks=[CompletedTrials()], verbose=1),
+            callbacks=[CompletedTrials(base, out)], verbose=1),
     )
 
 
-def restore_tuner(out: str, experiment: str, cpus_per_trial: float = 1, gpus_per_trial: float = 0,
-                  param_space: dict[str, Any] | None = None, base: Config | None = None) -> tune.Tuner:
+def travelling(base: Config, out: str, experiment: str) -> tuple[dict[str, Any], str]:
+    """The base config and output root as every trial gets them: absolute paths (a trial runs in its own
+    trial folder, not in the driver's working directory), the experiment set, validated."""
+    return (base.with_absolute_paths().update({"experiment": experiment}).validate().to_dict(),
+            str(Path(out).resolve()))
+
+
+def _trainable(base: dict[str, Any], out: str, cpus: float, gpus: float):
+    return tune.with_resources(tune.with_parameters(trainable, base=base, out=out), {"cpu": cpus, "gpu": gpus})
+
+
+def restore_tuner(out: str, experiment: str, base: Config, cpus_per_trial: float = 1, gpus_per_trial: float = 0,
+                  param_space: dict[str, Any] | None = None) -> tune.Tuner:
     """The interrupted experiment (with its callbacks); finished trials stay finished, errored ones are
-    retried. `param_space` (with `base`) re-specifies the space, as `make_tuner` built it: Tune's own
-    pickled copy loses the base config of trials it had not generated yet when the space is a grid of
-    whole configurations (seen with Ray 2.60)."""
+    retried. The trainable is given the same base config and output root again (Tune keeps the
+    space, not `with_parameters`' objects); `param_space` re-specifies the space as `make_tuner` built it
+    when Tune's pickled copy cannot be trusted (a grid of whole configurations)."""
     path = (Path(out) / experiment / contract.TUNE_STATE).resolve()
-    space = None
-    if param_space is not None:
-        base = base.with_absolute_paths().update({"experiment": experiment}).validate()
-        space = {**param_space, BASE: base.to_dict(), OUT: str(Path(out).resolve())}
-    return tune.Tuner.restore(str(path), resume_errored=True, param_space=space,
-                              trainable=tune.with_resources(trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}))
+    base_dict, root = travelling(base, out, experiment)
+    return tune.Tuner.restore(str(path), resume_errored=True, param_space=param_space,
+                              trainable=_trainable(base_dict, root, cpus_per_trial, gpus_per_trial))
 
 
 class CompletedTrials(tune.Callback):
@@ -284,11 +289,15 @@ class CompletedTrials(tune.Callback):
 
     # One record per driver process, shared by every instance: `Tuner.restore` unpickles its own copy.
     ids: set[str] = set()
-    started: dict[str, dict] = {}
+    started: dict[str, tuple[dict, dict, str]] = {}  # trial id -> (its space, base config, output root)
     errored: set[str] = set()
 
+    def __init__(self, base: dict[str, Any], out: str):
+        super().__init__()
+        self.base, self.out = base, out
+
     def on_trial_start(self, iteration, trials, trial, **info):
-        CompletedTrials.started[trial.trial_id] = trial.config
+        CompletedTrials.started[trial.trial_id] = (trial.config, self.base, self.out)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         CompletedTrials.ids.add(trial.trial_id)
@@ -311,12 +320,12 @@ def settle_runs(interrupted: bool, resume: str, wait: float = 20.0) -> int:
     from gan.lease import holder_alive, read_holder
     from gan.rundir import RunDir
     unfinished = 0
-    for trial_id, config in list(CompletedTrials.started.items()):
+    for trial_id, (config, base, root) in list(CompletedTrials.started.items()):
         done = trial_id in CompletedTrials.ids
         if trial_id in CompletedTrials.errored and not done or not (done or interrupted):
             continue
         unfinished += not done
-        cfg, out = trial_config(config)
+        cfg, out = trial_config(config, base, root)
         run = RunDir(run_path(cfg, out))
         deadline = time.time() + wait
         while holder_alive(read_holder(run.lease))[0] and time.time() < deadline:

@@ -261,7 +261,8 @@ def sweep(args: argparse.Namespace, saved: dict, root: Path, experiment: str, re
         return settle_rounds(args, saved, root, experiment, resume)
     if saved.get("phase", "search") == "search":
         if args.resume:
-            tuner = tuning.restore_tuner(args.out, experiment, saved["cpus"], saved["gpus"])
+            tuner = tuning.restore_tuner(args.out, experiment, make_config(saved["preset"], saved["overrides"]),
+                                         saved["cpus"], saved["gpus"])
         else:
             root.mkdir(parents=True, exist_ok=True)
             write_json(args_file, saved)
@@ -406,7 +407,7 @@ def retrain_tuner(saved: dict, out: str, experiment: str):
     name = f"{experiment}-retrain"
     space, base = {tuning.TRIAL: tune.grid_search(saved["trials"])}, make_config(saved["preset"], saved["overrides"])
     if tune.Tuner.can_restore(str((Path(out) / name / TUNE_STATE).resolve())):
-        return tuning.restore_tuner(out, name, saved["cpus"], saved["gpus"], param_space=space, base=base)
+        return tuning.restore_tuner(out, name, base, saved["cpus"], saved["gpus"], param_space=space)
     return tuning.make_tuner(
         space, base=base, out=out, experiment=name, metric=saved["metric"], mode=tuning.mode_of(saved["metric"]),
         max_failures=saved["max_failures"], cpus_per_trial=saved["cpus"], gpus_per_trial=saved["gpus"])

@@ -108,6 +108,7 @@ def test_paths_leave_the_shell_absolute(tmp_path, monkeypatch):
     assert travelling.eval.segmenter == str(tmp_path / "runs" / "segmenter" / "segmenter")
     assert travelling.data.split_file == str(tmp_path / "split.json")
     assert travelling.data.source == "synthetic" and cfg.eval.segmenter == "runs/segmenter/segmenter"
-    from cluster.tune import BASE, make_tuner
-    tuner = make_tuner({}, base=cfg, out="runs", experiment="x")
-    assert tuner._local_tuner._param_space[BASE]["eval"]["segmenter"] == travelling.eval.segmenter
+    from cluster.tune import travelling as to_trials  # what make_tuner and restore_tuner hand every trial
+    base, out = to_trials(cfg, "runs", "x")
+    assert base["eval"]["segmenter"] == travelling.eval.segmenter and out == str(tmp_path / "runs")
+    assert base["experiment"] == "x"
