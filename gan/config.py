@@ -46,6 +46,15 @@ PATH_FIELDS = ("data.source", "data.split_file", "data.cache_dir", "eval.segment
 CHOICES = {"model.batchnorm": BATCHNORM_MODES, "model.upsample": UPSAMPLE_KERNELS, "model.conv": CONV_KERNELS,
            "optim.adam": ADAM_KERNELS, "train.precision": PRECISIONS, "data.format": DATA_FORMATS,
            "data.input_side": ("left", "right")}
+# The two fields every job also takes by a short flag: messages name the flag users type (gan/cli.py).
+SHORT_FLAGS = {"data.source": "--data", "data.format": "--data-format"}
+
+
+def flag(key: str) -> str:
+    """The flag a message names for a dotted field: '--data-format' for data.format, else '--<key>'."""
+    return SHORT_FLAGS.get(key, f"--{key}")
+
+
 AT_LEAST_ONE = ("train.batch_size", "train.eval_every", "train.log_every", "train.checkpoints_to_keep",
                 "data.n_train", "data.n_val", "data.n_test", "model.filters", "eval.samples")
 AT_LEAST_ZERO = ("train.steps", "eval.train_subset", "eval.workers")
@@ -281,7 +290,7 @@ class Config(Dotted):
                               f"(choose from {', '.join(models.names())})")
         for key, allowed in CHOICES.items():
             if self.flat()[key] not in allowed:
-                raise ConfigError(f"--{key}: unknown value {self.flat()[key]!r} (choose from {', '.join(allowed)})")
+                raise ConfigError(f"{flag(key)}: unknown value {self.flat()[key]!r} (choose from {', '.join(allowed)})")
         _check_image_size("data.image_size", size)
         check = models.generator(m.generator).check
         problem = check(m, size) if check else None
@@ -535,7 +544,7 @@ class SegmenterConfig(Dotted):
         t = self.train
         for key, allowed in (("data.format", DATA_FORMATS), ("data.input_side", ("left", "right"))):
             if self.flat()[key] not in allowed:
-                raise ConfigError(f"--{key}: unknown value {self.flat()[key]!r} (choose from {', '.join(allowed)})")
+                raise ConfigError(f"{flag(key)}: unknown value {self.flat()[key]!r} (choose from {', '.join(allowed)})")
         for key in ("data.image_size", "eval.score_size"):
             _check_image_size(key, self.flat()[key])
         for key in ("data.max_train", "data.max_val", "train.image_budget", "train.batch_size", "model.filters"):

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from statistics import median
 
-from gan.cli import add_gens_flag, generator_list, run_main
+from gan.cli import add_gens_flag, generator_list, parse_overrides, run_main
 from gan.config import make_config
 from gan.contract import CONFIG, TIMINGS_CSV, run_path
 from gan.errors import UserError
@@ -74,7 +74,8 @@ def bench_generator(name: str, args) -> dict:
     cfg = make_config(args.preset, {"model.generator": name, "data.image_size": args.size,
                                     "train.batch_size": args.batch, "data.n_val": args.eval_images,
                                     "eval.train_subset": args.eval_images, "train.jit_compile": args.jit,
-                                    "train.precision": args.precision, "model.batchnorm": args.batchnorm})
+                                    "train.precision": args.precision, "model.batchnorm": args.batchnorm,
+                                    **args.overrides})
     step, generator = project_step(cfg, args)
     evaluation_figures = evaluate_once(cfg, generator)
     processes = separate_processes(name, args)
@@ -188,7 +189,7 @@ def end_to_end(name: str, args) -> dict:
         flags = {"data.image_size": args.size, "train.batch_size": args.batch,
                  "train.steps": 3 * args.steps, "train.eval_every": args.steps, "data.n_val": 1, "data.n_test": 1,
                  "eval.train_subset": 1, "eval.samples": 1, "eval.workers": 1, "train.jit_compile": args.jit,
-                 "train.precision": args.precision, "model.batchnorm": args.batchnorm}
+                 "train.precision": args.precision, "model.batchnorm": args.batchnorm, **args.overrides}
         done = run_child([sys.executable, str(Path(__file__).with_name("train.py")), "--gens", name, "--preset",
                           args.preset, "--out", out, *[a for k, v in flags.items() for a in (f"--{k}", str(v))]])
         if done.returncode:
@@ -225,7 +226,7 @@ def separate_processes(name: str, args) -> dict:
 
 def bench_pipeline(source: str, args, steps_per_second: float | None) -> dict:
     from gan.datasets.loader import load_dataset, train_pipeline
-    cfg = make_config(args.preset, {"data.source": source, "data.image_size": args.size,
+    cfg = make_config(args.preset, {**args.overrides, "data.source": source, "data.image_size": args.size,
                                     "train.batch_size": args.batch, "train.steps": 100_000})
     t0 = time.perf_counter()
     data = load_dataset(cfg)
@@ -249,8 +250,9 @@ def parse_args() -> argparse.Namespace:
     # The config's own names for the two shapes that matter (--size / --batch: old spellings).
     parser.add_argument("--data.image_size", "--size", dest="size", type=int, default=256, help="(default 256)")
     parser.add_argument("--train.batch_size", "--batch", dest="batch", type=int, default=1, help="(default 1)")
-    parser.add_argument("--steps", type=int, default=8, help="timed steps per generator and process "
-                        "(the end-to-end run trains 3 intervals of this many)")
+    parser.add_argument("--timed-steps", dest="steps", type=int, default=8, help="timed steps per generator and "
+                        "process (the end-to-end run trains 3 intervals of this many)")
+    parser.add_argument("--steps", dest="steps", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # older spelling
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of the separate processes")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--eval-images", type=int, default=50, help="validation images (and train subset)")
@@ -265,11 +267,15 @@ def parse_args() -> argparse.Namespace:
                         "(TensorBoard profile) and print the time per op type")
     parser.add_argument("--real", default=None, help="a pix2pix folder to time the input pipeline on")
     parser.add_argument("--json", default=None, help="also write the figures here")
-    args = parser.parse_args()
+    args, extra = parser.parse_known_args()
+    # Every other config field by its dotted name, as in every job (the textbook step takes size and batch
+    # only: it is the reference, not the project).
+    args.overrides = parse_overrides(extra)
     args.gens = generator_list(args.gens)
     for g in args.gens:  # bad flags fail here, in one line, before anything is measured
         make_config(args.preset, {"model.generator": g, "data.image_size": args.size, "train.batch_size": args.batch,
-                                  "train.precision": args.precision, "model.batchnorm": args.batchnorm})
+                                  "train.precision": args.precision, "model.batchnorm": args.batchnorm,
+                                  **args.overrides})
     if args.growth_steps and args.growth_steps < 4:
         raise UserError(f"--growth-steps: {args.growth_steps} is fewer than the 4 quarters it is sampled at")
     return args

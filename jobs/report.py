@@ -1,7 +1,7 @@
 """Turn any set of runs into the comparison report: tables, figures, statistics, HTML, notebook.
 
-    python jobs/report.py runs/default -o reports/default
-    python jobs/report.py runs/sweep1 runs/slurm -o reports/all --no-notebook
+    python jobs/report.py runs/default --report reports/default       # -o for short
+    python jobs/report.py runs/sweep1 runs/slurm -o reports/all --metric val_fcn_iou --no-notebook
 
 Reads run directories only (no TensorFlow). Writes tables/*.{csv,md,tex},
 figures/*.{png,svg}, report.html (self-contained) and compare.{ipynb,html}.
@@ -17,16 +17,19 @@ from gan.errors import UserError
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("roots", nargs="+", help="folders holding run directories (or runs themselves)")
-    parser.add_argument("-o", "--out", default="reports", help="output folder (default: reports)")
-    parser.add_argument("--metric", default="ssim",
-                        help="validation metric for sweep tables: an image metric or an FCN-score (default: ssim)")
+    # --report DIR: the report's folder, as in jobs/tune.py and jobs/train.py (--out names a runs root there).
+    parser.add_argument("-o", "--report", dest="out", default="reports", help="report folder (default: reports)")
+    parser.add_argument("--out", dest="out", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # older spelling
+    parser.add_argument("--metric", default="val_ssim", help="validation metric the sweep tables rank by, as "
+                        "jobs/tune.py names it: val_<image metric or FCN-score> (default: val_ssim)")
     parser.add_argument("--no-notebook", action="store_true", help="skip executing the notebook")
     args = parser.parse_args()
+    args.metric = args.metric.removeprefix("val_")  # a bare metric name still reads as its validation score
     for root in args.roots:
         if not Path(root).is_dir():
             raise UserError(f"{root}: no such folder")
     if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise UserError(f"-o {args.out}: exists and is not a folder")
+        raise UserError(f"--report {args.out}: exists and is not a folder")
     refuse_inside_runs(Path(args.out), [Path(r) for r in args.roots])
     from analysis.report import build_report
     from analysis.runs import FCN_METRICS, find_runs, metric_names
@@ -40,7 +43,7 @@ def main() -> int:
         raise UserError(str(e)) from None
     except OSError as e:
         from gan.errors import raise_for_write
-        raise_for_write(e, f"-o {args.out}: cannot write the report there")
+        raise_for_write(e, f"--report {args.out}: cannot write the report there")
     print(comparison_table(runs=find_runs(*args.roots), metric=args.metric))
     print(f"\nreport: {page}" + ("" if args.no_notebook else f"\nnotebook: {Path(args.out) / 'compare.html'}"))
     return 0
@@ -53,12 +56,12 @@ def refuse_inside_runs(out: Path, roots: list[Path]) -> None:
     target = out.resolve()
     for root in roots:
         if target == root.resolve() or root.resolve() in target.parents:
-            raise UserError(f"-o {out}: is inside {root}, which the report reads; write it elsewhere (e.g. reports/)")
+            raise UserError(f"--report {out}: is inside {root}, which the report reads; write it elsewhere (e.g. reports/)")
     for folder in (target, *target.parents):
         if (folder / CONFIG).is_file():
-            raise UserError(f"-o {out}: is inside the run directory {folder}; write the report elsewhere")
+            raise UserError(f"--report {out}: is inside the run directory {folder}; write the report elsewhere")
         if folder.is_dir() and any((child / CONFIG).is_file() for child in folder.iterdir() if child.is_dir()):
-            raise UserError(f"-o {out}: is inside {folder}, which holds run directories (an experiment); write "
+            raise UserError(f"--report {out}: is inside {folder}, which holds run directories (an experiment); write "
                             "the report elsewhere (e.g. reports/)")
 
 

@@ -26,8 +26,12 @@ def main() -> int:
     parser.add_argument("--cluster", default=None, help="slurm, local or debug (default: slurm if available)")
     parser.add_argument("--partition", default=None)
     parser.add_argument("--account", default=None)
-    parser.add_argument("--gpus", type=int, default=0, help="GPUs per task (the trainer mirrors over them)")
-    parser.add_argument("--cpus", type=int, default=4, help="CPUs per task")
+    parser.add_argument("--gpus-per-trial", dest="gpus", type=int, default=0,
+                        help="GPUs per task, one run each (the trainer mirrors over them)")
+    parser.add_argument("--cpus-per-trial", dest="cpus", type=int, default=4, help="CPUs per task (default 4)")
+    # The older spellings, kept for scripts that have them (jobs/tune.py's names are the suite's).
+    parser.add_argument("--gpus", dest="gpus", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    parser.add_argument("--cpus", dest="cpus", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     parser.add_argument("--mem", type=int, default=16, help="GB of memory per task")
     parser.add_argument("--time", type=int, default=24 * 60, help="minutes per task")
     parser.add_argument("--parallel", type=int, default=16, help="array tasks running at once")

@@ -19,9 +19,10 @@ pytestmark = pytest.mark.slow
 
 def test_bench_tiny_mode_reports_every_figure(tmp_path):
     out = tmp_path / "bench.json"
-    done = run_cli("bench.py", "--size", "32", "--steps", "2", "--warmup", "1", "--eval-images", "4",
+    # Any config field by its dotted name, as in every job (here the hybrid's own block count).
+    done = run_cli("bench.py", "--size", "32", "--timed-steps", "2", "--warmup", "1", "--eval-images", "4",
                    "--preset", "tiny", "--gens", "hybrid", "--growth-steps", "4", "--profile", str(tmp_path / "prof"),
-                   "--rounds", "1", "--json", str(out))
+                   "--rounds", "1", "--json", str(out), "--model.hybrid.blocks", "1")
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(out.read_text())
     (g,) = report["generators"]
@@ -36,7 +37,9 @@ def test_bench_tiny_mode_reports_every_figure(tmp_path):
     assert g["allocators"]["textbook_plain"] == "system"
     assert "mimalloc" in g["allocators"]["textbook_fast"] and "mimalloc" in g["allocators"]["end_to_end"]
     assert g["step_ms_p90"] >= g["step_ms_median"]
-    from gan.models import build_discriminator
+    from gan.models import build_discriminator, build_generator
+    one_block = make_config("tiny", {"model.generator": "hybrid", "model.hybrid.blocks": 1, "data.image_size": 32})
+    assert g["parameters"] == build_generator(one_block.model, 32).count_params()  # the override reached the step
     d_params = build_discriminator(make_config("tiny").model, 32).count_params()
     assert g["state_mb"] == pytest.approx(16 * (g["parameters"] + d_params) / 1e6)  # 4 float32 per parameter
     assert [q for q, _ in g["rss_mb_by_step"]] == [0, 1, 2, 3, 4]

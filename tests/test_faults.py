@@ -505,7 +505,7 @@ def test_truncated_png_is_named_without_opencv_warnings(tiny_runs, tmp_path):
 def test_report_and_tables_outputs(tiny_runs, tmp_path):
     (tmp_path / "afile").write_text("x")
     done = run_cli("report.py", str(tiny_runs / "cmp"), "-o", str(tmp_path / "afile"), "--no-notebook")
-    assert one_error_line(done) == f"error: -o {tmp_path / 'afile'}: exists and is not a folder"
+    assert one_error_line(done) == f"error: --report {tmp_path / 'afile'}: exists and is not a folder"
     (tmp_path / "empty").mkdir()
     for root in (tmp_path / "empty", tmp_path / "missing"):
         tables = subprocess.run([sys.executable, "-m", "analysis.tables", str(root)], capture_output=True,

@@ -190,7 +190,7 @@ def test_report_is_refused_inside_what_it_reads(tiny_runs, tmp_path):
     before = tree_digest(tmp_path / "cmp")
     for out in (tmp_path / "cmp" / "report", tmp_path / "cmp" / "unet" / "report"):
         done = run_cli("report.py", str(tmp_path / "cmp" / "unet"), "-o", str(out), "--no-notebook")
-        assert "-o " in one_error_line(done) and not out.exists()
+        assert "--report " in one_error_line(done) and not out.exists()
     assert tree_digest(tmp_path / "cmp") == before
 
 
