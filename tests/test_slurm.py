@@ -107,7 +107,7 @@ def test_submitit_round_trip_with_preemption(slurm, tmp_path, signals):
 
 def test_submit_command_local_round_trip_with_seeds(tmp_path):
     done = run_cli("submit.py", "--gens", "hybrid", "--seeds", "2", "--cluster", "local", "--preset", "tiny",
-                   "--wait", "--out", str(tmp_path / "runs"), "--logs", str(tmp_path / "logs"))
+                   "--cpus-per-trial", "1", "--wait", "--out", str(tmp_path / "runs"), "--logs", str(tmp_path / "logs"))
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("finished at step 8") == 2
     for seed in (0, 1):
