@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from cluster.plan import check_count
 from gan import models
 from gan.config import Config, legacy_names
 from gan.errors import UserError
@@ -96,8 +97,7 @@ def build_space(gens: list[str], sweeps: list[str], space_file: str | None = Non
         for key, spec in user.items():
             space.update({target: spec for target in legacy.get(key, [key])})
     for flag, key, n in (("--seeds", "train.seed", seeds), ("--splits", "data.split_seed", splits)):
-        if n < 1:
-            raise UserError(f"{flag}: must be >= 1, got {n}")
+        check_count(flag, n)
         if n > 1:
             if key in space:
                 raise UserError(f"{flag}: the space already sweeps {key}; use one or the other")

@@ -11,7 +11,6 @@ directory, so it resumes at the exact step on any node.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,28 +22,13 @@ from typing import Any
 import ray
 from ray import tune
 
+from cluster.plan import run_name
 from gan import contract
 from gan.config import Config, for_generator
 from gan.files import read_csv
 from gan.fastpath import CPUS_ENV
 from gan.quiet import quiet_tensorflow
 from gan.train import run_path, train
-
-
-def run_name(sampled: dict[str, Any]) -> str:
-    """'unet' for a plain comparison; 'unet-lr_g=0.00012-mirror=False-3f2a' with swept values; a training
-    seed swept by --seeds ends the name: 'unet-seed2', 'unet-lr_g=0.00012-3f2a-seed2'."""
-    gen = sampled.get("model.generator", "unet")
-    seed = f"-seed{sampled['train.seed']}" if "train.seed" in sampled else ""
-    if "data.split_seed" in sampled:  # a data split drawn per run: 'unet-split1-seed0'
-        seed = f"-split{sampled['data.split_seed']}{seed}"
-    rest = {k: v for k, v in sorted(sampled.items()) if k not in ("model.generator", "train.seed", "data.split_seed")}
-    if not rest:
-        return gen + seed
-    parts = [f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
-             for k, v in rest.items()]
-    digest = hashlib.sha1(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:6]
-    return "-".join([gen, *parts])[:80] + f"-{digest}" + seed
 
 
 def _flat_scores(step: int, scores: dict[str, dict[str, float]]) -> dict[str, float]:

@@ -1,19 +1,20 @@
 """Submit the generator comparison (or any grid of configs) through submitit.
 
-    python jobs/submit.py --gens all --preset paper --partition gpu --gpus 1 --time 1440
+    python jobs/submit.py --gens all --preset paper --partition gpu --gpus-per-trial 1 --time 1440
     python jobs/submit.py --gens unet --cluster local --preset small --wait    # no SLURM: local processes
-    python jobs/submit.py --gens all --seeds 3 --partition gpu --gpus 1       # three training seeds each
+    python jobs/submit.py --gens all --seeds 3 --partition gpu --gpus-per-trial 1   # three training seeds each
 
 One array job, one task per generator (x each value of --grid KEY=V1,V2, x each
-training seed with --seeds N: train.seed 0..N-1, run names ending in -seed<k>);
+training seed with --seeds N: train.seed 0..N-1), named as Tune names its trials (cluster/plan.py:
+'unet-seed2', 'unet-lr_g=0.0001-3f2a6b-seed0'; a generator's own setting goes to that generator's runs);
 each task writes the same run directory as jobs/train.py. Prints the job ids
 and where logs and runs go; --wait blocks and prints the final states.
 """
 
 import argparse
-import itertools
 from pathlib import Path
 
+from cluster.plan import grid_trials, run_name
 from gan.cli import add_common_flags, add_gens_flag, config_from_args, generator_list, run_main
 from gan.errors import UserError
 
@@ -40,24 +41,17 @@ def main() -> int:
     add_common_flags(parser)
     args, extra = parser.parse_known_args()
     gens = generator_list(args.gens)
-    axes = [[("model.generator", g) for g in gens]]
+    grid = []
     for item in args.grid:
         if "=" not in item:
             raise UserError(f"--grid {item}: expected KEY=V1,V2")
         key, values = item.split("=", 1)
-        axes.append([(key, v) for v in values.split(",")])
-    if args.seeds < 1:
-        raise UserError(f"--seeds: must be >= 1, got {args.seeds}")
-    if args.seeds > 1:
-        if any(key == "train.seed" for key, _ in (a[0] for a in axes[1:])) or "--train.seed" in extra:
-            raise UserError("--seeds: sets train.seed 0..N-1 itself; drop the other train.seed")
-        axes.append([("train.seed", k) for k in range(args.seeds)])
-    configs = []
-    for combo in itertools.product(*axes):
-        fixed = dict(combo)
-        name = "-".join([fixed["model.generator"], *(f"seed{v}" if k == "train.seed" else f"{k.split('.')[-1]}={v}"
-                                                     for k, v in combo[1:])])
-        configs.append(config_from_args(args, extra, **fixed, run_name=name))
+        grid.append((key, values.split(",")))
+    if args.seeds > 1 and "--train.seed" in extra:
+        raise UserError("--seeds: sets train.seed 0..N-1 itself; drop the other train.seed")
+    # The launch plan names the runs as Tune and the sbatch array do (cluster/plan.py).
+    configs = [config_from_args(args, extra, **values, run_name=run_name(values))
+               for values in grid_trials(gens, grid, args.seeds)]
 
     from cluster.submitit_jobs import make_executor, submit_grid
     executor = make_executor(args.logs, cluster=args.cluster, partition=args.partition, gpus=args.gpus,

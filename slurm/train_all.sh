@@ -31,25 +31,21 @@
 #SBATCH --signal=B:USR1@300
 set -uo pipefail
 
-# The generator names come from the project's registry (gan/models: one module per generator), in its order.
-mapfile -t GENERATORS < <("${PYTHON:-python}" -c 'from gan.models import names; print(*names(), sep="\n")')
+# The launch plan (cluster/plan.py) maps tasks to runs, as Tune and submitit do: the registry's generators
+# in order x SEEDS, the run names, and the check that the array reaches every task.
 SEEDS=${SEEDS:-1}
-TASKS=$(( ${#GENERATORS[@]} * SEEDS ))
 if [ -z "${SLURM_JOB_ID:-}" ]; then  # not inside a job: submit this script with the array it needs
+    TASKS=$("${PYTHON:-python}" -m cluster.plan tasks --seeds "$SEEDS") || exit 2
     exec sbatch --array=0-$((TASKS - 1)) "$@" "$0"
 fi
 TASK=${SLURM_ARRAY_TASK_ID:-0}
 # A subset (--array=2: redo one task) is fine; an array that stops short of the last task is not.
-if [ "${SLURM_ARRAY_TASK_MAX:-$((TASKS - 1))}" -ne $((TASKS - 1)) ] || [ "$TASK" -ge "$TASKS" ]; then
-    echo "error: ${#GENERATORS[@]} generators (${GENERATORS[*]}) x ${SEEDS} seed(s) need --array=0-$((TASKS - 1))" \
-         "(this array ends at ${SLURM_ARRAY_TASK_MAX:-?})" >&2
-    exit 2
-fi
-GEN=${GENERATORS[$((TASK / SEEDS))]}
-SEED=$((TASK % SEEDS))
+read -r GEN SEED NAME < <("${PYTHON:-python}" -m cluster.plan task "$TASK" --seeds "$SEEDS" \
+                          ${SLURM_ARRAY_TASK_MAX:+--last "$SLURM_ARRAY_TASK_MAX"}) || true
+[ -n "${NAME:-}" ] || exit 2  # the plan said why, in one line on stderr
 NAME_ARGS=()
 if [ "$SEEDS" -gt 1 ]; then
-    NAME_ARGS=(--run-name "${GEN}-seed${SEED}" --train.seed "$SEED")
+    NAME_ARGS=(--run-name "$NAME" --train.seed "$SEED")
 fi
 cd "${SLURM_SUBMIT_DIR:-.}"
 echo "[$(date -Is)] task ${TASK} (${GEN}, seed ${SEED}) on $(hostname), restart ${SLURM_RESTART_COUNT:-0}"

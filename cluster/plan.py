@@ -1,0 +1,112 @@
+"""The launch plan: which runs a launch makes (generator x configuration x seed [x split]) and their names.
+
+One naming scheme and one set of checks for every launcher: Ray Tune's trials (cluster/tune.py), the
+submitit array (jobs/submit.py) and the plain sbatch array (slurm/train_all.sh, through this module's
+command line) all name a run by `run_name` of its dotted values and lay it out by the contract:
+
+    unet                               a plain comparison
+    unet-seed2                         a training seed of --seeds
+    unet-split1-seed0                  a data split crossed with the seeds (--splits)
+    unet-lr_g=0.0001-mirror=False-3f2a  swept values, a short hash of them (then -seed<k>)
+
+    python -m cluster.plan tasks --seeds 3              # how many array tasks: generators x seeds
+    python -m cluster.plan task 4 --seeds 3 --last 8    # task 4 of an array ending at 8: "resnet 1 resnet-seed1"
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import sys
+from typing import Any
+
+from gan import models
+from gan.config import Config, for_generator, legacy_names
+from gan.errors import EXIT_USAGE, UserError
+
+NAMING_KEYS = ("model.generator", "train.seed", "data.split_seed")  # named by their place, not as key=value
+
+
+def run_name(values: dict[str, Any]) -> str:
+    """The run's folder name from its dotted values: 'unet' for a plain comparison; 'unet-lr_g=0.00012-
+    mirror=False-3f2a' with swept values; a training seed ends the name ('unet-seed2'), after the data split
+    when one is drawn per run ('unet-split1-seed0')."""
+    gen = values.get("model.generator", "unet")
+    seed = f"-seed{values['train.seed']}" if "train.seed" in values else ""
+    if "data.split_seed" in values:
+        seed = f"-split{values['data.split_seed']}{seed}"
+    rest = {k: v for k, v in sorted(values.items()) if k not in NAMING_KEYS}
+    if not rest:
+        return gen + seed
+    parts = [f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+             for k, v in rest.items()]
+    digest = hashlib.sha1(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    return "-".join([gen, *parts])[:80] + f"-{digest}" + seed
+
+
+def check_count(flag: str, n: int) -> None:
+    """--seeds / --splits: at least one (the one check every launcher makes)."""
+    if n < 1:
+        raise UserError(f"{flag}: must be >= 1, got {n}")
+
+
+def typed(key: str, value: Any) -> Any:
+    """A value from a command line as the config field's type (so '1e-4' and 0.0001 name the same run)."""
+    cfg = Config()
+    cfg.set(key, value)
+    return cfg.flat()[legacy_names().get(key, [key])[0]]
+
+
+def grid_trials(gens: list[str], grid: list[tuple[str, list[Any]]] = (), seeds: int = 1) -> list[dict[str, Any]]:
+    """Every generator x every combination of the grid's values x training seeds 0..seeds-1 (with seeds > 1),
+    as dotted values, generators outermost: what one array job runs, in task order."""
+    check_count("--seeds", seeds)
+    if seeds > 1 and any(key == "train.seed" for key, _ in grid):
+        raise UserError("--seeds: sets train.seed 0..N-1 itself; drop the other train.seed")
+    axes = [[("model.generator", g) for g in gens]]
+    axes += [[(key, typed(key, v)) for v in values] for key, values in grid]
+    if seeds > 1:
+        axes.append([("train.seed", k) for k in range(seeds)])
+    # A generator's own setting reaches that generator's runs only; the others are not repeated for it.
+    trials = [for_generator(dict(combo), combo[0][1]) for combo in itertools.product(*axes)]
+    return [json.loads(t) for t in dict.fromkeys(json.dumps(t, sort_keys=True) for t in trials)]
+
+
+def array_task(task: int, seeds: int, last: int | None = None) -> dict[str, Any]:
+    """The dotted values of task `task` of the plain sbatch array (one task per registered generator x
+    seed); refuses an array that stops short of the last task, naming the --array it needs."""
+    trials = grid_trials(list(models.names()), seeds=seeds)
+    final = len(trials) - 1
+    if (last if last is not None else final) != final or not 0 <= task <= final:
+        gens = models.names()
+        raise UserError(f"{len(gens)} generators ({' '.join(gens)}) x {seeds} seed(s) need --array=0-{final} "
+                        f"(this array ends at {last if last is not None else '?'})")
+    return trials[task]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    tasks = sub.add_parser("tasks", help="how many tasks the sbatch array needs")
+    task = sub.add_parser("task", help="generator, seed and run name of one array task")
+    task.add_argument("index", type=int)
+    task.add_argument("--last", type=int, default=None, help="the array's last task ($SLURM_ARRAY_TASK_MAX)")
+    for p in (tasks, task):
+        p.add_argument("--seeds", type=int, default=1)
+    args = parser.parse_args(argv)
+    try:
+        if args.what == "tasks":
+            print(len(grid_trials(list(models.names()), seeds=args.seeds)))
+        else:
+            values = array_task(args.index, args.seeds, args.last)
+            print(values["model.generator"], values.get("train.seed", 0), run_name(values))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
