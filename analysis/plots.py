@@ -59,7 +59,7 @@ def _run_split_lines(frame: pd.DataFrame, metrics: list[str], axes, x: str = "st
 def evolution(metrics: pd.DataFrame, stem: Path) -> list[Path]:
     """One panel per metric; train dashed, validation solid; one colour per run (as the study's figures), or
     per generator with its seeds' band."""
-    shown = [m for m in metric_names() if m in metrics]
+    shown = [m for m in metric_names(metrics) if m in metrics]
     rows = -(-len(shown) // 4)
     fig, axes = plt.subplots(rows, 4, figsize=(18, 4 * rows), squeeze=False, layout="constrained")
     banded = _run_split_lines(metrics, shown, axes)
@@ -78,7 +78,7 @@ def quality_by_time(metrics: pd.DataFrame, timings: pd.DataFrame, stem: Path) ->
     frame = by_training_time(metrics, timings)
     if frame.empty:
         return None
-    shown = [m for m in metric_names() if m in frame]
+    shown = [m for m in metric_names(metrics) if m in frame]
     rows = -(-len(shown) // 4)
     fig, axes = plt.subplots(rows, 4, figsize=(18, 4 * rows), squeeze=False, layout="constrained")
     _run_split_lines(frame[frame.split == "val"], shown, axes, x="seconds")

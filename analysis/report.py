@@ -156,7 +156,7 @@ def three_way_verdict(tests: pd.DataFrame, metrics: list[str], roots: list) -> p
         n = int(per_run.groupby("generator").run.nunique().min())
         shown = [m for m in metrics if m in settle.DEFAULT_MARGINS and per_run[m].notna().all()]
         plan = settle.Plan(generators=gens, metrics=shown, margins={m: settle.DEFAULT_MARGINS[m] for m in shown},
-                           lower_is_better=[m for m in shown if m in lower_is_better()], first=n, max_seeds=n)
+                           lower_is_better=[m for m in shown if m in lower_is_better(tests)], first=n, max_seeds=n)
         # The runs of each generator in seed order, as seeds 0..n-1 of the one look.
         scores = {g: {i: {m: float(r[m]) for m in shown} for i, (_, r) in enumerate(group.sort_values(["seed", "run"]).iterrows())}
                   for g, group in per_run.groupby("generator")}
@@ -244,8 +244,8 @@ def _html(runs, frames: dict[str, pd.DataFrame], figures: dict[str, Path], evide
 def _head(runs) -> list[str]:
     """Title, what the runs are, the metrics and their directions, skipped runs, warnings, unfinished runs."""
     states = pd.Series([r.state for r in runs]).value_counts().to_dict()
-    lower = lower_is_better()
-    others = [m for m in metric_names() if m not in study_metrics()]
+    lower = lower_is_better(runs)
+    others = [m for m in metric_names(runs) if m not in study_metrics(runs)]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>pix2pix comparison report</title>",
         "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;"
@@ -254,7 +254,7 @@ def _head(runs) -> list[str]:
         "<h1>pix2pix comparison report</h1>",
         f"<p>{len(runs)} runs ({html.escape(', '.join(f'{n} {s}' for s, n in states.items()))}); "
         f"written {time.strftime('%Y-%m-%d %H:%M')}. Study metrics: "
-        + html.escape(", ".join(f"{m} ({'lower' if m in lower else 'higher'} is better)" for m in study_metrics()))
+        + html.escape(", ".join(f"{m} ({'lower' if m in lower else 'higher'} is better)" for m in study_metrics(runs)))
         + ("; also " + html.escape(", ".join(f"{m} ({'lower' if m in lower else 'higher'})" for m in others))
            if others else "") + ".</p>",
     ]

@@ -23,24 +23,43 @@ from gan.errors import UserError
 from gan.lease import holder_alive, read_holder
 
 FCN_METRICS = list(contract.FCN_METRICS)
-# Every image metric met so far: {name: {"better", "study", "version"}}. Each loaded run adds those it
-# records (config.json "metrics"; older runs: the contract's legacy table), so a metric added to
-# gan/evaluators/metrics.py reaches every table and figure with no change here, and a run without a metric's column
-# simply has none (missing, never an error).
-_KNOWN: dict[str, dict] = dict(contract.LEGACY_METRICS)
+SPECS_ATTR = "metric_specs"  # a frame's attrs key: the specs of the runs it was built from
 
 
-def metric_names() -> list[str]:
-    """The image metrics, the study's four first."""
-    return sorted(_KNOWN, key=lambda m: not _KNOWN[m].get("study"))
+def metric_table(of=None) -> dict[str, dict]:
+    """The image metrics {name: {"better", "study", "version"}} of these runs (a list of Run), or of a frame
+    built from runs (`test_frame`, `metrics_frame`, ...: it carries them in its attrs): the contract's
+    legacy table plus what each run records in its config.json. No process-wide registry: a metric added
+    to gan/evaluators/metrics.py reaches every table and figure through the runs that measured it, and a
+    run without a metric's column simply has none (missing, never an error)."""
+    table = dict(contract.LEGACY_METRICS)
+    if isinstance(of, pd.DataFrame):
+        table.update(of.attrs.get(SPECS_ATTR, {}))
+    elif of is not None:
+        for run in of:
+            for name, spec in run.metric_specs.items():
+                table.setdefault(name, spec)
+    return table
 
 
-def study_metrics() -> list[str]:
-    return [m for m in metric_names() if _KNOWN[m].get("study")]
+def metric_names(of=None) -> list[str]:
+    """The image metrics of these runs or of this frame, the study's four first."""
+    table = metric_table(of)
+    return sorted(table, key=lambda m: not table[m].get("study"))
 
 
-def lower_is_better() -> set[str]:
-    return contract.lower_is_better(_KNOWN)
+def study_metrics(of=None) -> list[str]:
+    table = metric_table(of)
+    return [m for m in metric_names(of) if table[m].get("study")]
+
+
+def lower_is_better(of=None) -> set[str]:
+    return contract.lower_is_better(metric_table(of))
+
+
+def _with_specs(frame: pd.DataFrame, runs) -> pd.DataFrame:
+    frame.attrs[SPECS_ATTR] = metric_table(runs)
+    return frame
 
 
 @dataclass
@@ -200,8 +219,6 @@ def load_run(path: str | Path) -> Run:
     if kind != contract.RUN_KIND:
         raise UnreadableRun(f"{path}: not a pix2pix run (config.json kind: {kind})")
     specs = contract.metric_specs(config)
-    for name, spec in specs.items():
-        _KNOWN.setdefault(name, spec)
     return Run(path, config["config"], _json(path / contract.STATUS, contract.check_status),
                _csv(path / contract.METRICS_CSV, contract.METRICS_KEYS), _csv(path / contract.TIMINGS_CSV),
                _csv(path / contract.TEST_CSV, ("image",)), _json(path / contract.SUMMARY, contract.check_summary),
@@ -237,7 +254,7 @@ def version_warning(runs: list[Run]) -> str:
     """'' when every run used the same definition of each metric it has, else one sentence saying which
     metric was measured with which version by which runs."""
     parts = []
-    for metric in metric_names():
+    for metric in metric_names(runs):
         versions: dict[int, list[str]] = {}
         for r in runs:
             if metric in r.metric_specs:
@@ -304,14 +321,14 @@ def swept_fields(runs: list[Run]) -> list[str]:
 def metrics_frame(runs: list[Run]) -> pd.DataFrame:
     """Every evaluation row of every run: run, generator, state, step, split, metrics."""
     frames = [r.metrics.assign(run=r.name, generator=r.generator, state=r.state) for r in runs if not r.metrics.empty]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return _with_specs(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(), runs)
 
 
 def fcn_frame(runs: list[Run]) -> pd.DataFrame:
     """FCN-score rows of every evaluation (runs trained with eval.fcn_every_eval): run, generator, step,
     split (train / val for generated photos, train_real / val_real for the real-photo reference)."""
     frames = [r.fcn_metrics.assign(run=r.name, generator=r.generator) for r in runs if not r.fcn_metrics.empty]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return _with_specs(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(), runs)
 
 
 def timings_frame(runs: list[Run]) -> pd.DataFrame:
@@ -350,4 +367,4 @@ def test_frame(runs: list[Run]) -> pd.DataFrame:
     """Per-image test metrics of every finished run: run, generator, seed, split (its key), image, metrics."""
     frames = [r.test_metrics.assign(run=r.name, generator=r.generator, seed=r.seed, split=r.split_key)
               for r in runs if not r.test_metrics.empty]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return _with_specs(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(), runs)

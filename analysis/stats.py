@@ -48,7 +48,7 @@ from analysis.runs import lower_is_better, metric_names
 
 def present_metrics(tests: pd.DataFrame) -> list[str]:
     """The image metrics these per-image rows have (a run from before a metric simply lacks it)."""
-    return [m for m in metric_names() if m in tests]
+    return [m for m in metric_names(tests) if m in tests]
 
 
 def holm(p_values: list[float]) -> list[float]:
@@ -139,7 +139,7 @@ def verdict(tests: pd.DataFrame, paired: pd.DataFrame, metrics: list[str], alpha
         means = tests.groupby("generator")[metric].mean().dropna()
         if len(means) < 2:
             continue
-        best = means.idxmin() if metric in lower_is_better() else means.idxmax()
+        best = means.idxmin() if metric in lower_is_better(tests) else means.idxmax()
         beats, ties = [], []
         for other in sorted(set(means.index) - {best}):
             row = paired[(paired.metric == metric) & (((paired.a == best) & (paired.b == other))
@@ -161,7 +161,7 @@ def seeds_table(tests: pd.DataFrame, metrics: list[str], val: pd.DataFrame | Non
     spread, source = between_run_spread(tests, metrics, val)
     rows = []
     for metric in metrics:
-        means = tests.groupby("generator")[metric].mean().dropna().sort_values(ascending=metric in lower_is_better())
+        means = tests.groupby("generator")[metric].mean().dropna().sort_values(ascending=metric in lower_is_better(tests))
         if len(means) < 2 or metric not in spread:
             continue
         gap = abs(float(means.iloc[0] - means.iloc[1]))

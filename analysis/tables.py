@@ -51,7 +51,7 @@ def test_table(runs: list[Run]) -> pd.DataFrame:
 def metric_columns(tests: pd.DataFrame) -> list[str]:
     """The image metrics the runs have (the study's four first), and the FCN-score columns when a segmenter
     was used; with no test rows yet, every known metric (shown as missing)."""
-    return [m for m in metric_names() if tests.empty or m in tests] + [m for m in FCN_METRICS if m in tests]
+    return [m for m in metric_names(tests) if tests.empty or m in tests] + [m for m in FCN_METRICS if m in tests]
 
 
 def study_table(runs: list[Run]) -> pd.DataFrame:
@@ -140,7 +140,7 @@ def equal_time_table(metrics: pd.DataFrame, timings: pd.DataFrame) -> pd.DataFra
     val = frame[frame.split == "val"]
     horizon = val.groupby("generator").seconds.max().min()
     at = val[val.seconds <= horizon].sort_values("seconds").groupby("run").tail(1)
-    shown = [m for m in metric_names() if m in at]
+    shown = [m for m in metric_names(metrics) if m in at]
     table = at.groupby("generator").agg(runs=("run", "nunique"), step=("step", "mean"), seconds=("seconds", "mean"),
                                         shared=("shared", "any"), **{m: (m, "mean") for m in shown})
     # A generator whose first evaluation came after the budget stays in the table, without scores.
@@ -221,7 +221,7 @@ def sweep_table(runs: list[Run], metric: str = "ssim") -> pd.DataFrame:
     frame = sweep_table_all(runs, metric)
     if frame.empty:
         return frame
-    ascending = metric in lower_is_better()
+    ascending = metric in lower_is_better(runs)
     return (frame.sort_values(f"val_{metric}", ascending=ascending).groupby("generator", as_index=False).head(1)
             .sort_values("generator").reset_index(drop=True))
 
@@ -241,7 +241,7 @@ def best_configuration_runs(runs: list[Run], metric: str = "ssim") -> list[Run]:
     frame = frame[frame.run.isin({r.name for r in runs if not r.test_metrics.empty})]
     if frame.empty:
         return list(runs)
-    best = frame.sort_values(f"val_{metric}", ascending=metric in lower_is_better()).groupby("generator").head(1)
+    best = frame.sort_values(f"val_{metric}", ascending=metric in lower_is_better(runs)).groupby("generator").head(1)
 
     def setting(generator: str, values: dict) -> str:
         return json.dumps([generator, *(values.get(f) for f in fields)], default=str)

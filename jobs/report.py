@@ -34,9 +34,10 @@ def main() -> int:
     from analysis.report import build_report
     from analysis.runs import FCN_METRICS, find_runs, metric_names
     from analysis.tables import comparison_table
-    if args.metric not in [*metric_names(), *FCN_METRICS]:
-        raise UserError(f"--metric: {args.metric!r} is not a metric (choose from "
-                        f"{', '.join([*metric_names(), *FCN_METRICS])})")
+    runs = find_runs(*args.roots)
+    known = [*metric_names(runs), *FCN_METRICS]  # what these runs measured (a metric of their own included)
+    if args.metric not in known:
+        raise UserError(f"--metric: {args.metric!r} is not a metric of these runs (choose from {', '.join(known)})")
     try:
         page = build_report(args.roots, args.out, notebook=not args.no_notebook, metric=args.metric)
     except FileNotFoundError as e:
@@ -44,7 +45,7 @@ def main() -> int:
     except OSError as e:
         from gan.errors import raise_for_write
         raise_for_write(e, f"--report {args.out}: cannot write the report there")
-    print(comparison_table(runs=find_runs(*args.roots), metric=args.metric))
+    print(comparison_table(runs=runs, metric=args.metric))
     print(f"\nreport: {page}" + ("" if args.no_notebook else f"\nnotebook: {Path(args.out) / 'compare.html'}"))
     return 0
 
