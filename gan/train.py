@@ -298,11 +298,7 @@ class _StopFlag:
                      "(kill -9 abandons it; the previous checkpoint stays)")
 
     def restore(self):
-        """The handlers from before; after a stop signal this process is ending, so later signals keep getting
-        the note (a second Ctrl-C 50 ms after the first can land after a fast checkpoint, and Python's default
-        handler would then turn it into a traceback or an exit code other than 75)."""
-        if self.signal is not None:
-            return
+        """The handlers from before (submitit's own USR2 handler requeues the job once the trainer returned)."""
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
