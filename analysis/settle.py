@@ -227,3 +227,77 @@ def simulate(plan: Plan, means: dict[str, float], sd: float, studies: int = 2000
     return {"rates": {f"{a}-{b}": {k: v / studies for k, v in c.items()} for (a, b), c in counts.items()},
             "wrong_way": {f"{a}-{b}": v / studies for (a, b), v in better_wrong_way.items()},
             "seeds_mean": float(np.mean(spent)), "seeds_fixed": plan.max_seeds}
+
+
+def scores_of(runs, metrics: list[str]) -> dict[str, dict[int, dict[str, float]]]:
+    """{generator: {training seed: {metric: the run's test mean}}} of finished runs (analysis.runs)."""
+    from analysis.runs import test_frame
+    tests = test_frame(runs)
+    if tests.empty:
+        return {}
+    missing = [m for m in metrics if m not in tests]
+    if missing:
+        raise ValueError(f"the runs have no {', '.join(missing)} column")
+    per_run = tests.groupby(["generator", "run", "seed"])[metrics].mean().reset_index()
+    return {g: {int(r.seed): {m: float(r[m]) for m in metrics} for _, r in group.iterrows()}
+            for g, group in per_run.groupby("generator")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m analysis.settle --plan PLAN.json ROOT...: the rule replayed over finished runs, as a table."""
+    import argparse
+    import json
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    from analysis.runs import find_runs
+    from analysis.tables import to_markdown
+    parser = argparse.ArgumentParser(description="Replay a stored settle plan (a sweep's _tune_args.json 'settle', "
+                                     "or the plan alone) over the finished runs under ROOT...: per pair and "
+                                     "metric better / equivalent / open, at the look the runs allow.")
+    parser.add_argument("roots", nargs="+")
+    parser.add_argument("--plan", required=True, help="the plan as JSON (plan.json, or a sweep's _tune_args.json)")
+    parser.add_argument("--metrics", default=None, help="only these of the plan's metrics (comma list; the looks "
+                        "and alpha stay the plan's)")
+    parser.add_argument("--out", default=None, help="also write <out>.csv and <out>.md")
+    args = parser.parse_args(argv)
+    try:
+        raw = json.loads(Path(args.plan).read_text())
+        plan = Plan.from_dict(raw.get("settle", raw) if isinstance(raw, dict) else raw)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        print(f"error: --plan {args.plan}: not a settle plan ({e})", file=sys.stderr)
+        return 2
+    if args.metrics:
+        chosen = [m for m in args.metrics.split(",") if m]
+        unknown = [m for m in chosen if m not in plan.metrics]
+        if unknown:
+            print(f"error: --metrics: {', '.join(unknown)} not in the plan ({', '.join(plan.metrics)})", file=sys.stderr)
+            return 2
+        plan = Plan.from_dict({**plan.to_dict(), "metrics": chosen,
+                               "margins": {m: plan.margins[m] for m in chosen}})
+    try:
+        runs = find_runs(*args.roots)
+        scores = scores_of(runs, plan.metrics)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for note in runs.notes():
+        print(f"note: {note}", file=sys.stderr)
+    rows, wanted = replay(scores, plan)
+    table = pd.DataFrame(rows)
+    level = f"{100 * (1 - 2 * plan.alpha_per_test):.1f} %"
+    table = table.rename(columns={"low": f"low ({level})", "high": f"high ({level})"}).drop(columns="final", errors="ignore")
+    text = to_markdown(table)
+    print(text)
+    print(f"\nnext: {', '.join(f'{g} seeds 0..{n - 1}' for g, n in sorted(wanted.items())) or 'nothing: every comparison is decided'}")
+    if args.out:
+        table.to_csv(f"{args.out}.csv", index=False)
+        Path(f"{args.out}.md").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())
