@@ -29,15 +29,13 @@ preempted; `--resume` continues them.
 import argparse
 import json
 import math
-import os
 from pathlib import Path
 
 from gan.cli import add_common_flags, add_gens_flag, generator_list, parse_overrides, run_main
 from gan.config import check_folder_name, make_config
 from gan.contract import TUNE_ARGS, TUNE_LEASE, TUNE_STATE
-from gan.errors import EXIT_PREEMPTED, UserError
-from gan.fastpath import fast_path_vars
-from gan.files import read_json, write_json
+from gan.errors import UserError
+from gan.files import read_json
 from gan.lease import Lease
 
 
@@ -234,109 +232,15 @@ def main() -> int:
     created = [p for p in (root, root.parent) if not p.exists()]
     lease = Lease(root / TUNE_LEASE, holder="sweep driver", thing="sweep", flag="--experiment").acquire()
     try:
-        return sweep(args, saved, root, experiment, resume)
+        from cluster import sweep
+        sweep.connect(args.address, saved["cpus"], saved["gpus"])
+        return sweep.run(saved, out=args.out, experiment=experiment, resume=resume, resuming=args.resume,
+                         report=args.report, readout=AnalysisReadout())
     finally:
         lease.release()
         for folder in created:  # a sweep refused before its first write leaves no empty folders behind
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
-
-
-def sweep(args: argparse.Namespace, saved: dict, root: Path, experiment: str, resume: str) -> int:
-    """The search, then (with --then-seeds) the retraining; either resumed where it stopped."""
-    args_file = root / TUNE_ARGS
-    import ray
-
-    from cluster import tune as tuning
-    address = args.address or os.environ.get("RAY_ADDRESS") or "local"  # 'local': never another job's Ray
-    # Trials train on the fast path: the workers get the caching allocator (gan/fastpath.py).
-    fast_path = fast_path_vars()
-    ray.init(address=address, runtime_env={"env_vars": fast_path} if fast_path else None,
-             **({"include_dashboard": False} if address == "local" else {}))
-    refuse_what_no_node_meets(saved["cpus"], saved["gpus"])
-    if saved.get("settle"):
-        if not args.resume:
-            root.mkdir(parents=True, exist_ok=True)
-            write_json(args_file, saved)  # the plan is stored before the first round: pre-registered
-        return settle_rounds(args, saved, root, experiment, resume)
-    if saved.get("phase", "search") == "search":
-        if args.resume:
-            tuner = tuning.restore_tuner(args.out, experiment, make_config(saved["preset"], saved["overrides"]),
-                                         saved["cpus"], saved["gpus"])
-        else:
-            root.mkdir(parents=True, exist_ok=True)
-            write_json(args_file, saved)
-            tuner = search_tuner(saved, args.out, experiment)
-        results = run_phase(tuner, resume)
-        if results is None:
-            return EXIT_PREEMPTED
-        then_seeds = saved.get("then_seeds", 0)
-        code = summarise(results, root, saved["metric"], tuning.mode_of(saved["metric"]),
-                         f"{args.report}/search" if args.report and then_seeds else args.report)
-        if not then_seeds:
-            return code
-        best = tuning.best_configurations(results, saved["metric"], tuning.mode_of(saved["metric"]))
-        if not best:
-            raise UserError(f"--then-seeds: no trial reported {saved['metric']}; nothing to retrain")
-        saved.update(phase="retrain", best=best, trials=tuning.retraining_trials(
-            best, list(range(1, then_seeds + 1)), experiment))
-        write_json(args_file, saved)  # a driver killed from here on resumes the retraining
-    results = run_phase(retrain_tuner(saved, args.out, experiment), resume)
-    if results is None:
-        return EXIT_PREEMPTED
-    return summarise_retraining(results, saved, Path(args.out), experiment, args.report)
-
-
-def settle_rounds(args: argparse.Namespace, saved: dict, root: Path, experiment: str, resume: str) -> int:
-    """The settle rule's rounds: replay the rule from the finished runs, train the seeds it asks for, repeat.
-    Finished runs are never trained again (those already in the experiment count); the rule's decisions are a
-    function of the plan and the runs' scores, so a resumed driver takes up exactly where it stopped."""
-    import shutil
-
-    import pandas as pd
-    from ray import tune
-
-    from analysis import settle
-    from analysis.tables import to_markdown, write_table
-    from cluster import tune as tuning
-    plan = settle.Plan.from_dict(saved["settle"])
-    base = make_config(saved["preset"], saved["overrides"])
-    print(f"settle: {', '.join(plan.metrics)} over {len(plan.pairs)} pairs; looks at {plan.first}..{plan.max_seeds} "
-          f"seeds per generator; alpha {plan.alpha} per metric, {plan.alpha_per_test:.3g} per test (Bonferroni over "
-          f"{plan.looks} looks x {len(plan.pairs)} pairs); margins "
-          + ", ".join(f"{m} {plan.margins[m]:g}" for m in plan.metrics))
-    while True:
-        scores = settle_scores(root, base, plan)
-        rows, wanted = settle.replay(scores, plan)
-        varied = {"data.split_seed"} if plan.design == "varied" else set()
-        todo = [{"model.generator": g, "train.seed": k, **dict.fromkeys(varied, k)} for g, n in sorted(wanted.items())
-                for k in range(n) if k not in scores.get(g, {})]
-        if not todo:
-            break
-        print(f"\nsettle: the next look needs {', '.join(f'{g} seeds 0..{n - 1}' for g, n in sorted(wanted.items()))}; "
-              f"training {len(todo)} run(s): {', '.join(tuning.run_name(t) for t in todo)}")
-        shutil.rmtree(root / TUNE_STATE, ignore_errors=True)  # the last round's Tune state; runs resume from their own
-        tuner = tuning.make_tuner({tuning.TRIAL: tune.grid_search(todo)}, base=base, out=args.out, experiment=experiment,
-                                  metric=saved["metric"], mode=tuning.mode_of(saved["metric"]),
-                                  max_failures=saved["max_failures"], cpus_per_trial=saved["cpus"],
-                                  gpus_per_trial=saved["gpus"])
-        results = run_phase(tuner, resume)
-        if results is None:
-            return EXIT_PREEMPTED
-        errors = [r for r in results if r.error]
-        if errors:
-            print(f"settle: {len(errors)} run(s) did not finish ({errors[0].error}); fix the cause and continue with: "
-                  f"{resume}")
-            return 1
-    table = pd.DataFrame(rows)
-    spent = {g: max((r["seeds"] for r in rows if g in (r["a"], r["b"])), default=0) for g in plan.generators}
-    print(f"\nsettled with {', '.join(f'{g} {n}' for g, n in spent.items())} seeds:")
-    print(to_markdown(table))
-    write_table(table, root / "settle")
-    if args.report:
-        from analysis.report import build_report
-        print(f"report: {build_report([root], args.report)}")
-    return 0
 
 
 def settle_scores(root: Path, base, plan) -> dict[str, dict[int, dict[str, float]]]:
@@ -373,75 +277,45 @@ def settle_scores(root: Path, base, plan) -> dict[str, dict[int, dict[str, float
     return scores
 
 
-def refuse_what_no_node_meets(cpus: float, gpus: float) -> None:
-    """A trial no node of the cluster can hold would wait forever behind Ray's 'insufficient resources'
-    warning: refused in one line, naming the largest node. (An autoscaling cluster that grows such nodes on
-    demand: set PIX2PIX_AUTOSCALING=1.)"""
-    import ray
-    if os.environ.get("PIX2PIX_AUTOSCALING") == "1":
-        return
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    if any(n.get("CPU", 0) >= cpus and n.get("GPU", 0) >= gpus for n in nodes):
-        return
-    largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
-    raise UserError(f"--cpus-per-trial {cpus:g} --gpus-per-trial {gpus:g}: no node of the cluster has that much "
-                    f"({len(nodes)} node(s); the largest: {largest.get('CPU', 0):g} CPUs, {largest.get('GPU', 0):g} "
-                    "GPUs); ask for less, or add such a node")
+class AnalysisReadout:
+    """What this command makes of a sweep's results (cluster/sweep.py's Readout): tables, reports and the
+    settle rule's looks, from analysis/."""
 
+    def search_done(self, results, root: Path, metric: str, mode: str, report: str | None) -> int:
+        return summarise(results, root, metric, mode, report)
 
-def search_tuner(saved: dict, out: str, experiment: str):
-    from cluster import spaces
-    from cluster import tune as tuning
-    return tuning.make_tuner(
-        spaces.to_tune(saved["space"], saved["configurations"], tuning.TRIAL), base=make_config(saved["preset"], saved["overrides"]), out=out,
-        experiment=experiment, scheduler=saved["scheduler"], metric=saved["metric"], mode=tuning.mode_of(saved["metric"]),
-        num_samples=1 if saved["configurations"] else saved["samples"], max_failures=saved["max_failures"], cpus_per_trial=saved["cpus"],
-        gpus_per_trial=saved["gpus"], max_evaluations=saved["max_evaluations"])
+    def retraining_done(self, results, saved: dict, out: Path, experiment: str, report: str | None) -> int:
+        return summarise_retraining(results, saved, out, experiment, report)
 
+    def settle_start(self, saved: dict) -> None:
+        from analysis import settle
+        plan = settle.Plan.from_dict(saved["settle"])
+        print(f"settle: {', '.join(plan.metrics)} over {len(plan.pairs)} pairs; looks at {plan.first}..{plan.max_seeds} "
+              f"seeds per generator; alpha {plan.alpha} per metric, {plan.alpha_per_test:.3g} per test (Bonferroni "
+              f"over {plan.looks} looks x {len(plan.pairs)} pairs); margins "
+              + ", ".join(f"{m} {plan.margins[m]:g}" for m in plan.metrics))
 
-def retrain_tuner(saved: dict, out: str, experiment: str):
-    """The retraining phase's tuner (`<experiment>-retrain/_tune`): restored if it was started before."""
-    from ray import tune
+    def settle_look(self, root: Path, saved: dict):
+        from analysis import settle
+        plan = settle.Plan.from_dict(saved["settle"])
+        scores = settle_scores(root, make_config(saved["preset"], saved["overrides"]), plan)
+        rows, wanted = settle.replay(scores, plan)
+        return rows, wanted, {g: set(seeds) for g, seeds in scores.items()}
 
-    from cluster import tune as tuning
-    name = f"{experiment}-retrain"
-    space, base = {tuning.TRIAL: tune.grid_search(saved["trials"])}, make_config(saved["preset"], saved["overrides"])
-    if tune.Tuner.can_restore(str((Path(out) / name / TUNE_STATE).resolve())):
-        return tuning.restore_tuner(out, name, base, saved["cpus"], saved["gpus"], param_space=space)
-    return tuning.make_tuner(
-        space, base=base, out=out, experiment=name, metric=saved["metric"], mode=tuning.mode_of(saved["metric"]),
-        max_failures=saved["max_failures"], cpus_per_trial=saved["cpus"], gpus_per_trial=saved["gpus"])
+    def settle_done(self, rows: list[dict], saved: dict, root: Path, report: str | None) -> int:
+        import pandas as pd
 
-
-def run_phase(tuner, resume: str):
-    """Fit; the results, or None (after saying how to go on) when the sweep was interrupted."""
-    from cluster import tune as tuning
-    results, interrupted = fit(tuner)
-    unfinished = tuning.settle_runs(interrupted, resume=resume)
-    if unfinished:
-        print(f"interrupted: {unfinished} of {len(results)} trials unfinished, their runs marked preempted; "
-              f"continue with: {resume}")
-        return None
-    return results
-
-
-def fit(tuner):
-    """(results, interrupted). Tune checkpoints its state and returns on the first SIGINT; TERM (scancel,
-    a job's time limit) is turned into that SIGINT. Tune's handler hands SIGINT back to ours when it
-    fires, so finding ours in place after `fit` means the sweep was interrupted."""
-    import signal
-
-    def ours(signum, frame):
-        raise KeyboardInterrupt  # a second Ctrl-C while Tune saves its state: Python's default
-
-    previous = signal.signal(signal.SIGINT, ours), signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(),
-                                                                                                    signal.SIGINT))
-    try:
-        results = tuner.fit()
-        return results, signal.getsignal(signal.SIGINT) is ours
-    finally:
-        signal.signal(signal.SIGINT, previous[0])
-        signal.signal(signal.SIGTERM, previous[1])
+        from analysis.tables import to_markdown, write_table
+        generators = saved["settle"]["generators"]
+        spent = {g: max((r["seeds"] for r in rows if g in (r["a"], r["b"])), default=0) for g in generators}
+        print(f"\nsettled with {', '.join(f'{g} {n}' for g, n in spent.items())} seeds:")
+        table = pd.DataFrame(rows)
+        print(to_markdown(table))
+        write_table(table, root / "settle")
+        if report:
+            from analysis.report import build_report
+            print(f"report: {build_report([root], report)}")
+        return 0
 
 
 def summarise_retraining(results, saved: dict, out: Path, experiment: str, report: str | None) -> int:

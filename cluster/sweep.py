@@ -1,0 +1,200 @@
+"""The sweep protocols behind `jobs/tune.py`, each resumable where it stopped:
+
+- a **search**: every trial of the sweep's space on Ray Tune, then (with `then_seeds`) the **retraining**
+  of each generator's best configuration and its default on fresh seeds (`<experiment>-tuned/`,
+  `<experiment>-default/`); the phase is stored in the sweep file, so a driver killed between them
+  resumes the retraining;
+- the **settle rule's rounds**: train the seeds the rule asks for, look, repeat, until every comparison
+  is decided or at its maximum.
+
+Ray and Tune mechanics live here: connecting (a private instance unless an address is given), refusing
+a trial no node can hold, fitting with Ctrl-C / TERM turned into a clean stop, marking the runs of
+unfinished trials. What the analysis says of the results - the tables, the reports, the rule's look at
+the runs - is the command's, handed in as a `Readout` (cluster/ imports gan/ only; jobs/ joins them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Protocol
+
+from gan.config import make_config
+from gan.contract import TUNE_ARGS, TUNE_STATE
+from gan.errors import EXIT_PREEMPTED, UserError
+from gan.fastpath import fast_path_vars
+from gan.files import write_json
+
+
+class Readout(Protocol):
+    """What the command makes of a sweep's results (jobs/tune.py implements it with analysis/)."""
+
+    def search_done(self, results, root: Path, metric: str, mode: str, report: str | None) -> int: ...
+
+    def retraining_done(self, results, saved: dict, out: Path, experiment: str, report: str | None) -> int: ...
+
+    def settle_start(self, saved: dict) -> None: ...
+
+    def settle_look(self, root: Path, saved: dict) -> tuple[list[dict], dict[str, int], dict[str, set[int]]]:
+        """(the rule's rows, {generator: seeds its next look needs}, {generator: seeds finished})."""
+
+    def settle_done(self, rows: list[dict], saved: dict, root: Path, report: str | None) -> int: ...
+
+
+def connect(address: str | None, cpus: float, gpus: float) -> None:
+    """Ray: `address` (or $RAY_ADDRESS), else a private instance on this machine, never one another job
+    started; trials get the fast path's allocator. Then refuse a per-trial request no node meets."""
+    import ray
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    fast_path = fast_path_vars()  # trials train on the fast path: the workers get the caching allocator
+    ray.init(address=address, runtime_env={"env_vars": fast_path} if fast_path else None,
+             **({"include_dashboard": False} if address == "local" else {}))
+    refuse_what_no_node_meets(cpus, gpus)
+
+
+def run(saved: dict, *, out: str, experiment: str, resume: str, resuming: bool, report: str | None,
+        readout: Readout) -> int:
+    """The sweep `saved` describes (as stored in the experiment's sweep file): the settle rule's rounds,
+    or the search and then, with `then_seeds`, the retraining; either resumed where it stopped."""
+    from cluster import tune as tuning
+    root = Path(out) / experiment
+    args_file = root / TUNE_ARGS
+    if saved.get("settle"):
+        if not resuming:
+            root.mkdir(parents=True, exist_ok=True)
+            write_json(args_file, saved)  # the plan is stored before the first round: pre-registered
+        return settle_rounds(saved, out=out, experiment=experiment, resume=resume, report=report, readout=readout)
+    if saved.get("phase", "search") == "search":
+        if resuming:
+            tuner = tuning.restore_tuner(out, experiment, make_config(saved["preset"], saved["overrides"]),
+                                         saved["cpus"], saved["gpus"])
+        else:
+            root.mkdir(parents=True, exist_ok=True)
+            write_json(args_file, saved)
+            tuner = search_tuner(saved, out, experiment)
+        results = run_phase(tuner, resume)
+        if results is None:
+            return EXIT_PREEMPTED
+        then_seeds = saved.get("then_seeds", 0)
+        code = readout.search_done(results, root, saved["metric"], tuning.mode_of(saved["metric"]),
+                                   f"{report}/search" if report and then_seeds else report)
+        if not then_seeds:
+            return code
+        best = tuning.best_configurations(results, saved["metric"], tuning.mode_of(saved["metric"]))
+        if not best:
+            raise UserError(f"--then-seeds: no trial reported {saved['metric']}; nothing to retrain")
+        saved.update(phase="retrain", best=best, trials=tuning.retraining_trials(
+            best, list(range(1, then_seeds + 1)), experiment))
+        write_json(args_file, saved)  # a driver killed from here on resumes the retraining
+    results = run_phase(retrain_tuner(saved, out, experiment), resume)
+    if results is None:
+        return EXIT_PREEMPTED
+    return readout.retraining_done(results, saved, Path(out), experiment, report)
+
+
+def settle_rounds(saved: dict, *, out: str, experiment: str, resume: str, report: str | None,
+                  readout: Readout) -> int:
+    """The settle rule's rounds: look at the finished runs, train the seeds the rule asks for, repeat.
+    Finished runs are never trained again (those already in the experiment count); the rule's decisions are a
+    function of the plan and the runs' scores, so a resumed driver takes up exactly where it stopped."""
+    from ray import tune
+
+    from cluster import tune as tuning
+    root = Path(out) / experiment
+    base = make_config(saved["preset"], saved["overrides"])
+    varied = {"data.split_seed"} if saved["settle"].get("design") == "varied" else set()  # seed k draws split k
+    readout.settle_start(saved)
+    while True:
+        rows, wanted, have = readout.settle_look(root, saved)
+        todo = [{"model.generator": g, "train.seed": k, **dict.fromkeys(varied, k)} for g, n in sorted(wanted.items())
+                for k in range(n) if k not in have.get(g, set())]
+        if not todo:
+            break
+        print(f"\nsettle: the next look needs {', '.join(f'{g} seeds 0..{n - 1}' for g, n in sorted(wanted.items()))}; "
+              f"training {len(todo)} run(s): {', '.join(tuning.run_name(t) for t in todo)}")
+        shutil.rmtree(root / TUNE_STATE, ignore_errors=True)  # the last round's Tune state; runs resume from their own
+        tuner = tuning.make_tuner({tuning.TRIAL: tune.grid_search(todo)}, base=base, out=out, experiment=experiment,
+                                  metric=saved["metric"], mode=tuning.mode_of(saved["metric"]),
+                                  max_failures=saved["max_failures"], cpus_per_trial=saved["cpus"],
+                                  gpus_per_trial=saved["gpus"])
+        results = run_phase(tuner, resume)
+        if results is None:
+            return EXIT_PREEMPTED
+        errors = [r for r in results if r.error]
+        if errors:
+            print(f"settle: {len(errors)} run(s) did not finish ({errors[0].error}); fix the cause and continue with: "
+                  f"{resume}")
+            return 1
+    return readout.settle_done(rows, saved, root, report)
+
+
+def refuse_what_no_node_meets(cpus: float, gpus: float) -> None:
+    """A trial no node of the cluster can hold would wait forever behind Ray's 'insufficient resources'
+    warning: refused in one line, naming the largest node. (An autoscaling cluster that grows such nodes on
+    demand: set PIX2PIX_AUTOSCALING=1.)"""
+    import ray
+    if os.environ.get("PIX2PIX_AUTOSCALING") == "1":
+        return
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if any(n.get("CPU", 0) >= cpus and n.get("GPU", 0) >= gpus for n in nodes):
+        return
+    largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
+    raise UserError(f"--cpus-per-trial {cpus:g} --gpus-per-trial {gpus:g}: no node of the cluster has that much "
+                    f"({len(nodes)} node(s); the largest: {largest.get('CPU', 0):g} CPUs, {largest.get('GPU', 0):g} "
+                    "GPUs); ask for less, or add such a node")
+
+
+def search_tuner(saved: dict, out: str, experiment: str):
+    from cluster import spaces
+    from cluster import tune as tuning
+    return tuning.make_tuner(
+        spaces.to_tune(saved["space"], saved["configurations"], tuning.TRIAL), base=make_config(saved["preset"], saved["overrides"]), out=out,
+        experiment=experiment, scheduler=saved["scheduler"], metric=saved["metric"], mode=tuning.mode_of(saved["metric"]),
+        num_samples=1 if saved["configurations"] else saved["samples"], max_failures=saved["max_failures"], cpus_per_trial=saved["cpus"],
+        gpus_per_trial=saved["gpus"], max_evaluations=saved["max_evaluations"])
+
+
+def retrain_tuner(saved: dict, out: str, experiment: str):
+    """The retraining phase's tuner (`<experiment>-retrain/_tune`): restored if it was started before."""
+    from ray import tune
+
+    from cluster import tune as tuning
+    name = f"{experiment}-retrain"
+    space, base = {tuning.TRIAL: tune.grid_search(saved["trials"])}, make_config(saved["preset"], saved["overrides"])
+    if tune.Tuner.can_restore(str((Path(out) / name / TUNE_STATE).resolve())):
+        return tuning.restore_tuner(out, name, base, saved["cpus"], saved["gpus"], param_space=space)
+    return tuning.make_tuner(
+        space, base=base, out=out, experiment=name, metric=saved["metric"], mode=tuning.mode_of(saved["metric"]),
+        max_failures=saved["max_failures"], cpus_per_trial=saved["cpus"], gpus_per_trial=saved["gpus"])
+
+
+def run_phase(tuner, resume: str):
+    """Fit; the results, or None (after saying how to go on) when the sweep was interrupted."""
+    from cluster import tune as tuning
+    results, interrupted = fit(tuner)
+    unfinished = tuning.settle_runs(interrupted, resume=resume)
+    if unfinished:
+        print(f"interrupted: {unfinished} of {len(results)} trials unfinished, their runs marked preempted; "
+              f"continue with: {resume}")
+        return None
+    return results
+
+
+def fit(tuner):
+    """(results, interrupted). Tune checkpoints its state and returns on the first SIGINT; TERM (scancel,
+    a job's time limit) is turned into that SIGINT. Tune's handler hands SIGINT back to ours when it
+    fires, so finding ours in place after `fit` means the sweep was interrupted."""
+    import signal
+
+    def ours(signum, frame):
+        raise KeyboardInterrupt  # a second Ctrl-C while Tune saves its state: Python's default
+
+    previous = signal.signal(signal.SIGINT, ours), signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(),
+                                                                                                    signal.SIGINT))
+    try:
+        results = tuner.fit()
+        return results, signal.getsignal(signal.SIGINT) is ours
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
