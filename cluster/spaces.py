@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from cluster.plan import check_count
+from gan.cli import generator_list
 from gan import models
 from gan.config import Config, legacy_names
 from gan.errors import UserError
@@ -78,10 +79,7 @@ def build_space(gens: list[str], sweeps: list[str], space_file: str | None = Non
     """The sweep's space as data: the generator grid, the named sweeps, the user's file, then `seeds`
     training seeds (train.seed 0..seeds-1, a grid: every configuration trains on each) and `splits` data
     splits (data.split_seed 0..splits-1, crossed with the seeds: the variance of each source apart)."""
-    bad = [g for g in gens if g not in models.names()]
-    if bad or not gens:
-        raise UserError(f"--gens: unknown generator {bad[0] if bad else ''!r} "
-                        f"(choose from {', '.join(models.names())} or all)")
+    gens = generator_list(",".join(gens))  # the one --gens check (gan/cli.py)
     space: dict[str, Any] = {"model.generator": {"grid": list(gens)}}
     for name in sweeps:
         if name not in SPACES:

@@ -98,8 +98,6 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict:
         overrides["data.format"] = args.data_format
     if args.samples < 1:
         raise UserError(f"--samples: must be >= 1, got {args.samples}")
-    if args.seeds < 1:
-        raise UserError(f"--seeds: must be >= 1, got {args.seeds}")
     if args.max_failures < 0:
         raise UserError(f"--max-failures: must be >= 0, got {args.max_failures}")
     if not args.cpus_per_trial > 0:
