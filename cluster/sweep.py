@@ -15,6 +15,9 @@ the runs - is the command's, handed in as a `Readout` (cluster/ imports gan/ onl
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -42,13 +45,73 @@ class Readout(Protocol):
     def settle_done(self, rows: list[dict], saved: dict, root: Path, report: str | None) -> int: ...
 
 
+# Set per trial by the trainable, or the re-exec's own mark: never carried from the driver.
+NOT_CARRIED = ("PIX2PIX_CPUS", "PIX2PIX_ALLOCATOR_REEXEC")
+
+
+def trial_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """What every trial's worker gets from the driver: the fast path's allocator, and the suite's own
+    variables as the user set them for the sweep (PIX2PIX_ALLOW_CPU, PIX2PIX_GENERATORS, PIX2PIX_DATA, ...;
+    a Ray cluster started elsewhere would otherwise give its workers the raylet's environment)."""
+    env = os.environ if env is None else env
+    carried = {k: v for k, v in env.items() if k.startswith("PIX2PIX_") and k not in NOT_CARRIED}
+    return {**carried, **fast_path_vars(env)}
+
+
+def trial_count(saved: dict) -> int:
+    """The most trials the sweep can run: its grid (generators, seeds, splits, grids of the space) times its
+    drawn configurations (or samples), plus the retraining's arms; for the settle rule, its maximum seeds."""
+    gens = saved["gens"]
+    if saved.get("settle"):
+        return len(gens) * saved["settle"]["max_seeds"]
+    grid = math.prod(len(spec["grid"]) for spec in saved["space"].values() if isinstance(spec, dict) and "grid" in spec)
+    drawn = len(saved["configurations"]) or saved["samples"]
+    return grid * drawn + len(gens) * 2 * saved.get("then_seeds", 0)
+
+
+def disk_check(saved: dict, out: str, limit_gb: float | None, log=print) -> None:
+    """What the sweep will write, said before it starts: its trials x the checkpoints each run keeps (its own
+    `train.checkpoints_to_keep`, one more while a new one is written, and the best one with eval.select
+    best_val_*) at the largest checkpoint of any generator and configuration it trains (Tune's checkpoints
+    are pointers: no second copy). Refused in one line past `limit_gb` (default: the free space where the
+    runs go)."""
+    import shutil as sh
+
+    from gan.config import for_generator
+    from gan.models import checkpoint_bytes
+    largest, kept, sized = 0, 0, {}
+    for gen in saved["gens"]:
+        for values in saved["configurations"] or [{}]:
+            cfg = make_config(saved["preset"], {**saved["overrides"], **for_generator(values, gen),
+                                                "model.generator": gen})
+            key = json.dumps([dataclasses.asdict(cfg.model), cfg.data.image_size], sort_keys=True)
+            if key not in sized:  # each distinct net is built once (a dropout rate does not change its size)
+                sized[key] = checkpoint_bytes(cfg.model, cfg.data.image_size)
+            largest = max(largest, sized[key])
+            kept = max(kept, cfg.train.checkpoints_to_keep + 1 + (cfg.eval.select != "last"))
+    trials = trial_count(saved)
+    total = trials * kept * largest
+    where = Path(out).resolve()
+    while not where.exists():
+        where = where.parent
+    free = sh.disk_usage(where).free
+    limit = free if limit_gb is None else limit_gb * 1e9
+    gb = lambda n: f"{n / 1e9:.3g} GB"
+    said = (f"up to {gb(total)} of checkpoints ({trials} trials x up to {kept} checkpoints of <= {gb(largest)}) "
+            f"into {where} ({gb(free)} free)")
+    if total > limit:
+        raise UserError(f"--disk-limit: this sweep writes {said}, past the limit of {gb(limit)}; free space, keep "
+                        "fewer checkpoints (--train.checkpoints_to_keep 1), or raise the limit with --disk-limit GB")
+    log(f"disk: {said}")
+
+
 def connect(address: str | None, cpus: float, gpus: float) -> None:
     """Ray: `address` (or $RAY_ADDRESS), else a private instance on this machine, never one another job
-    started; trials get the fast path's allocator. Then refuse a per-trial request no node meets."""
+    started; trials get `trial_env()`. Then refuse a per-trial request no node meets."""
     import ray
     address = address or os.environ.get("RAY_ADDRESS") or "local"
-    fast_path = fast_path_vars()  # trials train on the fast path: the workers get the caching allocator
-    ray.init(address=address, runtime_env={"env_vars": fast_path} if fast_path else None,
+    env_vars = trial_env()
+    ray.init(address=address, runtime_env={"env_vars": env_vars} if env_vars else None,
              **({"include_dashboard": False} if address == "local" else {}))
     refuse_what_no_node_meets(cpus, gpus)
 

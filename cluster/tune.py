@@ -24,6 +24,7 @@ from ray import tune
 
 from cluster.plan import run_name
 from gan import contract
+from gan.checkpoints import keep_newest_only
 from gan.config import Config, for_generator
 from gan.files import read_csv
 from gan.fastpath import CPUS_ENV
@@ -47,7 +48,8 @@ def mode_of(metric: str) -> str:
 
 
 def _restore_tune_checkpoint(run: Path) -> None:
-    """Copy the TF checkpoint of Tune's latest checkpoint into the run, if the run lacks it."""
+    """Copy the TF checkpoint of Tune's latest checkpoint into the run, if the run lacks it (Tune checkpoints
+    of sweeps started before they became pointers held the weights; a pointer has none to copy)."""
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return
@@ -105,11 +107,11 @@ def trainable(space: dict[str, Any], base: dict[str, Any], out: str) -> None:
         send(step, scores, checkpoint_path)
 
     def send(step: int, scores: dict, checkpoint_path: str) -> None:
+        # Tune's checkpoint is a pointer (the step and the run), not a copy of the weights: Tune's storage is
+        # <out>/<experiment>, which every node must see (Ray requires shared storage across nodes), as it sees
+        # the run directory, whose own checkpoints a restarted trial resumes from. A copy there would double
+        # a sweep's disk use for nothing.
         with tempfile.TemporaryDirectory() as tmp:
-            for f in Path(checkpoint_path).parent.glob(Path(checkpoint_path).name + ".*"):
-                shutil.copy2(f, Path(tmp) / f.name)
-            (Path(tmp) / contract.CHECKPOINT_STATE).write_text(
-                f'model_checkpoint_path: "{Path(checkpoint_path).name}"\n')
             (Path(tmp) / contract.STEP_RECORD).write_text(json.dumps({"step": step, "run": str(run)}))
             tune.report({**_flat_scores(step, scores), "run": str(run)},
                         checkpoint=tune.Checkpoint.from_directory(tmp))
@@ -320,6 +322,7 @@ def settle_runs(interrupted: bool, resume: str, wait: float = 20.0) -> int:
         step = status.get("step", 0)
         if done:
             run.set_status("stopped", step, f"stopped early by the scheduler at step {step}")
+            keep_newest_only(run.checkpoints)  # it will not train on: its newest checkpoint is all it needs
         elif run.config.exists():
             run.set_status("preempted", step, f"sweep interrupted at step {step}; continue with: {resume}")
     return unfinished

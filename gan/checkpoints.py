@@ -77,6 +77,25 @@ def _set_aside(directory: Path, damaged: list[str], kept: list[str]) -> None:
         state_file.unlink(missing_ok=True)
 
 
+def keep_newest_only(directory: str | Path) -> int:
+    """Delete every checkpoint of `directory` but the newest (by step), rewriting the state file; returns
+    the bytes freed. For runs that will not train on (a sweep's scheduler stopped them): the newest is what
+    evaluation and export use. No TensorFlow: files and the state file's text only."""
+    import re
+    directory = Path(directory)
+    steps = sorted(int(m.group(1)) for f in directory.glob(f"{CHECKPOINT_PREFIX}-*.index")
+                   if (m := re.fullmatch(rf"{CHECKPOINT_PREFIX}-(\d+)\.index", f.name)))
+    freed = 0
+    for step in steps[:-1]:
+        for f in directory.glob(f"{CHECKPOINT_PREFIX}-{step}.*"):
+            if not f.name.endswith(DAMAGED):
+                freed += f.stat().st_size
+                f.unlink()
+    if steps:
+        _set_aside(directory, [], [f"{CHECKPOINT_PREFIX}-{steps[-1]}"])
+    return freed
+
+
 class BestCheckpoint:
     """The generator at the best validation score so far (`eval.select = best_val_<metric>`), kept in
     `checkpoints/best/` beside the run's own checkpoints.

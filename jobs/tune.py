@@ -82,6 +82,9 @@ def parse_args() -> tuple[argparse.Namespace, list[str]]:
                         "whole node, -14%%); give each trial all CPUs when its seconds per 1,000 steps must "
                         "compare generators (the study's execution-time column)")
     parser.add_argument("--gpus-per-trial", type=float, default=0)
+    parser.add_argument("--disk-limit", type=float, default=None, metavar="GB",
+                        help="refuse a sweep whose checkpoints could pass this many GB (default: the free space "
+                        "where the runs go); the estimate is printed before every sweep")
     parser.add_argument("--report", default=None, metavar="DIR",
                         help="at the end, write the comparison report (tables, figures, HTML) here")
     add_common_flags(parser)
@@ -226,6 +229,8 @@ def main() -> int:
     else:
         saved = {**plan(args, extra), "report": str(Path(args.report).resolve()) if args.report else None}
         refuse_a_different_sweep(root, saved, resume)
+        from cluster.sweep import disk_check
+        disk_check(saved, args.out, args.disk_limit)  # before Ray starts: a refusal costs nothing
     # One driver per experiment: a second (the command typed twice) would run the same trials again beside it.
     created = [p for p in (root, root.parent) if not p.exists()]
     lease = Lease(root / TUNE_LEASE, holder="sweep driver", thing="sweep", flag="--experiment").acquire()

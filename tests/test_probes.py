@@ -347,3 +347,23 @@ def test_a_corrupt_png_prints_no_opencv_error_line(tiny_runs, tmp_path):
     done = run_cli("evaluate.py", str(tiny_runs / "cmp" / "unet"), "--translate", str(labels), "--to", str(tmp_path / "o"))
     assert one_error_line(done).startswith(f"error: {labels / 'a.png'}")
     assert "[ERROR" not in done.stderr + done.stdout and "libpng" not in done.stderr + done.stdout
+
+
+def test_a_sweep_past_its_disk_limit_is_refused_before_ray_starts(tmp_path):
+    """The estimate (trials x checkpoints kept x the largest checkpoint) is checked against --disk-limit
+    (default: the free space), in one line, before anything is written."""
+    from gan.config import make_config
+    from gan.models import build_discriminator, build_generator
+    done = run_cli("tune.py", "--gens", "unet,hybrid", "--preset", "tiny", "--seeds", "2", "--out", str(tmp_path / "out"),
+                   "--disk-limit", "0.0001", timeout=300)
+    line = one_error_line(done)
+    assert done.returncode == 2 and line.startswith("error: --disk-limit: this sweep writes up to "), line
+    biggest = 0
+    for gen in ("unet", "hybrid"):
+        cfg = make_config("tiny", {"model.generator": gen}).model
+        nets = (build_generator(cfg, 32), build_discriminator(cfg, 32))
+        biggest = max(biggest, 4 * sum(3 * w.numpy().size if w.trainable else w.numpy().size
+                                       for net in nets for w in net.weights))
+    # 4 trials x 3 checkpoints (two kept, one more while the next is written) of the larger net
+    assert f"(4 trials x up to 3 checkpoints of <= {biggest / 1e9:.3g} GB)" in line
+    assert not (tmp_path / "out").exists()

@@ -64,6 +64,14 @@ def test_asha_stops_a_trial_early(ray_cluster, tmp_path):
     for status in statuses:
         expected = ("finished", "") if status["step"] == 16 else ("stopped", "stopped early by the scheduler")
         assert (status["state"], status["message"][:len(expected[1])]) == expected, status
+    # Disk: the estimate was said before the sweep; Tune's checkpoints are pointers (no second copy of the
+    # weights); a stopped run keeps only its newest checkpoint, a finished one what the config keeps.
+    assert "disk: up to " in done.stdout and " checkpoints of <= " in done.stdout
+    assert not list((tmp_path / "out" / "default" / "_tune").rglob("ckpt-*"))
+    for status_file in (tmp_path / "out" / "default").glob("*/status.json"):
+        kept = list((status_file.parent / "checkpoints").glob("ckpt-*.index"))
+        state = json.loads(status_file.read_text())["state"]
+        assert len(kept) == (1 if state == "stopped" else 2), (status_file.parent.name, state, kept)
 
 
 def test_every_generator_trains_on_the_same_sampled_configurations():
@@ -325,3 +333,30 @@ def test_settle_trains_seeds_in_rounds_reuses_finished_runs_and_ends_with_a_verd
     again = run_tune(ray_cluster, out, "--experiment", "settle", "--resume")
     assert again.returncode == 0 and "the next look" not in again.stdout, again.stdout[-3000:] + again.stderr[-3000:]
     assert pd.read_csv(out / "settle" / "settle.csv").equals(table.reset_index())
+
+
+def test_a_trial_given_a_gpu_tensorflow_cannot_see_stops_in_one_line_and_packed_trials_share_it(ray_cluster, tmp_path):
+    """A node that advertises a GPU it does not have (what a node with a broken driver, or a CPU-only
+    TensorFlow on a GPU node, looks like to the trial): Ray assigns the GPU, the trainer finds none and
+    stops before touching its run directory, naming the fix. With PIX2PIX_ALLOW_CPU=1 set for the sweep
+    (the driver carries it to the trials), two trials of half a GPU each share the device and finish."""
+    gpu_node = ray_cluster.add_node(num_cpus=2, num_gpus=1)
+    ray_cluster.wait_for_nodes()
+    try:
+        done = run_tune(ray_cluster, tmp_path / "refused", "--gens", "hybrid", "--gpus-per-trial", "1",
+                        "--max-failures", "0")
+        out = done.stdout + done.stderr
+        assert done.returncode == 1, out[-3000:]
+        assert "this job was given GPU(s) (CUDA_VISIBLE_DEVICES=0) but TensorFlow sees none" in out, out[-3000:]
+        assert "PIX2PIX_ALLOW_CPU=1" in out
+        assert not (tmp_path / "refused" / "default" / "hybrid" / "config.json").exists()
+
+        env = {**os.environ, "RAY_ADDRESS": ray_cluster.address, "PIX2PIX_ALLOW_CPU": "1"}
+        done = subprocess.run(tune_cmd(tmp_path / "packed", "--gens", "unet,hybrid", "--gpus-per-trial", "0.5"),
+                              capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        for gen in ("unet", "hybrid"):
+            run = tmp_path / "packed" / "default" / gen
+            assert json.loads((run / "status.json").read_text())["state"] == "finished"
+    finally:
+        ray_cluster.remove_node(gpu_node)

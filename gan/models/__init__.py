@@ -104,6 +104,16 @@ def build_discriminator(cfg, size: int):
     return patchgan(cfg.filters, size, cfg.batchnorm, cfg.conv)
 
 
+def checkpoint_bytes(cfg, size: int) -> int:
+    """Bytes of one training checkpoint of the model config `cfg` at `size` px (float32): the generator's and
+    the discriminator's variables, and Adam's two slots for each trainable one. Builds both nets (Keras)."""
+    import math
+    nets = (build_generator(cfg, size), build_discriminator(cfg, size))
+    trainable = sum(math.prod(v.shape) for net in nets for v in net.trainable_weights)
+    other = sum(math.prod(v.shape) for net in nets for v in net.non_trainable_weights)
+    return 4 * (3 * trainable + other)
+
+
 def random_state(model) -> list:
     """The state of the model's random layers, in layer order: each Dropout's seed generator ([seed,
     counter], advanced at every call). Keras keeps it outside the weights and outside TensorFlow's object
