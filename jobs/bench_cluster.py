@@ -19,6 +19,17 @@ run one trial with all of them (`--cpus-per-trial <all>`) against one trial
 per CPU side by side (`--cpus-per-trial 1`), from the steady-state intervals
 of each run's timings.csv (the first, which includes tracing, left out), and
 says which packing finishes a sweep sooner.
+
+    python jobs/bench_cluster.py --trials 120           # the driver's cost per trial at a hundred-odd trials
+    python jobs/bench_cluster.py --runs 100,1000        # the report's time and memory at that many runs
+
+`--trials N` runs a sweep of N one-step trials (tiny preset) on a two-node
+Ray cluster on 127.0.0.1 and reports wall seconds per trial against a plain
+run's, the driver's peak memory and the head node's (GCS server + raylet)
+resident memory at the end. `--runs` copies three finished tiny runs into
+N run directories (distinct names and seeds) and times `python -m
+analysis.tables` and `jobs/report.py --no-notebook` over them, each in its
+own process, with its peak resident memory.
 """
 
 import argparse
@@ -45,6 +56,77 @@ def wall(cmd: list[str], env: dict | None = None) -> float:
     if done.returncode:
         sys.exit(f"error: {' '.join(cmd[:3])} failed:\n{done.stderr[-2000:]}")
     return time.perf_counter() - t0
+
+
+def measured(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
+    """(wall seconds, peak resident MB) of one command, from its own rusage (os.wait4)."""
+    merged = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=merged)
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        sys.exit(f"error: {' '.join(cmd[:3])} failed:\n{err[-2000:]}")
+    return time.perf_counter() - t0, usage.ru_maxrss / 1024
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def many_trials(n: int, cpus: int, out: str) -> dict:
+    """N one-step trials on a two-node loopback cluster: seconds per trial, driver and head memory."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from ray.cluster_utils import Cluster
+    plain, _ = measured([sys.executable, str(JOBS / "train.py"), "--gens", "hybrid", "--preset", "tiny",
+                         "--train.steps", "1", "--train.eval_every", "1", "--out", f"{out}/plain"])
+    space = Path(out) / "space.json"
+    space.write_text(json.dumps({"optim.lr_g": {"grid": [1e-4 + i * 1e-7 for i in range(n)]}}))
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": cpus // 2, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=cpus - cpus // 2)
+        cluster.wait_for_nodes()
+        seconds, driver_mb = measured([sys.executable, str(JOBS / "tune.py"), "--gens", "hybrid", "--preset", "tiny",
+                                       "--space", str(space), "--train.steps", "1", "--train.eval_every", "1",
+                                       "--out", f"{out}/many"], env={"RAY_ADDRESS": cluster.address})
+        head = cluster.head_node.all_processes
+        head_mb = sum(rss_mb(info.process.pid) for name in ("gcs_server", "raylet") for info in head.get(name, []))
+    finally:
+        cluster.shutdown()
+    return {"trials": n, "sweep_s": seconds, "plain_run_s": plain, "slots": cpus,
+            "s_per_trial": seconds / n, "s_per_trial_slot": seconds * cpus / n,
+            "driver_overhead_per_trial_s": seconds * cpus / n - plain, "driver_peak_mb": driver_mb,
+            "head_rss_mb": head_mb}
+
+
+def many_runs(counts: list[int], out: str) -> list[dict]:
+    """The report over N run directories: copies of three tiny runs, each with its own name and seed."""
+    import shutil
+    base = Path(out) / "base"
+    subprocess.run([sys.executable, str(JOBS / "train.py"), "--gens", "all", "--preset", "tiny", "--out", str(base)],
+                   check=True, capture_output=True)
+    sources = sorted((base / "default").iterdir())
+    rows = []
+    for n in counts:
+        root = Path(out) / f"runs{n}" / "scale"
+        for i in range(n):
+            src = sources[i % len(sources)]
+            dst = root / f"{src.name}-seed{i}"
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
+            config = json.loads((dst / "config.json").read_text())
+            config["config"]["train"]["seed"] = i
+            config["config"]["run_name"] = dst.name
+            (dst / "config.json").write_text(json.dumps(config))
+        tables_s, tables_mb = measured([sys.executable, "-m", "analysis.tables", str(root)])
+        report_s, report_mb = measured([sys.executable, str(JOBS / "report.py"), str(root), "--report",
+                                        f"{out}/report{n}", "--no-notebook"])
+        rows.append({"runs": n, "tables_s": tables_s, "tables_peak_mb": tables_mb, "report_s": report_s,
+                     "report_peak_mb": report_mb, "report_dir": f"{out}/report{n}"})
+    return rows
 
 
 def comparison_on_cluster(nodes: int, cpus: int, preset: str, out: str) -> float:
@@ -110,8 +192,31 @@ def main() -> int:
                         help="image size for --packing (default 128)")
     parser.add_argument("--train.steps", "--steps", dest="steps", type=int, default=80,
                         help="steps per trial for --packing (default 80)")
+    parser.add_argument("--trials", type=int, default=0, help="measure a sweep of this many one-step trials")
+    parser.add_argument("--runs", default="", help="measure the report over these many run directories (comma list)")
+    parser.add_argument("--keep", default=None, help="with --runs: keep the reports in this folder (to look at)")
     args = parser.parse_args()
     cpus = os.cpu_count() or 2
+    if args.trials or args.runs:
+        figures = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            work = args.keep or tmp
+            if args.trials:
+                figures["trials"] = t = many_trials(args.trials, cpus, work)
+                print(f"\n{t['trials']} one-step trials on 2 Ray nodes ({cpus} CPUs): {t['sweep_s']:.0f} s, "
+                      f"{t['s_per_trial_slot']:.1f} s per trial per CPU slot against {t['plain_run_s']:.1f} s for a "
+                      f"plain run ({t['driver_overhead_per_trial_s']:+.1f} s per trial); driver peak "
+                      f"{t['driver_peak_mb']:.0f} MB, head node (GCS + raylet) {t['head_rss_mb']:.0f} MB")
+            if args.runs:
+                figures["runs"] = many_runs([int(n) for n in args.runs.split(",") if n], work)
+                print("\n| run directories | analysis.tables s | peak MB | jobs/report.py --no-notebook s | peak MB |")
+                print("|---|---|---|---|---|")
+                for r in figures["runs"]:
+                    print(f"| {r['runs']} | {r['tables_s']:.1f} | {r['tables_peak_mb']:.0f} | {r['report_s']:.1f} | "
+                          f"{r['report_peak_mb']:.0f} |")
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=2))
+        return 0
     gens = generator_list(args.gens or ("all" if args.packing else "hybrid"))
     if args.packing:
         with tempfile.TemporaryDirectory() as tmp:
