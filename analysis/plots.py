@@ -129,7 +129,8 @@ def step_time(timings: pd.DataFrame, stem: Path) -> list[Path]:
         later = timings[~first | (timings.groupby("run").step.transform("size") == 1)]
         for i, (gen, group) in enumerate(later.groupby("generator")):
             band = group.groupby("step").rate.agg(["median", "min", "max"])
-            ax.plot(band.index, band["median"], color=f"C{i}", label=f"{gen} (median of {group.run.nunique()} runs)")
+            ax.plot(band.index, band["median"], color=f"C{i}", marker="." if len(band) < 20 else None,
+                    label=f"{gen} (median of {group.run.nunique()} runs)")  # a marker: one interval is a point
             ax.fill_between(band.index, band["min"], band["max"], color=f"C{i}", alpha=0.15)
         ax.set_title("first intervals (tracing) left off; bands: lowest to highest run", fontsize=9)
     else:
