@@ -115,13 +115,11 @@ def decide(a: np.ndarray, b: np.ndarray, margin: float, alpha: float) -> dict:
 
 def probability_of_improvement(a: np.ndarray, b: np.ndarray, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """P(a run of A beats a run of B) (ties half) and its 95 % bootstrap interval over runs."""
+    from analysis.stats import probability_of_improvement as pi_of  # Mann-Whitney from ranks, as the report's
     a, b = np.asarray(a, float), np.asarray(b, float)
-
-    def pi(x, y):
-        return ((x[..., :, None] > y[..., None, :]) + 0.5 * (x[..., :, None] == y[..., None, :])).mean(axis=(-1, -2))
     rng = np.random.default_rng(seed)
-    boot = pi(a[rng.integers(0, len(a), (resamples, len(a)))], b[rng.integers(0, len(b), (resamples, len(b)))])
-    return float(pi(a, b)), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
+    boot = pi_of(a[rng.integers(0, len(a), (resamples, len(a)))], b[rng.integers(0, len(b), (resamples, len(b)))])
+    return float(pi_of(a, b)), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
 
 
 def seeds_to_settle(diff: float, sd: float, margin: float, alpha: float, power: float = 0.8, now: int = 0) -> int:
