@@ -310,13 +310,14 @@ def settle_runs(interrupted: bool, resume: str, wait: float = 20.0) -> int:
         done = trial_id in CompletedTrials.ids
         if trial_id in CompletedTrials.errored and not done or not (done or interrupted):
             continue
-        unfinished += not done
         cfg, out = trial_config(config, base, root)
         run = RunDir(run_path(cfg, out))
         deadline = time.time() + wait
         while holder_alive(read_holder(run.lease))[0] and time.time() < deadline:
             time.sleep(0.5)
         status = run.read_status() if run.status.exists() else {}
+        # A trainer that finished its run as the interruption reached Tune is done, whatever Tune recorded.
+        unfinished += not done and status.get("state") != "finished"
         if status.get("state") not in ("running", None) or holder_alive(read_holder(run.lease))[0]:
             continue
         step = status.get("step", 0)

@@ -211,7 +211,8 @@ def test_ctrl_c_marks_trials_preempted_and_resume_finishes_them(ray_cluster, tmp
     """Ctrl-C of the driver: Tune saves its state, the trials' runs say 'preempted' (not 'running'),
     one line says how to continue, no comparison table; `--resume` then finishes them exactly."""
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.address}
-    args = ["--gens", "unet,hybrid", "--train.steps", "60", "--train.eval_every", "10", "--experiment", "cc"]
+    # 200 steps: a trial must not reach its end between the Ctrl-C and Tune stopping it, even on a loaded host
+    args = ["--gens", "unet,hybrid", "--train.steps", "200", "--train.eval_every", "10", "--experiment", "cc"]
     proc = subprocess.Popen(tune_cmd(tmp_path, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=env, cwd=ROOT)
     runs = [tmp_path / "cc" / g for g in ("unet", "hybrid")]
@@ -230,7 +231,7 @@ def test_ctrl_c_marks_trials_preempted_and_resume_finishes_them(ray_cluster, tmp
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
     for run in runs:
         assert json.loads((run / "status.json").read_text())["state"] == "finished"
-        assert_exact_rows(run, 60, 10)
+        assert_exact_rows(run, 200, 10)
 
 
 def test_without_an_address_the_driver_never_joins_another_jobs_ray(ray_cluster, tmp_path):
