@@ -56,6 +56,37 @@ def _requeue_through_submitit() -> None:
         handler(usr, None)
 
 
+def refuse_what_no_node_meets(partition: str | None, cpus: int, gpus: int, mem_gb: int) -> None:
+    """A task no node of the partition can hold would wait in the queue for ever (reason: Resources): refused
+    in one line, naming the largest node, when SLURM answers `sinfo` (not on a machine without SLURM)."""
+    import re
+    import shutil
+    import subprocess
+
+    from gan.errors import UserError
+    if not shutil.which("sinfo"):
+        return
+    cmd = ["sinfo", "-h", "-N", "-o", "%c|%m|%G", *(["-p", partition] if partition else [])]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    if done.returncode:
+        return  # no SLURM to ask here (sbatch will say so itself)
+    nodes = []
+    for line in done.stdout.splitlines():
+        node_cpus, node_mem, gres = (line.split("|") + ["", "", ""])[:3]
+        node_gpus = sum(int(n) for n in re.findall(r"gpu(?::[^:,(]+)?:(\d+)", gres))
+        if node_cpus.strip().isdigit():
+            nodes.append((int(node_cpus), int(re.sub(r"\D", "", node_mem) or 0), node_gpus))
+    if not nodes or any(c >= cpus and m >= mem_gb * 1024 and g >= gpus for c, m, g in nodes):
+        return
+    c, m, g = max(nodes, key=lambda n: (n[2], n[0], n[1]))
+    where = f"partition {partition}" if partition else "the cluster"
+    raise UserError(f"--cpus-per-trial {cpus} --gpus-per-trial {gpus} --mem {mem_gb}: no node of {where} has that "
+                    f"much (the largest: {c} CPUs, {g} GPUs, {m / 1024:g} GB); ask for less, or another --partition")
+
+
 def make_executor(folder: str, *, cluster: str | None = None, partition: str | None = None, gpus: int = 0,
                   cpus: int = 4, mem_gb: int = 16, timeout_min: int = 24 * 60, account: str | None = None,
                   array_parallelism: int = 16, name: str = "pix2pix",

@@ -53,7 +53,9 @@ def main() -> int:
     configs = [config_from_args(args, extra, **values, run_name=run_name(values))
                for values in grid_trials(gens, grid, args.seeds)]
 
-    from cluster.submitit_jobs import make_executor, submit_grid
+    from cluster.submitit_jobs import make_executor, refuse_what_no_node_meets, submit_grid
+    if args.cluster in (None, "slurm"):
+        refuse_what_no_node_meets(args.partition, args.cpus, args.gpus, args.mem)
     executor = make_executor(args.logs, cluster=args.cluster, partition=args.partition, gpus=args.gpus,
                              cpus=args.cpus, mem_gb=args.mem, timeout_min=args.time, account=args.account,
                              array_parallelism=args.parallel)

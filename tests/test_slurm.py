@@ -140,3 +140,16 @@ def test_bash_train_all_submits_the_array_the_registry_needs(slurm, tmp_path):
         assert f"ArrayTaskId=0-{2 * len(names()) - 1}" in shown, shown
     finally:
         slurm.run("scancel", job)
+
+
+def test_a_submitit_task_no_node_can_hold_is_refused_before_it_queues(slurm, tmp_path):
+    """Against the real single-node SLURM (2 CPUs, no GPU): 64 CPUs per task would wait for ever in the
+    queue; jobs/submit.py refuses it in one line naming the largest node, and submits nothing."""
+    before = slurm.run("squeue", "-h").stdout
+    done = run_cli("submit.py", "--gens", "hybrid", "--preset", "tiny", "--cpus-per-trial", "64", "--mem", "1",
+                   "--out", str(tmp_path / "runs"), "--logs", str(tmp_path / "logs"), env={"SLURM_CONF": slurm.env["SLURM_CONF"]})
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2 and len(lines) == 1, done.stdout + done.stderr
+    assert lines[0].startswith("error: --cpus-per-trial 64 --gpus-per-trial 0 --mem 1: no node of the cluster has "
+                               "that much (the largest: "), lines[0]
+    assert slurm.run("squeue", "-h").stdout == before and not (tmp_path / "logs").exists()
