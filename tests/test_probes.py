@@ -4,7 +4,6 @@ nothing hangs. Each probe ends in one clear line with the right exit code, or be
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
