@@ -21,10 +21,12 @@ from analysis.runs import (consistency_warnings, fcn_frame, find_runs, lower_is_
 NOTEBOOK = Path(__file__).parent / "notebooks" / "compare.ipynb"
 
 
-def build_report(roots: list[str | Path], out: str | Path, notebook: bool = True, metric: str = "ssim") -> Path:
-    """Write every table and figure under `out` and return the path of report.html."""
+def build_report(roots: list[str | Path], out: str | Path, notebook: bool = True, metric: str = "ssim",
+                 runs=None) -> Path:
+    """Write every table and figure under `out` and return the path of report.html. `runs`: the runs under
+    `roots` when the caller has read them already (find_runs), so 1,000 run directories are read once."""
     out = Path(out)
-    runs = find_runs(*roots)
+    runs = find_runs(*roots) if runs is None else runs
     for path, reason in runs.skipped:
         print(f"skipped: {reason}", file=sys.stderr)
     for note in runs.notes():

@@ -34,12 +34,12 @@ def main() -> int:
     from analysis.report import build_report
     from analysis.runs import FCN_METRICS, find_runs, metric_names
     from analysis.tables import comparison_table
-    runs = find_runs(*args.roots)
-    known = [*metric_names(runs), *FCN_METRICS]  # what these runs measured (a metric of their own included)
-    if args.metric not in known:
-        raise UserError(f"--metric: {args.metric!r} is not a metric of these runs (choose from {', '.join(known)})")
     try:
-        page = build_report(args.roots, args.out, notebook=not args.no_notebook, metric=args.metric)
+        runs = find_runs(*args.roots)
+        known = [*metric_names(runs), *FCN_METRICS]  # what these runs measured (a metric of their own included)
+        if args.metric not in known:
+            raise UserError(f"--metric: {args.metric!r} is not a metric of these runs (choose from {', '.join(known)})")
+        page = build_report(args.roots, args.out, notebook=not args.no_notebook, metric=args.metric, runs=runs)
     except FileNotFoundError as e:
         raise UserError(str(e)) from None
     except OSError as e:
