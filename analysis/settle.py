@@ -238,6 +238,11 @@ def scores_of(runs, metrics: list[str]) -> dict[str, dict[int, dict[str, float]]
     missing = [m for m in metrics if m not in tests]
     if missing:
         raise ValueError(f"the runs have no {', '.join(missing)} column")
+    judges = {r.judge for r in runs if not r.test_metrics.empty and r.judge}
+    if any(m.startswith("fcn_") for m in metrics) and len(judges) > 1:
+        raise ValueError(f"the runs' FCN-scores come from {len(judges)} different segmenters ({', '.join(sorted(judges))}); "
+                         "the rule compares one judge's scores: re-score the others (jobs/evaluate.py RUN --rejudge "
+                         "SEGMENTER) or name only one judge's runs")
     per_run = tests.groupby(["generator", "run", "seed"])[metrics].mean().reset_index()
     return {g: {int(r.seed): {m: float(r[m]) for m in metrics} for _, r in group.iterrows()}
             for g, group in per_run.groupby("generator")}

@@ -67,6 +67,7 @@ DAMAGED = ".damaged"  # checkpoints/ckpt-N.*.damaged: a checkpoint that could no
 TUNE_STATE = "_tune"  # <root>/<experiment>/_tune: Ray Tune's own state (not a run)
 TUNE_ARGS = "_tune_args.json"  # <root>/<experiment>/_tune_args.json: what jobs/tune.py --resume reruns
 TUNE_LEASE = "_tune_lease.json"  # <root>/<experiment>/_tune_lease.json: the one sweep driver of the experiment
+REJUDGED = "rejudged"  # <run>/rejudged/<segmenter id>/: a test record kept when jobs/evaluate.py --rejudge re-scored it
 REPLACED = ".replaced-"  # <run>.replaced-<time>: a run moved aside by --overwrite
 SEGMENTER_KIND = "segmenter"  # config.json "kind" of a jobs/train_segmenter.py run
 SEGMENTER_WEIGHTS = "segmenter.weights.h5"  # its weights, what --eval.segmenter loads

@@ -3,6 +3,7 @@
     python jobs/evaluate.py runs/default/unet --split test            # metrics, mean (std)
     python jobs/evaluate.py runs/default/unet --translate labels/ --to photos/
     python jobs/evaluate.py runs/default/unet --export exported/unet   # SavedModel, uint8 in/out
+    python jobs/evaluate.py runs/default/unet --rejudge runs/judge/segmenter  # the test under another segmenter
 
 By default the model the run's test was scored with (for `eval.select
 best_val_<metric>` the kept best checkpoint, else the newest); `--step N`
@@ -11,7 +12,10 @@ picks another (the run's own or the best), `--last` the newest. Evaluation write
 made as during training's evaluations (dropout on, with the run's one fixed
 mask), so the same label map always gives the same photo, here, in the run's
 own rows and from the exported model. `--translate` never writes into its
-input folder, nor over existing files without `--overwrite`.
+input folder, nor over existing files without `--overwrite`. `--rejudge`
+scores a finished run's test again with another segmenter (its FCN-score
+and segmenter FID) without retraining: the image metrics must come out
+identical, and the previous record is kept in `rejudged/<segmenter id>/`.
 """
 
 import argparse
@@ -33,11 +37,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--to", type=Path, help="output folder for --translate (not the input folder)")
     parser.add_argument("--overwrite", action="store_true", help="replace same-named files in --to, or a previous --export")
     parser.add_argument("--export", type=Path, help="write a SavedModel here")
+    parser.add_argument("--rejudge", type=Path, metavar="SEGMENTER", help="score the finished run's test again "
+                        "with this segmenter (a jobs/train_segmenter.py run); the old record is kept")
     parser.add_argument("--eval.workers", "--workers", dest="workers", type=int, default=0,
                         help="metric worker processes (0: one per core)")
     args = parser.parse_args()
-    if not (args.split or args.translate or args.export):
-        raise UserError("nothing to do: give --split, --translate or --export")
+    if not (args.split or args.translate or args.export or args.rejudge):
+        raise UserError("nothing to do: give --split, --translate, --export or --rejudge")
+    if args.rejudge and (args.split or args.translate or args.export or args.step is not None or args.last or args.data):
+        raise UserError("--rejudge: alone (it scores the checkpoint and data the run's test was scored with)")
     args.files = label_maps_to_translate(args) if args.translate else []
     if args.export and args.export.exists() and not (args.export.is_dir() and not any(args.export.iterdir())):
         if not args.export.is_dir():
@@ -78,6 +86,11 @@ def label_maps_to_translate(args) -> list[Path]:
 
 def main() -> int:
     args = parse_args()
+    if args.rejudge:
+        from gan.evaluators.evaluation import rejudge
+        summary = rejudge(args.run, args.rejudge, workers=args.workers)
+        print("  ".join(f"{k} {v['mean']:.4f}" for k, v in summary["test"].items() if k.startswith("fcn_")))
+        return 0
     from gan import inference
     cfg, generator, step = inference.restore_generator(args.run, args.step, last=args.last)
     if args.split:

@@ -259,3 +259,46 @@ def test_interrupted_segmenter_resumes_after_its_last_epoch(tmp_path):
     rows = (run / "metrics.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == list(range(1, 9))  # each epoch once, none repeated or lost
     assert json.loads((run / "status.json").read_text())["state"] == "finished"
+
+
+def test_rejudge_scores_the_test_as_training_under_that_judge_would(segmenter_run, tmp_path):
+    # A judge trained after the runs: re-scoring a run's test with it gives exactly what training under
+    # that judge gives, the old record is kept, and the settle rule refuses a mix of judges until then.
+    from analysis.runs import find_runs
+    from analysis.settle import scores_of
+    done = run_cli("train_segmenter.py", "--preset", "tiny", "--train.seed", "1", "--out", str(tmp_path / "judge"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    other = tmp_path / "judge" / "segmenter" / "segmenter"
+    common = ("train.py", "--preset", "tiny", "--gens", "unet", "--eval.fcn_every_eval", "true")
+    for name, judge in (("old", segmenter_run), ("new", other)):
+        done = run_cli(*common, "--out", str(tmp_path / name), "--eval.segmenter", str(judge))
+        assert done.returncode == 0, done.stderr[-2000:]
+    run, direct = tmp_path / "old" / "default" / "unet", tmp_path / "new" / "default" / "unet"
+    old_summary, old_rows = json.loads((run / "summary.json").read_text()), (run / "test_metrics.csv").read_text()
+    with pytest.raises(ValueError, match="2 different segmenters"):
+        scores_of(find_runs(tmp_path / "old", tmp_path / "new"), ["fcn_pixel_acc"])
+
+    done = run_cli("evaluate.py", str(run), "--rejudge", str(other))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (run / "test_metrics.csv").read_text() == (direct / "test_metrics.csv").read_text()
+    assert (run / "test_metrics.csv").read_text() != old_rows  # the FCN columns changed, nothing else
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["fcn"] == json.loads((direct / "summary.json").read_text())["fcn"]
+    kept = run / "rejudged" / old_summary["fcn"]["segmenter_id"]
+    assert summary["rejudged"]["kept"] == f"rejudged/{kept.name}"
+    assert (kept / "test_metrics.csv").read_text() == old_rows and json.loads((kept / "summary.json").read_text()) == old_summary
+    assert (kept / "fcn_metrics.csv").exists() and not (run / "fcn_metrics.csv").exists()  # the old judge's evolution
+    assert not (run / "rejudged" / ".pending").exists()
+    scores = scores_of(find_runs(tmp_path / "old", tmp_path / "new"), ["fcn_pixel_acc"])
+    assert scores["unet"][0]["fcn_pixel_acc"] == pytest.approx(summary["test"]["fcn_pixel_acc"]["mean"])
+
+    # Each refusal is one line and changes nothing.
+    before = (run / "summary.json").read_text()
+    for args, says in (((str(run), "--rejudge", str(other)), "already scored by"),
+                       ((str(run), "--rejudge", str(tmp_path)), "no segmenter.weights.h5"),
+                       ((str(run), "--rejudge", str(other), "--split", "test"), "--rejudge: alone"),
+                       ((str(tmp_path / "judge"), "--rejudge", str(other)), "no summary.json")):
+        done = run_cli("evaluate.py", *args)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode != 0 and len(lines) == 1 and says in lines[0], done.stderr
+    assert (run / "summary.json").read_text() == before

@@ -146,3 +146,85 @@ class Evaluator:
 
     def close(self) -> None:
         self.pool.close()
+
+
+def rejudge(run_path, segmenter_dir, workers: int = 0, log=print) -> dict:
+    """Score a finished run's test again under another segmenter, as its training would have: the checkpoint
+    its test was scored with, the same test photos (the run's one fixed dropout mask), the same images.
+
+    A judge trained after the runs (a reproducible one, a better one) then needs no retraining. The new test
+    is scored into `rejudged/.pending/`, and its image metrics must equal the old ones to the digit (the
+    proof that the photos are the same). Only then is the previous record - test_metrics.csv, summary.json
+    and fcn_metrics.csv (the evolution scored by the old judge) - kept in `rejudged/<old judge id>/` and the
+    new one moved in, summary.json last. Killed midway, the run still reads as the old judge's and the same
+    command completes it. Returns the new summary."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    from gan.contract import REJUDGED, check_summary
+    from gan.datasets.loader import load_dataset
+    from gan.errors import UserError
+    from gan.evaluators.segmenter import Segmenter
+    from gan.files import read_json
+    from gan.inference import restore_generator
+    from gan.lease import Lease
+
+    run = RunDir(Path(run_path))
+    if not run.summary.exists():
+        raise UserError(f"{run.path}: no {run.summary.name}: --rejudge re-scores the test of a finished run")
+    old = check_summary(read_json(run.summary), run.summary)
+    old_id = str((old.get("fcn") or {}).get("segmenter_id") or "none")
+    judge = Segmenter.load(segmenter_dir)
+    if old_id == judge.identity:
+        raise UserError(f"{run.path}: its test is already scored by {segmenter_dir} (segmenter {old_id})")
+    if old.get("metrics_version") != METRICS_VERSION:
+        raise UserError(f"{run.path}: its test was scored with metric definitions v{old.get('metrics_version')}, "
+                        f"this code has v{METRICS_VERSION}; its image metrics cannot prove the photos the same")
+    lease = Lease(run.lease, log=log).acquire()  # no trainer may write the run meanwhile
+    try:
+        cfg, generator, step = restore_generator(run.path, log=log)
+        selected = old.get("selected") or {"rule": "last", "step": step}
+        if int(selected.get("step", step)) != step:
+            raise UserError(f"{run.path}: its test was scored with the checkpoint of step {selected['step']}, "
+                            f"which is gone (step {step} was found)")
+        data = load_dataset(cfg)
+        if data.fingerprint != (old.get("data") or {}).get("fingerprint"):
+            raise UserError(f"{run.path}: the data read now ({cfg.data.source}) is not the data its test was "
+                            "scored on (another fingerprint)")
+        pending = RunDir(run.path / REJUDGED / ".pending")
+        shutil.rmtree(pending.path, ignore_errors=True)  # an attempt that was cut off
+        pending.samples.mkdir(parents=True)
+        shutil.copy2(run.timings, pending.timings)
+        cfg.eval.segmenter = str(segmenter_dir)
+        with MetricPool(workers) as pool:
+            evaluator = Evaluator(cfg, data, pool)
+            evaluator._segmenter = judge
+            summary = evaluator.test(generator.model.get_weights(), int(old.get("steps", step)), pending, selected)
+        changed = [m for m in metric_names() if m in old.get("test", {}) and
+                   abs(summary["test"][m]["mean"] - old["test"][m]["mean"]) > 1e-6]
+        if changed:
+            shutil.rmtree(pending.path)
+            raise UserError(f"{run.path}: the test photos made now are not those of its test ({changed[0]} "
+                            f"{summary['test'][changed[0]]['mean']:.6f}, was {old['test'][changed[0]]['mean']:.6f}); "
+                            "its record is unchanged")
+        earlier = sorted(p.name for p in (run.path / REJUDGED).iterdir() if p.is_dir() and p.name != ".pending")
+        summary["rejudged"] = {"previous_segmenter_id": old_id, "kept": f"{REJUDGED}/{old_id}",
+                               "earlier": [e for e in earlier if e != old_id]}
+        write_json(pending.summary, summary)
+        keep = run.path / REJUDGED / old_id
+        keep.mkdir(exist_ok=True)
+        for path in (run.test_metrics, run.summary, run.fcn_metrics):
+            if path.exists() and not (keep / path.name).exists():  # a second attempt keeps the first copy
+                shutil.copy2(path, keep / path.name)
+        run.samples.mkdir(exist_ok=True)
+        os.replace(pending.samples / TEST_SHEET, run.samples / TEST_SHEET)  # the same photos, redrawn
+        os.replace(pending.test_metrics, run.test_metrics)
+        run.fcn_metrics.unlink(missing_ok=True)  # the old judge's evolution; its copy is kept
+        os.replace(pending.summary, run.summary)  # last: until here the run reads as the old judge's
+        shutil.rmtree(pending.path)
+    finally:
+        lease.release()
+    log(f"{run.path}: test re-scored by {segmenter_dir} (segmenter {judge.identity}); the record scored by "
+        f"{old_id} is in {keep}")
+    return summary
