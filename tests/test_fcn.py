@@ -302,3 +302,15 @@ def test_rejudge_scores_the_test_as_training_under_that_judge_would(segmenter_ru
         lines = done.stderr.strip().splitlines()
         assert done.returncode != 0 and len(lines) == 1 and says in lines[0], done.stderr
     assert (run / "summary.json").read_text() == before
+
+    # Cut off after the new rows were moved in but before summary.json: the run still reads as the old
+    # judge's, a leftover .pending is cleared, the same command completes it, and the kept copy stays the
+    # original record (not the half-switched one).
+    (run / "summary.json").write_text(json.dumps(old_summary))
+    (run / "rejudged" / ".pending").mkdir()
+    (run / "rejudged" / ".pending" / "summary.json").write_text("{")
+    done = run_cli("evaluate.py", str(run), "--rejudge", str(other))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (run / "test_metrics.csv").read_text() == (direct / "test_metrics.csv").read_text()
+    assert json.loads((run / "summary.json").read_text())["fcn"] == summary["fcn"]
+    assert (kept / "test_metrics.csv").read_text() == old_rows and not (run / "rejudged" / ".pending").exists()
