@@ -113,7 +113,8 @@ def test_the_pages_latest_look_is_what_the_committed_runs_give(tmp_path):
                         "hist_corr,template_match,feature_match,ssim", str(results / "seeds"),
                         str(results / "settle" / "seeds"), "--out", str(tmp_path / "look")])
     assert code == 0
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "look.csv"), pd.read_csv(latest))
+    # Up to float noise: a run re-scored by another judge (jobs/evaluate.py --rejudge) redraws its photos.
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "look.csv"), pd.read_csv(latest), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("plan,message", [('{"generators": ["unet"]}', "not a settle plan"), ("[1, 2", "not a settle plan"),
