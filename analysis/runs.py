@@ -126,10 +126,18 @@ class Run:
         return self.config["train"]["seed"]
 
     def flat_config(self) -> dict:
-        """Every config field by dotted name; a field added after the run was written reads as its default
-        (the run ran under it), so it never looks swept between old and new runs."""
-        from gan.config import Config  # plain dataclasses: no TensorFlow
-        return {**Config().flat(), **dict(_flatten(self.config))}
+        """Every config field of the run's generator by dotted name, in today's names. A field added after
+        the run was written reads as its default (the run ran under it), an older flat name as the setting
+        it now is (`model.resnet_blocks` -> `model.resnet.blocks`), and other generators' own settings are
+        left out (a U-Net run has no ResNet blocks): so nothing looks swept between old and new runs of
+        one configuration."""
+        from gan.config import Config, for_generator, legacy_names  # plain dataclasses: no TensorFlow
+        written = dict(_flatten(self.config))
+        for old, new in legacy_names().items():
+            if old in written:
+                value = written.pop(old)
+                written.update({name: value for name in new if name not in written})
+        return for_generator({**Config().flat(), **written}, self.generator)
 
 
 def _flatten(d: dict, prefix: str = ""):
@@ -162,6 +170,10 @@ class RunList(list):
 
 # Fields that name or place a run rather than define it: copies of one run differ only in these.
 PLACE_FIELDS = {"run_name", "experiment", "data.source", "data.split_file", "data.cache_dir"}
+# What varies between replicates of one configuration, and what only changes how a run is measured: neither
+# makes a configuration of a sweep.
+REPLICATE_FIELDS = {"train.seed", "data.split_seed"}
+MEASUREMENT_FIELDS = {"eval.segmenter", "eval.fcn_every_eval", "eval.inception_weights", "eval.workers", "eval.samples"}
 
 
 def identity(run: "Run") -> str:
@@ -313,9 +325,11 @@ def swept_fields(runs: list[Run]) -> list[str]:
     """Config fields (other than names and the generator) whose value differs between runs."""
     flats = [r.flat_config() for r in runs]
     # A training seed is a replicate, not a setting: seeds are compared by the statistics, not the sweep table.
-    keys = set().union(*flats) - {"run_name", "experiment", "model.generator", "data.source", "data.cache_dir",
-                                  "train.seed"}
-    return sorted(k for k in keys if len({json.dumps(f.get(k)) for f in flats}) > 1)
+    # The data split is a replicate too (the variance table separates it), and the judge and what is measured
+    # along the way change what is reported, not what is trained.
+    keys = set().union(*flats) - PLACE_FIELDS - REPLICATE_FIELDS - MEASUREMENT_FIELDS - {"model.generator"}
+    # A generator's own setting is compared among the runs of that generator only.
+    return sorted(k for k in keys if len({json.dumps(f[k]) for f in flats if k in f}) > 1)
 
 
 def metrics_frame(runs: list[Run]) -> pd.DataFrame:

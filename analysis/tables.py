@@ -241,12 +241,14 @@ def best_configuration_runs(runs: list[Run], metric: str = "ssim") -> list[Run]:
     frame = frame[frame.run.isin({r.name for r in runs if not r.test_metrics.empty})]
     if frame.empty:
         return list(runs)
-    best = frame.sort_values(f"val_{metric}", ascending=metric in lower_is_better(runs)).groupby("generator").head(1)
+    best = set(frame.sort_values(f"val_{metric}", ascending=metric in lower_is_better(runs))
+               .groupby("generator").head(1).run)
 
-    def setting(generator: str, values: dict) -> str:
-        return json.dumps([generator, *(values.get(f) for f in fields)], default=str)
-    chosen = {setting(row["generator"], row) for row in best.to_dict("records")}
-    return [r for r in runs if setting(r.generator, r.flat_config()) in chosen]
+    def setting(run: Run) -> str:  # from the runs' own configs: a table's cells may read 6 as 6.0
+        flat = run.flat_config()
+        return json.dumps([run.generator, *(flat.get(f) for f in fields)], default=str)
+    chosen = {setting(r) for r in runs if r.name in best}
+    return [r for r in runs if setting(r) in chosen]
 
 
 def to_markdown(frame: pd.DataFrame, digits: int = 3) -> str:

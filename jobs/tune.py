@@ -250,6 +250,7 @@ def settle_scores(root: Path, base, plan) -> dict[str, dict[int, dict[str, float
     """{generator: {seed: {metric: test mean}}} of the experiment's finished runs of the plan's configuration
     (any run there of another configuration is refused in one line: the rule would mix them)."""
     from analysis.runs import find_runs
+    from gan.config import for_generator
     from gan.rundir import RESUMABLE_FIELDS
     if not root.exists():
         return {}
@@ -261,8 +262,9 @@ def settle_scores(root: Path, base, plan) -> dict[str, dict[int, dict[str, float
     for run in find_runs(root):
         if run.state != "finished" or run.generator not in plan.generators:
             continue
-        flat = run.flat_config()
-        differ = sorted(k for k, v in wanted.items() if json.dumps(flat.get(k)) != json.dumps(v))
+        flat = run.flat_config()  # the run's generator's own settings only, as for_generator gives the plan's
+        differ = sorted(k for k, v in for_generator(wanted, run.generator).items()
+                        if json.dumps(flat.get(k)) != json.dumps(v))
         if differ:
             raise UserError(f"--settle: {run.path} is another configuration ({differ[0]}: {flat.get(differ[0])!r} there, "
                             f"{wanted[differ[0]]!r} in the plan); settle in a new --experiment")

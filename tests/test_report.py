@@ -266,6 +266,40 @@ def test_a_field_added_after_a_run_was_written_is_not_a_swept_field(tiny_runs, t
     assert swept_fields(find_runs(tmp_path)) == []
 
 
+def test_older_names_other_generators_settings_splits_and_judges_are_not_a_sweep(tiny_runs, tmp_path):
+    """Runs of one configuration written at different commits and drawn on different splits: a config in
+    the older flat names (`model.resnet_blocks`), a U-Net run carrying the ResNet's settings, another data
+    split (a replicate, which the variance table separates) and another judge's path are not a sweep, and
+    the report compares every run (it once chose none and stopped with a traceback)."""
+    from analysis.report import build_report
+    from analysis.runs import find_runs, swept_fields
+    for name, seed in (("a", 0), ("b", 1), ("c", 2)):
+        shutil.copytree(tiny_runs / "cmp" / "resnet", tmp_path / "mix" / name)
+        path = tmp_path / "mix" / name / "config.json"
+        config = json.loads(path.read_text())
+        config["config"]["train"]["seed"], config["config"]["run_name"] = seed, name
+        if name == "a":  # written before the generators owned their settings
+            blocks = config["config"]["model"].pop("resnet")["blocks"]
+            config["config"]["model"]["resnet_blocks"] = blocks
+            config["config"]["model"].pop("unet", None)
+        if name == "b":
+            config["config"]["data"]["split_seed"] = 7
+            config["config"]["eval"]["segmenter"] = "/elsewhere/judge"
+        if name == "c":  # another generator's section holds another value: not this run's setting
+            config["config"]["model"].setdefault("unet", {})["dropout"] = 0.0
+        path.write_text(json.dumps(config))
+    runs = find_runs(tmp_path / "mix")
+    assert len(runs) == 3 and swept_fields(runs) == []
+    build_report([tmp_path / "mix"], tmp_path / "report", notebook=False)
+    assert sorted(pd.read_csv(tmp_path / "report" / "tables" / "per_run.csv").run) == ["cmp/a", "cmp/b", "cmp/c"]
+    # A real difference in the run's own setting is still a sweep.
+    path = tmp_path / "mix" / "c" / "config.json"
+    config = json.loads(path.read_text())
+    config["config"]["model"]["resnet"]["blocks"] += 1
+    path.write_text(json.dumps(config))
+    assert swept_fields(find_runs(tmp_path / "mix")) == ["model.resnet.blocks"]
+
+
 def test_a_sweep_is_ranked_by_the_metric_it_selected_on_including_the_fcn_score(tiny_runs, tmp_path):
     """An equal-budget search selects on val_fcn_iou: its report's sweep table and figure rank by that
     FCN-score (read from fcn_metrics.csv, at the step each trial reached), not by SSIM."""
