@@ -295,7 +295,7 @@ def test_rejudge_scores_the_test_as_training_under_that_judge_would(segmenter_ru
     # Each refusal is one line and changes nothing.
     before = (run / "summary.json").read_text()
     for args, says in (((str(run), "--rejudge", str(other)), "already scored by"),
-                       ((str(run), "--rejudge", str(tmp_path)), "no segmenter.weights.h5"),
+                       ((str(run), "--rejudge", str(tmp_path)), f"--rejudge {tmp_path}: no segmenter.weights.h5"),
                        ((str(run), "--rejudge", str(other), "--split", "test"), "--rejudge: alone"),
                        ((str(tmp_path / "judge"), "--rejudge", str(other)), "no summary.json")):
         done = run_cli("evaluate.py", *args)

@@ -165,7 +165,7 @@ def rejudge(run_path, segmenter_dir, workers: int = 0, log=print) -> dict:
 
     from gan.contract import REJUDGED, check_summary
     from gan.datasets.loader import load_dataset
-    from gan.errors import UserError
+    from gan.errors import UserError, raise_for_write
     from gan.evaluators.segmenter import Segmenter
     from gan.files import read_json
     from gan.inference import restore_generator
@@ -177,13 +177,14 @@ def rejudge(run_path, segmenter_dir, workers: int = 0, log=print) -> dict:
     old = check_summary(read_json(run.summary), run.summary)
     # Runs from before the judge's identity was recorded keep their record as "unrecorded".
     old_id = str((old.get("fcn") or {}).get("segmenter_id") or ("unrecorded" if old.get("fcn") else "none"))
-    judge = Segmenter.load(segmenter_dir)
+    judge = Segmenter.load(segmenter_dir, flag="--rejudge")
     if old_id == judge.identity:
         raise UserError(f"{run.path}: its test is already scored by {segmenter_dir} (segmenter {old_id})")
     if old.get("metrics_version") != METRICS_VERSION:
         raise UserError(f"{run.path}: its test was scored with metric definitions v{old.get('metrics_version')}, "
                         f"this code has v{METRICS_VERSION}; its image metrics cannot prove the photos the same")
-    lease = Lease(run.lease, log=log).acquire()  # no trainer may write the run meanwhile
+    # No trainer, and no second re-scoring, may write the run meanwhile.
+    lease = Lease(run.lease, log=log, holder="process (trainer or re-scoring)", flag="run").acquire()
     try:
         cfg, generator, step = restore_generator(run.path, log=log)
         selected = old.get("selected") or {"rule": "last", "step": step}
@@ -226,6 +227,8 @@ def rejudge(run_path, segmenter_dir, workers: int = 0, log=print) -> dict:
         run.fcn_metrics.unlink(missing_ok=True)  # the old judge's evolution; its copy is kept
         os.replace(pending.summary, run.summary)  # last: until here the run reads as the old judge's
         shutil.rmtree(pending.path)
+    except OSError as e:  # disk full, read-only: summary.json is replaced last, so nothing is lost
+        raise_for_write(e, f"run {run.path}: cannot write its re-scored test (the same command completes it)")
     finally:
         lease.release()
     log(f"{run.path}: test re-scored by {segmenter_dir} (segmenter {judge.identity}); the record scored by "

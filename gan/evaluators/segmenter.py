@@ -96,11 +96,11 @@ class Segmenter:
         self._predict = tf.function(lambda x: tf.argmax(model(x, training=False), -1), reduce_retracing=True)
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> "Segmenter":
+    def load(cls, run_dir: str | Path, flag: str = "--eval.segmenter") -> "Segmenter":
         run = RunDir(run_dir, kind=SEGMENTER_KIND)
         weights = run.path / SEGMENTER_WEIGHTS
         if not weights.exists():
-            raise UserError(f"--eval.segmenter {run_dir}: no {SEGMENTER_WEIGHTS} (train one with "
+            raise UserError(f"{flag} {run_dir}: no {SEGMENTER_WEIGHTS} (train one with "
                             "jobs/train_segmenter.py)")
         cfg = SegmenterConfig.from_record(read_json(run.config)["config"])
         model = build(cfg.data.image_size, cfg.model.filters)
