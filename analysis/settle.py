@@ -191,6 +191,16 @@ def replay(scores: dict[str, dict[int, dict[str, float]]], plan: Plan,
     return rows, wanted if not all(r.get("final") for r in rows) else {}
 
 
+def next_runs(wanted: dict[str, int], scores: dict[str, dict[int, dict]]) -> str:
+    """The runs the next look waits for, by generator and seed (the seeds it already has are not named)."""
+    if not wanted:
+        return "nothing: every comparison is decided"
+    n = max(wanted.values())
+    todo = {g: [k for k in range(m) if k not in scores.get(g, {})] for g, m in sorted(wanted.items())}
+    return (f"the look at {n} seeds needs " +
+            "; ".join(f"{g} seed{'s' if len(ks) > 1 else ''} {', '.join(map(str, ks))}" for g, ks in todo.items() if ks))
+
+
 def _words(result: dict, a: str, b: str, lower: bool, margin: float, final: bool, needed: int) -> str:
     if result["outcome"] == "equivalent":
         return f"equivalent within {margin:g}"
@@ -296,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     table = table.rename(columns={"low": f"low ({level})", "high": f"high ({level})"}).drop(columns="final", errors="ignore")
     text = to_markdown(table)
     print(text)
-    print(f"\nnext: {', '.join(f'{g} seeds 0..{n - 1}' for g, n in sorted(wanted.items())) or 'nothing: every comparison is decided'}")
+    print(f"\nnext: {next_runs(wanted, scores)}")
     if args.out:
         table.to_csv(f"{args.out}.csv", index=False)
         Path(f"{args.out}.md").write_text(text + "\n")

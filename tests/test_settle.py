@@ -56,6 +56,11 @@ def test_replay_waits_for_the_seeds_it_needs_then_decides_once():
     # Not enough seeds yet: the first look is pending and the generators it waits for are named.
     rows, wanted = settle.replay({g: {0: {"fcn_pixel_acc": 0.5}} for g in GENS}, p)
     assert wanted == dict.fromkeys(GENS, 3) and all(r["verdict"] == "open (first look pending)" for r in rows)
+    # The runs it waits for are named by seed, leaving out the seeds a generator already has (here seed 0,
+    # and hybrid's seed 4 that the look at 3 seeds does not use).
+    have = {g: {0: {}} for g in GENS} | {"hybrid": {0: {}, 2: {}, 4: {}}}
+    assert settle.next_runs(wanted, have) == "the look at 3 seeds needs hybrid seed 1; resnet seeds 1, 2; unet seeds 1, 2"
+    assert settle.next_runs({}, have) == "nothing: every comparison is decided"
 
 
 def test_open_at_the_maximum_says_what_it_would_take():
