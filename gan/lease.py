@@ -2,7 +2,8 @@
 
 A second trainer (a SLURM requeue racing a task that is not yet dead, a Ray
 retry beside a partitioned worker, the same command typed twice) is refused
-with one line naming the holder. The holder is identified by host, pid, the
+with one line naming the holder and what it is (each lease records its role:
+trainer, re-scoring process, sweep driver). The holder is identified by host, pid, the
 pid's start time and the machine's boot id, and proves it is alive by a
 heartbeat that a background thread refreshes every `beat_every` seconds
 whatever the trainer is doing (tracing, evaluating, checkpointing). A lease
@@ -112,7 +113,14 @@ class Lease:
 
     def _record(self) -> dict[str, Any]:
         return {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": process_start(os.getpid()),
-                "boot_id": boot_id(), "token": self.token, "started": self._started, "heartbeat": time.time()}
+                "boot_id": boot_id(), "token": self.token, "started": self._started, "heartbeat": time.time(),
+                "role": self.holder}
+
+    def _who(self, holder: dict[str, Any]) -> str:
+        """What holds a lease, in words: its recorded role ("another trainer", "a re-scoring process").
+        Leases written before roles were recorded are taken to be of this lease's kind."""
+        role = holder.get("role") if isinstance(holder.get("role"), str) and holder.get("role") else self.holder
+        return f"another {role}" if role == self.holder else f"a {role}"
 
     def acquire(self) -> "Lease":
         self._started = time.time()
@@ -156,7 +164,7 @@ class Lease:
             if waited and time.time() - self._started < self.stale_after + 10:
                 time.sleep(5.0)
                 continue
-            raise UserError(f"{self.flag} {self.path.parent}: in use by another {self.holder} (pid {holder['pid']} on "
+            raise UserError(f"{self.flag} {self.path.parent}: in use by {self._who(holder)} (pid {holder['pid']} on "
                             f"{holder['host']}, heartbeat {age:.0f} s ago); wait for it to end or stop it")
 
     def _try_create(self) -> bool:
@@ -176,7 +184,7 @@ class Lease:
             os.rename(self.path, aside)  # one taker wins; the other finds the new lease
         except FileNotFoundError:
             return
-        self.log(f"note: {self.path.parent}: took over the lease of a {self.holder} that is gone "
+        self.log(f"note: {self.path.parent}: took over the lease of {self._who(holder).replace('another ', 'a ')} that is gone "
                  f"(pid {holder.get('pid', '?')} on {holder.get('host', '?')}: {why})")
         aside.unlink(missing_ok=True)
 
@@ -205,7 +213,7 @@ class Lease:
     def check(self) -> None:
         """Raise if another trainer took this run over (the heartbeat thread noticed)."""
         if self.lost is not None:
-            raise UserError(f"{self.path.parent}: another {self.holder} took over this {self.thing} (pid {self.lost.get('pid')} "
+            raise UserError(f"{self.path.parent}: {self._who(self.lost)} took over this {self.thing} (pid {self.lost.get('pid')} "
                             f"on {self.lost.get('host')}); stopping without writing")
 
     def release(self) -> None:

@@ -354,6 +354,14 @@ def test_lease_of_a_reused_pid_or_a_silent_holder_is_taken_over(tmp_path):
                                     "pid_start": process_start(live.pid), "boot_id": boot_id()}))
         with pytest.raises(Exception, match=f"in use by another trainer \\(pid {live.pid} on "):
             Lease(path, log=lambda *_: None).acquire()
+        # A lease names what holds it, so a trainer refused by a re-scoring says so, and the other way round.
+        record = json.loads(path.read_text()) | {"role": "re-scoring process"}
+        path.write_text(json.dumps(record))
+        with pytest.raises(Exception, match=f"run: in use by a re-scoring process \\(pid {live.pid}"):
+            Lease(path, log=lambda *_: None, flag="run").acquire()
+        path.write_text(json.dumps(record | {"role": "trainer"}))
+        with pytest.raises(Exception, match=f"in use by a trainer \\(pid {live.pid}"):
+            Lease(path, log=lambda *_: None, holder="re-scoring process").acquire()
     finally:
         live.kill()
         live.wait()

@@ -184,7 +184,7 @@ def rejudge(run_path, segmenter_dir, workers: int = 0, log=print) -> dict:
         raise UserError(f"{run.path}: its test was scored with metric definitions v{old.get('metrics_version')}, "
                         f"this code has v{METRICS_VERSION}; its image metrics cannot prove the photos the same")
     # No trainer, and no second re-scoring, may write the run meanwhile.
-    lease = Lease(run.lease, log=log, holder="process (trainer or re-scoring)", flag="run").acquire()
+    lease = Lease(run.lease, log=log, holder="re-scoring process", flag="run").acquire()
     try:
         cfg, generator, step = restore_generator(run.path, log=log)
         selected = old.get("selected") or {"rule": "last", "step": step}
