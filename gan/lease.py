@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -118,8 +119,11 @@ class Lease:
 
     def _who(self, holder: dict[str, Any]) -> str:
         """What holds a lease, in words: its recorded role ("another trainer", "a re-scoring process").
-        Leases written before roles were recorded are taken to be of this lease's kind."""
-        role = holder.get("role") if isinstance(holder.get("role"), str) and holder.get("role") else self.holder
+        Leases written before roles were recorded, or with a role that is not a few plain words (the file
+        is read from a shared folder), are taken to be of this lease's kind."""
+        role = holder.get("role")
+        if not (isinstance(role, str) and re.fullmatch(r"[a-z][a-z -]{0,39}", role)):
+            role = self.holder
         return f"another {role}" if role == self.holder else f"a {role}"
 
     def acquire(self) -> "Lease":

@@ -359,6 +359,9 @@ def test_lease_of_a_reused_pid_or_a_silent_holder_is_taken_over(tmp_path):
         path.write_text(json.dumps(record))
         with pytest.raises(Exception, match=f"run: in use by a re-scoring process \\(pid {live.pid}"):
             Lease(path, log=lambda *_: None, flag="run").acquire()
+        path.write_text(json.dumps(record | {"role": "<b>x</b>\nerror: forged"}))  # a hostile role: not repeated
+        with pytest.raises(Exception, match=f"^run [^\\n]*: in use by another trainer \\(pid {live.pid}[^\\n]*$"):
+            Lease(path, log=lambda *_: None, flag="run").acquire()
         path.write_text(json.dumps(record | {"role": "trainer"}))
         with pytest.raises(Exception, match=f"in use by a trainer \\(pid {live.pid}"):
             Lease(path, log=lambda *_: None, holder="re-scoring process").acquire()
