@@ -18,9 +18,11 @@ environment and submitit/SLURM tasks through their set-up lines
     PIX2PIX_ALLOCATOR=auto (default: mimalloc, else tcmalloc) | mimalloc | tcmalloc | system | /path/lib.so
 
 `cpus_given()` is the CPU count a process was given (affinity, SLURM, Ray);
-the trainer sizes TensorFlow's thread pools and the metric workers to it.
+the trainer sizes TensorFlow's thread pools (`size_thread_pools`) and the
+metric workers to it.
 
-Standard library only: it runs before TensorFlow is imported.
+Standard library only at import: it runs before TensorFlow is imported
+(`size_thread_pools` imports it when called).
 """
 
 from __future__ import annotations
@@ -150,6 +152,20 @@ def cpus_given() -> int:
         except ValueError:
             print(f"warning: ${name}={value!r} is not a CPU count; ignored", file=sys.stderr)
     return max(1, min(counts))
+
+
+def size_thread_pools(cpus: int, log=print) -> None:
+    """TensorFlow's intra- and inter-op pools to `cpus` threads (before TensorFlow starts its runtime).
+    The pool size also fixes how a kernel splits its sums, so a generator's photos are identical to the
+    last bit only at the thread count they were first made with (the re-scoring of a run relies on it)."""
+    import tensorflow as tf
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(cpus)
+        tf.config.threading.set_inter_op_parallelism_threads(cpus)
+    except RuntimeError:  # the runtime already started in this process (e.g. a second run in it)
+        have = tf.config.threading.get_intra_op_parallelism_threads()
+        if have not in (0, cpus):
+            log(f"note: TensorFlow already started with {have} threads per pool; {cpus} CPUs were given")
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ from gan.checkpoints import restore_newest_intact
 from gan.config import Config
 from gan.datasets.loader import load_dataset, train_pipeline
 from gan.errors import EXIT_DIVERGED, EXIT_PREEMPTED, DiskFull, UserError, is_disk_full
-from gan.fastpath import cpus_given
+from gan.fastpath import cpus_given, size_thread_pools
 from gan.files import append_csv, atomic_write, read_csv, read_json
 from gan.lease import Lease
 from gan.evaluators.metrics import METRICS, MetricPool, metric_specs
@@ -242,18 +242,6 @@ def random_state_checkpoint(generator, discriminator):
 
 def _system_seconds() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_stime
-
-
-def size_thread_pools(cpus: int, log=print) -> None:
-    """TensorFlow's intra- and inter-op pools to `cpus` threads (before TensorFlow starts its runtime)."""
-    import tensorflow as tf
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(cpus)
-        tf.config.threading.set_inter_op_parallelism_threads(cpus)
-    except RuntimeError:  # the runtime already started in this process (e.g. a second run in it)
-        have = tf.config.threading.get_intra_op_parallelism_threads()
-        if have not in (0, cpus):
-            log(f"note: TensorFlow already started with {have} threads per pool; {cpus} CPUs were given")
 
 
 def _device_name(strategy) -> str:

@@ -148,6 +148,15 @@ class Evaluator:
         self.pool.close()
 
 
+def _threads_said(recorded: int | None) -> str:
+    """What a failed re-scoring ran with, against what the run recorded: the usual cause of other photos."""
+    import tensorflow as tf
+    have = tf.config.threading.get_intra_op_parallelism_threads() or "all the machine's"
+    if recorded is None:
+        return f"made with {have} threads per pool; the run recorded no CPU count to match"
+    return f"made with {have} threads per pool, the run recorded {recorded} CPU(s)"
+
+
 def rejudge(run_path, segmenter_dir, workers: int = 0, log=print) -> dict:
     """Score a finished run's test again under another segmenter, as its training would have: the checkpoint
     its test was scored with, the same test photos (the run's one fixed dropout mask), the same images.
@@ -167,6 +176,7 @@ def rejudge(run_path, segmenter_dir, workers: int = 0, log=print) -> dict:
     from gan.datasets.loader import load_dataset
     from gan.errors import UserError, raise_for_write
     from gan.evaluators.segmenter import Segmenter
+    from gan.fastpath import size_thread_pools
     from gan.files import read_json
     from gan.inference import restore_generator
     from gan.lease import Lease
@@ -175,6 +185,14 @@ def rejudge(run_path, segmenter_dir, workers: int = 0, log=print) -> dict:
     if not run.summary.exists():
         raise UserError(f"{run.path}: no {run.summary.name}: --rejudge re-scores the test of a finished run")
     old = check_summary(read_json(run.summary), run.summary)
+    # The photos are made again with the thread pools they were first made with (a kernel's sums split by
+    # pool size): the CPUs the run recorded, before anything here starts TensorFlow.
+    config = read_json(run.config, default={})  # restore_generator below refuses a damaged one in one line
+    environment = config.get("environment") if isinstance(config, dict) else None
+    recorded = environment.get("cpus") if isinstance(environment, dict) else None
+    threads = recorded if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 1 else None
+    if threads:
+        size_thread_pools(threads, log)
     # Runs from before the judge's identity was recorded keep their record as "unrecorded".
     old_id = str((old.get("fcn") or {}).get("segmenter_id") or ("unrecorded" if old.get("fcn") else "none"))
     judge = Segmenter.load(segmenter_dir, flag="--rejudge")
@@ -210,8 +228,8 @@ def rejudge(run_path, segmenter_dir, workers: int = 0, log=print) -> dict:
         if changed:
             shutil.rmtree(pending.path)
             raise UserError(f"{run.path}: the test photos made now are not those of its test ({changed[0]} "
-                            f"{summary['test'][changed[0]]['mean']:.6f}, was {old['test'][changed[0]]['mean']:.6f}); "
-                            "its record is unchanged")
+                            f"{summary['test'][changed[0]]['mean']:.6f}, was {old['test'][changed[0]]['mean']:.6f}; "
+                            f"{_threads_said(threads)}); its record is unchanged")
         earlier = sorted(p.name for p in (run.path / REJUDGED).iterdir() if p.is_dir() and p.name != ".pending")
         summary["rejudged"] = {"previous_segmenter_id": old_id, "kept": f"{REJUDGED}/{old_id}",
                                "earlier": [e for e in earlier if e != old_id]}
