@@ -1,4 +1,7 @@
-"""Where a run ran: versions, host, git commit, the allocator and CPUs (config.json "environment")."""
+"""Where a run ran: versions, host, git commit, the allocator, the CPUs and their model and vector
+instruction sets (config.json "environment"). TensorFlow's CPU kernels are chosen by instruction set, so
+the same seed and commit train the same run to the last bit only on CPUs of the same kind: the record
+says whether two runs can be expected to agree bitwise."""
 
 from __future__ import annotations
 
@@ -28,4 +31,21 @@ def environment() -> dict[str, str]:
             "platform": platform.platform(), "git_commit": git_commit(), "argv": " ".join(sys.argv),
             "metrics_version": METRICS_VERSION,
             "allocator": loaded_allocator() or "system (glibc malloc: slower, see gan/fastpath.py)",
-            "cpus": cpus_given()}
+            "cpus": cpus_given(), **cpu_kind()}
+
+
+VECTOR_ISAS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")  # oneDNN's choices
+
+
+def cpu_kind(cpuinfo: str = "/proc/cpuinfo") -> dict[str, str]:
+    """{"cpu_model": ..., "cpu_isa": "avx2 fma avx512f ..."} from Linux's /proc/cpuinfo; the platform's
+    processor name and no instruction sets elsewhere."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return {"cpu_model": platform.processor() or "unknown", "cpu_isa": "unknown"}
+    fields = dict(line.split(":", 1) for line in text.splitlines()[:64] if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    return {"cpu_model": fields.get("model name", platform.processor() or "unknown"),
+            "cpu_isa": " ".join(isa for isa in VECTOR_ISAS if isa in flags)}

@@ -143,3 +143,17 @@ def test_best_validation_checkpoint_is_the_one_tested(tmp_path):
     assert runs_table([load_run(run)]).tested_at.iloc[0] == f"best_val_l1 (step {int(best.step)})"
     with pytest.raises(Exception, match="--eval.select: 'best_val_fcn_iou' is not 'last' or best_val_<metric>"):
         make_config("tiny", {"eval.select": "best_val_fcn_iou"})  # FCN metrics need fcn_every_eval
+
+
+def test_a_run_records_the_kind_of_cpu_it_ran_on(tiny_runs, tmp_path):
+    # The same seed and commit train bitwise the same run only on CPUs of the same instruction sets
+    # (TensorFlow picks its kernels by them): every run says which it had.
+    from gan.provenance import cpu_kind
+    environment = json.loads((tiny_runs / "cmp" / "unet" / "config.json").read_text())["environment"]
+    assert environment["cpu_model"] and set(environment["cpu_isa"].split()) <= {
+        "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16"}
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Some CPU 9000\nflags\t\t: fpu sse2 avx2 fma avx512f\n")
+    assert cpu_kind(str(info)) == {"cpu_model": "Some CPU 9000", "cpu_isa": "avx2 fma avx512f"}
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2\n")  # no vector units, no model name
+    assert cpu_kind(str(info))["cpu_isa"] == ""
