@@ -24,10 +24,13 @@ def git_commit() -> str:
 
 
 def environment() -> dict[str, str]:
+    import keras
+    import numpy as np
     import tensorflow as tf
 
     from gan.fastpath import cpus_given, loaded_allocator
-    return {"python": sys.version.split()[0], "tensorflow": tf.__version__, "host": socket.gethostname(),
+    return {"python": sys.version.split()[0], "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "host": socket.gethostname(),
             "platform": platform.platform(), "git_commit": git_commit(), "argv": " ".join(sys.argv),
             "metrics_version": METRICS_VERSION,
             "allocator": loaded_allocator() or "system (glibc malloc: slower, see gan/fastpath.py)",

@@ -150,6 +150,8 @@ def test_a_run_records_the_kind_of_cpu_it_ran_on(tiny_runs, tmp_path):
     # (TensorFlow picks its kernels by them): every run says which it had.
     from gan.provenance import cpu_kind
     environment = json.loads((tiny_runs / "cmp" / "unet" / "config.json").read_text())["environment"]
+    import keras
+    assert environment["keras"] == keras.__version__ and environment["numpy"]
     assert environment["cpu_model"] and set(environment["cpu_isa"].split()) <= {
         "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16"}
     info = tmp_path / "cpuinfo"
