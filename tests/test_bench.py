@@ -120,10 +120,13 @@ def project_and_textbook_losses(gen: str, precision: str = "float32", steps: int
 @pytest.mark.parametrize("gen", names())
 def test_project_step_matches_textbook_step(gen, winograd_everywhere):
     """Same weights, same batches: the optimised step (fused BatchNorm and Adam kernels, subpixel
-    upsampling, Winograd convs, distributed loop) computes the textbook step's losses to rtol 1e-4
-    over 4 updates."""
+    upsampling, Winograd convs, distributed loop) computes the textbook step's loss to rtol 1e-4 before
+    any update and to rtol 5e-4 over the next 3. The kernels round differently, and Adam divides a
+    near-zero gradient by its own RMS, which turns rounding into a step: 1.4e-4 was seen on an AVX-512
+    CPU; a missing bias correction would halve the first updates."""
     losses = project_and_textbook_losses(gen)
-    np.testing.assert_allclose(losses[:, 0], losses[:, 1], rtol=1e-4)
+    np.testing.assert_allclose(losses[0, 0], losses[0, 1], rtol=1e-4)
+    np.testing.assert_allclose(losses[1:, 0], losses[1:, 1], rtol=5e-4)
 
 
 def test_xla_step_matches_textbook_step():

@@ -222,7 +222,7 @@ def test_tune_refuses_a_second_driver_and_a_different_sweep_in_one_experiment(tm
     Another sweep into an experiment that holds one: one line naming what differs and how to resume."""
     from gan.contract import TUNE_ARGS, TUNE_LEASE
     from gan.lease import Lease
-    lease = Lease(tmp_path / "sweep" / TUNE_LEASE, log=lambda *_: None).acquire()
+    lease = Lease(tmp_path / "sweep" / TUNE_LEASE, log=lambda *_: None, holder="sweep driver").acquire()
     try:
         done = run_cli("tune.py", "--gens", "unet", "--preset", "tiny", "--out", str(tmp_path), "--experiment", "sweep",
                        timeout=120)
