@@ -249,13 +249,16 @@ def main() -> int:
 def settle_scores(root: Path, base, plan) -> dict[str, dict[int, dict[str, float]]]:
     """{generator: {seed: {metric: test mean}}} of the experiment's finished runs of the plan's configuration
     (any run there of another configuration is refused in one line: the rule would mix them)."""
-    from analysis.runs import find_runs
+    from analysis.runs import MEASUREMENT_FIELDS, find_runs
     from gan.config import for_generator
     from gan.rundir import RESUMABLE_FIELDS
     if not root.exists():
         return {}
     drawn = {"data.split_seed"} if plan.design == "varied" else set()  # varied: seed k draws split k
-    wanted = {k: v for k, v in base.flat().items() if k not in RESUMABLE_FIELDS | drawn | {
+    # What a resumed run may change without training otherwise, and how a run is measured (the judge is
+    # checked below), do not make another configuration; how long it trained does.
+    ignored = (RESUMABLE_FIELDS - {"train.steps"}) | MEASUREMENT_FIELDS | drawn
+    wanted = {k: v for k, v in base.flat().items() if k not in ignored | {
         "train.seed", "model.generator", "run_name", "experiment"}}
     scores: dict[str, dict[int, dict[str, float]]] = {}
     judges = set()

@@ -134,3 +134,40 @@ def test_a_bad_plan_or_metric_is_one_line(tmp_path, capsys, plan, message):
     code = settle.main(["--plan", str(path), "--metrics", "nosuch", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
+def test_the_rule_counts_a_run_measured_otherwise_and_refuses_one_trained_otherwise(tiny_runs, tmp_path):
+    """`jobs/tune.py --settle` reads the experiment's finished runs as seeds: one that differs from the
+    plan only in how it was measured (a judge at every evaluation, fewer sample images, eval workers)
+    counts, as the report's grouping has it; one trained for another number of steps is refused in one
+    line naming the field."""
+    import json
+    import shutil
+    import sys
+
+    import pandas as pd
+
+    from conftest import ROOT
+    from gan.config import make_config
+    from gan.errors import UserError
+    sys.path.insert(0, str(ROOT / "jobs"))
+    import tune
+    exp = tmp_path / "settle"
+    for gen in ("unet", "hybrid"):
+        shutil.copytree(tiny_runs / "cmp" / gen, exp / gen)
+
+    def edit(gen: str, section: str, **values) -> None:
+        path = exp / gen / "config.json"
+        saved = json.loads(path.read_text())
+        saved["config"][section].update(values)
+        path.write_text(json.dumps(saved))
+
+    edit("hybrid", "eval", fcn_every_eval=True, samples=1, workers=2)
+    rule = settle.Plan(generators=["hybrid", "unet"], metrics=["ssim"], margins={"ssim": 0.1}).check()
+    base = make_config("tiny", {"experiment": "settle"})
+    scores = tune.settle_scores(exp, base, rule)
+    expected = pd.read_csv(exp / "hybrid" / "test_metrics.csv")["ssim"].mean()
+    assert set(scores) == {"hybrid", "unet"} and scores["hybrid"][0]["ssim"] == pytest.approx(expected)
+    edit("unet", "train", steps=base.train.steps + 1)
+    with pytest.raises(UserError, match=r"unet is another configuration \(train\.steps: "):
+        tune.settle_scores(exp, base, rule)
