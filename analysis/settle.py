@@ -61,6 +61,11 @@ class Plan:
     first: int = 3  # seeds per generator at the first look
     max_seeds: int = 8
     design: str = "fixed"  # the data split: fixed for every run, or "varied" (seed k draws split k)
+    first_seed: int = 0  # look n uses seeds first_seed .. first_seed + n - 1 of every generator
+
+    def seeds(self, n: int) -> range:
+        """The training seeds of look n (n per generator): fixed before any run, so no score picks them."""
+        return range(self.first_seed, self.first_seed + n)
 
     @property
     def looks(self) -> int:
@@ -82,6 +87,8 @@ class Plan:
             raise ValueError("needs at least two generators to compare")
         if not 0 < self.alpha < 0.5:
             raise ValueError(f"alpha must be in (0, 0.5), got {self.alpha}")
+        if isinstance(self.first_seed, bool) or not isinstance(self.first_seed, int) or self.first_seed < 0:
+            raise ValueError(f"first_seed must be a whole number >= 0, got {self.first_seed!r}")
         if not 2 <= self.first <= self.max_seeds:
             raise ValueError(f"the first look needs 2 to max-seeds ({self.max_seeds}) seeds, got {self.first}")
         missing = [m for m in self.metrics if m not in self.margins]
@@ -143,7 +150,7 @@ def replay(scores: dict[str, dict[int, dict[str, float]]], plan: Plan,
            improvement: bool = True) -> tuple[list[dict], dict[str, int]]:
     """The rule replayed from the runs: (one row per pair and metric, {generator: seeds it needs next}).
 
-    `scores[generator][seed][metric]`: a finished run's test mean. Look n uses seeds 0..n-1 of both
+    `scores[generator][seed][metric]`: a finished run's test mean. Look n uses seeds `plan.seeds(n)` of both
     generators of a pair (exactly n each, so a run trained for another purpose never changes a look).
     A look waits until every generator of an undecided pair has its n seeds. `next` is empty when
     every comparison is decided or at the maximum. `improvement`: also P(a beats b) with its bootstrap
@@ -157,13 +164,13 @@ def replay(scores: dict[str, dict[int, dict[str, float]]], plan: Plan,
         if not open_now:
             break
         gens = sorted({g for a, b, _ in open_now for g in (a, b)})
-        missing = {g: n for g in gens if any(s not in scores.get(g, {}) for s in range(n))}
+        missing = {g: n for g in gens if any(s not in scores.get(g, {}) for s in plan.seeds(n))}
         if missing:
             wanted = missing
             break
         for a, b, m in open_now:
-            xa = np.array([scores[a][s][m] for s in range(n)], float)
-            xb = np.array([scores[b][s][m] for s in range(n)], float)
+            xa = np.array([scores[a][s][m] for s in plan.seeds(n)], float)
+            xb = np.array([scores[b][s][m] for s in plan.seeds(n)], float)
             result = decide(xa, xb, plan.margins[m], alpha)
             last_look[(a, b, m)] = n
             if result["outcome"] != "open" or n == plan.max_seeds:
@@ -176,8 +183,8 @@ def replay(scores: dict[str, dict[int, dict[str, float]]], plan: Plan,
                 rows.append({"metric": m, "a": a, "b": b, "outcome": "open", "verdict": "open (first look pending)",
                              "seeds": 0, "margin": plan.margins[m]})
                 continue
-            xa = np.array([scores[a][s][m] for s in range(n)], float)
-            xb = np.array([scores[b][s][m] for s in range(n)], float)
+            xa = np.array([scores[a][s][m] for s in plan.seeds(n)], float)
+            xb = np.array([scores[b][s][m] for s in plan.seeds(n)], float)
             result = decided.get((a, b, m)) or {**decide(xa, xb, plan.margins[m], alpha), "seeds": n}
             pi, pi_low, pi_high = probability_of_improvement(xa, xb) if improvement else (np.nan,) * 3
             final = (a, b, m) in decided
@@ -191,12 +198,12 @@ def replay(scores: dict[str, dict[int, dict[str, float]]], plan: Plan,
     return rows, wanted if not all(r.get("final") for r in rows) else {}
 
 
-def next_runs(wanted: dict[str, int], scores: dict[str, dict[int, dict]]) -> str:
+def next_runs(wanted: dict[str, int], scores: dict[str, dict[int, dict]], plan: Plan) -> str:
     """The runs the next look waits for, by generator and seed (the seeds it already has are not named)."""
     if not wanted:
         return "nothing: every comparison is decided"
     n = max(wanted.values())
-    todo = {g: [k for k in range(m) if k not in scores.get(g, {})] for g, m in sorted(wanted.items())}
+    todo = {g: [k for k in plan.seeds(m) if k not in scores.get(g, {})] for g, m in sorted(wanted.items())}
     return (f"the look at {n} seeds needs " +
             "; ".join(f"{g} seed{'s' if len(ks) > 1 else ''} {', '.join(map(str, ks))}" for g, ks in todo.items() if ks))
 
@@ -223,7 +230,7 @@ def simulate(plan: Plan, means: dict[str, float], sd: float, studies: int = 2000
     metric = plan.metrics[0]
     for _ in range(studies):
         draws = {g: rng.normal(means[g], sd, plan.max_seeds) for g in plan.generators}
-        scores = {g: {s: {metric: float(v)} for s, v in enumerate(draws[g])} for g in plan.generators}
+        scores = {g: {s: {metric: float(v)} for s, v in zip(plan.seeds(plan.max_seeds), draws[g])} for g in plan.generators}
         rows, _ = replay(scores, plan, improvement=False)
         used = {g: plan.first for g in plan.generators}
         for row in rows:
@@ -306,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     table = table.rename(columns={"low": f"low ({level})", "high": f"high ({level})"}).drop(columns="final", errors="ignore")
     text = to_markdown(table)
     print(text)
-    print(f"\nnext: {next_runs(wanted, scores)}")
+    print(f"\nnext: {next_runs(wanted, scores, plan)}")
     if args.out:
         table.to_csv(f"{args.out}.csv", index=False)
         Path(f"{args.out}.md").write_text(text + "\n")

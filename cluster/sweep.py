@@ -40,7 +40,7 @@ class Readout(Protocol):
     def settle_start(self, saved: dict) -> None: ...
 
     def settle_look(self, root: Path, saved: dict) -> tuple[list[dict], dict[str, int], dict[str, set[int]]]:
-        """(the rule's rows, {generator: seeds its next look needs}, {generator: seeds finished})."""
+        """(the rule's rows, {generator: the training seeds its next look needs}, {generator: seeds finished})."""
 
     def settle_done(self, rows: list[dict], saved: dict, root: Path, report: str | None) -> int: ...
 
@@ -170,11 +170,11 @@ def settle_rounds(saved: dict, *, out: str, experiment: str, resume: str, report
     readout.settle_start(saved)
     while True:
         rows, wanted, have = readout.settle_look(root, saved)
-        todo = [{"model.generator": g, "train.seed": k, **dict.fromkeys(varied, k)} for g, n in sorted(wanted.items())
-                for k in range(n) if k not in have.get(g, set())]
+        todo = [{"model.generator": g, "train.seed": k, **dict.fromkeys(varied, k)} for g, seeds in sorted(wanted.items())
+                for k in seeds if k not in have.get(g, set())]
         if not todo:
             break
-        print(f"\nsettle: the next look needs {', '.join(f'{g} seeds 0..{n - 1}' for g, n in sorted(wanted.items()))}; "
+        print(f"\nsettle: the next look needs {', '.join(f'{g} seeds {s[0]}..{s[-1]}' for g, s in sorted(wanted.items()))}; "
               f"training {len(todo)} run(s): {', '.join(tuning.run_name(t) for t in todo)}")
         shutil.rmtree(root / TUNE_STATE, ignore_errors=True)  # the last round's Tune state; runs resume from their own
         tuner = tuning.make_tuner({tuning.TRIAL: tune.grid_search(todo)}, base=base, out=out, experiment=experiment,

@@ -69,6 +69,9 @@ def parse_args() -> tuple[argparse.Namespace, list[str]]:
                    help="equivalence margin of a metric (repeatable; defaults: analysis/settle.py DEFAULT_MARGINS)")
     g.add_argument("--max-seeds", type=int, default=8, help="most seeds per generator (default 8)")
     g.add_argument("--first-look", type=int, default=3, help="seeds per generator at the first look (default 3)")
+    g.add_argument("--first-seed", type=int, default=0,
+                   help="the looks use training seeds S, S+1, ... (default 0); e.g. a track begun later on the "
+                   "seeds whose checkpoints a new judge can still score")
     g.add_argument("--alpha", type=float, default=0.05,
                    help="error rate per metric over all looks and pairs (default 0.05; Bonferroni)")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a "
@@ -172,7 +175,7 @@ def settle_plan_of(args: argparse.Namespace, gens: list[str], base, sweeps: list
         plan = settle.Plan(generators=gens, metrics=metrics, margins={m: margins[m] for m in metrics if m in margins},
                            lower_is_better=[m for m in metrics if m in METRICS and not METRICS[m].higher_is_better],
                            alpha=args.alpha, first=args.first_look, max_seeds=args.max_seeds,
-                           design="varied" if args.vary_split else "fixed").check()
+                           first_seed=args.first_seed, design="varied" if args.vary_split else "fixed").check()
     except ValueError as e:
         raise UserError(f"--settle: {e}") from None
     return plan.to_dict()
@@ -299,7 +302,7 @@ class AnalysisReadout:
         from analysis import settle
         plan = settle.Plan.from_dict(saved["settle"])
         print(f"settle: {', '.join(plan.metrics)} over {len(plan.pairs)} pairs; looks at {plan.first}..{plan.max_seeds} "
-              f"seeds per generator; alpha {plan.alpha} per metric, {plan.alpha_per_test:.3g} per test (Bonferroni "
+              f"seeds per generator (training seeds from {plan.first_seed}); alpha {plan.alpha} per metric, {plan.alpha_per_test:.3g} per test (Bonferroni "
               f"over {plan.looks} looks x {len(plan.pairs)} pairs); margins "
               + ", ".join(f"{m} {plan.margins[m]:g}" for m in plan.metrics))
 
@@ -308,7 +311,7 @@ class AnalysisReadout:
         plan = settle.Plan.from_dict(saved["settle"])
         scores = settle_scores(root, make_config(saved["preset"], saved["overrides"]), plan)
         rows, wanted = settle.replay(scores, plan)
-        return rows, wanted, {g: set(seeds) for g, seeds in scores.items()}
+        return rows, {g: list(plan.seeds(n)) for g, n in wanted.items()}, {g: set(seeds) for g, seeds in scores.items()}
 
     def settle_done(self, rows: list[dict], saved: dict, root: Path, report: str | None) -> int:
         import pandas as pd

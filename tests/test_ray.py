@@ -309,27 +309,29 @@ def test_equal_budget_protocol_resumes_between_search_and_retraining(ray_cluster
 def test_settle_trains_seeds_in_rounds_reuses_finished_runs_and_ends_with_a_verdict(ray_cluster, tmp_path):
     """--settle on the two-node cluster: the plan is stored before the first round, a run already in the
     experiment counts as a seed (never trained again), open pairs get another seed up to the maximum, and
-    the verdict says better / equivalent / open for every pair and metric."""
+    the verdict says better / equivalent / open for every pair and metric. The looks begin at seed 1
+    (--first-seed), so the seeds it trains are 1, 2, then 3."""
     out = tmp_path / "out"
     pre = subprocess.run([sys.executable, str(ROOT / "jobs" / "train.py"), "--preset", "tiny", "--gens", "unet",
-                          "--out", str(out), "--experiment", "settle", "--run-name", "unet-seed0"],
+                          "--out", str(out), "--experiment", "settle", "--run-name", "unet-seed1", "--train.seed", "1"],
                          capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert pre.returncode == 0, pre.stderr[-2000:]
-    before = (out / "settle" / "unet-seed0" / "test_metrics.csv").read_bytes()
+    before = (out / "settle" / "unet-seed1" / "test_metrics.csv").read_bytes()
     args = ["--gens", "unet,hybrid", "--experiment", "settle", "--settle", "--settle-metrics", "ssim,l1",
-            "--margin", "ssim=1e-9", "--margin", "l1=5", "--first-look", "2", "--max-seeds", "3"]
+            "--margin", "ssim=1e-9", "--margin", "l1=5", "--first-look", "2", "--max-seeds", "3", "--first-seed", "1"]
     done = run_tune(ray_cluster, out, *args)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     saved = json.loads((out / "settle" / "_tune_args.json").read_text())["settle"]
     assert saved["metrics"] == ["ssim", "l1"] and saved["margins"] == {"ssim": 1e-9, "l1": 5.0}
-    assert "training 3 run(s): hybrid-seed0, hybrid-seed1, unet-seed1" in done.stdout  # unet-seed0 reused
-    assert (out / "settle" / "unet-seed0" / "test_metrics.csv").read_bytes() == before
+    assert saved["first_seed"] == 1
+    assert "training 3 run(s): hybrid-seed1, hybrid-seed2, unet-seed2" in done.stdout  # unet-seed1 reused
+    assert (out / "settle" / "unet-seed1" / "test_metrics.csv").read_bytes() == before
     table = pd.read_csv(out / "settle" / "settle.csv").set_index("metric")
     # l1 within 5 of each other: equivalent at the first look; ssim never within 1e-9: open at the
     # maximum (or better), after one more seed each.
     assert table.loc["l1", "outcome"] == "equivalent" and table.loc["l1", "seeds"] == 2
     assert table.loc["ssim", "outcome"] in ("open", "better") and table.loc["ssim", "seeds"] == 3
-    assert "training 2 run(s): hybrid-seed2, unet-seed2" in done.stdout
+    assert "training 2 run(s): hybrid-seed3, unet-seed3" in done.stdout
     # Again: nothing left to train, the same verdict.
     again = run_tune(ray_cluster, out, "--experiment", "settle", "--resume")
     assert again.returncode == 0 and "the next look" not in again.stdout, again.stdout[-3000:] + again.stderr[-3000:]

@@ -59,8 +59,31 @@ def test_replay_waits_for_the_seeds_it_needs_then_decides_once():
     # The runs it waits for are named by seed, leaving out the seeds a generator already has (here seed 0,
     # and hybrid's seed 4 that the look at 3 seeds does not use).
     have = {g: {0: {}} for g in GENS} | {"hybrid": {0: {}, 2: {}, 4: {}}}
-    assert settle.next_runs(wanted, have) == "the look at 3 seeds needs hybrid seed 1; resnet seeds 1, 2; unet seeds 1, 2"
-    assert settle.next_runs({}, have) == "nothing: every comparison is decided"
+    assert settle.next_runs(wanted, have, p) == "the look at 3 seeds needs hybrid seed 1; resnet seeds 1, 2; unet seeds 1, 2"
+    assert settle.next_runs({}, have, p) == "nothing: every comparison is decided"
+
+
+def test_a_plan_that_begins_at_a_later_seed_looks_at_those_seeds_only():
+    """first_seed 5: look n reads seeds 5..4+n, whatever the runs of seeds 0-4 say, and names the seeds
+    it waits for from 5 on."""
+    rng = np.random.default_rng(0)
+    p = plan(first_seed=5)
+    late = {g: {s: {"fcn_pixel_acc": float(v)} for s, v in zip(range(5, 8), rng.normal(mu, 0.001, 3))}
+            for g, mu in (("hybrid", 0.70), ("resnet", 0.70), ("unet", 0.80))}
+    rows, wanted = settle.replay(late, p)
+    # Seeds 0-2 that say the opposite (hybrid far ahead) change nothing.
+    early = {g: {s: {"fcn_pixel_acc": 0.99 if g == "hybrid" else 0.1} for s in range(3)} for g in GENS}
+    assert settle.replay({g: {**early[g], **late[g]} for g in GENS}, p)[0] == rows
+    by_pair = {(r["a"], r["b"]): r for r in rows}
+    assert by_pair[("hybrid", "unet")]["verdict"] == "unet better" and by_pair[("hybrid", "unet")]["seeds"] == 3
+    # The same early seeds alone: the first look waits for seeds 5-7.
+    rows, wanted = settle.replay(early, p)
+    assert wanted == dict.fromkeys(GENS, 3)
+    assert settle.next_runs(wanted, early, p) == "the look at 3 seeds needs hybrid seeds 5, 6, 7; resnet seeds 5, 6, 7; unet seeds 5, 6, 7"
+    assert settle.Plan.from_dict(p.to_dict()).first_seed == 5
+    for bad in (-1, 1.5, True, "5"):
+        with pytest.raises(ValueError, match="first_seed must be a whole number"):
+            plan(first_seed=bad)
 
 
 def test_open_at_the_maximum_says_what_it_would_take():
