@@ -283,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plan", required=True, help="the plan as JSON (plan.json, or a sweep's _tune_args.json)")
     parser.add_argument("--metrics", default=None, help="only these of the plan's metrics (comma list; the looks "
                         "and alpha stay the plan's)")
+    parser.add_argument("--judge", default=None, metavar="SEGMENTER_ID",
+                        help="only the runs whose test this segmenter scored (its id, as jobs/evaluate.py --rejudge "
+                        "prints it): one judge's runs out of folders that hold several")
     parser.add_argument("--out", default=None, help="also write <out>.csv and <out>.md")
     args = parser.parse_args(argv)
     try:
@@ -301,11 +304,18 @@ def main(argv: list[str] | None = None) -> int:
                                "margins": {m: plan.margins[m] for m in chosen}})
     try:
         runs = find_runs(*args.roots)
+        notes = runs.notes()
+        if args.judge is not None:
+            judged = [r for r in runs if r.judge == args.judge]
+            if not judged:
+                judges = sorted({r.judge for r in runs if r.judge}) or ["none"]
+                raise ValueError(f"--judge {args.judge}: no run there was scored by it (judges there: {', '.join(judges)})")
+            runs = judged
         scores = scores_of(runs, plan.metrics)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for note in runs.notes():
+    for note in notes:
         print(f"note: {note}", file=sys.stderr)
     rows, wanted = replay(scores, plan)
     table = pd.DataFrame(rows)

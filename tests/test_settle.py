@@ -159,6 +159,17 @@ def test_a_bad_plan_or_metric_is_one_line(tmp_path, capsys, plan, message):
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0]
 
 
+def test_a_judge_no_run_was_scored_by_is_one_line_naming_the_judges_there(capsys):
+    from analysis import settle
+    from conftest import ROOT
+    results = ROOT / "docs" / "results"
+    code = settle.main(["--plan", str(results / "settle" / "plan-fcn.json"), "--judge", "<b>nosuch</b>",
+                        str(results / "settle" / "fcn-seeds")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("error: --judge <b>nosuch</b>: no run there was scored by it (judges there: 9a444e7fa3c964dd")
+
+
 def test_the_rule_counts_a_run_measured_otherwise_and_refuses_one_trained_otherwise(tiny_runs, tmp_path):
     """`jobs/tune.py --settle` reads the experiment's finished runs as seeds: one that differs from the
     plan only in how it was measured (a judge at every evaluation, fewer sample images, eval workers)
