@@ -145,6 +145,22 @@ def test_the_pages_latest_look_is_what_the_committed_runs_give(tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "look.csv"), pd.read_csv(latest), rtol=1e-4, atol=1e-6)
 
 
+def test_the_pages_latest_fcn_look_is_what_the_kept_judges_runs_give(tmp_path):
+    """The newest docs/results/settle/fcn2-look<N>.csv is the FCN track's plan (seeds from 5, the kept
+    judge's margin) replayed over the runs that judge scored, out of folders that also hold the lost
+    judge's runs."""
+    import pandas as pd
+
+    from analysis import settle
+    from conftest import ROOT
+    results = ROOT / "docs" / "results" / "settle"
+    latest = max(results.glob("fcn2-look*.csv"), key=lambda p: int(p.stem[len("fcn2-look"):]))
+    code = settle.main(["--plan", str(results / "plan-fcn-judge2.json"), "--judge", "7295acfc13743386",
+                        str(results / "seeds"), str(results / "fcn-seeds"), "--out", str(tmp_path / "look")])
+    assert code == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "look.csv"), pd.read_csv(latest), rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("plan,message", [('{"generators": ["unet"]}', "not a settle plan"), ("[1, 2", "not a settle plan"),
                                           (None, "not in the plan")], ids=["one-generator", "truncated", "metric"])
 def test_a_bad_plan_or_metric_is_one_line(tmp_path, capsys, plan, message):
