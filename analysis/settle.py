@@ -259,7 +259,7 @@ def scores_of(runs, metrics: list[str]) -> dict[str, dict[int, dict[str, float]]
     if any(m.startswith("fcn_") for m in metrics) and len(judges) > 1:
         raise ValueError(f"the runs' FCN-scores come from {len(judges)} different segmenters ({', '.join(sorted(judges))}); "
                          "the rule compares one judge's scores: re-score the others (jobs/evaluate.py RUN --rejudge "
-                         "SEGMENTER) or name only one judge's runs")
+                         "SEGMENTER) or replay one judge's runs (--judge ID)")
     per_run = tests.groupby(["generator", "run", "seed"])[metrics].mean().reset_index()
     return {g: {int(r.seed): {m: float(r[m]) for m in metrics} for _, r in group.iterrows()}
             for g, group in per_run.groupby("generator")}
