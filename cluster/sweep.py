@@ -116,6 +116,13 @@ def connect(address: str | None, cpus: float, gpus: float) -> None:
     refuse_what_no_node_meets(cpus, gpus)
 
 
+def disconnect() -> None:
+    """Leave Ray before the sweep's summary: the trials' log lines, which Ray forwards to the driver with a
+    delay, then end before the table and the report line instead of trailing after them."""
+    import ray
+    ray.shutdown()
+
+
 def run(saved: dict, *, out: str, experiment: str, resume: str, resuming: bool, report: str | None,
         readout: Readout) -> int:
     """The sweep `saved` describes (as stored in the experiment's sweep file): the settle rule's rounds,
@@ -140,6 +147,8 @@ def run(saved: dict, *, out: str, experiment: str, resume: str, resuming: bool, 
         if results is None:
             return EXIT_PREEMPTED
         then_seeds = saved.get("then_seeds", 0)
+        if not then_seeds:
+            disconnect()
         code = readout.search_done(results, root, saved["metric"], tuning.mode_of(saved["metric"]),
                                    f"{report}/search" if report and then_seeds else report)
         if not then_seeds:
@@ -153,6 +162,7 @@ def run(saved: dict, *, out: str, experiment: str, resume: str, resuming: bool, 
     results = run_phase(retrain_tuner(saved, out, experiment), resume)
     if results is None:
         return EXIT_PREEMPTED
+    disconnect()
     return readout.retraining_done(results, saved, Path(out), experiment, report)
 
 
@@ -189,6 +199,7 @@ def settle_rounds(saved: dict, *, out: str, experiment: str, resume: str, report
             print(f"settle: {len(errors)} run(s) did not finish ({errors[0].error}); fix the cause and continue with: "
                   f"{resume}")
             return 1
+    disconnect()
     return readout.settle_done(rows, saved, root, report)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -45,6 +46,13 @@ def tune_cmd(out: Path, *args: str) -> list[str]:
 def run_tune(cluster, out: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     env = {**os.environ, "RAY_ADDRESS": cluster.address}
     return subprocess.run(tune_cmd(out, *args), capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
+
+
+def assert_no_trial_line_after(stdout: str, start: str) -> None:
+    """The driver leaves Ray before its summary, so no trial's forwarded log line ('(trainable pid=...)')
+    lands inside or after it."""
+    summary = stdout[stdout.index(start):]
+    assert not re.search(r"\(\w+ pid=\d+", summary), summary[-2000:]
 
 
 def test_asha_stops_a_trial_early(ray_cluster, tmp_path):
@@ -294,6 +302,7 @@ def test_equal_budget_protocol_resumes_between_search_and_retraining(ray_cluster
                           capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
     assert "retrained the best configuration of each generator and its default on seeds [1, 2]" in done.stdout
+    assert_no_trial_line_after(done.stdout, "retrained the best configuration")
     assert f"| hybrid | optim.lr_g | 0.0002 | {best['optim.lr_g']:.3g} |" in done.stdout, done.stdout[-3000:]
     tuned = sorted(p.name for p in (tmp_path / "eq-tuned").iterdir() if (p / "summary.json").exists())
     default = sorted(p.name for p in (tmp_path / "eq-default").iterdir() if (p / "summary.json").exists())
@@ -332,6 +341,7 @@ def test_settle_trains_seeds_in_rounds_reuses_finished_runs_and_ends_with_a_verd
     assert table.loc["l1", "outcome"] == "equivalent" and table.loc["l1", "seeds"] == 2
     assert table.loc["ssim", "outcome"] in ("open", "better") and table.loc["ssim", "seeds"] == 3
     assert "training 2 run(s): hybrid-seed3, unet-seed3" in done.stdout
+    assert_no_trial_line_after(done.stdout, "settled with")
     # Again: nothing left to train, the same verdict.
     again = run_tune(ray_cluster, out, "--experiment", "settle", "--resume")
     assert again.returncode == 0 and "the next look" not in again.stdout, again.stdout[-3000:] + again.stderr[-3000:]
