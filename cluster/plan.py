@@ -46,6 +46,19 @@ def run_name(values: dict[str, Any]) -> str:
     return "-".join([gen, *parts])[:80] + f"-{digest}" + seed
 
 
+def settle_round(wanted: dict[str, list[int]], have: dict[str, set[int]], varied: bool) -> list[dict[str, Any]]:
+    """The runs the settle rule's next look still needs, as dotted values in a stable order: each generator's
+    wanted training seeds it has no finished run of (with the varied design, seed k also draws split k)."""
+    return [{"model.generator": g, "train.seed": k, **({"data.split_seed": k} if varied else {})}
+            for g, seeds in sorted(wanted.items()) for k in seeds if k not in have.get(g, set())]
+
+
+def say_round(wanted: dict[str, list[int]], todo: list[dict[str, Any]]) -> str:
+    """The settle round about to start, in one line (every launcher says it alike)."""
+    return (f"settle: the next look needs {', '.join(f'{g} seeds {s[0]}..{s[-1]}' for g, s in sorted(wanted.items()))}; "
+            f"training {len(todo)} run(s): {', '.join(run_name(t) for t in todo)}")
+
+
 def check_count(flag: str, n: int) -> None:
     """--seeds / --splits: at least one (the one check every launcher makes)."""
     if n < 1:

@@ -49,11 +49,26 @@ def _requeue_through_submitit() -> None:
     """
     if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":  # how submitit tells its SLURM jobs; a direct call has none
         return
+    if _cancelled():
+        return
     usr = signal.Signals[f"SIG{submitit.slurm.slurm.SlurmJobEnvironment.USR_SIG}"]
     handler = signal.getsignal(usr)
     if callable(handler):
         signal.signal(usr, signal.SIG_IGN)  # USR2 may still arrive: one requeue is enough
         handler(usr, None)
+
+
+def _cancelled() -> bool:
+    """Whether SLURM is ending this job for good: `scancel` (a user's, or the settle driver's when it is
+    stopped) sends the same SIGTERM as a preemption, but its job is already CANCELLED (completing) and must
+    not requeue itself. A preemption or a time limit's warning leaves the job RUNNING."""
+    import subprocess
+    try:
+        done = subprocess.run(["squeue", "-h", "-j", os.environ.get("SLURM_JOB_ID", ""), "-o", "%T"],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False  # no answer: requeue as for a preemption (the run resumes; nothing is lost)
+    return done.stdout.strip() in ("CANCELLED", "COMPLETING")
 
 
 def refuse_what_no_node_meets(partition: str | None, cpus: int, gpus: int, mem_gb: int) -> None:
@@ -115,3 +130,56 @@ def submit_grid(executor: submitit.AutoExecutor, configs: list[Config], out: str
     """One array job over the generator x sweep grid."""
     return executor.map_array(TrainJob(), [c.with_absolute_paths().to_dict() for c in configs],
                               [str(Path(out).resolve())] * len(configs))
+
+
+def wait_for(jobs: list[submitit.Job], log=print) -> int:
+    """Wait for every job and say how each ended, in one line each; the number that failed (one bad task must
+    not hide the others)."""
+    failed = 0
+    for job in jobs:
+        try:
+            result = job.result()
+            log(f"job {job.job_id}: {result['state']} at step {result['step']} ({result['run']})")
+        except Exception as e:  # noqa: BLE001 - any task's failure is reported and counted, never swallowed
+            failed += 1
+            log(f"job {job.job_id}: failed: {why(e)} (log: {job.paths.stderr})")
+    return failed
+
+
+def why(error: Exception) -> str:
+    """The line that says why a task failed: the last exception line of the trace submitit hands back
+    ('UserError: --out ...: in use by another trainer'), else the error's last line."""
+    import re
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    raised = [line for line in lines if re.match(r"[\w.]*(Error|Exception|Interrupt)\b", line)]
+    return (raised or lines)[-1].split("gan.errors.", 1)[-1].strip()
+
+
+def settle_rounds(saved: dict, executor: submitit.AutoExecutor, *, out: str, experiment: str, resume: str,
+                  report: str | None, readout) -> int:
+    """The settle rule's rounds as submitit arrays (cluster/sweep.py's `settle_loop`): each round's runs are one
+    array, waited for before the next look. Interrupted (Ctrl-C, TERM), the round's jobs are cancelled (on SLURM
+    each checkpoints, is marked preempted and does not requeue itself) and `resume` continues them.
+    `readout` is the command's (settle_start, settle_look, settle_done)."""
+    from cluster.plan import run_name
+    from cluster.sweep import settle_loop
+    from gan.config import make_config
+
+    def train(todo: list[dict]) -> int | None:
+        configs = [make_config(saved["preset"], {**saved["overrides"], **values, "run_name": run_name(values),
+                                                 "experiment": experiment}) for values in todo]
+        jobs = submit_grid(executor, configs, out)
+        print(f"submitted: {', '.join(f'{job.job_id} {cfg.name}' for job, cfg in zip(jobs, configs))}", flush=True)
+        try:
+            failed = wait_for(jobs)
+        except KeyboardInterrupt:
+            for job in jobs:
+                job.cancel(check=False)  # SLURM: scancel's TERM, the trainer checkpoints and marks its run preempted
+            print(f"interrupted: this round's {len(jobs)} job(s) cancelled, their runs kept; continue with: {resume}")
+            return EXIT_PREEMPTED
+        if failed:
+            print(f"settle: {failed} run(s) did not finish; fix the cause and continue with: {resume}")
+            return 1
+        return None
+
+    return settle_loop(saved, Path(out) / experiment, readout, train, report)

@@ -21,8 +21,9 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
+from cluster.plan import say_round, settle_round
 from gan.config import make_config
 from gan.contract import TUNE_ARGS, TUNE_STATE
 from gan.errors import EXIT_PREEMPTED, UserError
@@ -166,26 +167,37 @@ def run(saved: dict, *, out: str, experiment: str, resume: str, resuming: bool, 
     return readout.retraining_done(results, saved, Path(out), experiment, report)
 
 
+def settle_loop(saved: dict, root: Path, readout: Readout, train: Callable[[list[dict]], int | None],
+                report: str | None, before_verdict: Callable[[], None] = lambda: None) -> int:
+    """The settle rule's rounds, whatever trains them: look at the finished runs, have `train` train the runs
+    the next look needs (it returns None when they all finished, else the exit code to stop with), repeat;
+    then the verdict. Finished runs are never trained again (those already in the experiment count); the
+    decisions are a function of the plan and the runs' scores, so a driver started again takes up exactly
+    where the last stopped."""
+    readout.settle_start(saved)
+    while True:
+        rows, wanted, have = readout.settle_look(root, saved)
+        todo = settle_round(wanted, have, varied=saved["settle"].get("design") == "varied")
+        if not todo:
+            break
+        print(f"\n{say_round(wanted, todo)}", flush=True)
+        code = train(todo)
+        if code is not None:
+            return code
+    before_verdict()
+    return readout.settle_done(rows, saved, root, report)
+
+
 def settle_rounds(saved: dict, *, out: str, experiment: str, resume: str, report: str | None,
                   readout: Readout) -> int:
-    """The settle rule's rounds: look at the finished runs, train the seeds the rule asks for, repeat.
-    Finished runs are never trained again (those already in the experiment count); the rule's decisions are a
-    function of the plan and the runs' scores, so a resumed driver takes up exactly where it stopped."""
+    """The settle rule's rounds on Ray Tune: one grid of trials per round (`settle_loop`)."""
     from ray import tune
 
     from cluster import tune as tuning
     root = Path(out) / experiment
     base = make_config(saved["preset"], saved["overrides"])
-    varied = {"data.split_seed"} if saved["settle"].get("design") == "varied" else set()  # seed k draws split k
-    readout.settle_start(saved)
-    while True:
-        rows, wanted, have = readout.settle_look(root, saved)
-        todo = [{"model.generator": g, "train.seed": k, **dict.fromkeys(varied, k)} for g, seeds in sorted(wanted.items())
-                for k in seeds if k not in have.get(g, set())]
-        if not todo:
-            break
-        print(f"\nsettle: the next look needs {', '.join(f'{g} seeds {s[0]}..{s[-1]}' for g, s in sorted(wanted.items()))}; "
-              f"training {len(todo)} run(s): {', '.join(tuning.run_name(t) for t in todo)}")
+
+    def train(todo: list[dict]) -> int | None:
         shutil.rmtree(root / TUNE_STATE, ignore_errors=True)  # the last round's Tune state; runs resume from their own
         tuner = tuning.make_tuner({tuning.TRIAL: tune.grid_search(todo)}, base=base, out=out, experiment=experiment,
                                   metric=saved["metric"], mode=tuning.mode_of(saved["metric"]),
@@ -199,8 +211,9 @@ def settle_rounds(saved: dict, *, out: str, experiment: str, resume: str, report
             print(f"settle: {len(errors)} run(s) did not finish ({errors[0].error}); fix the cause and continue with: "
                   f"{resume}")
             return 1
-    disconnect()
-    return readout.settle_done(rows, saved, root, report)
+        return None
+
+    return settle_loop(saved, root, readout, train, report, before_verdict=disconnect)
 
 
 def refuse_what_no_node_meets(cpus: float, gpus: float) -> None:

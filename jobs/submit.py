@@ -9,14 +9,32 @@ training seed with --seeds N: train.seed 0..N-1), named as Tune names its trials
 'unet-seed2', 'unet-lr_g=0.0001-3f2a6b-seed0'; a generator's own setting goes to that generator's runs);
 each task writes the same run directory as jobs/train.py. Prints the job ids
 and where logs and runs go; --wait blocks and prints the final states.
+
+    python jobs/submit.py --gens all --settle --experiment settle --partition gpu --gpus-per-trial 1 \
+        --eval.segmenter runs/judge/segmenter      # seeds in rounds until every comparison is decided
+    python jobs/submit.py --experiment settle --resume --partition gpu --gpus-per-trial 1
+
+With --settle the command is the settle rule's driver (as `jobs/tune.py --settle` is under Ray; the same
+flags, plan and verdict, jobs/settling.py): it stores the plan in <out>/<experiment>/_tune_args.json,
+submits each round's seeds as one array, waits, looks, and ends with the verdict (settle.csv). Keep it
+running where it may wait for hours (a login node's tmux, or a small CPU job of its own); stopped, the
+round's jobs are cancelled (each checkpoints) and --resume continues, reusing every finished run.
 """
 
 import argparse
+import json
+import shlex
+import sys
 from pathlib import Path
 
 from cluster.plan import grid_trials, run_name
-from gan.cli import add_common_flags, add_gens_flag, config_from_args, generator_list, run_main
+from gan.cli import add_common_flags, add_gens_flag, config_from_args, generator_list, parse_overrides, run_main
+from gan.config import check_folder_name, make_config
+from gan.contract import TUNE_ARGS, TUNE_LEASE
 from gan.errors import UserError
+from gan.files import write_json
+from gan.lease import Lease
+import settling  # jobs/settling.py: the settle rule's flags, plan and look, shared with jobs/tune.py
 
 
 def main() -> int:
@@ -38,8 +56,19 @@ def main() -> int:
     parser.add_argument("--parallel", type=int, default=16, help="array tasks running at once")
     parser.add_argument("--logs", default="submitit_logs", help="submitit folder (logs, pickles)")
     parser.add_argument("--wait", action="store_true", help="wait for the jobs and print their results")
+    settling.add_settle_flags(parser)
+    parser.add_argument("--resume", action="store_true",
+                        help="with the settle rule: continue the --experiment's settle sweep (its stored plan)")
+    parser.add_argument("--report", default=None, metavar="DIR",
+                        help="with the settle rule: at the end, write the comparison report here")
     add_common_flags(parser)
     args, extra = parser.parse_known_args()
+    if args.settle or args.resume:
+        return settle(args, extra)
+    if args.vary_split:
+        raise UserError("--vary-split: goes with --settle")
+    if args.report:
+        raise UserError("--report: goes with --settle (for an array's runs: python jobs/report.py <out>/<experiment>)")
     gens = generator_list(args.gens)
     grid = []
     for item in args.grid:
@@ -53,27 +82,70 @@ def main() -> int:
     configs = [config_from_args(args, extra, **values, run_name=run_name(values))
                for values in grid_trials(gens, grid, args.seeds)]
 
-    from cluster.submitit_jobs import make_executor, refuse_what_no_node_meets, submit_grid
-    if args.cluster in (None, "slurm"):
-        refuse_what_no_node_meets(args.partition, args.cpus, args.gpus, args.mem)
-    executor = make_executor(args.logs, cluster=args.cluster, partition=args.partition, gpus=args.gpus,
-                             cpus=args.cpus, mem_gb=args.mem, timeout_min=args.time, account=args.account,
-                             array_parallelism=args.parallel)
+    from cluster.submitit_jobs import submit_grid, wait_for
+    executor = executor_of(args)
     jobs = submit_grid(executor, configs, str(Path(args.out).resolve()))
     for job, cfg in zip(jobs, configs):
         print(f"job {job.job_id}: {cfg.name} -> {Path(args.out) / cfg.experiment / cfg.name}")
     print(f"logs in {Path(args.logs).resolve()}")
     if not args.wait:
         return 0
-    failed = 0
-    for job in jobs:
-        try:
-            result = job.result()
-            print(f"job {job.job_id}: {result['state']} at step {result['step']} ({result['run']})")
-        except Exception as e:  # report every job, then fail: one bad task must not hide the others
-            failed += 1
-            print(f"job {job.job_id}: failed: {str(e).strip().splitlines()[-1]}")
-    return 1 if failed else 0
+    return 1 if wait_for(jobs) else 0
+
+
+def executor_of(args: argparse.Namespace):
+    """The submitit executor the resource flags ask for (a task no SLURM node can hold refused first)."""
+    from cluster.submitit_jobs import make_executor, refuse_what_no_node_meets
+    if args.cluster in (None, "slurm"):
+        refuse_what_no_node_meets(args.partition, args.cpus, args.gpus, args.mem)
+    return make_executor(args.logs, cluster=args.cluster, partition=args.partition, gpus=args.gpus,
+                         cpus=args.cpus, mem_gb=args.mem, timeout_min=args.time, account=args.account,
+                         array_parallelism=args.parallel)
+
+
+def settle(args: argparse.Namespace, extra: list[str]) -> int:
+    """The settle rule's driver: the plan stored (or, with --resume, read) in the experiment, then its rounds."""
+    from cluster.submitit_jobs import settle_rounds
+    experiment = args.experiment if args.experiment is not None else "default"
+    check_folder_name("--experiment", experiment)
+    root = Path(args.out) / experiment
+    args_file = root / TUNE_ARGS
+    again = "python jobs/submit.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])  # the same command continues
+    if args.resume:
+        if not args_file.exists():
+            raise UserError(f"--resume: no settle sweep at {args_file}")
+        saved = settling.load_settle_sweep(args_file)
+        saved["report"] = str(Path(args.report).resolve()) if args.report else saved.get("report")
+    else:
+        if args.grid or args.seeds > 1 or "--train.seed" in extra:
+            raise UserError("--settle: compares the generators' own configurations on seeds it chooses; drop --grid, "
+                            "--seeds and --train.seed")
+        overrides = parse_overrides(extra)
+        for flag, key in ((args.data, "data.source"), (args.data_format, "data.format")):
+            if flag is not None:
+                overrides[key] = flag
+        gens = generator_list(args.gens)
+        base = make_config(args.preset, overrides)
+        saved = {"launcher": "submitit", "gens": gens, "preset": args.preset, "overrides": overrides,
+                 "settle": settling.settle_plan(args, gens, base, overrides),
+                 "report": str(Path(args.report).resolve()) if args.report else None}
+        if args_file.exists():  # the same command again continues; another plan would mix their runs
+            stored = settling.load_settle_sweep(args_file)
+            differ = [k for k in settling.TRAINED_BY
+                      if json.dumps(stored.get(k), sort_keys=True) != json.dumps(saved[k], sort_keys=True)]
+            if differ:
+                raise UserError(f"--experiment {root}: holds a different sweep ({', '.join(differ)} differ); continue "
+                                f"it with --resume, or choose another --experiment")
+    executor = executor_of(args)
+    # One driver per experiment (the Ray driver's lease too): a second would submit the same seeds again.
+    lease = Lease(root / TUNE_LEASE, holder="sweep driver", thing="sweep", flag="--experiment").acquire()
+    try:
+        if not args.resume:
+            write_json(args_file, saved)  # the plan is stored before the first round: pre-registered
+        return settle_rounds(saved, executor, out=str(Path(args.out).resolve()), experiment=experiment,
+                             resume=again, report=saved["report"], readout=settling.SettleReadout())
+    finally:
+        lease.release()
 
 
 if __name__ == "__main__":

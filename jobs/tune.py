@@ -37,6 +37,8 @@ from gan.contract import TUNE_ARGS, TUNE_LEASE, TUNE_STATE
 from gan.errors import UserError
 from gan.files import read_json
 from gan.lease import Lease
+import settling  # jobs/settling.py: the settle rule's flags, plan and look, shared with jobs/submit.py
+from settling import add_settle_flags
 
 
 def parse_args() -> tuple[argparse.Namespace, list[str]]:
@@ -50,30 +52,13 @@ def parse_args() -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--splits", type=int, default=1, help="data splits per configuration, crossed with --seeds "
                         "(data.split_seed 0..N-1: run k of a split draws its own 400/50/50 from the archive); the "
                         "report then splits the between-run variance into seed and split; run names hold -split<k>")
-    parser.add_argument("--vary-split", action="store_true",
-                        help="with --settle: seed k also draws split k (data.split_seed k), so the seeds vary both "
-                        "the initialisation and the data")
     parser.add_argument("--scheduler", choices=["fifo", "asha"], default="fifo")
     parser.add_argument("--metric", default="val_ssim", help="validation metric for ASHA and 'best' "
                         "(<split>_<metric>, e.g. val_ssim, val_l1; the contract says which way is better)")
     parser.add_argument("--then-seeds", type=int, default=None, metavar="N",
                         help="after the search, retrain each generator's best configuration (by --metric, on "
                         "validation) and its default on fresh seeds 1..N and compare them on test")
-    g = parser.add_argument_group("settle: seeds in rounds until each comparison is decided (analysis/settle.py)")
-    g.add_argument("--settle", action="store_true",
-                   help="train seeds in rounds; after each, every pair of generators on every --settle-metrics is "
-                   "better, equivalent within its margin, or open (open pairs get another seed, up to --max-seeds)")
-    g.add_argument("--settle-metrics", default=None, metavar="M,M",
-                   help="test metrics to settle (default: fcn_pixel_acc with --eval.segmenter, else the study's four)")
-    g.add_argument("--margin", action="append", default=[], metavar="METRIC=DELTA",
-                   help="equivalence margin of a metric (repeatable; defaults: analysis/settle.py DEFAULT_MARGINS)")
-    g.add_argument("--max-seeds", type=int, default=8, help="most seeds per generator (default 8)")
-    g.add_argument("--first-look", type=int, default=3, help="seeds per generator at the first look (default 3)")
-    g.add_argument("--first-seed", type=int, default=0,
-                   help="the looks use training seeds S, S+1, ... (default 0); e.g. a track begun later on the "
-                   "seeds whose checkpoints a new judge can still score")
-    g.add_argument("--alpha", type=float, default=0.05,
-                   help="error rate per metric over all looks and pairs (default 0.05; Bonferroni)")
+    add_settle_flags(parser)
     parser.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a "
                         "private local instance)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
@@ -119,11 +104,8 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict:
                         f"got {args.then_seeds}")
     if args.seeds > 1 and "train.seed" in overrides:
         raise UserError("--seeds: sets train.seed 0..N-1 itself; drop --train.seed")
-    if (args.splits > 1 or args.vary_split) and ("data.split_seed" in overrides or base.data.split_file):
-        raise UserError(f"{'--splits' if args.splits > 1 else '--vary-split'}: draws each run's split itself; drop "
-                        "--data.split_seed and --data.split_file")
-    if args.vary_split and not args.settle:
-        raise UserError("--vary-split: goes with --settle (for a fixed set of seeds and splits use --seeds N --splits M)")
+    if args.splits > 1 and ("data.split_seed" in overrides or base.data.split_file):
+        raise UserError("--splits: draws each run's split itself; drop --data.split_seed and --data.split_file")
     space = spaces.build_space(gens, sweeps, args.space, seeds=args.seeds, splits=args.splits)
     spaces.check_space(space, base)
     configurations = spaces.sample_configurations(space, args.samples, seed=base.train.seed)
@@ -138,7 +120,11 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict:
     if args.metric not in spaces.metric_names(base):
         raise UserError(f"--metric: {args.metric!r} is not reported by the trials (choose from "
                         f"{', '.join(spaces.metric_names(base))})")
-    settle_plan = settle_plan_of(args, gens, base, sweeps, configurations) if args.settle else None
+    if args.settle and (sweeps or configurations or args.seeds > 1 or args.splits > 1 or args.then_seeds
+                        or args.scheduler != "fifo"):
+        raise UserError("--settle: compares the generators' own configurations on seeds it chooses; drop --sweep, "
+                        "--samples, --seeds, --splits, --then-seeds and --scheduler")
+    settle_plan = settling.settle_plan(args, gens, base, overrides)
     return {"gens": gens, "sweeps": sweeps, "space": space, "configurations": configurations, "overrides": overrides, "preset": args.preset,
             "settle": settle_plan,
             "samples": args.samples, "seeds": args.seeds, "then_seeds": args.then_seeds or 0, "scheduler": args.scheduler, "metric": args.metric,
@@ -146,56 +132,19 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict:
             "max_evaluations": math.ceil(base.train.steps / base.train.eval_every)}
 
 
-def settle_plan_of(args: argparse.Namespace, gens: list[str], base, sweeps: list[str], configurations: list) -> dict:
-    """The settle rule's plan (pre-registered: stored with the sweep before its first round), every value checked."""
-    from analysis import settle
-    from gan import contract
-    from gan.evaluators.metrics import METRICS, metric_names
-    if sweeps or configurations or args.seeds > 1 or args.splits > 1 or args.then_seeds or args.scheduler != "fifo":
-        raise UserError("--settle: compares the generators' own configurations on seeds it chooses; drop --sweep, "
-                        "--samples, --seeds, --splits, --then-seeds and --scheduler")
-    known = [*metric_names(), *(contract.FCN_METRICS if base.eval.segmenter else ())]
-    study = [m for m in metric_names() if METRICS[m].study]
-    metrics = ([m for m in args.settle_metrics.split(",") if m] if args.settle_metrics is not None
-               else ["fcn_pixel_acc"] if base.eval.segmenter else study)
-    bad = [m for m in metrics if m not in known]
-    if bad or not metrics:
-        raise UserError(f"--settle-metrics: {bad[0] if bad else args.settle_metrics!r} is not a test metric of these runs "
-                        f"(choose from {', '.join(known)}; the FCN-score needs --eval.segmenter)")
-    margins = dict(settle.DEFAULT_MARGINS)
-    for item in args.margin:
-        metric, _, value = item.partition("=")
-        try:
-            margins[metric] = float(value)
-        except ValueError:
-            raise UserError(f"--margin {item}: not METRIC=DELTA (e.g. --margin ssim=0.01)") from None
-        if metric not in known:
-            raise UserError(f"--margin {item}: {metric!r} is not a test metric of these runs")
-    try:
-        plan = settle.Plan(generators=gens, metrics=metrics, margins={m: margins[m] for m in metrics if m in margins},
-                           lower_is_better=[m for m in metrics if m in METRICS and not METRICS[m].higher_is_better],
-                           alpha=args.alpha, first=args.first_look, max_seeds=args.max_seeds,
-                           first_seed=args.first_seed, design="varied" if args.vary_split else "fixed").check()
-    except ValueError as e:
-        raise UserError(f"--settle: {e}") from None
-    return plan.to_dict()
-
-
 def load_sweep(args_file: Path) -> dict:
     """The sweep an experiment holds (what --resume reruns)."""
     saved = read_json(args_file)
+    if isinstance(saved, dict) and saved.get("launcher") == "submitit":
+        raise UserError(f"{args_file}: a settle sweep that jobs/submit.py drives; continue it with: python "
+                        f"jobs/submit.py --out {args_file.parent.parent} --experiment {args_file.parent.name} --resume")
     if not isinstance(saved, dict) or not isinstance(saved.get("space"), dict) \
             or not isinstance(saved.get("configurations"), list) \
             or not all(isinstance(c, dict) for c in saved["configurations"]):
         raise UserError(f"{args_file}: not a sweep this version of jobs/tune.py wrote (an older version, or "
                         f"edited); start a new --experiment")
     if saved.get("settle") is not None:
-        from analysis import settle
-        try:
-            settle.Plan.from_dict(saved["settle"])
-        except (TypeError, ValueError, KeyError, AttributeError) as e:
-            raise UserError(f"{args_file}: its settle plan is damaged ({e}); restore the file from a copy, or start "
-                            "a new --experiment") from None
+        settling.check_stored_plan(saved, args_file)
     return saved
 
 
@@ -249,46 +198,7 @@ def main() -> int:
                 folder.rmdir()
 
 
-def settle_scores(root: Path, base, plan) -> dict[str, dict[int, dict[str, float]]]:
-    """{generator: {seed: {metric: test mean}}} of the experiment's finished runs of the plan's configuration
-    (any run there of another configuration is refused in one line: the rule would mix them)."""
-    from analysis.runs import MEASUREMENT_FIELDS, find_runs
-    from gan.config import for_generator
-    from gan.rundir import RESUMABLE_FIELDS
-    if not root.exists():
-        return {}
-    drawn = {"data.split_seed"} if plan.design == "varied" else set()  # varied: seed k draws split k
-    # What a resumed run may change without training otherwise, and how a run is measured (the judge is
-    # checked below), do not make another configuration; how long it trained does.
-    ignored = (RESUMABLE_FIELDS - {"train.steps"}) | MEASUREMENT_FIELDS | drawn
-    wanted = {k: v for k, v in base.flat().items() if k not in ignored | {
-        "train.seed", "model.generator", "run_name", "experiment"}}
-    scores: dict[str, dict[int, dict[str, float]]] = {}
-    judges = set()
-    for run in find_runs(root):
-        if run.state != "finished" or run.generator not in plan.generators:
-            continue
-        flat = run.flat_config()  # the run's generator's own settings only, as for_generator gives the plan's
-        differ = sorted(k for k, v in for_generator(wanted, run.generator).items()
-                        if json.dumps(flat.get(k)) != json.dumps(v))
-        if differ:
-            raise UserError(f"--settle: {run.path} is another configuration ({differ[0]}: {flat.get(differ[0])!r} there, "
-                            f"{wanted[differ[0]]!r} in the plan); settle in a new --experiment")
-        missing = [m for m in plan.metrics if m not in run.test_metrics]
-        if missing:
-            raise UserError(f"--settle: {run.path} has no test {missing[0]}; it cannot count as a seed of this plan")
-        if any(m.startswith("fcn_") for m in plan.metrics) and run.judge:
-            judges.add(run.judge)
-        if drawn and flat.get("data.split_seed") != run.seed:
-            continue  # not a run of this design (its split is not its seed's)
-        scores.setdefault(run.generator, {})[run.seed] = {m: float(run.test_metrics[m].mean()) for m in plan.metrics}
-    if len(judges) > 1:
-        raise UserError(f"--settle: the experiment's FCN-scores come from {len(judges)} different segmenters; the "
-                        "rule compares one judge's scores only")
-    return scores
-
-
-class AnalysisReadout:
+class AnalysisReadout(settling.SettleReadout):
     """What this command makes of a sweep's results (cluster/sweep.py's Readout): tables, reports and the
     settle rule's looks, from analysis/."""
 
@@ -297,36 +207,6 @@ class AnalysisReadout:
 
     def retraining_done(self, results, saved: dict, out: Path, experiment: str, report: str | None) -> int:
         return summarise_retraining(results, saved, out, experiment, report)
-
-    def settle_start(self, saved: dict) -> None:
-        from analysis import settle
-        plan = settle.Plan.from_dict(saved["settle"])
-        print(f"settle: {', '.join(plan.metrics)} over {len(plan.pairs)} pairs; looks at {plan.first}..{plan.max_seeds} "
-              f"seeds per generator (training seeds from {plan.first_seed}); alpha {plan.alpha} per metric, {plan.alpha_per_test:.3g} per test (Bonferroni "
-              f"over {plan.looks} looks x {len(plan.pairs)} pairs); margins "
-              + ", ".join(f"{m} {plan.margins[m]:g}" for m in plan.metrics))
-
-    def settle_look(self, root: Path, saved: dict):
-        from analysis import settle
-        plan = settle.Plan.from_dict(saved["settle"])
-        scores = settle_scores(root, make_config(saved["preset"], saved["overrides"]), plan)
-        rows, wanted = settle.replay(scores, plan)
-        return rows, {g: list(plan.seeds(n)) for g, n in wanted.items()}, {g: set(seeds) for g, seeds in scores.items()}
-
-    def settle_done(self, rows: list[dict], saved: dict, root: Path, report: str | None) -> int:
-        import pandas as pd
-
-        from analysis.tables import to_markdown, write_table
-        generators = saved["settle"]["generators"]
-        spent = {g: max((r["seeds"] for r in rows if g in (r["a"], r["b"])), default=0) for g in generators}
-        print(f"\nsettled with {', '.join(f'{g} {n}' for g, n in spent.items())} seeds:")
-        table = pd.DataFrame(rows)
-        print(to_markdown(table))
-        write_table(table, root / "settle")
-        if report:
-            from analysis.report import build_report
-            print(f"report: {build_report([root], report)}")
-        return 0
 
 
 def summarise_retraining(results, saved: dict, out: Path, experiment: str, report: str | None) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -201,7 +203,7 @@ def test_the_rule_counts_a_run_measured_otherwise_and_refuses_one_trained_otherw
     from gan.config import make_config
     from gan.errors import UserError
     sys.path.insert(0, str(ROOT / "jobs"))
-    import tune
+    import settling
     exp = tmp_path / "settle"
     for gen in ("unet", "hybrid"):
         shutil.copytree(tiny_runs / "cmp" / gen, exp / gen)
@@ -215,9 +217,43 @@ def test_the_rule_counts_a_run_measured_otherwise_and_refuses_one_trained_otherw
     edit("hybrid", "eval", fcn_every_eval=True, samples=1, workers=2)
     rule = settle.Plan(generators=["hybrid", "unet"], metrics=["ssim"], margins={"ssim": 0.1}).check()
     base = make_config("tiny", {"experiment": "settle"})
-    scores = tune.settle_scores(exp, base, rule)
+    scores = settling.settle_scores(exp, base, rule)
     expected = pd.read_csv(exp / "hybrid" / "test_metrics.csv")["ssim"].mean()
     assert set(scores) == {"hybrid", "unet"} and scores["hybrid"][0]["ssim"] == pytest.approx(expected)
     edit("unet", "train", steps=base.train.steps + 1)
     with pytest.raises(UserError, match=r"unet is another configuration \(train\.steps: "):
-        tune.settle_scores(exp, base, rule)
+        settling.settle_scores(exp, base, rule)
+
+
+@pytest.mark.parametrize("stored,args,message", [
+    ("{trunc", ["--resume"], "_tune_args.json: not valid JSON"),
+    ('{"space": {}, "configurations": []}', ["--resume"], "_tune_args.json: holds no settle sweep (a search of jobs/tune.py"),
+    ('{"settle": {"generators": "x"}, "gens": [], "overrides": {}}', ["--resume"], "its settle plan is damaged"),
+    (None, ["--settle", "--grid", "optim.lr_g=1e-4,2e-4"], "--settle: compares the generators' own configurations"),
+    (None, ["--settle", "--vary-split", "--data.split_seed", "3"], "--vary-split: draws each run's split itself"),
+])
+def test_submit_settle_refuses_in_one_line_before_it_submits(tmp_path, stored, args, message):
+    """`jobs/submit.py --settle` / `--resume`: a damaged or foreign sweep file and a plan it cannot keep end in
+    one line, before any job is submitted (no logs folder)."""
+    from conftest import run_cli
+    if stored is not None:
+        (tmp_path / "runs" / "e").mkdir(parents=True)
+        (tmp_path / "runs" / "e" / "_tune_args.json").write_text(stored)
+    done = run_cli("submit.py", "--experiment", "e", "--cluster", "local", "--preset", "tiny", *args,
+                   "--out", str(tmp_path / "runs"), "--logs", str(tmp_path / "logs"))
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and message in lines[0], done.stdout + done.stderr
+    assert not (tmp_path / "logs").exists()
+
+
+def test_a_settle_sweep_of_one_launcher_is_not_taken_up_by_the_other_by_mistake(tmp_path):
+    """A settle sweep that jobs/submit.py drives, given to jobs/tune.py --resume: one line that names the
+    command that continues it."""
+    from conftest import run_cli
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "_tune_args.json").write_text(json.dumps({"launcher": "submitit", "gens": ["unet"],
+                                                                "overrides": {}, "preset": "tiny", "settle": {}}))
+    done = run_cli("tune.py", "--out", str(tmp_path), "--experiment", "e", "--resume")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stdout + done.stderr
+    assert lines[0].endswith(f"continue it with: python jobs/submit.py --out {tmp_path} --experiment e --resume")

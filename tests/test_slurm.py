@@ -153,3 +153,43 @@ def test_a_submitit_task_no_node_can_hold_is_refused_before_it_queues(slurm, tmp
     assert lines[0].startswith("error: --cpus-per-trial 64 --gpus-per-trial 0 --mem 1: no node of the cluster has "
                                "that much (the largest: "), lines[0]
     assert slurm.run("squeue", "-h").stdout == before and not (tmp_path / "logs").exists()
+
+
+def test_submit_settle_rounds_on_slurm_survive_a_stopped_driver(slurm, tmp_path):
+    """`jobs/submit.py --settle` on the real SLURM: the plan is stored before the first round; the driver,
+    stopped (Ctrl-C) while the round trains, cancels its jobs in one line, and none of them requeues itself;
+    the same command again resumes them from their checkpoints (exact rows), ends with the verdict, and a
+    third time trains nothing and gives the same table."""
+    import pandas as pd
+    env = {"SLURM_CONF": slurm.env["SLURM_CONF"]}
+    args = ["submit.py", "--gens", "unet,hybrid", "--settle", "--settle-metrics", "l1", "--margin", "l1=5",
+            "--first-look", "2", "--max-seeds", "2", "--preset", "tiny", "--train.steps", "200",
+            "--train.eval_every", "10", "--cpus-per-trial", "1", "--mem", "1", "--time", "20",
+            "--out", str(tmp_path / "runs"), "--logs", str(tmp_path / "logs"), "--experiment", "settle"]
+    exp = tmp_path / "runs" / "settle"
+    driver = subprocess.Popen([sys.executable, str(ROOT / "jobs" / args[0]), *args[1:]], cwd=ROOT, text=True,
+                              env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not any(len(p.read_text().splitlines()) > 3 for p in exp.glob("*/metrics.csv")):
+        assert time.time() < deadline and driver.poll() is None, driver.communicate()
+        time.sleep(0.5)
+    assert json.loads((exp / "_tune_args.json").read_text())["settle"]["margins"] == {"l1": 5.0}
+    driver.send_signal(2)
+    out, err = driver.communicate(timeout=120)
+    assert driver.returncode == 75, out + err
+    assert "interrupted: this round's 4 job(s) cancelled" in out, out + err
+    time.sleep(15)  # a job that requeued itself would be pending again by now
+    assert slurm.run("squeue", "-h").stdout.strip() == "", slurm.run("squeue").stdout
+    started = [p.parent for p in exp.glob("*/metrics.csv") if len(p.read_text().splitlines()) > 3]
+    assert started and all(json.loads((r / "status.json").read_text())["state"] == "preempted" for r in started)
+    done = run_cli(*args, env=env, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "training 4 run(s): hybrid-seed0, hybrid-seed1, unet-seed0, unet-seed1" in done.stdout, done.stdout
+    for run in exp.glob("*-seed*"):
+        assert json.loads((run / "status.json").read_text())["state"] == "finished", run
+        assert_exact_rows(run, 200, 10)
+    table = pd.read_csv(exp / "settle.csv")
+    assert list(table["outcome"]) == ["equivalent"] and list(table["seeds"]) == [2], table
+    again = run_cli(*args, env=env, timeout=300)
+    assert again.returncode == 0 and "the next look" not in again.stdout, again.stdout[-3000:] + again.stderr[-3000:]
+    assert pd.read_csv(exp / "settle.csv").equals(table)
