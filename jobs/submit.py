@@ -18,7 +18,7 @@ With --settle the command is the settle rule's driver (as `jobs/tune.py --settle
 flags, plan and verdict, jobs/settling.py): it stores the plan in <out>/<experiment>/_tune_args.json,
 submits each round's seeds as one array, waits, looks, and ends with the verdict (settle.csv). Keep it
 running where it may wait for hours (a login node's tmux, or a small CPU job of its own); stopped, the
-round's jobs are cancelled (each checkpoints) and --resume continues, reusing every finished run.
+round's jobs are cancelled (on SLURM each checkpoints) and --resume continues, reusing every finished run.
 """
 
 import argparse
@@ -140,7 +140,7 @@ def settle(args: argparse.Namespace, extra: list[str]) -> int:
     # One driver per experiment (the Ray driver's lease too): a second would submit the same seeds again.
     lease = Lease(root / TUNE_LEASE, holder="sweep driver", thing="sweep", flag="--experiment").acquire()
     try:
-        if not args.resume:
+        if not args_file.exists():
             write_json(args_file, saved)  # the plan is stored before the first round: pre-registered
         return settle_rounds(saved, executor, out=str(Path(args.out).resolve()), experiment=experiment,
                              resume=again, report=saved["report"], readout=settling.SettleReadout())
