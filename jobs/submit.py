@@ -61,6 +61,9 @@ def main() -> int:
                         help="with the settle rule: continue the --experiment's settle sweep (its stored plan)")
     parser.add_argument("--report", default=None, metavar="DIR",
                         help="with the settle rule: at the end, write the comparison report here")
+    parser.add_argument("--disk-limit", type=float, default=None, metavar="GB",
+                        help="with the settle rule: refuse a plan whose checkpoints could pass this many GB (default: "
+                        "the free space where the runs go); the estimate is printed before the first round")
     add_common_flags(parser)
     args, extra = parser.parse_known_args()
     if args.settle or args.resume:
@@ -136,6 +139,8 @@ def settle(args: argparse.Namespace, extra: list[str]) -> int:
             if differ:
                 raise UserError(f"--experiment {root}: holds a different sweep ({', '.join(differ)} differ); continue "
                                 f"it with --resume, or choose another --experiment")
+    from cluster.sweep import disk_check
+    disk_check({**saved, "configurations": []}, args.out, args.disk_limit)  # the generators' own configurations
     executor = executor_of(args)
     # One driver per experiment (the Ray driver's lease too): a second would submit the same seeds again.
     lease = Lease(root / TUNE_LEASE, holder="sweep driver", thing="sweep", flag="--experiment").acquire()

@@ -231,6 +231,7 @@ def test_the_rule_counts_a_run_measured_otherwise_and_refuses_one_trained_otherw
     ('{"settle": {"generators": "x"}, "gens": [], "overrides": {}}', ["--resume"], "its settle plan is damaged"),
     (None, ["--settle", "--grid", "optim.lr_g=1e-4,2e-4"], "--settle: compares the generators' own configurations"),
     (None, ["--settle", "--vary-split", "--data.split_seed", "3"], "--vary-split: draws each run's split itself"),
+    (None, ["--settle", "--disk-limit", "0.001"], "--disk-limit: this sweep writes up to"),
 ])
 def test_submit_settle_refuses_in_one_line_before_it_submits(tmp_path, stored, args, message):
     """`jobs/submit.py --settle` / `--resume`: a damaged or foreign sweep file and a plan it cannot keep end in
