@@ -117,10 +117,17 @@ def connect(address: str | None, cpus: float, gpus: float) -> None:
     refuse_what_no_node_meets(cpus, gpus)
 
 
+FORWARDING_DELAY_S = 2.0  # Ray forwards a worker's lines to the driver within about a second of their write
+
+
 def disconnect() -> None:
     """Leave Ray before the sweep's summary: the trials' log lines, which Ray forwards to the driver with a
-    delay, then end before the table and the report line instead of trailing after them."""
+    delay, then end before the table and the report line instead of trailing after them. The last ones get
+    the forwarding delay to arrive first (a shutdown drops lines still in flight)."""
+    import time
+
     import ray
+    time.sleep(FORWARDING_DELAY_S)
     ray.shutdown()
 
 

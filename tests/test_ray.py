@@ -271,10 +271,13 @@ def test_seeds_flag_trains_every_seed_under_names_that_show_it(ray_cluster, tmp_
         assert json.loads((run / "config.json").read_text())["config"]["train"]["seed"] == seed
     assert "hybrid-seed0" in done.stdout or "| hybrid |" in done.stdout
     # The same command again (a user rerunning the README's job): the finished trials report their last
-    # evaluation and end at once.
+    # evaluation and end at once, training nothing (their rows and test tables untouched).
+    trained = {p: p.read_bytes() for seed in (0, 1) for p in (tmp_path / "seeds" / f"hybrid-seed{seed}").glob("*.csv")}
     again = run_tune(ray_cluster, tmp_path, "--gens", "hybrid", "--seeds", "2", "--train.steps", "4",
                      "--experiment", "seeds")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert len(trained) >= 4 and all(p.read_bytes() == data for p, data in trained.items())
+    # What each trial says, forwarded by Ray: the driver waits for it before leaving (cluster/sweep.py).
     assert (again.stdout + again.stderr).count("already finished") == 2
 
 
