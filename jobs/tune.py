@@ -38,7 +38,6 @@ from gan.errors import UserError
 from gan.files import read_json
 from gan.lease import Lease
 import settling  # jobs/settling.py: the settle rule's flags, plan and look, shared with jobs/submit.py
-from settling import add_settle_flags
 
 
 def parse_args() -> tuple[argparse.Namespace, list[str]]:
@@ -58,7 +57,7 @@ def parse_args() -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--then-seeds", type=int, default=None, metavar="N",
                         help="after the search, retrain each generator's best configuration (by --metric, on "
                         "validation) and its default on fresh seeds 1..N and compare them on test")
-    add_settle_flags(parser)
+    settling.add_settle_flags(parser)
     parser.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a "
                         "private local instance)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
