@@ -70,7 +70,7 @@ def report_tables(runs, tests: pd.DataFrame, evaluations: pd.DataFrame, timings:
         # the study that would settle what the runs leave open.
         frames["seeds_needed"], source = stats.seeds_table(tests, metrics, evaluations)
         if stats.seeds_per_generator(tests) >= 2:  # seeds allow claims about the architectures
-            frames["three_way"] = three_way_verdict(tests, metrics, roots)
+            frames["three_way"] = three_way_verdict(tests, metrics, roots, list(runs))
             frames["run_level"] = stats.run_level(tests, metrics)
             frames["verdict"] = stats.verdict(tests, frames["run_level"], metrics)
         else:
@@ -123,11 +123,13 @@ def report_figures(runs, frames: dict[str, pd.DataFrame], evaluations: pd.DataFr
     return figures
 
 
-def three_way_verdict(tests: pd.DataFrame, metrics: list[str], roots: list) -> pd.DataFrame:
-    """Per pair and metric: better / equivalent within the margin / open (with the seeds it would take), the
-    difference with its interval, P(a beats b) with its interval, the seeds used (analysis/settle.py). The
+def three_way_verdict(tests: pd.DataFrame, metrics: list[str], roots: list, runs: list | None = None) -> pd.DataFrame:
+    """Per pair and metric: better / equivalent within the margin / open (with the seeds it would take) /
+    uninformative (no generator beats a trivial output), the difference with its interval, P(a beats b)
+    with its interval, the seeds used, and each generator against the control (analysis/settle.py). The
     plan is the settle sweep's own when a root holds one; else one look at the seeds there, on every metric
-    with a margin, alpha 0.05 per metric."""
+    whose runs recorded a control (the trivial outputs on their test photos), margins a tenth of the span
+    from the control to the real photos, alpha 0.05 per metric."""
     import json
 
     from analysis import settle
@@ -145,9 +147,9 @@ def three_way_verdict(tests: pd.DataFrame, metrics: list[str], roots: list) -> p
     plan = None
     if saved:
         try:
-            plan = settle.Plan.from_dict(saved)
+            plan, _ = settle.load(saved)
         except (TypeError, ValueError, KeyError, AttributeError) as e:
-            print(f"warning: {stored[-1]}: its settle plan is damaged ({e}); the verdict takes one look at the "
+            print(f"warning: {stored[-1]}: its settle plan is refused ({e}); the verdict takes one look at the "
                   "seeds there", file=sys.stderr)
     if len(gens) < 2:
         return pd.DataFrame()
@@ -155,19 +157,39 @@ def three_way_verdict(tests: pd.DataFrame, metrics: list[str], roots: list) -> p
         scores = {g: {int(r.seed): {m: float(r[m]) for m in plan.metrics} for _, r in group.iterrows()}
                   for g, group in per_run.groupby("generator")}
     else:
-        n = int(per_run.groupby("generator").run.nunique().min())
-        shown = [m for m in metrics if m in settle.DEFAULT_MARGINS and per_run[m].notna().all()]
-        plan = settle.Plan(generators=gens, metrics=shown, margins={m: settle.DEFAULT_MARGINS[m] for m in shown},
-                           lower_is_better=[m for m in shown if m in lower_is_better(tests)], first=n, max_seeds=n)
-        # The runs of each generator in seed order, as seeds 0..n-1 of the one look.
-        scores = {g: {i: {m: float(r[m]) for m in shown} for i, (_, r) in enumerate(group.sort_values(["seed", "run"]).iterrows())}
-                  for g, group in per_run.groupby("generator")}
+        plan, scores = one_look(per_run, metrics, gens, lower_is_better(tests), runs or [])
     if not plan.metrics:
         return pd.DataFrame()
     rows, _ = settle.replay(scores, plan)
-    table = pd.DataFrame(rows)
-    level = f"{100 * (1 - 2 * plan.alpha_per_test):.1f} %"
-    return table.rename(columns={"low": f"low ({level})", "high": f"high ({level})"})
+    return pd.DataFrame(rows).drop(columns="final", errors="ignore")
+
+
+def one_look(per_run: pd.DataFrame, metrics: list[str], gens: list[str], lower: set[str], runs: list):
+    """(plan, scores) of one look at the seeds there, the runs of each generator in seed order as seeds
+    0..n-1; the control and the real photos' score from what the runs recorded (their first generator's
+    run at each seed index: a fixed split gives every run the same), the margin a tenth of that span."""
+    from analysis import settle
+    from gan.contract import CONTROL_REAL as REAL, CONTROL_TRIVIAL as TRIVIAL
+    n = int(per_run.groupby("generator").run.nunique().min())
+    ordered = {g: group.sort_values(["seed", "run"]) for g, group in per_run.groupby("generator")}
+    recorded = {r.name: r.control for r in runs}
+    first = [recorded.get(name, {}) for name in ordered[gens[0]].run][:n]
+    shown = [m for m in metrics if per_run[m].notna().all()
+             and all(all(m in c.get(t, {}) for t in (*TRIVIAL, REAL)) for c in first)]
+    by_seed, name, ceiling = {}, {}, {}
+    for k, c in enumerate(first):
+        by_seed[str(k)] = {}
+        for m in shown:
+            pick = (min if m in lower else max)(TRIVIAL, key=lambda t: c[t][m])
+            by_seed[str(k)][m], name[m], ceiling[m] = c[pick][m], pick, c[REAL][m]
+    margins = {m: float(f"{settle.MARGIN_FRACTION * abs(ceiling[m] - by_seed['0'][m]):.4g}") for m in shown}
+    shown = [m for m in shown if margins[m] > 0]
+    plan = settle.Plan(generators=gens, metrics=shown, margins={m: margins[m] for m in shown},
+                       lower_is_better=[m for m in shown if m in lower], first=n, max_seeds=n,
+                       control_by_seed=by_seed if shown else {}, control_name=name, ceiling=ceiling)
+    scores = {g: {i: {m: float(r[m]) for m in shown} for i, (_, r) in enumerate(group.iterrows())}
+              for g, group in ordered.items()}
+    return plan, scores
 
 
 def evidence_sentence(needed: pd.DataFrame, source: str, single: list[str] | None = None, generators: int = 0) -> str:
@@ -195,8 +217,10 @@ def _img(path: Path) -> str:
 
 
 TITLES = {"study": "Test metrics per generator: mean (std) over test images",
-              "three_way": "Verdict in three words, per pair and metric: better / equivalent within the margin / "
-                           "open (with the seeds it would take); runs as the samples, Bonferroni over looks and pairs",
+              "three_way": "Verdict per pair and metric: better / equivalent within the margin / open (with the "
+                           "seeds it would take) / uninformative (no generator beats a trivial output: a gray image "
+                           "or another photo); then each generator against that control; runs as the samples, "
+                           "Bonferroni over looks and comparisons",
               "verdict": "Verdict: the best generator per metric, and whom it beats significantly",
               "study_marked": "Test mean (std) per generator: best in bold, † where the lead is not "
                               "significant (paired Wilcoxon, Holm p >= 0.05)",

@@ -122,6 +122,13 @@ class Run:
         return f"scored the real test photos {real:.6f}" if isinstance(real, (int, float)) else ""
 
     @property
+    def control(self) -> dict[str, dict[str, float]]:
+        """The trivial outputs' and the real photos' mean scores on the run's test photos, as the trainer
+        recorded them ({} for a run from before: gan/evaluators/controls.py)."""
+        control = self.summary.get("control")
+        return control if isinstance(control, dict) else {}
+
+    @property
     def seed(self) -> int:
         return self.config["train"]["seed"]
 

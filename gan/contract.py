@@ -73,6 +73,15 @@ SEGMENTER_KIND = "segmenter"  # config.json "kind" of a jobs/train_segmenter.py 
 SEGMENTER_WEIGHTS = "segmenter.weights.h5"  # its weights, what --eval.segmenter loads
 METRICS_CSV, TIMINGS_CSV, FCN_CSV, TEST_CSV = "metrics.csv", "timings.csv", "fcn_metrics.csv", "test_metrics.csv"
 # stopped: ended early on purpose by a sweep's scheduler (ASHA); preempted: rerun or --resume to continue.
+# summary.json "control": the trivial outputs every comparison is held against, and the real photos, each
+# scored on the run's test photos (gan/evaluators/controls.py; analysis/settle.py's control).
+CONTROL_TRIVIAL = ("constant gray image", "another real test photo")
+CONTROL_REAL = "real photos"
+# Config fields a resumed run may change without training otherwise (how long, how often it logs, where it
+# caches, how it is measured, numerically equal fast paths); every other field makes another run.
+RESUMABLE_FIELDS = {"train.steps", "eval.workers", "train.log_every", "train.checkpoints_to_keep",
+                    "data.cache_dir", "eval.segmenter", "eval.inception_weights", "optim.adam", "model.upsample",
+                    "model.conv"}
 STATES = ("running", "finished", "failed", "preempted", "stopped")
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from gan.config import Config, flatten
-from gan.contract import (CHECKPOINTS, CONFIG, FCN_CSV, LEASE, METRICS_CSV, METRICS_KEYS, RUN_KIND, REPLACED, SAMPLES,
-                          SPLIT, STATUS, SUMMARY, TENSORBOARD, TEST_CSV, TIMINGS_COLUMNS, TIMINGS_CSV, check_config,
+from gan.contract import (CHECKPOINTS, CONFIG, FCN_CSV, LEASE, METRICS_CSV, METRICS_KEYS, RESUMABLE_FIELDS, RUN_KIND,
+                          REPLACED, SAMPLES, SPLIT, STATUS, SUMMARY, TENSORBOARD, TEST_CSV, TIMINGS_COLUMNS, TIMINGS_CSV, check_config,
                           check_status)
 from gan.errors import UserError
 from gan.files import read_csv, read_json, write_csv, write_json
@@ -31,10 +31,6 @@ from gan.provenance import environment
 # Fields a resumed run may change: they do not change what is learned (more steps extend the run;
 # workers and logging are bookkeeping; the kernel switches compute the same function with the same
 # variables). A field added after a run was written counts as its default there (`prepare`).
-RESUMABLE_FIELDS = {"train.steps", "eval.workers", "train.log_every", "train.checkpoints_to_keep",
-                    "data.cache_dir", "eval.segmenter", "eval.inception_weights", "optim.adam", "model.upsample",
-                    "model.conv"}
-
 
 class RunDir:
     """Paths and writers of one run: a pix2pix training run, or another `kind` (the segmenter's) that

@@ -29,30 +29,27 @@ def main() -> int:
 
     from analysis.settle import MARGIN_FRACTION
     from gan.datasets.loader import load_dataset
+    from gan.evaluators.controls import REAL, TRIVIAL, control_means
     from gan.evaluators.metrics import METRICS, MetricPool
     test = load_dataset(cfg).test
-    photos, labels = test.targets, test.inputs
-    candidates = {"constant gray image": np.full_like(photos, 128), "another real test photo": np.roll(photos, 1, axis=0)}
-    with MetricPool(cfg.eval.workers) as pool:
-        scores = {name: pool(images, photos) for name, images in candidates.items()}
-        scores["real photos"] = pool(photos, photos)
-    means = {name: {m: float(np.mean([r[m] for r in rows])) for m in rows[0]} for name, rows in scores.items()}
+    photos = test.targets
+    segmenter = None
     if cfg.eval.segmenter:
         from gan.evaluators.segmenter import Segmenter
         segmenter = Segmenter.load(cfg.eval.segmenter)
-        for name, images in [*candidates.items(), ("real photos", photos)]:
-            rows, _ = segmenter.fcn_scores(images, labels)
-            means[name].update({m: float(np.mean([r[m] for r in rows])) for m in rows[0]})
+    with MetricPool(cfg.eval.workers) as pool:
+        means = control_means(photos, test.inputs, pool, segmenter)
+    candidates = TRIVIAL
     print(f"{len(photos)} test photos of {test.ids[0]}..; margin = {MARGIN_FRACTION:g} x (real - trivial), trivial = "
           "the better of the two trivial outputs")
     print("| metric | constant gray | another photo | real | margin |\n|---|---|---|---|---|")
     flags = []
-    for metric in means["real photos"]:
+    for metric in means[REAL]:
         lower = metric in METRICS and not METRICS[metric].higher_is_better
         trivial = (min if lower else max)(means[n][metric] for n in candidates)
-        margin = MARGIN_FRACTION * abs(means["real photos"][metric] - trivial)
+        margin = MARGIN_FRACTION * abs(means[REAL][metric] - trivial)
         print(f"| {metric} | {means['constant gray image'][metric]:.4f} | {means['another real test photo'][metric]:.4f} "
-              f"| {means['real photos'][metric]:.4f} | {margin:.4g} |")
+              f"| {means[REAL][metric]:.4f} | {margin:.4g} |")
         if np.isfinite(margin) and margin > 0:
             flags.append(f"--margin {metric}={margin:.4g}")
     print("\n" + " ".join(flags))

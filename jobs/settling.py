@@ -51,6 +51,9 @@ def settle_plan(args: argparse.Namespace, gens: list[str], base, overrides: dict
         raise UserError("--vary-split: draws each run's split itself; drop --data.split_seed and --data.split_file")
     if not args.settle:
         return None
+    if "train.seed" in overrides:
+        raise UserError("--settle: chooses each run's training seed itself (--first-seed S for where the looks "
+                        "begin); drop --train.seed")
     known = [*metric_names(), *(contract.FCN_METRICS if base.eval.segmenter else ())]
     study = [m for m in metric_names() if METRICS[m].study]
     metrics = ([m for m in args.settle_metrics.split(",") if m] if args.settle_metrics is not None
@@ -59,35 +62,93 @@ def settle_plan(args: argparse.Namespace, gens: list[str], base, overrides: dict
     if bad or not metrics:
         raise UserError(f"--settle-metrics: {bad[0] if bad else args.settle_metrics!r} is not a test metric of these runs "
                         f"(choose from {', '.join(known)}; the FCN-score needs --eval.segmenter)")
-    margins = dict(settle.DEFAULT_MARGINS)
+    lower = {m for m in metrics if m in METRICS and not METRICS[m].higher_is_better}
+    given = {}
     for item in args.margin:
         metric, _, value = item.partition("=")
         try:
-            margins[metric] = float(value)
+            given[metric] = float(value)
         except ValueError:
             raise UserError(f"--margin {item}: not METRIC=DELTA (e.g. --margin ssim=0.01)") from None
         if metric not in known:
             raise UserError(f"--margin {item}: {metric!r} is not a test metric of these runs")
+        if metric not in metrics:
+            raise UserError(f"--margin {item}: {metric} is not settled by this plan (--settle-metrics "
+                            f"{','.join(metrics)}); drop it or settle it")
+    control, name, ceiling, by_seed, judge = measure_control(args, base, metrics, lower)
+    # The default margin: a tenth of the span from the control to the real photos on the plan's own test
+    # photos (the study's rule, docs/guide.md "Choosing a margin"); a margin the user gives wins.
+    first = by_seed[str(args.first_seed)] if by_seed else control
+    margins = {m: given.get(m, float(f"{settle.MARGIN_FRACTION * abs(ceiling[m] - first[m]):.4g}")) for m in metrics}
     try:
-        plan = settle.Plan(generators=gens, metrics=metrics, margins={m: margins[m] for m in metrics if m in margins},
-                           lower_is_better=[m for m in metrics if m in METRICS and not METRICS[m].higher_is_better],
+        plan = settle.Plan(generators=gens, metrics=metrics, margins=margins, lower_is_better=sorted(lower),
                            alpha=args.alpha, first=args.first_look, max_seeds=args.max_seeds,
-                           first_seed=args.first_seed, design="varied" if args.vary_split else "fixed").check()
+                           first_seed=args.first_seed, design="varied" if args.vary_split else "fixed",
+                           control=control if not by_seed else {}, control_by_seed=by_seed, control_name=name,
+                           ceiling=ceiling, configs=configs_of(base, gens, args.vary_split), judge=judge).check()
     except ValueError as e:
         raise UserError(f"--settle: {e}") from None
-    return plan.to_dict()
+    return settle.freeze(plan.to_dict())
+
+
+def measure_control(args, base, metrics: list[str], lower: set[str]):
+    """(control, which trivial output, real photos' scores, per-seed control of a varied design or {}, the
+    judge's identity): the trivial outputs scored on the plan's test photos, before any run."""
+    from dataclasses import replace
+
+    from gan.evaluators.controls import measure
+    if not args.vary_split:
+        control, name, ceiling, judge = measure(base, metrics, lower)
+        return control, name, ceiling, {}, judge
+    by_seed = {}
+    for seed in range(args.first_seed, args.first_seed + args.max_seeds):
+        cfg = replace(base, data=replace(base.data, split_seed=seed))
+        by_seed[str(seed)], name, ceiling, judge = measure(cfg, metrics, lower)
+    return by_seed[str(args.first_seed)], name, ceiling, by_seed, judge
+
+
+def configs_of(base, gens: list[str], varied: bool) -> dict[str, str]:
+    """generator -> the identity of the runs the plan counts (analysis/settle.py config_identity)."""
+    from analysis import settle
+    from gan.config import for_generator
+    return {g: settle.config_identity(for_generator(base.flat(), g), "varied" if varied else "fixed") for g in gens}
+
+
 
 
 
 
 def check_stored_plan(saved: dict, args_file: Path) -> None:
-    """A stored plan that no longer reads as one (edited, truncated) is refused in one line."""
+    """A stored plan that no longer reads as one (truncated, damaged) or whose content changed after it was
+    frozen (a margin edited after a look) is refused in one line naming the fields."""
     from analysis import settle
     try:
-        settle.Plan.from_dict(saved["settle"])
+        settle.load(saved["settle"])
     except (TypeError, ValueError, KeyError, AttributeError) as e:
-        raise UserError(f"{args_file}: its settle plan is damaged ({e}); restore the file from a copy, or start "
+        raise UserError(f"{args_file}: its settle plan is refused ({e}); restore the file from a copy, or start "
                         "a new --experiment") from None
+
+
+def refuse_plan_flags_on_resume(args: argparse.Namespace) -> None:
+    """--resume continues the stored plan, which is frozen: a settle flag typed with it would be ignored, so
+    it is refused in one line."""
+    parser = argparse.ArgumentParser()
+    add_settle_flags(parser)
+    given = [f"--{name.replace('_', '-')}" for name in ("settle_metrics", "margin", "max_seeds", "first_look",
+                                                         "first_seed", "alpha", "vary_split")
+             if getattr(args, name) != parser.get_default(name)]
+    if given:
+        raise UserError(f"--resume: continues the stored plan, frozen when it was written; {', '.join(given)} cannot "
+                        "change it (a new plan is a new --experiment)")
+
+
+def same(key: str, stored, planned) -> bool:
+    """Whether a sweep file's `key` holds what the command plans (a plan compared without its freeze record:
+    the same command again freezes the same plan at another time)."""
+    from analysis import settle
+    if key == "settle" and isinstance(stored, dict) and isinstance(planned, dict):
+        stored, planned = settle.content(stored), settle.content(planned)
+    return json.dumps(stored, sort_keys=True) == json.dumps(planned, sort_keys=True)
 
 
 TRAINED_BY = ("gens", "preset", "overrides", "settle")  # what a settle sweep trains; the rest is how and where
@@ -147,10 +208,14 @@ def settle_scores(root: Path, base, plan) -> dict[str, dict[int, dict[str, float
 def print_plan(saved: dict) -> None:
     from analysis import settle
     plan = settle.Plan.from_dict(saved["settle"])
+    frozen = (saved["settle"].get(settle.FROZEN) or {}).get("at", "not recorded")
+    control = ("control (per metric) " + ", ".join(f"{m} {plan.control_at(plan.first_seed, m):.4g} "
+                                                   f"({plan.control_name.get(m, 'trivial')})" for m in plan.metrics)
+               if plan.has_control else "no control (a plan from before controls)")
     print(f"settle: {', '.join(plan.metrics)} over {len(plan.pairs)} pairs; looks at {plan.first}..{plan.max_seeds} "
-          f"seeds per generator (training seeds from {plan.first_seed}); alpha {plan.alpha} per metric, {plan.alpha_per_test:.3g} per test (Bonferroni "
-          f"over {plan.looks} looks x {len(plan.pairs)} pairs); margins "
-          + ", ".join(f"{m} {plan.margins[m]:g}" for m in plan.metrics))
+          f"seeds per generator (training seeds from {plan.first_seed}); alpha {plan.alpha} per metric, "
+          f"{plan.alpha_per_test:.3g} per test (Bonferroni over {plan.looks} looks x {plan.comparisons} comparisons); "
+          "margins " + ", ".join(f"{m} {plan.margins[m]:g}" for m in plan.metrics) + f"; {control}; frozen {frozen}")
 
 
 def look(root: Path, saved: dict):

@@ -115,6 +115,7 @@ def settle(args: argparse.Namespace, extra: list[str]) -> int:
     args_file = root / TUNE_ARGS
     again = "python jobs/submit.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])  # the same command continues
     if args.resume:
+        settling.refuse_plan_flags_on_resume(args)
         if not args_file.exists():
             raise UserError(f"--resume: no settle sweep at {args_file}")
         saved = settling.load_settle_sweep(args_file)
@@ -134,8 +135,7 @@ def settle(args: argparse.Namespace, extra: list[str]) -> int:
                  "report": str(Path(args.report).resolve()) if args.report else None}
         if args_file.exists():  # the same command again continues; another plan would mix their runs
             stored = settling.load_settle_sweep(args_file)
-            differ = [k for k in settling.TRAINED_BY
-                      if json.dumps(stored.get(k), sort_keys=True) != json.dumps(saved[k], sort_keys=True)]
+            differ = [k for k in settling.TRAINED_BY if not settling.same(k, stored.get(k), saved[k])]
             if differ:
                 raise UserError(f"--experiment {root}: holds a different sweep ({', '.join(differ)} differ); continue "
                                 f"it with --resume, or choose another --experiment")

@@ -157,8 +157,7 @@ def refuse_a_different_sweep(root: Path, planned: dict, resume: str) -> None:
     if not (root / TUNE_ARGS).exists():
         return
     saved = load_sweep(root / TUNE_ARGS)
-    differ = [key for key in planned if key not in WHERE_TO_REPORT
-              and json.dumps(saved.get(key), sort_keys=True) != json.dumps(planned[key], sort_keys=True)]
+    differ = [key for key in planned if key not in WHERE_TO_REPORT and not settling.same(key, saved.get(key), planned[key])]
     if differ:
         raise UserError(f"--experiment {root}: holds a different sweep ({', '.join(differ)} differ); continue it "
                         f"with: {resume}, or choose another --experiment")
@@ -171,6 +170,7 @@ def main() -> int:
     root = Path(args.out) / experiment
     resume = f"python jobs/tune.py --out {args.out} --experiment {experiment} --resume"
     if args.resume:
+        settling.refuse_plan_flags_on_resume(args)
         if not (root / TUNE_ARGS).exists():
             raise UserError(f"--resume: no Tune experiment at {root / TUNE_STATE}")
         saved = load_sweep(root / TUNE_ARGS)

@@ -302,8 +302,10 @@ def test_the_three_way_verdict_survives_a_damaged_sweep_file(tiny_runs, tmp_path
         (root / "_tune_args.json").write_text(plan)
     build_report([root], tmp_path / "report", notebook=False)
     table = pd.read_csv(tmp_path / "report" / "tables" / "three_way.csv")
-    assert set(table.outcome) <= {"better", "equivalent", "open"} and (table.seeds == 2).all()
-    assert len(table) == len(registered()) * (len(registered()) - 1) // 2 * table.metric.nunique()
+    assert set(table.outcome) <= {"better", "equivalent", "open", "uninformative", "worse"} and (table.seeds == 2).all()
+    n = len(registered())
+    # Every pair, then every generator against the control its runs recorded, on every metric.
+    assert len(table) == (n * (n - 1) // 2 + n) * table.metric.nunique() and (table.b == "control").sum() == n * table.metric.nunique()
     if plan is not None:
         assert "the verdict takes one look at the seeds there" in capsys.readouterr().err
 

@@ -130,37 +130,41 @@ def test_variance_by_source_splits_the_spread_into_seed_and_split():
     assert level["diff"] == pytest.approx(-0.05) and level["images"] == 0 and np.isfinite(level.boot_low)
 
 
-def test_the_pages_latest_look_is_what_the_committed_runs_give(tmp_path):
-    """The newest docs/results/settle/look<N>.csv is the rule replayed over the committed runs' tables (seeds
-    0-2 of the three-seed study and the later seeds), by the command the page gives."""
+@pytest.mark.parametrize("plan_file,roots,table", [
+    ("plan-control.json", ["../seeds", "seeds"], "control-look.csv"),
+    ("plan-fcn-control.json", ["seeds", "fcn-seeds"], "fcn-control-look.csv"),
+], ids=["four-metrics", "fcn"])
+def test_the_pages_verdict_is_what_the_committed_runs_give(tmp_path, plan_file, roots, table):
+    """docs/results/settle/{control-look,fcn-control-look}.csv are the rule, its controls and frozen plans
+    replayed over the committed runs' tables by the command the page gives."""
     import pandas as pd
 
-    from analysis import settle
-    from conftest import ROOT
-    results = ROOT / "docs" / "results"
-    latest = max((results / "settle").glob("look*.csv"), key=lambda p: int(p.stem[4:]))
-    code = settle.main(["--plan", str(results / "settle" / "plan.json"), "--metrics",
-                        "hist_corr,template_match,feature_match,ssim", str(results / "seeds"),
-                        str(results / "settle" / "seeds"), "--out", str(tmp_path / "look")])
-    assert code == 0
-    # Up to float noise: a run re-scored by another judge (jobs/evaluate.py --rejudge) redraws its photos.
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "look.csv"), pd.read_csv(latest), rtol=1e-4, atol=1e-6)
-
-
-def test_the_pages_latest_fcn_look_is_what_the_kept_judges_runs_give(tmp_path):
-    """The newest docs/results/settle/fcn2-look<N>.csv is the FCN track's plan (seeds from 5, the kept
-    judge's margin) replayed over the runs that judge scored, out of folders that also hold the lost
-    judge's runs."""
-    import pandas as pd
-
-    from analysis import settle
     from conftest import ROOT
     results = ROOT / "docs" / "results" / "settle"
-    latest = max(results.glob("fcn2-look*.csv"), key=lambda p: int(p.stem[len("fcn2-look"):]))
-    code = settle.main(["--plan", str(results / "plan-fcn-judge2.json"), "--judge", "7295acfc13743386",
-                        str(results / "seeds"), str(results / "fcn-seeds"), "--out", str(tmp_path / "look")])
+    code = settle.main(["--plan", str(results / plan_file), *(str(results / r) for r in roots),
+                        "--out", str(tmp_path / "look")])
     assert code == 0
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "look.csv"), pd.read_csv(latest), rtol=1e-4, atol=1e-6)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "look.csv"), pd.read_csv(results / table), rtol=1e-4, atol=1e-6)
+
+
+def test_on_the_committed_runs_a_metric_at_the_gray_image_level_reads_uninformative_never_equivalent(capsys):
+    """SSIM: every generator's test mean sits at the constant gray image's (0.350); feature matching: within
+    a margin of another photo's. Under the plan with its control both read uninformative for every pair,
+    where the plan without a control (the same runs, the same margins) said equivalent."""
+    import pandas as pd
+
+    from conftest import ROOT
+    results = ROOT / "docs" / "results" / "settle"
+    table = pd.read_csv(results / "control-look.csv")
+    pairs = table[table.b != settle.CONTROL]
+    for metric in ("ssim", "feature_match"):
+        assert set(pairs[pairs.metric == metric].outcome) == {"uninformative"}, pairs
+    assert set(pairs[pairs.metric == "template_match"].outcome) == {"equivalent"}  # a generator beats the control
+    assert "better" in set(table[(table.b == settle.CONTROL) & (table.metric == "template_match")].outcome)
+    code = settle.main(["--plan", str(results / "plan.json"), "--metrics", "ssim,feature_match",
+                        str(ROOT / "docs" / "results" / "seeds"), str(results / "seeds")])
+    out = capsys.readouterr()
+    assert code == 0 and "equivalent within" in out.out and "the plan has no control" in out.err
 
 
 @pytest.mark.parametrize("plan,message", [('{"generators": ["unet"]}', "not a settle plan"), ("[1, 2", "not a settle plan"),
@@ -228,7 +232,11 @@ def test_the_rule_counts_a_run_measured_otherwise_and_refuses_one_trained_otherw
 @pytest.mark.parametrize("stored,args,message", [
     ("{trunc", ["--resume"], "_tune_args.json: not valid JSON"),
     ('{"space": {}, "configurations": []}', ["--resume"], "_tune_args.json: holds no settle sweep (a search of jobs/tune.py"),
-    ('{"settle": {"generators": "x"}, "gens": [], "overrides": {}}', ["--resume"], "its settle plan is damaged"),
+    ('{"settle": {"generators": "x"}, "gens": [], "overrides": {}}', ["--resume"], "its settle plan is refused"),
+    ("EDITED", ["--resume"], "its settle plan is refused (changed after it was frozen at"),
+    (None, ["--resume", "--margin", "l1=0.1"], "--resume: continues the stored plan, frozen when it was written; --margin"),
+    (None, ["--settle", "--settle-metrics", "l1", "--margin", "ssim=0.01"], "--margin ssim=0.01: ssim is not settled by this plan"),
+    (None, ["--settle", "--settle-metrics", "l1", "--margin", "l1=0.9"], "is not smaller than the span between the control"),
     (None, ["--settle", "--grid", "optim.lr_g=1e-4,2e-4"], "--settle: compares the generators' own configurations"),
     (None, ["--settle", "--vary-split", "--data.split_seed", "3"], "--vary-split: draws each run's split itself"),
     (None, ["--settle", "--disk-limit", "0.001"], "--disk-limit: this sweep writes up to"),
@@ -237,6 +245,10 @@ def test_submit_settle_refuses_in_one_line_before_it_submits(tmp_path, stored, a
     """`jobs/submit.py --settle` / `--resume`: a damaged or foreign sweep file and a plan it cannot keep end in
     one line, before any job is submitted (no logs folder)."""
     from conftest import run_cli
+    if stored == "EDITED":  # a frozen plan whose margin was widened after a look
+        plan = settle.freeze(control_plan().to_dict())
+        plan["margins"]["ssim"] = 0.5
+        stored = json.dumps({"launcher": "submitit", "gens": GENS, "preset": "tiny", "overrides": {}, "settle": plan})
     if stored is not None:
         (tmp_path / "runs" / "e").mkdir(parents=True)
         (tmp_path / "runs" / "e" / "_tune_args.json").write_text(stored)
@@ -258,3 +270,167 @@ def test_a_settle_sweep_of_one_launcher_is_not_taken_up_by_the_other_by_mistake(
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stdout + done.stderr
     assert lines[0].endswith(f"continue it with: python jobs/submit.py --out {tmp_path} --experiment e --resume")
+
+
+def control_plan(**kw) -> settle.Plan:
+    defaults = dict(generators=GENS, metrics=["ssim"], margins={"ssim": 0.02}, control={"ssim": 0.35},
+                    control_name={"ssim": "constant gray image"}, ceiling={"ssim": 1.0})
+    return settle.Plan(**{**defaults, **kw}).check()
+
+
+def test_generators_that_score_like_the_control_are_uninformative_never_equivalent():
+    """Three generators all at the gray image's level: at any spread small enough for "equivalent", the
+    rule says uninformative for every pair, keeps training to the maximum, and never says equivalent."""
+    rng = np.random.default_rng(5)
+    p = control_plan()
+    scores = {g: {s: {"ssim": float(v)} for s, v in enumerate(rng.normal(0.35, 0.002, 8))} for g in GENS}
+    rows, wanted = settle.replay(scores, p)
+    pairs = [r for r in rows if r["b"] != settle.CONTROL]
+    assert wanted == {} and all(r["outcome"] == "uninformative" and r["final"] for r in pairs), pairs
+    assert all("no generator beats the control (constant gray image)" in r["verdict"] for r in pairs)
+    controls = [r for r in rows if r["b"] == settle.CONTROL]
+    assert {r["outcome"] for r in controls} <= {"equivalent", "open", "worse"} and len(controls) == 3
+    # Without the control the same scores were "equivalent": the trap the control closes.
+    blind = settle.Plan(generators=GENS, metrics=["ssim"], margins={"ssim": 0.02}).check()
+    assert {r["outcome"] for r in settle.replay(scores, blind)[0]} == {"equivalent"}
+    # One generator clearly above the control: the metric counts, and the pairs' verdicts stand.
+    for s in range(8):
+        scores["unet"][s]["ssim"] += 0.2
+    rows, _ = settle.replay(scores, p)
+    by = {(r["a"], r["b"]): r for r in rows}
+    assert by[("hybrid", "resnet")]["outcome"] == "equivalent" and by[("hybrid", "unet")]["verdict"] == "unet better"
+    assert by[("unet", settle.CONTROL)]["verdict"] == "unet better than constant gray image"
+    assert by[("hybrid", "unet")]["seeds"] == 3  # decided at the first look: no seed spent waiting
+
+
+def test_uninformative_is_decided_in_the_rules_output_table_and_simulation():
+    result = settle.simulate(control_plan(), dict.fromkeys(GENS, 0.35), 0.002, studies=200, seed=6)
+    assert all(r["uninformative"] == 1 and r["equivalent"] == 0 for r in result["rates"].values()), result
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"margins": {"ssim": 0.7}}, "is not smaller than the span between the control"),
+    ({"margins": {"ssim": 0.0}}, "must be a number > 0"),
+    ({"margins": {"ssim": -0.1}}, "must be a number > 0"),
+    ({"margins": {"ssim": 0.02, "l1": 0.1}}, "a margin for l1, which the plan does not settle"),
+    ({"max_seeds": 3.5}, "max_seeds must be a whole number"),
+    ({"first": "3"}, "first must be a whole number"),
+    ({"control": {}, "control_by_seed": {"0": {"ssim": 0.3}}}, "no control score for the split of seed 1"),
+], ids=["wider-than-span", "zero", "negative", "unsettled-metric", "max-seeds-3.5", "first-string", "varied-missing"])
+def test_a_margin_or_plan_that_cannot_mean_anything_is_refused(kw, message):
+    with pytest.raises(ValueError, match=message):
+        control_plan(**kw)
+
+
+def test_a_frozen_plan_edited_afterwards_is_refused_naming_the_fields(tmp_path, capsys):
+    """The plan's freeze record names what changed: a margin widened after the results turns "better"
+    into "equivalent" no more. The replay refuses it in one line; an intact copy replays."""
+    from conftest import ROOT
+    source = ROOT / "docs" / "results" / "settle" / "plan-control.json"
+    plan = json.loads(source.read_text())
+    assert settle.check_frozen(plan) is None and plan["frozen"]["sha256"]
+    plan["margins"]["hist_corr"] = 0.3
+    plan["alpha"] = 0.1
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    code = settle.main(["--plan", str(tmp_path / "plan.json"), str(ROOT / "docs" / "results" / "seeds")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "changed after it was frozen" in err[0] and "(alpha, margins differ" in err[0]
+    # An addendum is a new file: freezing the edited plan anew is allowed, and says when.
+    (tmp_path / "addendum.json").write_text(json.dumps(settle.freeze(settle.content(plan))))
+    assert settle.main(["--plan", str(tmp_path / "addendum.json"), str(ROOT / "docs" / "results" / "seeds")]) == 0
+
+
+def test_the_replay_counts_only_the_plans_runs_and_says_which_it_left_out(tmp_path, capsys):
+    """Another configuration (eval.select) and a seed outside the plan are left out with the reason; two
+    runs of one seed (one measured otherwise, so not a copy) are refused in one line."""
+    import shutil
+
+    from conftest import ROOT
+    seeds = ROOT / "docs" / "results" / "seeds"
+    plan = ROOT / "docs" / "results" / "settle" / "plan-control.json"
+    for run in ("unet-seed0", "resnet-seed0", "hybrid-seed0"):
+        shutil.copytree(seeds / run, tmp_path / "a" / run)
+    other = tmp_path / "b" / "unet-best"
+    shutil.copytree(seeds / "unet-seed1", other)
+    config = json.loads((other / "config.json").read_text())
+    config["config"]["eval"]["select"] = "best_val_ssim"
+    (other / "config.json").write_text(json.dumps(config))
+    code = settle.main(["--plan", str(plan), str(tmp_path / "a"), str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert code == 0 and f"left out: {other}: another configuration than the plan's (eval.select: 'best_val_ssim' there" in err, err
+    twin = tmp_path / "a" / "unet-seed0-again"
+    shutil.copytree(seeds / "unet-seed0", twin)
+    config = json.loads((twin / "config.json").read_text())
+    config["config"]["eval"]["samples"] = 1  # measured otherwise: the same configuration, not a copy
+    (twin / "config.json").write_text(json.dumps(config))
+    code = settle.main(["--plan", str(plan), str(tmp_path / "a")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: two runs of unet seed 0: "), err
+
+
+@pytest.mark.parametrize("ratio", [1, 2, 3, 5])
+def test_the_test_holds_its_level_at_three_seeds_with_unequal_spreads(ratio):
+    """3 + 3 runs, no true difference, one generator's spread `ratio` times the other's: the rule's test
+    (Welch with conservative degrees of freedom) rejects at most its nominal rate; Welch-Satterthwaite's
+    degrees of freedom overshoot it at 5:1 (what the rule used before), so the check can fail."""
+    from analysis.stats import welch
+    rng = np.random.default_rng(ratio)
+    alpha, n = 0.05, 40000
+    a, b = rng.normal(0, 1, (n, 3)), rng.normal(0, ratio, (n, 3))
+    conservative = np.mean([welch(x, y, df="conservative")[2] < alpha for x, y in zip(a[:8000], b[:8000])])
+    assert conservative <= alpha + 0.006, conservative  # 3 SE of a binomial at 8,000 draws
+    if ratio == 5:
+        satterthwaite = np.mean([welch(x, y)[2] < alpha for x, y in zip(a[:8000], b[:8000])])
+        assert satterthwaite > alpha + 0.006, satterthwaite
+
+
+def test_the_whole_rule_keeps_its_error_rate_with_unequal_spreads():
+    """The sequence of looks from three seeds, spreads 1:5:1 between the generators, no true difference:
+    the chance of any false "better" for the metric stays at or below alpha."""
+    result = settle.simulate(plan(), dict.fromkeys(GENS, 0.75), {"hybrid": 0.006, "resnet": 0.03, "unet": 0.006},
+                             studies=1500, seed=7)
+    assert sum(r["better"] for r in result["rates"].values()) <= 0.05, result
+
+
+def test_intervals_are_at_the_level_of_the_test_they_report():
+    rng = np.random.default_rng(8)
+    p = plan()
+    scores = {g: {s: {"fcn_pixel_acc": float(v)} for s, v in enumerate(rng.normal(mu, 0.001, 3))}
+              for g, mu in (("hybrid", 0.70), ("resnet", 0.70), ("unet", 0.80))}
+    by = {(r["a"], r["b"]): r for r in settle.replay(scores, p)[0]}
+    alpha = p.alpha_per_test
+    assert by[("hybrid", "unet")]["level"] == pytest.approx(1 - alpha)  # "better": the two-sided test at alpha'
+    assert by[("hybrid", "resnet")]["level"] == pytest.approx(1 - 2 * alpha)  # "equivalent": TOST at alpha'
+    # A "better" row's interval excludes zero exactly when its p is below alpha'.
+    row = by[("hybrid", "unet")]
+    assert (row["high"] < 0) == (row["p"] < alpha)
+
+
+def test_p_a_beats_b_does_not_collapse_at_three_runs_and_seeds_to_settle_is_a_range():
+    pi, low, high = settle.probability_of_improvement(np.array([3.0, 4, 5]), np.array([0.0, 1, 2]))
+    assert pi == 1 and high == 1 and 0.2 < low < 0.5  # 3 head-to-head wins: not certainty
+    at, fewest, most = settle.seeds_to_settle_range(np.array([0.70, 0.74, 0.72]), np.array([0.69, 0.70, 0.74]),
+                                                    margin=0.01, alpha=0.0028, now=3)
+    assert 3 < fewest <= at <= most and most > 2 * fewest
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--resume"], "its settle plan is refused (changed after it was frozen at"),
+    (["--resume", "--max-seeds", "20"], "--resume: continues the stored plan, frozen when it was written; --max-seeds"),
+    (["--settle", "--gens", "unet,hybrid", "--preset", "tiny", "--train.seed", "7"], "--settle: chooses each run's training seed itself"),
+], ids=["edited", "resume-flag", "train-seed"])
+def test_tune_refuses_an_edited_plan_and_plan_flags_on_resume_in_one_line(tmp_path, args, message):
+    """`jobs/tune.py`: the stored plan with a margin edited after it was frozen, --resume with a plan flag that
+    it would ignore, and --settle with a seed it would ignore: one line each, before Ray starts."""
+    from conftest import run_cli
+    plan = settle.freeze(control_plan().to_dict())
+    plan["margins"]["ssim"] = 0.5
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "_tune_args.json").write_text(json.dumps(
+        {"gens": GENS, "sweeps": [], "space": {}, "configurations": [], "overrides": {}, "preset": "tiny",
+         "settle": plan, "cpus": 1, "gpus": 0}))
+    done = run_cli("tune.py", "--out", str(tmp_path), "--experiment", "e" if "--resume" in args else "f", *args)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and message in lines[0], done.stdout + done.stderr
+    assert "margins differ" in lines[0] or args[0] != "--resume" or len(args) > 1

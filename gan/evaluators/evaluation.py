@@ -118,6 +118,10 @@ class Evaluator:
             # distributions in the segmenter's feature space, beside the real-vs-real floor.
             from gan.evaluators.fid import distribution_scores
             extra["segmenter_fid"] = distribution_scores(segmenter.features(test.targets), segmenter.features(outputs))
+        # The control every comparison is held against: trivial outputs scored on these test photos.
+        from gan.evaluators.controls import control_means
+        extra["control"] = control_means(test.targets, test.inputs, self.pool,
+                                         self.segmenter if self.cfg.eval.segmenter else None)
         if self.cfg.eval.inception_weights:
             from gan.evaluators.fid import InceptionFeatures, fid, kid
             features = InceptionFeatures(self.cfg.eval.inception_weights)
