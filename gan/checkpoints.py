@@ -110,13 +110,17 @@ class BestCheckpoint:
     scored with the best model the run can still show.
     """
 
-    def __init__(self, generator, directory: Path, metric: str, lower_is_better: bool, rows: list[dict],
-                 run_checkpoints: Path | None = None, build=None, log=print):
+    def __init__(self, directory: Path, metric: str, lower_is_better: bool, rows: list[dict],
+                 build, run_checkpoints: Path | None = None, log=print):
         import tensorflow as tf
         self.metric, self.lower, self.log = metric, lower_is_better, log
         self.directory, self.run_checkpoints = Path(directory), run_checkpoints
-        self.generator, self.build, self.note = generator, build, ""
-        self.manager = tf.train.CheckpointManager(tf.train.Checkpoint(generator=generator), str(directory),
+        self.build, self.note = build, ""
+        # Its own copy of the generator, whose weights are set to those of the evaluation it keeps: the
+        # training model has moved on when an overlapped evaluation's score arrives. One manager for every
+        # save, so a replaced checkpoint is the one the next save retires.
+        self.keeper = build()
+        self.manager = tf.train.CheckpointManager(tf.train.Checkpoint(generator=self.keeper), str(directory),
                                                   max_to_keep=1, checkpoint_name=CHECKPOINT_PREFIX)
         self.scored = {int(r["step"]): float(r[metric]) for r in rows if r.get("split") == "val" and r.get(metric)}
         best = self._best_of(self.scored)
@@ -129,31 +133,32 @@ class BestCheckpoint:
             return None
         return (min if self.lower else max)(scored, key=lambda step: (scored[step], -step))
 
-    def offer(self, value: float, step: int) -> None:
-        """Keep the generator if `value` (validation `metric` at `step`) beats the best so far."""
+    def offer(self, value: float, step: int, weights: list) -> None:
+        """Keep the generator's `weights` if `value` (validation `metric` at `step`) beats the best so far."""
         self.scored[step] = value
         better = self.value is None or (value < self.value if self.lower else value > self.value)
         if better or self.manager.latest_checkpoint is None:
             self.value, self.step = value, step
+            self.keeper.set_weights(weights)
             self.manager.save(checkpoint_number=step)
 
     def _replace_damaged(self) -> None:
         """Set the unreadable best checkpoint aside; keep instead the run's intact checkpoint with the best
-        validation score (None when the run has none left)."""
+        validation score. With none left, the best recorded score still stands as the bar a later
+        evaluation must beat to be kept (the step it names has no weights left, said in the note)."""
         import tensorflow as tf
         damaged = self.manager.latest_checkpoint
         _set_aside(self.directory, [damaged], [])
         intact = {}
-        if self.run_checkpoints is not None and self.build is not None:
+        if self.run_checkpoints is not None:
             state = tf.train.get_checkpoint_state(str(self.run_checkpoints))
             for path in (state.all_model_checkpoint_paths if state else []):
                 path = str(self.run_checkpoints / Path(path).name)
                 step = int(path.rsplit("-", 1)[1])
                 if step in self.scored and readable(path):
                     intact[step] = path
-        self.manager = tf.train.CheckpointManager(tf.train.Checkpoint(generator=self.generator),
-                                                  str(self.directory), max_to_keep=1,
-                                                  checkpoint_name=CHECKPOINT_PREFIX)
+        self.manager = tf.train.CheckpointManager(tf.train.Checkpoint(generator=self.keeper), str(self.directory),
+                                                  max_to_keep=1, checkpoint_name=CHECKPOINT_PREFIX)
         lost = damaged.rsplit("-", 1)[1]
         step = self._best_of({s: self.scored[s] for s in intact})
         if step is None:
@@ -162,11 +167,8 @@ class BestCheckpoint:
             self.log(f"warning: {damaged} cannot be read; set aside. {self.note}: the best of the steps still "
                      "to come is kept")
             return
-        # The generator's weights at that step, through a fresh copy (the training model keeps its own).
-        scratch = self.build()
-        tf.train.Checkpoint(generator=scratch).restore(intact[step]).expect_partial()
-        tf.train.CheckpointManager(tf.train.Checkpoint(generator=scratch), str(self.directory),
-                                   max_to_keep=1, checkpoint_name=CHECKPOINT_PREFIX).save(checkpoint_number=step)
+        tf.train.Checkpoint(generator=self.keeper).restore(intact[step]).expect_partial()
+        self.manager.save(checkpoint_number=step)
         self.value, self.step = self.scored[step], step
         self.note = (f"the best checkpoint (step {lost}) could not be read; the best intact one by the same "
                      f"validation {self.metric} (step {step}) was used")

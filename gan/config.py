@@ -45,7 +45,7 @@ PATH_FIELDS = ("data.source", "data.split_file", "data.cache_dir", "eval.segment
 # Every switch with a fixed set of values: checked here once (`Config.validate`), trusted downstream.
 CHOICES = {"model.batchnorm": BATCHNORM_MODES, "model.upsample": UPSAMPLE_KERNELS, "model.conv": CONV_KERNELS,
            "optim.adam": ADAM_KERNELS, "train.precision": PRECISIONS, "data.format": DATA_FORMATS,
-           "data.input_side": ("left", "right")}
+           "data.input_side": ("left", "right"), "eval.overlap": ("auto", "on", "off")}
 # The two fields every job also takes by a short flag: messages name the flag users type (gan/cli.py).
 SHORT_FLAGS = {"data.source": "--data", "data.format": "--data-format"}
 
@@ -55,7 +55,7 @@ def flag(key: str) -> str:
     return SHORT_FLAGS.get(key, f"--{key}")
 
 
-AT_LEAST_ONE = ("train.batch_size", "train.eval_every", "train.log_every", "train.checkpoints_to_keep",
+AT_LEAST_ONE = ("train.batch_size", "train.eval_every", "train.log_every", "train.checkpoints_to_keep", "train.steps_per_call",
                 "data.n_train", "data.n_val", "data.n_test", "model.filters", "eval.samples")
 AT_LEAST_ZERO = ("train.steps", "eval.train_subset", "eval.workers")
 
@@ -169,6 +169,13 @@ class TrainConfig:
     precision: str = "float32"
     log_every: int = 100  # loss scalars to TensorBoard / plain log lines
     checkpoints_to_keep: int = 2
+    # Checkpoints on a clock: every this many minutes of the run (0 = at every evaluation), and always at the
+    # end and on a stop signal. On a GPU an evaluation interval is seconds, and both nets with Adam's slots
+    # (0.7 GB for the U-Net) at every one of them is a filesystem load, not a safety margin.
+    checkpoint_minutes: float = 10.0
+    # Training steps per tf.function call between evaluations and logs: fewer host round trips per step
+    # (jobs/bench.py --plan measures the host's share); 1 = one call per step. Same updates either way.
+    steps_per_call: int = 1
 
 
 @dataclass
@@ -186,6 +193,10 @@ class EvalConfig:
     # with the best validation <metric> (e.g. best_val_ssim, best_val_fcn_iou with fcn_every_eval).
     # Selected on val, reported on test; never selected on test.
     select: str = "last"
+    # The metrics of an evaluation computed in worker processes while training goes on (its photos are
+    # generated on the device first; rows are written in step order, identical to 'off'). 'auto': on with a
+    # GPU, off on a CPU, where the workers would take the training's cores (jobs/bench.py measures both).
+    overlap: str = "auto"
 
 
 class Dotted:
@@ -321,6 +332,9 @@ class Config(Dotted):
         for key in ("train.seed", "data.split_seed"):  # numpy and TensorFlow take seeds in [0, 2**32)
             if not 0 <= flat[key] < 2 ** 32:
                 raise ConfigError(f"--{key}: must be an integer from 0 to 2**32 - 1, got {flat[key]}")
+        if not (math.isfinite(t.checkpoint_minutes) and t.checkpoint_minutes >= 0):
+            raise ConfigError(f"--train.checkpoint_minutes: must be a finite number >= 0 (0: at every evaluation), "
+                              f"got {t.checkpoint_minutes}")
         if self.aug.jitter_scale < 1.0:
             raise ConfigError(f"--aug.jitter_scale: must be >= 1, got {self.aug.jitter_scale}")
         if not 0.0 < self.aug.crop_scale_min <= 1.0:
@@ -463,6 +477,8 @@ def tiny(cfg: Config) -> Config:
     cfg.train.steps, cfg.train.eval_every, cfg.train.log_every = 8, 4, 2
     # One metric worker: at 32px a process pool costs more than it saves.
     cfg.eval.train_subset, cfg.eval.samples, cfg.eval.workers = 4, 2, 1
+    # A checkpoint at every evaluation: the tests stop and resume runs between any two of them.
+    cfg.train.checkpoint_minutes = 0.0
     cfg.model.filters = 8  # (and each generator's own shrinking, e.g. fewer residual blocks)
     return cfg
 

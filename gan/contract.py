@@ -81,7 +81,7 @@ CONTROL_REAL = "real photos"
 # caches, how it is measured, numerically equal fast paths); every other field makes another run.
 RESUMABLE_FIELDS = {"train.steps", "eval.workers", "train.log_every", "train.checkpoints_to_keep",
                     "data.cache_dir", "eval.segmenter", "eval.inception_weights", "optim.adam", "model.upsample",
-                    "model.conv"}
+                    "model.conv", "train.checkpoint_minutes", "train.steps_per_call", "eval.overlap"}
 STATES = ("running", "finished", "failed", "preempted", "stopped")
 
 

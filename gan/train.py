@@ -226,6 +226,16 @@ def make_train_step(cfg: Config, strategy, generator, discriminator, opt_g, opt_
         per_replica = strategy.run(replica_step, args=next(iterator))
         return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
 
+    @tf.function
+    def train_steps(iterator, n):
+        """n steps in one call (`train.steps_per_call`): the same updates, one host round trip."""
+        losses = {k: tf.constant(0.0) for k in LOSS_NAMES}
+        for _ in tf.range(n):
+            per_replica = strategy.run(replica_step, args=next(iterator))
+            losses = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica[k], axis=None) for k in LOSS_NAMES}
+        return losses
+
+    train_step.many = train_steps
     train_step.checkpoint_state = {name: tf.train.Checkpoint(scale=ls.scale, good_steps=ls.good_steps)
                                    for name, ls in loss_scales.items()}
     return train_step
@@ -331,17 +341,20 @@ def _train(cfg: Config, data, run: RunDir, lease: Lease, stop: _StopFlag, overwr
         if stop.signal and step < cfg.train.steps:  # arrived while TensorFlow started: nothing new to save
             return t.preempted(step, stop.signal, checkpoint=False)
         while step < cfg.train.steps:
-            losses = t.interval.timed(lambda: {k: float(v) for k, v in t.train_step(t.iterator).items()})
+            n = t.steps_in_call(step)
+            losses = t.interval.timed(lambda: {k: float(v) for k, v in t.run_steps(n).items()})
             lease.check()
-            step += 1
+            step += n
             t.step_var.assign(step)
             if not all(math.isfinite(v) for v in losses.values()):
                 return t.diverged(step, losses)
-            t.log_losses(step, losses)
+            t.log_losses(step, n, losses)
             if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
-                t.evaluate_and_checkpoint(step, report)
+                t.evaluate(step, report)
             if stop.signal and step < cfg.train.steps:
                 return t.preempted(step, stop.signal, checkpoint=True)
+            if step == cfg.train.steps or t.checkpoint_due(step):
+                t.checkpoint(step, report)
         t.progress.close()
         return t.test(step)
     except BaseException as e:
@@ -425,7 +438,10 @@ class _Training:
         last_eval = max([int(r["step"]) for r in read_csv(run.timings, ("step",))] + [0])
         self.interval = _Interval(interval_var, last_eval=last_eval, batch=cfg.train.batch_size, where={
             "host": socket.gethostname(), "device": _device_name(strategy), "cpus": cpus})
-        self.best = _best_checkpoint(cfg, run, self.generator, log)
+        self.best = _best_checkpoint(cfg, run, log)
+        self.overlap = cfg.eval.overlap == "on" or (cfg.eval.overlap == "auto" and bool(tf.config.list_physical_devices("GPU")))
+        self.pending: list = []  # evaluations whose metrics are still computing (overlap)
+        self.last_checkpoint = time.monotonic()
 
     def _restore(self, parts: dict, discriminator):
         import tensorflow as tf
@@ -441,34 +457,71 @@ class _Training:
         return tf.train.CheckpointManager(ckpt, self.run.checkpoints, max_to_keep=self.cfg.train.checkpoints_to_keep,
                                           checkpoint_name=contract.CHECKPOINT_PREFIX)
 
-    def log_losses(self, step: int, losses: dict[str, float]) -> None:
+    def steps_in_call(self, step: int) -> int:
+        """Steps the next call trains: `train.steps_per_call`, ending at the next evaluation, log line or the
+        run's end, so every one of them falls on a call's last step."""
+        t = self.cfg.train
+        return max(1, min(t.steps_per_call, t.steps - step, t.eval_every - step % t.eval_every,
+                          t.log_every - step % t.log_every))
+
+    def run_steps(self, n: int) -> dict:
         import tensorflow as tf
-        self.progress.update(step, losses)
+        return self.train_step(self.iterator) if n == 1 else self.train_step.many(self.iterator, tf.constant(n))
+
+    def log_losses(self, step: int, n: int, losses: dict[str, float]) -> None:
+        import tensorflow as tf
+        self.progress.update(step, n, losses)
         if step % self.cfg.train.log_every == 0:
             with self.writer.as_default(step=step):
                 for k, v in losses.items():
                     tf.summary.scalar(f"loss/{k}", v)
 
-    def evaluate_and_checkpoint(self, step: int, report) -> None:
-        """Metrics on train subset and val, the interval's timings row, a checkpoint, the Tune report."""
+    def evaluate(self, step: int, report) -> None:
+        """An evaluation at `step`: its photos generated now; its metrics here, or (overlap) in the pool's
+        workers while training goes on, their rows written at the next evaluation or checkpoint, in step
+        order. The interval's timings row counts the seconds the loop stood still for evaluations."""
         t0 = time.perf_counter()
-        scores = self.evaluator.evaluate(self.generator.get_weights(), step, self.run, self.writer)
+        self.collect(report)  # the previous evaluation's rows first: step order
+        weights = self.generator.get_weights()
+        self.pending.append(self.evaluator.start(weights, step, self.run, overlap=self.overlap))
+        if not self.overlap:
+            self.collect(report, weights)
         row = self.interval.close(step, eval_seconds=time.perf_counter() - t0)
         append_csv(self.run.timings, contract.TIMINGS_COLUMNS, [row])
-        if self.best is not None:
-            self.best.offer(scores["val"][self.best.metric], step)
-        self.manager.save(checkpoint_number=step)  # after interval.close(): the checkpoint closes the interval
+        if self.cfg.train.checkpoint_minutes <= 0:  # on a clock of 0: a checkpoint at every evaluation
+            self.checkpoint(step, report)
+
+    def collect(self, report, weights=None) -> None:
+        """Write the rows of every evaluation still pending, in step order; offer each to the best-checkpoint
+        keeper, log it and report it (the Tune hook)."""
+        while self.pending:
+            pending = self.pending.pop(0)
+            scores = self.evaluator.finish(pending, self.run, self.writer)
+            if self.best is not None:
+                self.best.offer(scores["val"][self.best.metric], pending.step,
+                                pending.weights if pending.weights is not None else weights)
+            self.log(f"step {pending.step}: " + "  ".join(f"{split} ssim {m['ssim']:.3f} hist {m['hist_corr']:.3f}"
+                                                          for split, m in scores.items()))
+            if report is not None:
+                report(pending.step, scores, self.manager.latest_checkpoint)
+
+    def checkpoint_due(self, step: int) -> bool:
+        minutes = self.cfg.train.checkpoint_minutes
+        return minutes > 0 and time.monotonic() - self.last_checkpoint >= 60 * minutes
+
+    def checkpoint(self, step: int, report=None) -> None:
+        """Both nets, the optimizers and the step: every evaluation before it written first (a resume
+        truncates rows past its checkpoint and redoes them, so none is lost or duplicated); the seconds of
+        a half-done interval survive in it."""
+        self.collect(report)
+        self.interval.keep()
+        self.manager.save(checkpoint_number=step)
+        self.last_checkpoint = time.monotonic()
         self.run.set_status("running", step)
-        self.log(f"step {step}: " + "  ".join(f"{split} ssim {m['ssim']:.3f} hist {m['hist_corr']:.3f}"
-                                              for split, m in scores.items())
-                 + f"  ({row['train_seconds']:.1f} s train, {row['eval_seconds']:.1f} s eval)")
-        if report is not None:
-            report(step, scores, self.manager.latest_checkpoint)
 
     def preempted(self, step: int, signal_name: str, checkpoint: bool) -> int:
         if checkpoint:
-            self.interval.keep()  # the seconds spent so far in this interval survive in the checkpoint
-            self.manager.save(checkpoint_number=step)
+            self.checkpoint(step)
         self.run.set_status("preempted", step, f"{signal_name} at step {step}; rerun the same command to resume")
         self.log(f"{self.run.path}: {signal_name}, " + (f"checkpointed at step {step}" if checkpoint else
                                                         f"before training resumed at step {step}") + "; rerun to resume")
@@ -497,7 +550,7 @@ class _Training:
         return 0
 
 
-def _best_checkpoint(cfg: Config, run: RunDir, generator, log):
+def _best_checkpoint(cfg: Config, run: RunDir, log):
     """The best-validation keeper for `eval.select = best_val_<metric>` (None for 'last')."""
     if cfg.eval.select == "last":
         return None
@@ -506,8 +559,8 @@ def _best_checkpoint(cfg: Config, run: RunDir, generator, log):
     rows = read_csv(run.fcn_metrics if metric in contract.FCN_METRICS else run.metrics)
     lower_is_better = metric in METRICS and not METRICS[metric].higher_is_better  # FCN metrics: higher
     from gan.inference import build_generator
-    return BestCheckpoint(generator, run.checkpoints / contract.BEST, metric, lower_is_better, rows,
-                          run_checkpoints=run.checkpoints, build=lambda: build_generator(cfg), log=log)
+    return BestCheckpoint(run.checkpoints / contract.BEST, metric, lower_is_better, rows,
+                          build=lambda: build_generator(cfg), run_checkpoints=run.checkpoints, log=log)
 
 
 def _full_where(error: BaseException, run: RunDir) -> str:
@@ -570,11 +623,11 @@ class _Progress:
             from tqdm import tqdm
             self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
 
-    def update(self, step: int, losses: dict[str, float]) -> None:
+    def update(self, step: int, n: int, losses: dict[str, float]) -> None:
         if self.bar is not None:
-            self.bar.update(1)
+            self.bar.update(n)
             self.bar.set_postfix(g=f"{losses['gen_total']:.3f}", d=f"{losses['disc']:.3f}", refresh=False)
-        elif step % self.every == 0:
+        elif step // self.every > (step - n) // self.every:  # crossed a tenth of the run in these n steps
             rate = (step - self.start) / max(time.perf_counter() - self.t0, 1e-9)
             self.log(f"step {step}/{self.total}  g {losses['gen_total']:.4f} (gan {losses['gen_gan']:.4f}, "
                      f"l1 {losses['gen_l1']:.4f})  d {losses['disc']:.4f}  {rate:.2f} steps/s")

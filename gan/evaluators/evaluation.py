@@ -67,32 +67,46 @@ class Evaluator:
 
     def evaluate(self, weights, step: int, run: RunDir, writer=None) -> dict[str, dict[str, float]]:
         """Metrics on the train subset and the val split; one metrics.csv row per split."""
+        return self.finish(self.start(weights, step, run, overlap=False), run, writer)
+
+    def start(self, weights, step: int, run: RunDir, overlap: bool) -> "PendingEvaluation":
+        """The device's part of an evaluation at `step`: the photos generated (and the FCN-score, which is the
+        segmenter's device work), the sample sheet written; the metrics computed in the pool's workers while
+        the caller goes on (`overlap`), or here. `finish` writes its rows."""
         self.generator.set_weights(weights)
-        scores, rows, outputs = {}, [], {}
+        outputs, pending = {}, {}
         for split, (inputs, targets) in self.sets.items():
             if not len(inputs):
                 continue
             outputs[split] = self.generator(inputs)
-            per_image = self.pool(outputs[split], targets)
-            scores[split] = {k: float(np.mean([r[k] for r in per_image])) for k in metric_names()}
-            rows.append({"step": step, "split": split, **{k: round(v, 6) for k, v in scores[split].items()},
-                         "images": len(inputs)})
-        append_csv(run.metrics, metrics_columns(metric_names()), rows)
-        if self.cfg.eval.fcn_every_eval:
-            fcn_rows, fcn_scores = self._fcn_rows(step, outputs)
-            append_csv(run.fcn_metrics, FCN_COLUMNS, fcn_rows)
-            for split, values in fcn_scores.items():  # reported to Tune and TensorBoard with the rest
-                scores[split].update(values)
+            pending[split] = self.pool.submit(outputs[split], targets) if overlap else self.pool(outputs[split], targets)
+        fcn_rows, fcn_scores = self._fcn_rows(step, outputs) if self.cfg.eval.fcn_every_eval else ([], {})
         k = self.cfg.eval.samples
         grid = sample_grid(self.sets["val"][0][:k], self.sets["val"][1][:k], outputs["val"][:k])
         write_png(run.samples / STEP_SHEET.format(step=step), grid)
+        return PendingEvaluation(step, pending, fcn_rows, fcn_scores, grid, weights if overlap else None)
+
+    def finish(self, pending: "PendingEvaluation", run: RunDir, writer=None) -> dict[str, dict[str, float]]:
+        """Wait for an evaluation's metrics and write its rows (metrics.csv, fcn_metrics.csv, TensorBoard):
+        called in step order, so the rows are in step order whether the metrics overlapped training or not."""
+        scores, rows = {}, []
+        for split, per_image in pending.metrics.items():
+            per_image = per_image.result() if hasattr(per_image, "result") else per_image
+            scores[split] = {k: float(np.mean([r[k] for r in per_image])) for k in metric_names()}
+            rows.append({"step": pending.step, "split": split, **{k: round(v, 6) for k, v in scores[split].items()},
+                         "images": len(per_image)})
+        append_csv(run.metrics, metrics_columns(metric_names()), rows)
+        if pending.fcn_rows:
+            append_csv(run.fcn_metrics, FCN_COLUMNS, pending.fcn_rows)
+            for split, values in pending.fcn_scores.items():  # reported to Tune and TensorBoard with the rest
+                scores[split].update(values)
         if writer is not None:
             import tensorflow as tf
-            with writer.as_default(step=step):
+            with writer.as_default(step=pending.step):
                 for split, values in scores.items():
                     for name, value in values.items():
                         tf.summary.scalar(f"{split}/{name}", value)
-                tf.summary.image("samples/val", grid[None])
+                tf.summary.image("samples/val", pending.grid[None])
             writer.flush()
         return scores
 
@@ -256,3 +270,13 @@ def rejudge(run_path, segmenter_dir, workers: int = 0, log=print) -> dict:
     log(f"{run.path}: test re-scored by {segmenter_dir} (segmenter {judge.identity}); the record scored by "
         f"{old_id} is in {keep}")
     return summary
+
+
+class PendingEvaluation:
+    """An evaluation whose metrics may still be computing: its step, per split the rows or their
+    `PendingRows`, the FCN rows and scores, the sample sheet, and with overlap the generator's weights at
+    that step (the best-checkpoint keeper saves them once the score is known)."""
+
+    def __init__(self, step: int, metrics: dict, fcn_rows: list, fcn_scores: dict, grid, weights):
+        self.step, self.metrics, self.fcn_rows, self.fcn_scores = step, metrics, fcn_rows, fcn_scores
+        self.grid, self.weights = grid, weights

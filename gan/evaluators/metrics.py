@@ -218,6 +218,17 @@ class MetricPool:
                              "do not have it; define it there, or run with --eval.workers 1")
         return rows
 
+    def submit(self, generated: np.ndarray, real: np.ndarray) -> "PendingRows":
+        """The same rows as calling the pool, computed in its worker processes while the caller goes on
+        (at least one worker, whatever `workers`): `.result()` waits for them."""
+        if len(generated) != len(real):
+            raise ValueError("generated and real image counts differ")
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max(1, self.workers), mp_context=get_context("spawn"),
+                                             initializer=_worker_init, initargs=(os.getpid(),))
+        chunks = np.array_split(np.arange(len(generated)), max(1, min(self.workers * 2, len(generated))))
+        return PendingRows([self._pool.submit(_batch_metrics, (generated[c], real[c])) for c in chunks if len(c)])
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
@@ -228,3 +239,13 @@ class MetricPool:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class PendingRows:
+    """Per-image metric rows still being computed (MetricPool.submit)."""
+
+    def __init__(self, futures: list):
+        self.futures = futures
+
+    def result(self) -> list[dict[str, float]]:
+        return [row for future in self.futures for row in future.result()]
