@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 from statistics import median
 
+from cluster import costs
 from gan.cli import add_gens_flag, generator_list, parse_overrides, run_main
 from gan.config import make_config
 from gan.contract import CONFIG, TIMINGS_CSV, run_path
@@ -267,6 +268,24 @@ def parse_args() -> argparse.Namespace:
                         "(TensorBoard profile) and print the time per op type")
     parser.add_argument("--real", default=None, help="a pix2pix folder to time the input pipeline on")
     parser.add_argument("--json", default=None, help="also write the figures here")
+    g = parser.add_argument_group("cost model (--plan) and GPU check (--gpu-check)")
+    g.add_argument("--plan", action="store_true", help="the cost model per trial and per sweep on GPUs "
+                   "(cluster/costs.py), from the nets' FLOPs and this machine's measured host costs")
+    g.add_argument("--devices", default="A100,H100", help=f"with --plan: GPUs from {', '.join(costs.DEVICES)}")
+    g.add_argument("--efficiency", type=float, default=costs.BATCH1_EFFICIENCY,
+                   help="with --plan: share of the dense rate a batch-1 step sustains (default %(default)s)")
+    g.add_argument("--measured-ms", default=None, metavar="GEN=MS,...",
+                   help="with --plan: a lent GPU's measured ms per step (from --gpu-check) instead of the FLOP estimate")
+    g.add_argument("--trials", type=int, default=1000, help="with --plan: trials in the sweep (default 1000)")
+    g.add_argument("--nodes", type=int, default=64, help="with --plan: nodes (default 64)")
+    g.add_argument("--gpus-per-node", type=int, default=8, help="with --plan: GPUs per node (default 8)")
+    g.add_argument("--per-gpu", type=int, default=2, help="with --plan: trials packed per GPU (default 2)")
+    g.add_argument("--cores", type=int, default=4, help="with --plan: CPU cores per trial for the metrics (default 4)")
+    g.add_argument("--write-gbps", type=float, default=1.0, help="with --plan: checkpoint write GB/s per trial")
+    g.add_argument("--gpu-check", action="store_true", help="on one GPU, within 8 minutes: ms per step of every "
+                   "generator in float32 and mixed precision, with and without XLA; the evaluation with and without "
+                   "overlap; two trials packed on the device; peak memory; the cost model's prediction beside each")
+    g.add_argument("--gpu-check-child", default=None, help=argparse.SUPPRESS)
     args, extra = parser.parse_known_args()
     # Every other config field by its dotted name, as in every job (the textbook step takes size and batch
     # only: it is the reference, not the project).
@@ -283,6 +302,12 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    if args.gpu_check_child:
+        return gpu_check_child(json.loads(args.gpu_check_child))
+    if args.plan:
+        return plan_main(args)
+    if args.gpu_check:
+        return gpu_check_main(args)
     from gan import profiling
     roof = profiling.attainable_gflops()
     print(f"attainable on this machine: matmul {roof['matmul_gflops']:.1f} GFLOP/s, "
@@ -306,6 +331,270 @@ def main() -> int:
             json.dump({"roof": roof, "generators": results, "pipelines": pipelines, "peak_rss_mb": peak_rss_mb()},
                       f, indent=2)
     return 0
+
+
+# -- the cost model (--plan) ------------------------------------------------------------------------
+
+def net_figures(name: str, size: int, preset: str, overrides: dict) -> dict:
+    """FLOPs of a training step and of one generated image, and the checkpoint bytes, at `size`."""
+    from gan import profiling
+    from gan.train import build_models
+    cfg = make_config(preset, {"model.generator": name, "data.image_size": size, **overrides})
+    generator, discriminator, _, _ = build_models(cfg)
+    g, d = generator.count_params(), discriminator.count_params()
+    return {"step_gflop": profiling.train_step_flops(generator, discriminator) / 1e9,
+            "infer_gflop": profiling.model_flops(generator) / 1e9,
+            "checkpoint_bytes": int(4 * 3 * (g + d)), "best_bytes": int(4 * g), "parameters": int(g)}
+
+
+def host_overhead(name: str, attainable_gflops: float, steps: int = 30) -> dict:
+    """The project's step at a near-zero-FLOP size (the tiny preset: 32 px, 8 filters), one step per call and
+    ten: its ms are nearly all host (a tf.function call, the strategy, Python between steps)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from gan import profiling
+    from gan.train import build_models, make_strategy, make_train_step
+    cfg = make_config("tiny", {"model.generator": name})
+    strategy = make_strategy("auto")
+    with strategy.scope():
+        generator, discriminator, opt_g, opt_d = build_models(cfg)
+    step = make_train_step(cfg, strategy, generator, discriminator, opt_g, opt_d)
+    rng = np.random.default_rng(0)
+    x, y = (tf.constant(rng.uniform(-1, 1, (1, 32, 32, 3)).astype("float32")) for _ in range(2))
+    iterator = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors((x, y)).repeat()))
+    one = lambda: float(step(iterator)["gen_total"])  # noqa: E731
+    ten = lambda: float(step.many(iterator, tf.constant(10))["gen_total"])  # noqa: E731
+    for fn in (one, ten, one, ten):  # trace and warm up both
+        fn()
+    ms_one = 1000 * median(timed_steps(one, steps))
+    ms_ten = 1000 * median(timed_steps(ten, max(3, steps // 10))) / 10
+    # one = call + graph, ten = call / 10 + graph: the call's own part, and the graph's beyond its FLOPs.
+    call = max(0.0, (ms_one - ms_ten) * 10 / 9)
+    flops_ms = profiling.train_step_flops(generator, discriminator) / (attainable_gflops * 1e9) * 1000
+    return {"ms_per_step_at_1_per_call": ms_one, "ms_per_step_at_10_per_call": ms_ten, "host_ms_per_call": call,
+            "host_ms_per_step": max(0.0, ms_one - call - flops_ms), "tiny_flops_ms": flops_ms}
+
+
+def metric_ms_per_image(size: int, images: int = 8) -> float:
+    """The four metrics of one generated-like image at `size` on one core (synthetic street scenes scored
+    against their neighbours: as many ORB features as photos give)."""
+    from gan.datasets.loader import load_dataset
+    from gan.evaluators.metrics import MetricPool
+    cfg = make_config("small", {"data.image_size": size, "data.n_val": images})
+    photos = load_dataset(cfg).val.targets[:images]
+    import numpy as np
+    with MetricPool(1) as pool:
+        pool(photos[:1], photos[:1])
+        t0 = time.perf_counter()
+        pool(np.roll(photos, 1, axis=0), photos)
+    return 1000 * (time.perf_counter() - t0) / len(photos)
+
+
+def plan_main(args) -> int:
+    devices = [d for d in args.devices.split(",") if d]
+    unknown = [d for d in devices if d not in costs.DEVICES]
+    if unknown:
+        raise UserError(f"--devices: {unknown[0]} is not in the table (choose from {', '.join(costs.DEVICES)})")
+    measured = {}
+    for item in (args.measured_ms or "").split(","):
+        if item:
+            gen, _, ms = item.partition("=")
+            try:
+                measured[gen] = float(ms)
+            except ValueError:
+                raise UserError(f"--measured-ms {item}: not GEN=MS") from None
+    cfg = make_config(args.preset, args.overrides)
+    from gan import profiling
+    per_image = metric_ms_per_image(args.size)
+    attainable = profiling.attainable_gflops()["attainable_gflops"]
+    rows, sweeps = [], []
+    for g in args.gens:
+        nets, host = net_figures(g, args.size, args.preset, args.overrides), host_overhead(g, attainable)
+        hc = costs.HostCosts(host["host_ms_per_call"], per_image, args.cores, args.write_gbps, host["host_ms_per_step"])
+        print(f"{g}: {nets['step_gflop']:.0f} GFLOP per step at {args.size} px; host overhead here: the step at a "
+              f"near-zero-FLOP size {host['ms_per_step_at_1_per_call']:.2f} ms at 1 step per call, "
+              f"{host['ms_per_step_at_10_per_call']:.2f} ms at 10 (a call's own {host['host_ms_per_call']:.2f} ms, the "
+              f"graph's {host['host_ms_per_step']:.2f} ms per step beyond its FLOPs); metrics {per_image:.0f} ms per "
+              "image", flush=True)
+        for device in devices:
+            for precision in ("float32", "mixed_bfloat16"):
+                plan = costs.TrialPlan(g, args.size, device, precision, nets["step_gflop"], nets["infer_gflop"],
+                                       nets["checkpoint_bytes"], nets["best_bytes"], steps=cfg.train.steps,
+                                       eval_every=cfg.train.eval_every,
+                                       eval_images=cfg.data.n_val + cfg.eval.train_subset,
+                                       checkpoint_minutes=cfg.train.checkpoint_minutes,
+                                       steps_per_call=cfg.train.steps_per_call, overlap=cfg.eval.overlap != "off",
+                                       efficiency=args.efficiency, measured_ms=measured.get(g))
+                figures = plan.predict(hc)
+                rows.append({**costs.as_dict(plan), **host, "metric_ms_per_image": per_image, **figures})
+                sweeps.append({"generator": g, "device": device, "precision": precision,
+                               **costs.sweep(figures, args.trials, args.nodes, args.gpus_per_node, args.per_gpu,
+                                             cfg.train.checkpoints_to_keep)})
+    print(f"\ncost model per trial ({cfg.train.steps:,} steps, evaluation every {cfg.train.eval_every:,} on "
+          f"{cfg.data.n_val + cfg.eval.train_subset} images, checkpoints every {cfg.train.checkpoint_minutes:g} min, "
+          f"{cfg.train.steps_per_call} step(s) per call, overlap {cfg.eval.overlap}; batch-1 efficiency "
+          f"{args.efficiency:g} of the dense rate{', measured steps: ' + args.measured_ms if measured else ''}; "
+          f"metrics on {args.cores} cores; float32 runs at the TF32 rate)\n")
+    print("| generator | device | precision | GFLOP/step | ms/step (host) | eval s blocking (metrics s) "
+          "| checkpoint GB | ckpt MB/s | trial h | GPU busy |\n|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['generator']} | {r['device']} | {r['precision']} | {r['step_gflop']:.0f} "
+              f"| {r['step_ms']:.1f} ({r['host_ms']:.1f}) | {r['eval_blocking_s']:.1f} ({r['eval_metrics_s']:.1f}) "
+              f"| {r['checkpoint_gb']:.2f} | {r['checkpoint_mb_per_s']:.2f} | {r['wall_s'] / 3600:.2f} "
+              f"| {100 * r['gpu_busy']:.0f} % |")
+    print(f"\nsweep: {args.trials} trials of one generator on {args.nodes} nodes x {args.gpus_per_node} GPUs, "
+          f"{args.per_gpu} per GPU\n")
+    print("| generator | device | precision | waves | wall h | GPU h | writes MB/s | disk peak GB | head reports/s |"
+          "\n|---|---|---|---|---|---|---|---|---|")
+    for w in sweeps:
+        print(f"| {w['generator']} | {w['device']} | {w['precision']} | {w['waves']} | {w['wall_h']:.2f} "
+              f"| {w['gpu_h']:.0f} | {w['write_mb_per_s']:.0f} | {w['disk_peak_gb']:.0f} | {w['head_reports_per_s']:.2f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"trials": rows, "sweeps": sweeps}, f, indent=2)
+    return 0
+
+
+# -- the GPU check (--gpu-check) -----------------------------------------------------------------------
+
+GPU_CHECK_BUDGET_S = 7 * 60  # the check stops starting new measurements past this: it fits 8 minutes
+
+
+def gpu_check_child(job: dict) -> int:
+    """One measurement in its own process (precision and XLA are process-wide): ms per step, peak memory,
+    and with `eval` the evaluation's blocking seconds with and without overlap."""
+    import numpy as np
+    import tensorflow as tf
+
+    from gan.train import build_models, make_strategy, make_train_step
+    cfg = make_config(job["preset"], {"model.generator": job["generator"], "data.image_size": job["size"],
+                                      "train.precision": job["precision"], "train.jit_compile": job["xla"],
+                                      "data.n_val": job["eval_images"], "eval.train_subset": job["eval_images"]})
+    strategy = make_strategy("auto")
+    with strategy.scope():
+        generator, discriminator, opt_g, opt_d = build_models(cfg)
+    step = make_train_step(cfg, strategy, generator, discriminator, opt_g, opt_d)
+    rng = np.random.default_rng(0)
+    x, y = (tf.constant(rng.uniform(-1, 1, (1, job["size"], job["size"], 3)).astype("float32")) for _ in range(2))
+    iterator = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors((x, y)).repeat()))
+    run = lambda: float(step(iterator)["gen_total"])  # noqa: E731
+    for _ in range(3):
+        run()
+    ms = 1000 * median(timed_steps(run, job["steps"]))
+    out = {"ms_per_step": ms, "steps": job["steps"]}
+    gpus = tf.config.list_physical_devices("GPU")
+    if job.get("eval"):
+        from gan.datasets.loader import load_dataset
+        from gan.evaluators import evaluation
+        from gan.evaluators.metrics import MetricPool
+        from gan.rundir import RunDir
+        data = load_dataset(cfg)
+        with MetricPool(job.get("workers", 0)) as pool, tempfile.TemporaryDirectory() as tmp:
+            evaluator = evaluation.Evaluator(cfg, data, pool)
+            run_dir = RunDir(tmp)
+            run_dir.samples.mkdir()
+            evaluator.evaluate(generator.get_weights(), 0, run_dir)  # traces, starts the workers
+            for overlap in (False, True):
+                (Path(tmp) / "metrics.csv").unlink(missing_ok=True)
+                t0 = time.perf_counter()
+                pending = evaluator.start(generator.get_weights(), 1, run_dir, overlap=overlap)
+                if not overlap:
+                    evaluator.finish(pending, run_dir)
+                out[f"eval_blocking_s_{'overlap' if overlap else 'sync'}"] = time.perf_counter() - t0
+                if overlap:
+                    evaluator.finish(pending, run_dir)
+                    out["eval_total_s_overlap"] = time.perf_counter() - t0
+    out["peak_memory_mb"] = (tf.config.experimental.get_memory_info("GPU:0")["peak"] / 1e6 if gpus
+                             else peak_rss_mb())
+    out["device"] = (tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else "cpu")
+    print("GPU-CHECK " + json.dumps(out), flush=True)
+    return 0
+
+
+def _child(job: dict) -> subprocess.Popen:
+    env = {**os.environ, "TF_FORCE_GPU_ALLOW_GROWTH": "true"}  # two packed trials each grow, as under Tune
+    return subprocess.Popen([sys.executable, __file__, "--gpu-check-child", json.dumps(job)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _result(proc: subprocess.Popen, timeout: float) -> dict:
+    try:
+        out, err = proc.communicate(timeout=max(1.0, timeout))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return {"error": "ran past the check's budget"}
+    lines = [line for line in out.splitlines() if line.startswith("GPU-CHECK ")]
+    if proc.returncode or not lines:
+        return {"error": (err.strip().splitlines() or [f"exit {proc.returncode}"])[-1][:300]}
+    return json.loads(lines[-1][len("GPU-CHECK "):])
+
+
+def gpu_check_main(args) -> int:
+    """Every figure of the check, each in its own process, within GPU_CHECK_BUDGET_S; Markdown and --json."""
+    import tensorflow as tf
+    gpus = tf.config.list_physical_devices("GPU")
+    device = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else "cpu"
+    table = next((name for name in costs.DEVICES if name in device), None)
+    mixed = "mixed_float16" if gpus else "mixed_bfloat16"
+    started, rows, skipped = time.monotonic(), [], []
+    base = {"preset": args.preset, "size": args.size, "steps": args.steps, "eval_images": args.eval_images}
+    for g in args.gens:
+        nets = net_figures(g, args.size, args.preset, args.overrides)
+        for precision in ("float32", mixed):
+            for xla in (False, True):
+                left = GPU_CHECK_BUDGET_S - (time.monotonic() - started)
+                if left < 20:
+                    skipped.append(f"{g} {precision} xla={xla}")
+                    continue
+                first = precision == "float32" and not xla
+                r = _result(_child({**base, "generator": g, "precision": precision, "xla": xla, "eval": first}), left)
+                predicted = None
+                if table:
+                    predicted = costs.TrialPlan(g, args.size, table, precision, nets["step_gflop"], nets["infer_gflop"],
+                                                nets["checkpoint_bytes"]).predict(costs.HostCosts(0.0, 0.0, 1))["device_ms"]
+                rows.append({"generator": g, "precision": precision, "xla": xla, "predicted_ms": predicted,
+                             "step_gflop": nets["step_gflop"], **r})
+    packed = {}
+    left = GPU_CHECK_BUDGET_S - (time.monotonic() - started)
+    if left > 30:  # two trials sharing the device, as --gpus-per-trial 0.5 packs them
+        pair = [_child({**base, "generator": args.gens[0], "precision": "float32", "xla": False}) for _ in range(2)]
+        packed = {"generator": args.gens[0], "trials": [_result(p, left) for p in pair]}
+        alone = next((r for r in rows if r["generator"] == args.gens[0] and r["precision"] == "float32"
+                      and not r["xla"] and "ms_per_step" in r), None)
+        packed["alone_ms_per_step"] = alone["ms_per_step"] if alone else None
+    else:
+        skipped.append("two packed trials")
+    print(f"\nGPU check on {device} ({platform.node()}), {args.size} px, batch 1, median of {args.steps} steps; "
+          f"cost model row: {table or 'none (device not in cluster/costs.py DEVICES)'}, batch-1 efficiency "
+          f"{costs.BATCH1_EFFICIENCY}\n")
+    print("| generator | precision | XLA | ms/step | predicted ms | peak memory MB | eval s sync | eval s blocking "
+          "with overlap |\n|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['generator']} | {r['precision']} | {r['xla']} | failed: {r['error']} | | | | |")
+            continue
+        pred = f"{r['predicted_ms']:.1f}" if r["predicted_ms"] is not None else "-"
+        sync = f"{r['eval_blocking_s_sync']:.2f}" if "eval_blocking_s_sync" in r else ""
+        over = f"{r['eval_blocking_s_overlap']:.2f}" if "eval_blocking_s_overlap" in r else ""
+        print(f"| {r['generator']} | {r['precision']} | {r['xla']} | {r['ms_per_step']:.1f} | {pred} "
+              f"| {r['peak_memory_mb']:.0f} | {sync} | {over} |")
+    if packed:
+        both = all("ms_per_step" in t for t in packed["trials"])
+        print(f"\ntwo {packed['generator']} trials packed on one device: "
+              + ("both finished; " + ", ".join(f"{t['ms_per_step']:.1f} ms/step, {t['peak_memory_mb']:.0f} MB"
+                                               for t in packed["trials"])
+                 + (f" (alone: {packed['alone_ms_per_step']:.1f} ms/step)" if packed["alone_ms_per_step"] else "")
+                 if both else "failed: " + "; ".join(t.get("error", "ok") for t in packed["trials"])))
+    if skipped:
+        print(f"\nnot measured (past the {GPU_CHECK_BUDGET_S} s budget): {', '.join(skipped)}")
+    print(f"\nchecked in {time.monotonic() - started:.0f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": device, "size": args.size, "rows": rows, "packed": packed, "skipped": skipped,
+                       "seconds": time.monotonic() - started}, f, indent=2)
+    failed = [r for r in rows if "error" in r] + [t for t in packed.get("trials", []) if "error" in t]
+    return 1 if failed else 0
 
 
 # -- Markdown ---------------------------------------------------------------------------------------
