@@ -433,7 +433,9 @@ def _coerce(dotted: str, value: Any, kind: type) -> Any:
 def paper(cfg: Config) -> Config:
     """The study's protocol (the defaults): 256px, batch 1, 60k steps, eval every 1k.
 
-    About 15 h per generator on one GPU (the study: 800-960 s per 1,000 steps).
+    About 9-25 minutes per generator on one A100 or H100 by the cost model (`jobs/bench.py --plan`: the
+    nets' 75-379 GFLOP per step at 15 % of the dense rate, plus the host's ~8 ms per step measured on a
+    CPU host); the study's 800-960 s per 1,000 steps was its own pipeline, not what the nets cost.
         python jobs/train.py --gens unet --data /data/cityscapes --preset paper
     """
     return cfg
