@@ -138,13 +138,8 @@ class Run:
         it now is (`model.resnet_blocks` -> `model.resnet.blocks`), and other generators' own settings are
         left out (a U-Net run has no ResNet blocks): so nothing looks swept between old and new runs of
         one configuration."""
-        from gan.config import Config, for_generator, legacy_names  # plain dataclasses: no TensorFlow
-        written = dict(_flatten(self.config))
-        for old, new in legacy_names().items():
-            if old in written:
-                value = written.pop(old)
-                written.update({name: value for name in new if name not in written})
-        return for_generator({**Config().flat(), **written}, self.generator)
+        from gan.config import run_fields  # plain dataclasses: no TensorFlow
+        return run_fields(self.config, self.generator)
 
 
 def _flatten(d: dict, prefix: str = ""):

@@ -115,7 +115,7 @@ class BestCheckpoint:
         import tensorflow as tf
         self.metric, self.lower, self.log = metric, lower_is_better, log
         self.directory, self.run_checkpoints = Path(directory), run_checkpoints
-        self.build, self.note = build, ""
+        self.build, self.note, self.lost = build, "", None
         # Its own copy of the generator, whose weights are set to those of the evaluation it keeps: the
         # training model has moved on when an overlapped evaluation's score arrives. One manager for every
         # save, so a replaced checkpoint is the one the next save retires.
@@ -141,6 +141,10 @@ class BestCheckpoint:
             self.value, self.step = value, step
             self.keeper.set_weights(weights)
             self.manager.save(checkpoint_number=step)
+            if self.lost is not None:  # the note names the step the test uses, whichever it is
+                self.note = (f"the best checkpoint (step {self.lost}) could not be read; the best of the intact "
+                             f"checkpoints and the later evaluations by the same validation {self.metric} "
+                             f"(step {step}) was used")
 
     def _replace_damaged(self) -> None:
         """Set the unreadable best checkpoint aside; keep instead the run's intact checkpoint with the best
@@ -159,7 +163,7 @@ class BestCheckpoint:
                     intact[step] = path
         self.manager = tf.train.CheckpointManager(tf.train.Checkpoint(generator=self.keeper), str(self.directory),
                                                   max_to_keep=1, checkpoint_name=CHECKPOINT_PREFIX)
-        lost = damaged.rsplit("-", 1)[1]
+        lost = self.lost = damaged.rsplit("-", 1)[1]
         step = self._best_of({s: self.scored[s] for s in intact})
         if step is None:
             self.value = self.step = None

@@ -382,6 +382,20 @@ def _foreign_section(key: str, sections: set[str]) -> bool:
     return len(parts) == 3 and parts[0] == "model" and parts[1] not in sections
 
 
+def run_fields(written: dict[str, Any], generator: str | None = None) -> dict[str, Any]:
+    """A run's recorded config (config.json's "config") as today's dotted fields of its generator: a field
+    added since reads as its default (the run ran under it), an older flat name as the setting it now is
+    (`model.resnet_blocks` -> `model.resnet.blocks`), other generators' own settings left out. What a
+    resume compares and what the analysis groups by, so old run directories keep loading."""
+    values = dict(flatten(written))
+    for old, new in legacy_names().items():
+        if old in values:
+            value = values.pop(old)
+            values.update({name: value for name in new if name not in values})
+    merged = {**Config().flat(), **values}
+    return for_generator(merged, generator or merged["model.generator"])
+
+
 def for_generator(values: dict[str, Any], generator: str) -> dict[str, Any]:
     """Dotted values without other generators' own settings: what a run of `generator` is given from a
     sweep drawn for all generators (its name and identity then carry only the knobs it has)."""

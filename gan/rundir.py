@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gan.config import Config, flatten
+from gan.config import for_generator, run_fields
 from gan.contract import (CHECKPOINTS, CONFIG, FCN_CSV, LEASE, METRICS_CSV, METRICS_KEYS, RESUMABLE_FIELDS, RUN_KIND,
                           REPLACED, SAMPLES, SPLIT, STATUS, SUMMARY, TENSORBOARD, TEST_CSV, TIMINGS_COLUMNS, TIMINGS_CSV, check_config,
                           check_status)
@@ -110,9 +110,13 @@ class RunDir:
                 if old.get("kind", RUN_KIND) != self.kind:
                     raise UserError(f"--out {self.path}: holds a {old.get('kind', RUN_KIND)} run, not a {self.kind} "
                                     "run; choose another --out or --run-name")
-                # A field the old run did not have yet reads as its default (it ran under it).
-                old_flat = (read_old(old["config"]) if read_old else
-                            {**Config().flat(), **dict(flatten(old.get("config", {})))})
+                # A field the old run did not have yet reads as its default (it ran under it), an older
+                # flat name as today's setting; the generator's own settings only, on both sides.
+                if read_old:
+                    old_flat = read_old(old["config"])
+                else:
+                    generator = flat.get("model.generator")
+                    old_flat, flat = run_fields(old.get("config", {}), generator), for_generator(flat, generator)
                 changed = sorted(k for k in set(old_flat) | set(flat)
                                  if k not in resumable and old_flat.get(k) != flat.get(k))
                 if not changed:

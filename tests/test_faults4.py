@@ -1,0 +1,76 @@
+"""The fourth round of faults: each ends in one clear line with the right exit code and loses nothing, or
+behaves correctly; for every generator where a generator is involved."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT, run_cli
+from gan import models
+
+pytestmark = pytest.mark.slow
+
+
+def one_error_line(done: subprocess.CompletedProcess, code: int = 2) -> str:
+    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    assert done.returncode == code and len(lines) == 1 and lines[0].startswith("error: "), done.stderr[-3000:]
+    return lines[0]
+
+
+@pytest.mark.parametrize("gen", models.names())
+def test_a_repaired_best_checkpoint_is_still_the_bar_the_next_evaluation_must_beat(tmp_path, gen):
+    """eval.select best_val_feature_match, a checkpoint at every evaluation, three kept; the best checkpoint
+    damaged, the run extended: the best intact checkpoint takes its place, the next evaluation is kept only
+    if it beats that, the summary names one step, and best/ holds one checkpoint."""
+    from gan.config import make_config
+    from gan.train import train
+    common = {"model.generator": gen, "eval.select": "best_val_feature_match", "train.eval_every": 2,
+              "train.checkpoints_to_keep": 3}
+    assert train(make_config("tiny", {**common, "train.steps": 8}), tmp_path) == 0
+    run = tmp_path / "default" / gen
+    best = run / "checkpoints" / "best"
+    (data,) = best.glob("ckpt-*.data-*")
+    first_best = int(data.name.split("-")[1].split(".")[0])
+    data.write_bytes(data.read_bytes()[:100])
+    assert train(make_config("tiny", {**common, "train.steps": 12}), tmp_path) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    metrics = pd.read_csv(run / "metrics.csv")
+    val = metrics[metrics.split == "val"].set_index("step").feature_match
+    selected = summary["selected"]
+    kept = sorted(int(p.name.split("-")[1].split(".")[0]) for p in best.glob("ckpt-*.index"))
+    assert kept == [selected["step"]], (kept, selected)
+    # The intact checkpoints at the repair: steps 4, 6 and 8 (three kept); the bar is the best of them.
+    bar_step = max((4, 6, 8), key=lambda s: (val[s], -s))
+    later = {s: val[s] for s in (10, 12)}
+    expected = max([bar_step, *[s for s, v in later.items() if v > val[bar_step]]], key=lambda s: (val[s], -s))
+    assert selected["step"] == expected and selected["value"] == pytest.approx(val[expected], abs=1e-6), (selected, val)
+    assert f"(step {expected})" in selected["note"] and f"(step {first_best})" in selected["note"], selected
+
+
+@pytest.mark.parametrize("gen", models.names())
+def test_a_run_written_before_per_generator_settings_resumes_and_extends(tiny_runs, tmp_path, gen):
+    """config.json with the earlier flat model fields (model.dropout, model.resnet_blocks, ...): the same
+    run to a resume, which extends it."""
+    from gan.config import make_config
+    run = tmp_path / "cmp" / gen
+    shutil.copytree(tiny_runs / "cmp" / gen, run)
+    record = json.loads((run / "config.json").read_text())
+    model = record["config"]["model"]
+    own = {}
+    for name in models.names():  # every generator's section, back to the flat names they had
+        section = model.pop(name, {})
+        for old, new in models.generator(name).aliases.items():
+            if name == gen and new in section:
+                own[old] = section[new]
+    record["config"]["model"] = {**model, **own}
+    (run / "config.json").write_text(json.dumps(record))
+    assert make_config("tiny", {"model.generator": gen}).model.generator == gen
+    done = run_cli("train.py", "--preset", "tiny", "--gens", gen, "--out", str(tmp_path), "--experiment", "cmp",
+                   "--train.steps", "12")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((run / "status.json").read_text())["step"] == 12
