@@ -19,6 +19,8 @@ import argparse
 import hashlib
 import itertools
 import json
+import re
+import subprocess
 import sys
 from typing import Any
 
@@ -87,16 +89,51 @@ def grid_trials(gens: list[str], grid: list[tuple[str, list[Any]]] = (), seeds: 
     return [json.loads(t) for t in dict.fromkeys(json.dumps(t, sort_keys=True) for t in trials)]
 
 
-def array_task(task: int, seeds: int, last: int | None = None) -> dict[str, Any]:
+def array_task(task: int, seeds: int) -> dict[str, Any]:
     """The dotted values of task `task` of the plain sbatch array (one task per registered generator x
-    seed); refuses an array that stops short of the last task, naming the --array it needs."""
+    seed). Any subset of the tasks may run (--array=2 redoes one); a task beyond them is refused."""
     trials = grid_trials(list(models.names()), seeds=seeds)
-    final = len(trials) - 1
-    if (last if last is not None else final) != final or not 0 <= task <= final:
+    if not 0 <= task < len(trials):
         gens = models.names()
-        raise UserError(f"{len(gens)} generators ({' '.join(gens)}) x {seeds} seed(s) need --array=0-{final} "
-                        f"(this array ends at {last if last is not None else '?'})")
+        raise UserError(f"task {task}: {len(gens)} generators ({' '.join(gens)}) x {seeds} seed(s) are tasks "
+                        f"0-{len(trials) - 1} (submit with: bash slurm/train_all.sh, which sets the array)")
     return trials[task]
+
+
+# `scontrol show job` fields -> the sbatch option that asks for the same (a job resubmitted as an array keeps
+# what its first submission asked for).
+JOB_OPTIONS = {"Partition": "--partition", "Account": "--account", "QOS": "--qos", "TimeLimit": "--time",
+               "NumCPUs": None, "CPUs/Task": "--cpus-per-task", "MinMemoryNode": "--mem", "MinMemoryCPU": "--mem-per-cpu",
+               "TresPerNode": "--gres", "JobName": "--job-name", "StdOut": "--output", "Requeue": None}
+
+
+def job_options(job_id: str, show: str | None = None) -> list[str]:
+    """sbatch options asking for job `job_id`'s resources and output (from `scontrol show job -o`), so the
+    job resubmits itself as an array with what it was given: partition, account, QOS, time, CPUs per task,
+    memory, generic resources and the output file's pattern."""
+    if show is None:
+        done = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)], capture_output=True, text=True)
+        if done.returncode:
+            raise UserError(f"scontrol show job {job_id}: {done.stderr.strip() or 'failed'}")
+        show = done.stdout
+    fields = dict(item.split("=", 1) for item in show.split() if "=" in item)
+    options = []
+    for key, flag in JOB_OPTIONS.items():
+        value = fields.get(key, "")
+        if not flag or value in ("", "(null)", "N/A", "UNLIMITED"):
+            continue
+        if key == "TresPerNode":
+            value = value.replace("gres/", "").replace("gres:", "")
+        if key == "StdOut":  # back to a pattern: in the file's name, this job's id and non-array index -> %A, %a
+            folder, _, name = value.rpartition("/")
+            name = re.sub(rf"(?<!\d){job_id}(?!\d)", "%A", name.replace(f"{job_id}_4294967294", "%A_%a"))
+            value = f"{folder}/{name}" if folder else name
+        if key in ("MinMemoryNode", "MinMemoryCPU") and value[-1:].isdigit():
+            value += "M"
+        options.append(f"{flag}={value}")
+    if not fields.get("TresPerNode"):  # asked for none: say so, or the script's own #SBATCH --gres applies
+        options.append("--gres=none")
+    return options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,15 +142,18 @@ def main(argv: list[str] | None = None) -> int:
     tasks = sub.add_parser("tasks", help="how many tasks the sbatch array needs")
     task = sub.add_parser("task", help="generator, seed and run name of one array task")
     task.add_argument("index", type=int)
-    task.add_argument("--last", type=int, default=None, help="the array's last task ($SLURM_ARRAY_TASK_MAX)")
+    options = sub.add_parser("job-options", help="sbatch options asking for a job's resources")
+    options.add_argument("job")
     for p in (tasks, task):
         p.add_argument("--seeds", type=int, default=1)
     args = parser.parse_args(argv)
     try:
         if args.what == "tasks":
             print(len(grid_trials(list(models.names()), seeds=args.seeds)))
+        elif args.what == "job-options":
+            print("\n".join(job_options(args.job)))  # one per line: a path may hold spaces
         else:
-            values = array_task(args.index, args.seeds, args.last)
+            values = array_task(args.index, args.seeds)
             print(values["model.generator"], values.get("train.seed", 0), run_name(values))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

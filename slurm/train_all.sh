@@ -11,16 +11,15 @@
 # EXPERIMENT (slurm), SEEDS (1), PYTHON (python), EXTRA_ARGS (dotted overrides,
 # e.g. "--optim.lr_g 1e-4"). Task i trains generator i / SEEDS with train.seed
 # i % SEEDS into OUT/EXPERIMENT/<generator> (<generator>-seed<k> with SEEDS > 1).
-# Run with bash instead of sbatch, the script submits itself with the array
-# the registry's generators x SEEDS need (any arguments go to sbatch). Under
-# sbatch, an array too short for generators x SEEDS (a generator added since
-# the #SBATCH line below was written, say) fails every task at once, naming
-# the --array it needs, rather than silently leaving some out.
+# The array is derived, never written down: run with bash, the script submits itself with the array
+# the registry's generators x SEEDS need (any arguments go to sbatch); given to sbatch without --array,
+# it resubmits itself the same way with the job's own resources, and ends. So a generator added as one
+# file is trained with no line here to edit. An explicit --array may name any subset (--array=2 redoes
+# one task); a task beyond the registry's fails in one line naming the tasks there are.
 # SLURM sends USR1 300 s before the time limit: the trainer checkpoints and
 # exits 75, and this script requeues the task; a requeued (or preempted and
 # requeued) task reruns the same command, which resumes at the exact step.
 #SBATCH --job-name=pix2pix
-#SBATCH --array=0-2
 #SBATCH --gres=gpu:1
 #SBATCH --cpus-per-task=8
 #SBATCH --mem=32G
@@ -32,16 +31,22 @@
 set -uo pipefail
 
 # The launch plan (cluster/plan.py) maps tasks to runs, as Tune and submitit do: the registry's generators
-# in order x SEEDS, the run names, and the check that the array reaches every task.
+# in order x SEEDS, the run names.
 SEEDS=${SEEDS:-1}
-if [ -z "${SLURM_JOB_ID:-}" ]; then  # not inside a job: submit this script with the array it needs
+if [ -z "${SLURM_ARRAY_TASK_ID:-}" ]; then  # not an array task: submit this script as the array it needs
+    if [ -n "${SLURM_JOB_ID:-}" ]; then  # a job sbatch started without --array: its resources, as options
+        OPTIONS=$("${PYTHON:-python}" -m cluster.plan job-options "$SLURM_JOB_ID") || exit 2
+        if [ -n "$OPTIONS" ]; then
+            mapfile -t FROM_JOB <<< "$OPTIONS"
+            set -- "${FROM_JOB[@]}" "$@"
+        fi
+        echo "[$(date -Is)] submitted without --array: submitting the array the registry needs"
+    fi
     TASKS=$("${PYTHON:-python}" -m cluster.plan tasks --seeds "$SEEDS") || exit 2
     exec sbatch --array=0-$((TASKS - 1)) "$@" "$0"
 fi
-TASK=${SLURM_ARRAY_TASK_ID:-0}
-# A subset (--array=2: redo one task) is fine; an array that stops short of the last task is not.
-read -r GEN SEED NAME < <("${PYTHON:-python}" -m cluster.plan task "$TASK" --seeds "$SEEDS" \
-                          ${SLURM_ARRAY_TASK_MAX:+--last "$SLURM_ARRAY_TASK_MAX"}) || true
+TASK=${SLURM_ARRAY_TASK_ID}
+read -r GEN SEED NAME < <("${PYTHON:-python}" -m cluster.plan task "$TASK" --seeds "$SEEDS") || true
 [ -n "${NAME:-}" ] || exit 2  # the plan said why, in one line on stderr
 NAME_ARGS=()
 if [ "$SEEDS" -gt 1 ]; then

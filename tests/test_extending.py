@@ -33,7 +33,7 @@ def build_toy(cfg, size: int):
 @pytest.fixture
 def toy_generator():
     models.register(models.Generator(
-        "toy", build_toy, summary="two convs",
+        "toy", build_toy, summary="two convs", order=1000,
         check=lambda m, size: None if m.filters <= 16 else f"--model.filters: the toy takes at most 16, got {m.filters}"))
     yield "toy"
     models.unregister("toy")
@@ -57,7 +57,9 @@ def test_a_registered_generator_and_metric_reach_every_list_the_trainer_and_the_
     from cluster.tune import mode_of
 
     # Every list of generators is the registry's: --gens all, the sweep grid, the config's check.
-    assert models.names() == ("unet", "resnet", "hybrid", "toy") == tuple(generator_list("all"))
+    in_repo = {p.stem for p in (ROOT / "gan" / "models" / "generators").glob("*.py") if p.stem != "__init__"}
+    assert models.names()[:3] == ("unet", "resnet", "hybrid") and models.names()[-1] == "toy"
+    assert set(models.names()) == in_repo | {"toy"} and models.names() == tuple(generator_list("all"))
     assert spaces.build_space(generator_list("all"), [])["model.generator"] == {"grid": list(models.names())}
     with pytest.raises(ConfigError, match="--model.filters: the toy takes at most 16, got 32"):
         make_config("tiny", {"model.generator": "toy", "model.filters": 32})
@@ -121,13 +123,54 @@ def test_resuming_an_older_run_adds_the_new_metric_column(tmp_path):
     assert np.isnan(frame.mean_gap[0]) and frame.mean_gap[1] == pytest.approx(0.1)
 
 
-def test_a_broken_generator_module_is_named_in_one_line(tmp_path, monkeypatch):
-    from gan.errors import UserError
-    from gan.models import _discover, generators
-    (tmp_path / "halfdone.py").write_text("def build(cfg, size):\n    return (\n")
-    monkeypatch.setattr(generators, "__path__", [str(tmp_path)])
-    with pytest.raises(UserError, match=r"gan/models/generators/halfdone.py: cannot be loaded \(SyntaxError"):
-        _discover()
+GOOD_TOY = """
+from dataclasses import dataclass
+from gan.models.registry import Generator
+
+@dataclass
+class Settings:
+    width: int = 8
+
+def build(cfg, size):
+    raise NotImplementedError
+
+TOYNET = Generator("toynet", build, Settings, presets={PRESETS}, space={SPACE})
+"""
+
+
+@pytest.mark.parametrize("content,where,message", [
+    ("def build(cfg, size):\n    return (\n", "bad.py", "cannot be loaded (SyntaxError"),
+    (GOOD_TOY.replace("toynet", "unet").replace("{PRESETS}", "{}").replace("{SPACE}", "{}"), "bad.py",
+     "ValueError: generator 'unet' is already registered (by gan/models/generators/unet.py)"),
+    (GOOD_TOY.replace("{PRESETS}", '{"tiny": {"widht": 2}}').replace("{SPACE}", "{}"), "bad.py",
+     "preset 'tiny' sets 'widht', which is not one of its settings (width)"),
+    (GOOD_TOY.replace("{PRESETS}", '{"tinny": {"width": 2}}').replace("{SPACE}", "{}"), "bad.py",
+     "preset 'tinny' is not a preset"),
+    (GOOD_TOY.replace("{PRESETS}", "{}").replace("{SPACE}", '{"depth": {"choice": [1, 2]}}'), "bad.py",
+     "its search space names 'depth', which is not one of its settings"),
+    (None, "", "$PIX2PIX_GENERATORS {folder}/missing: not a folder of generator modules"),
+], ids=["syntax", "clash", "preset-setting", "preset-name", "space", "missing-folder"])
+@pytest.mark.parametrize("job", [["train.py", "--gens", "unet", "--preset", "tiny", "--out", "{tmp}/out"],
+                                 ["tune.py", "--gens", "unet", "--out", "{tmp}/out"],
+                                 ["evaluate.py", "{run}", "--split", "test"]], ids=["train", "tune", "evaluate"])
+def test_a_broken_generator_plug_in_is_one_line_naming_its_file_in_every_job(tiny_runs, tmp_path, content, where,
+                                                                             message, job):
+    """A generator file with a syntax error, a name a built-in has, a misspelled preset setting or preset
+    name, a search space over a setting it lacks, or a folder that is not there: every job ends in one
+    `error:` line naming the file (exit 2), also for jobs about another generator."""
+    folder = tmp_path / "plug"
+    folder.mkdir()
+    if content is not None:
+        (folder / where).write_text(content)
+    named = folder if content is not None else folder / "missing"
+    args = [a.replace("{tmp}", str(tmp_path)).replace("{run}", str(tiny_runs / "cmp" / "unet")) for a in job]
+    done = run_cli(*args, env={"PIX2PIX_GENERATORS": str(named)}, timeout=120)
+    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
+    expected = message.replace("{folder}", str(folder))
+    assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+    if content is not None:
+        assert str(folder / where) in lines[0]
 
 
 TOY_FILE = textwrap.dedent('''
@@ -150,7 +193,7 @@ TOY_FILE = textwrap.dedent('''
         return keras.Model(inputs, layers.Conv2D(3, 3, padding="same", activation="tanh")(x), name="toy")
 
 
-    TOY = register(Generator("toy", build, Settings, summary="two convs",
+    TOY = register(Generator("toy", build, Settings, summary="two convs", order=1000,
                              check=lambda cfg, size: check_range(TOY, cfg.own, "width", 1, 64),
                              presets={"tiny": {"width": 4}}, space={"width": {"choice": [2, 4]}}))
 ''')
@@ -188,19 +231,23 @@ def test_a_fourth_generator_in_a_file_of_its_own_goes_through_the_whole_suite(tm
     names = [*models.names(), "toy"]
     task = {**env, "SLURM_JOB_ID": "1", "PYTHON": sys.executable, "PRESET": "tiny", "OUT": str(tmp_path / "runs"),
             "SLURM_SUBMIT_DIR": str(ROOT)}
-    short = subprocess.run(["bash", "slurm/train_all.sh"], env={**task, "SLURM_ARRAY_TASK_ID": "0",
-                           "SLURM_ARRAY_TASK_MAX": str(len(names) - 2)}, capture_output=True, text=True, cwd=ROOT,
-                           timeout=120)
-    assert short.returncode == 2
-    assert f"error: {len(names)} generators ({' '.join(names)}) x 1 seed(s) need --array=0-{len(names) - 1}" \
-        in short.stderr
+    beyond = subprocess.run(["bash", "slurm/train_all.sh"], env={**task, "SLURM_ARRAY_TASK_ID": str(len(names))},
+                            capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert beyond.returncode == 2
+    assert f"error: task {len(names)}: {len(names)} generators ({' '.join(names)}) x 1 seed(s) are tasks " \
+        f"0-{len(names) - 1}" in beyond.stderr
     last = str(len(names) - 1)
     done = subprocess.run(["bash", "slurm/train_all.sh"], env={**task, "SLURM_ARRAY_TASK_ID": last,
-                          "SLURM_ARRAY_TASK_MAX": last, "EXTRA_ARGS": "--model.toy.width 3"},
+                          "EXTRA_ARGS": "--model.toy.width 3"},
                           capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     run = tmp_path / "runs" / "slurm" / "toy"
     assert json.loads((run / "config.json").read_text())["config"]["model"]["toy"] == {"width": 3}
+    # Without the folder the generator is unknown: one line that says where generators are found.
+    lost = run_cli("evaluate.py", str(run), "--split", "test", env={"PIX2PIX_GENERATORS": ""}, timeout=120)
+    assert lost.returncode == 2 and lost.stderr.strip().splitlines() == [
+        f"error: unknown generator 'toy' (registered: {', '.join(models.names())}; a generator from a folder of your "
+        "own is found through $PIX2PIX_GENERATORS)"], lost.stderr[-2000:]
 
     # The report's tables read the run directory, with no generator registry at all.
     from analysis.runs import find_runs

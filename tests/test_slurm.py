@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -41,9 +42,19 @@ def sbatch(slurm: Slurm, out: Path, *extra: str, env: str = "") -> str:
     return done.stdout.strip().split(";")[0]
 
 
-def test_sbatch_train_all_leaves_three_finished_runs(slurm, tmp_path):
+def test_sbatch_train_all_leaves_a_finished_run_of_every_generator(slurm, tmp_path):
+    """Plain `sbatch slurm/train_all.sh`: the job resubmits itself as the array the registry needs, with the
+    resources and output pattern it was given, and every registered generator trains."""
     job = sbatch(slurm, tmp_path)
     slurm.wait_job(job)
+    (launcher,) = tmp_path.glob(f"slurm_{job}_*.out")
+    array = re.search(r"Submitted batch job (\d+)", launcher.read_text())
+    assert array, launcher.read_text()
+    deadline = time.time() + 300  # squeue may not list an array submitted a moment ago: wait for its tasks
+    while len(list(tmp_path.glob(f"slurm_{array.group(1)}_*.out"))) < len(names()):
+        assert time.time() < deadline, sorted(p.name for p in tmp_path.iterdir())
+        time.sleep(1)
+    slurm.wait_job(array.group(1))
     for gen in names():
         run = tmp_path / "slurm" / gen
         status = json.loads((run / "status.json").read_text())
@@ -116,13 +127,16 @@ def test_submit_command_local_round_trip_with_seeds(tmp_path):
         assert json.loads((run / "config.json").read_text())["config"]["train"]["seed"] == seed
 
 
-def test_sbatch_array_too_short_for_the_seeds_fails_loudly(slurm, tmp_path):
-    """SEEDS=2 needs six tasks; the default array has three: every task fails naming the array it needs."""
-    job = sbatch(slurm, tmp_path, env="SEEDS=2")
+def test_sbatch_task_beyond_the_registry_fails_in_one_line(slurm, tmp_path):
+    """An explicit array may name any subset; a task past the registry's generators x SEEDS fails naming the
+    tasks there are, and trains nothing."""
+    beyond = 2 * len(names())
+    job = sbatch(slurm, tmp_path, f"--array={beyond}", env="SEEDS=2")
     slurm.wait_job(job)
     logs = " ".join(p.read_text() for p in tmp_path.glob("slurm_*.out"))
-    need = f"error: {len(names())} generators ({' '.join(names())}) x 2 seed(s) need --array=0-{2 * len(names()) - 1}"
-    assert logs.count(need) == 3, logs  # each task of the default three-task array
+    need = (f"error: task {beyond}: {len(names())} generators ({' '.join(names())}) x 2 seed(s) are tasks "
+            f"0-{beyond - 1}")
+    assert logs.count(need) == 1, logs
     assert not (tmp_path / "slurm").exists()
 
 

@@ -1,22 +1,25 @@
 """The networks: a registry of generators, the shared PatchGAN, and the two builders the trainer calls.
 
 A generator is one module in `gan/models/generators/` (or in a folder named by $PIX2PIX_GENERATORS) that
-registers itself with everything that is its own:
+declares, as a module value, a `Generator` with everything that is its own (gan/models/registry.py):
 
     @dataclass
     class Settings:                 # its flags: --model.resnet.blocks, --model.resnet.dropout
         blocks: int = 9
         dropout: float = 0.0
 
-    register(Generator("resnet", build, Settings, check=check, presets={"tiny": {"blocks": 2}},
-                       space={"blocks": {"choice": [6, 9]}}, summary="...", order=1))
+    RESNET = Generator("resnet", build, Settings, check=check, presets={"tiny": {"blocks": 2}},
+                       space={"blocks": {"choice": [6, 9]}}, summary="...", order=1)
 
-and everything that lists generators - the `--model.generator` check, `--gens all`, the config's
-`model.<name>` sections, the presets, the `hparams` sweep, the Tune grid, the SLURM array, the test
-parametrisations - asks the registry. This package imports no Keras: a generator's `build` imports it
-when a net is built, so flags and sweep spaces validate in a fraction of a second (the README's
-"Extending" section walks through adding a generator).
+Discovery collects those values the first time anything asks the registry (so a broken file is one
+`error:` line of the job that asked, not a traceback at import), checks each one (its preset names, the
+settings its presets, space and aliases name) and names the file of any problem. Everything that lists
+generators - the `--model.generator` check, `--gens all`, the config's `model.<name>` sections, the
+presets, the `hparams` sweep, the Tune grid, the SLURM array, the test parametrisations - asks the
+registry. This package imports no Keras: a generator's `build` imports it when a net is built, so flags
+and sweep spaces validate in a fraction of a second (the README's "Extending" walks through adding one).
 
+    registry.py   the Generator record and its checks (what generator modules import)
     layers.py     Keras layers and blocks the nets share (fused BatchNorm, the up/down blocks, ...)
     winograd.py   Winograd F(m, r) convolutions behind `model.conv`
     patchgan.py   the 70x70 PatchGAN discriminator
@@ -25,58 +28,29 @@ when a net is built, so flags and sweep spaces validate in a fraction of a secon
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import importlib.util
 import os
 import pkgutil
 import sys
-from dataclasses import dataclass, field
-from typing import Any, Callable
 
+from gan.models.registry import RESERVED, Generator, check_generator, check_range  # noqa: F401 (re-exported)
 
-@dataclass(frozen=True)
-class Generator:
-    """One generator: its name (`model.generator`), its builder, its own settings and what the config, the
-    presets and the sweeps need to know of it."""
-    name: str
-    # (ModelConfig, image size) -> keras.Model with input and output (None, size, size, 3) in [-1, 1]; the
-    # generator's own settings are `cfg.own` (an instance of `settings`).
-    build: Callable[[Any, int], Any]
-    # A dataclass of the generator's own settings: `model.<name>.<field>` on every command line, in every
-    # config.json and sweep space. None: it has none.
-    settings: type | None = None
-    summary: str = ""  # one line for --help and the README
-    # A problem with these model settings at this image size (the flag and why), or None; `Config.validate`
-    # calls it with the ModelConfig, so the builder may trust its settings (`flag(self, field)` names them).
-    check: Callable[[Any, int], str | None] | None = None
-    # Own settings per preset, e.g. {"tiny": {"blocks": 2}, "cityscapes_cpu": {"blocks": 6}}.
-    presets: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # Own settings the `hparams` sweep searches, as a sweep space (cluster/spaces.py): {"blocks": {"choice": [6, 9]}}.
-    space: dict[str, Any] = field(default_factory=dict)
-    # Older flat names (config.json of earlier runs, old flags) -> own setting: {"resnet_blocks": "blocks"}.
-    aliases: dict[str, str] = field(default_factory=dict)
-    order: int = 100  # place in every list (the study's three first); then by name
-
-    def flag(self, setting: str) -> str:
-        """The dotted flag of one of its own settings: '--model.resnet.blocks'."""
-        return f"--model.{self.name}.{setting}"
-
-
-# Shared ModelConfig fields (gan/config.py): a generator of one of these names would shadow it.
-RESERVED = frozenset({"generator", "filters", "batchnorm", "upsample", "conv", "own"})
 _REGISTRY: dict[str, Generator] = {}
+_DISCOVERED = False
 
 
-def register(generator: Generator) -> Generator:
-    """Add a generator (a module in generators/ does this at import; a test may do it for a toy one)."""
-    if not generator.name.isidentifier() or generator.name in RESERVED:
-        raise ValueError(f"generator name {generator.name!r}: letters, digits and '_' (it names flags and folders), "
-                         f"not one of {', '.join(sorted(RESERVED))}")
-    if generator.settings is not None and not dataclasses.is_dataclass(generator.settings):
-        raise ValueError(f"generator {generator.name!r}: settings must be a dataclass")
+def register(generator: Generator, where: str = "") -> Generator:
+    """Add a generator (discovery does this for every module value; a test may do it for a toy one);
+    ValueError naming what is wrong with it."""
+    _discover()
+    check_generator(generator)
     if generator.name in _REGISTRY and _REGISTRY[generator.name] is not generator:
-        raise ValueError(f"generator {generator.name!r} is registered twice")
+        other = _REGISTRY[generator.name]
+        raise ValueError(f"generator {generator.name!r} is already registered"
+                         + (f" (by {other.where})" if getattr(other, "where", "") else ""))
+    if where:
+        object.__setattr__(generator, "where", where)
     _REGISTRY[generator.name] = generator
     return generator
 
@@ -87,16 +61,22 @@ def unregister(name: str) -> None:
 
 def names() -> tuple[str, ...]:
     """Every registered generator, the study's three first: what `--gens all` means."""
+    _discover()
     return tuple(g.name for g in sorted(_REGISTRY.values(), key=lambda g: (g.order, g.name)))
 
 
 def generator(name: str) -> Generator:
+    _discover()
+    if name not in _REGISTRY:
+        from gan.errors import UserError
+        raise UserError(f"unknown generator {name!r} (registered: {', '.join(names())}; a generator from a folder "
+                        f"of your own is found through ${EXTRA_ENV})")
     return _REGISTRY[name]
 
 
 def build_generator(cfg, size: int):
     """The generator `cfg.model.generator` names (`cfg`: a validated ModelConfig) at `size` px."""
-    return _REGISTRY[cfg.generator].build(cfg, size)
+    return generator(cfg.generator).build(cfg, size)
 
 
 def build_discriminator(cfg, size: int):
@@ -121,22 +101,15 @@ def random_state(model) -> list:
     return [v for v in model.non_trainable_variables if v.name == "seed_generator_state"]
 
 
-def check_range(gen: Generator, settings: Any, name: str, low: float, high: float | None = None,
-                high_open: bool = False) -> str | None:
-    """'--model.<gen>.<name>: must be ...' when the setting is outside [low, high] ([low, high) if
-    `high_open`), else None: the range checks of generators' own settings, worded as the config's."""
-    value = getattr(settings, name)
-    if value < low or high is not None and (value >= high if high_open else value > high):
-        if high is None:
-            return f"{gen.flag(name)}: must be >= {low:g}, got {value}"
-        return f"{gen.flag(name)}: must be in [{low:g}, {high:g}{')' if high_open else ']'}, got {value}"
-    return None
-
-
 EXTRA_ENV = "PIX2PIX_GENERATORS"  # a folder of generator modules beside gan/models/generators/ (a user's own)
 
 
 def _discover() -> None:
+    """Load every generator module once: the package's, then $PIX2PIX_GENERATORS's."""
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    _DISCOVERED = True
     from gan.errors import UserError
     from gan.models import generators
     for module in pkgutil.iter_modules(generators.__path__):
@@ -152,19 +125,25 @@ def _discover() -> None:
 
 
 def _load(name: str, path: str | None, where: str) -> None:
+    """Import one generator module and register the Generator values it declares, naming the file of any
+    problem in one line (a syntax error, a name taken, a preset that sets no setting of it)."""
     from gan.errors import UserError
     try:
         if path is None:
-            importlib.import_module(name)
-        elif name not in sys.modules:
+            module = importlib.import_module(name)
+        elif name in sys.modules:
+            module = sys.modules[name]
+        else:
             spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
             spec.loader.exec_module(module)
+        declared = {id(v): v for v in vars(module).values() if isinstance(v, Generator)}  # named twice: once
+        for value in declared.values():
+            if _REGISTRY.get(value.name) is not value:
+                register(value, where)
     except Exception as e:  # a broken generator file names itself, in one line, for every command
         if path:
             sys.modules.pop(name, None)
-        raise UserError(f"{where}: cannot be loaded ({type(e).__name__}: {e}); fix or remove it") from None
-
-
-_discover()
+        message = str(e).splitlines()[0] if str(e) else ""
+        raise UserError(f"{where}: cannot be loaded ({type(e).__name__}: {message}); fix or remove it") from None

@@ -1,5 +1,6 @@
-"""One module per generator; each registers itself with `gan.models.register` when imported.
+"""One module per generator; each declares a `Generator` (gan/models/registry.py) as a module value.
 
-`gan.models` imports every module here at start-up, so a new generator is a new file (the README's
-"Extending" section). Modules import Keras inside `build` only: the registry must load without it.
+`gan.models` collects every module here the first time the registry is asked, so a new generator is a
+new file (the README's "Extending" section). Modules import Keras inside `build` only: the registry
+must load without it.
 """

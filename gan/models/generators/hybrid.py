@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gan.models import Generator, check_range, register
+from gan.models.registry import Generator, check_range
 
 
 @dataclass
@@ -53,7 +53,7 @@ def check(cfg, size: int) -> str | None:
     return problem
 
 
-HYBRID = register(Generator(
+HYBRID = (Generator(
     "hybrid", build, Settings, check=check, order=2, presets={"tiny": {"blocks": 2}},
     space={"blocks": {"choice": [4, 6, 9]}, "downs": {"choice": [2, 3]}, "dropout": {"choice": [0.0, 0.3, 0.5]}},
     aliases={"hybrid_blocks": "blocks", "hybrid_downs": "downs", "resnet_dropout": "dropout"},

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gan.models import Generator, check_range, register
+from gan.models.registry import Generator, check_range
 
 
 @dataclass
@@ -43,7 +43,7 @@ def check(cfg, size: int) -> str | None:
             check_range(RESNET, cfg.own, "dropout", 0.0, 1.0, high_open=True))
 
 
-RESNET = register(Generator(
+RESNET = (Generator(
     "resnet", build, Settings, check=check, order=1,
     presets={"tiny": {"blocks": 2}, "small": {"blocks": 6}, "cityscapes_cpu": {"blocks": 6}},
     space={"blocks": {"choice": [6, 9]}, "dropout": {"choice": [0.0, 0.3, 0.5]}},

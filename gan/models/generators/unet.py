@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from gan.models import Generator, check_range, register
+from gan.models.registry import Generator, check_range
 
 
 @dataclass
@@ -44,6 +44,6 @@ def check(cfg, size: int) -> str | None:
     return check_range(UNET, cfg.own, "dropout", 0.0, 1.0, high_open=True)
 
 
-UNET = register(Generator("unet", build, Settings, check=check, order=0, aliases={"dropout": "dropout"},
+UNET = (Generator("unet", build, Settings, check=check, order=0, aliases={"dropout": "dropout"},
                           space={"dropout": {"choice": [0.0, 0.3, 0.5]}},
                           summary="pix2pix U-Net: skip connections, dropout in the decoder (model.unet.dropout)"))
