@@ -4,9 +4,11 @@ Importing TensorFlow writes absl's "WARNING: All log messages before absl::Initi
 "I0000 ... cudart_stub.cc] Could not find cuda drivers" straight to file descriptor 2, before any
 logging setting applies, and the first device query on a CPU machine logs "E0000 ... failed call to
 cuInit: ... UNKNOWN ERROR (303)", which reads as a failure. `quiet_tensorflow()` sets
-TF_CPP_MIN_LOG_LEVEL=3 (later C++ lines) and catches the import's own lines: whichever module first
-imports TensorFlow, the import runs with descriptor 2 sent to a temporary file, and every line of it
-that is not start-up chatter is written back to stderr afterwards (nothing else is lost).
+TF_CPP_MIN_LOG_LEVEL=3 (TensorFlow's C++ lines below FATAL, for the whole process: its routine
+warnings at run time too) and filters the import's own lines: whichever module first imports
+TensorFlow, the import runs with descriptor 2 going through a filter process that passes every line
+that is not start-up chatter as it arrives, so a process that dies inside the import (TensorFlow
+aborts on a CPU without the instructions its wheel needs) still shows why.
 
 PIX2PIX_TF_LOGS=1, or TF_CPP_MIN_LOG_LEVEL set by the user, shows them all as TensorFlow prints them.
 """
@@ -17,8 +19,8 @@ import importlib.abc
 import importlib.util
 import os
 import re
+import subprocess
 import sys
-import tempfile
 
 SHOW_ENV = "PIX2PIX_TF_LOGS"
 # absl's notice before its logging starts, and informational / warning lines (I/W) of TensorFlow's C++
@@ -68,17 +70,37 @@ class _QuietLoader(importlib.abc.Loader):
         return self.loader.create_module(spec)
 
     def exec_module(self, module):
+        """The import with descriptor 2 going through a filter in a process of its own, line by line: a
+        process that dies inside the import (TensorFlow aborts on a CPU without the instructions its wheel
+        needs) still shows every line it wrote, the fatal one included."""
         sys.stderr.flush()
         saved = os.dup(2)
-        with tempfile.TemporaryFile(mode="w+b") as caught:
-            os.dup2(caught.fileno(), 2)
-            try:
-                self.loader.exec_module(module)
-            finally:
-                os.dup2(saved, 2)
-                os.close(saved)
-                caught.seek(0)
-                kept = drop_chatter(caught.read().decode("utf-8", "replace"))
-                if kept:
-                    sys.stderr.write(kept)
-                    sys.stderr.flush()
+        read, write = os.pipe()
+        try:
+            filter_ = subprocess.Popen([sys.executable, "-S", "-c", _FILTER, CHATTER.pattern], stdin=read,
+                                       stdout=saved, stderr=saved, close_fds=True)
+        except OSError:  # no process to spare: the import as it is, its lines unfiltered
+            os.close(read), os.close(write), os.close(saved)
+            self.loader.exec_module(module)
+            return
+        os.close(read)
+        os.dup2(write, 2)
+        os.close(write)
+        try:
+            self.loader.exec_module(module)
+        finally:
+            os.dup2(saved, 2)  # the filter sees the end of its input once this process holds no write end
+            os.close(saved)
+            filter_.wait()
+
+
+# The filter: every line not start-up chatter, as it arrives (run with `python -S -c`: no site, ~20 ms).
+_FILTER = """
+import re, sys
+chatter = re.compile(sys.argv[1])
+for line in sys.stdin.buffer:
+    text = line.decode("utf-8", "replace")
+    if not chatter.match(text.rstrip("\\n")):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+"""

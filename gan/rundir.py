@@ -100,7 +100,11 @@ class RunDir:
         """
         if self.path.exists() and not self.path.is_dir():
             raise UserError(f"--out {self.path}: exists and is not a directory")
-        if self.path.is_dir() and any(p.name != self.lease.name for p in self.path.iterdir()):
+        # A run that died before its config.json (TensorFlow aborting at import, say) leaves its lease and
+        # empty subfolders: that is no run yet, and the same command starts it.
+        leftovers = {self.lease.name, self.samples.name, self.checkpoints.name, self.tensorboard.name}
+        if self.path.is_dir() and any(p.name not in leftovers or p.is_dir() and any(p.iterdir()) or
+                                      p.is_file() and p.name != self.lease.name for p in self.path.iterdir()):
             if not self.config.exists():
                 if not overwrite:
                     raise UserError(f"--out {self.path}: folder is not empty and holds no run "

@@ -74,3 +74,27 @@ def test_a_run_written_before_per_generator_settings_resumes_and_extends(tiny_ru
                    "--train.steps", "12")
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((run / "status.json").read_text())["step"] == 12
+
+
+def test_a_crash_inside_tensorflows_import_shows_its_fatal_line_and_the_rerun_starts(tmp_path):
+    """TensorFlow aborting while it is imported (as on a CPU without the instructions its wheel needs),
+    here a stand-in package that prints start-up chatter and a FATAL line, then aborts: the job's stderr
+    has the FATAL line and no chatter, exit 134; the folder it leaves (a lease, empty subfolders) does not
+    block the same command once TensorFlow imports."""
+    fake = tmp_path / "fake" / "tensorflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "import os\n"
+        "os.write(2, b'WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n')\n"
+        "os.write(2, b'I0000 00:00:1.0 1 cudart_stub.cc:31] Could not find cuda drivers on your machine.\\n')\n"
+        "os.write(2, b'F0000 00:00:1.0 1 cpu_feature_guard.cc:1] The TensorFlow library was compiled to use AVX "
+        "instructions, but these are not available on your machine.\\n')\n"
+        "os.abort()\n")
+    args = ["train.py", "--gens", "hybrid", "--preset", "tiny", "--out", str(tmp_path / "out")]
+    done = run_cli(*args, env={"PYTHONPATH": str(tmp_path / "fake")})
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == -6, done.stderr
+    assert lines == ["F0000 00:00:1.0 1 cpu_feature_guard.cc:1] The TensorFlow library was compiled to use AVX "
+                     "instructions, but these are not available on your machine."], done.stderr
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr[-2000:]
