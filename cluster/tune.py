@@ -295,6 +295,13 @@ class CompletedTrials(tune.Callback):
         CompletedTrials.errored.discard(trial.trial_id)
 
 
+def unfinished_trials(results) -> int:
+    """Trials of this fit that neither finished, nor were stopped by the scheduler, nor errored: after an
+    interruption, also those still pending when it came (no run of theirs to mark)."""
+    return sum(1 for r in results if r.error is None and not (r.metrics or {}).get("done")
+               and (r.metrics or {}).get("trial_id") not in CompletedTrials.ids)
+
+
 def settle_runs(interrupted: bool, resume: str, wait: float = 20.0) -> int:
     """After `Tuner.fit`: the runs of trials whose trainer Tune ended say so, not 'running'.
 

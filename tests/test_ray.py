@@ -242,6 +242,34 @@ def test_ctrl_c_marks_trials_preempted_and_resume_finishes_them(ray_cluster, tmp
         assert_exact_rows(run, 200, 10)
 
 
+def test_ctrl_c_during_the_retraining_is_an_interruption_not_a_success(ray_cluster, tmp_path):
+    """--then-seeds: Ctrl-C while the best and default configurations retrain ends as an interruption (exit
+    75, one line naming --resume, no retraining summary or report); --resume then finishes both arms."""
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.address}
+    args = ["--gens", "hybrid", "--sweep", "hparams", "--samples", "2", "--then-seeds", "2", "--train.steps", "300",
+            "--train.eval_every", "10", "--experiment", "rt", "--report", str(tmp_path / "report")]
+    proc = subprocess.Popen(tune_cmd(tmp_path, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env, cwd=ROOT)
+    args_file = tmp_path / "rt" / "_tune_args.json"
+    deadline = time.time() + 600
+    while not (args_file.exists() and json.loads(args_file.read_text()).get("phase") == "retrain"):
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:]
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=300)
+    states = {p.parent.name: json.loads(p.read_text())["state"] for p in tmp_path.glob("rt-*/*/status.json")}
+    assert proc.returncode == 75, (states, out[-1500:])
+    assert "continue with: python jobs/tune.py" in out and "--resume" in out and "interrupted:" in out, out[-3000:]
+    assert "retrained the best configuration" not in out and not (tmp_path / "report" / "tuned").exists()
+    done = subprocess.run(tune_cmd(tmp_path, "--experiment", "rt", "--resume"), capture_output=True, text=True,
+                          env=env, timeout=900, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
+    assert "retrained the best configuration of each generator and its default on seeds [1, 2]" in done.stdout
+    for arm in ("rt-tuned", "rt-default"):
+        finished = [p for p in (tmp_path / arm).iterdir() if (p / "summary.json").exists()]
+        assert len(finished) == 2, (arm, sorted(p.name for p in (tmp_path / arm).iterdir()))
+
+
 def test_without_an_address_the_driver_never_joins_another_jobs_ray(ray_cluster, tmp_path):
     """Another job's Ray runs on this host (the module's cluster); with no --address and no RAY_ADDRESS
     the sweep starts a private instance instead of attaching to it."""
