@@ -45,7 +45,12 @@ def run_name(values: dict[str, Any]) -> str:
     parts = [f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
              for k, v in rest.items()]
     digest = hashlib.sha1(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:6]
-    return "-".join([gen, *parts])[:80] + f"-{digest}" + seed
+    name = gen
+    for part in parts:  # whole key=value parts up to 80 characters, never one cut in its middle; the digest
+        if len(name) + 1 + len(part) > 80:  # names every value
+            break
+        name += f"-{part}"
+    return name + f"-{digest}" + seed
 
 
 def settle_round(wanted: dict[str, list[int]], have: dict[str, set[int]], varied: bool) -> list[dict[str, Any]]:

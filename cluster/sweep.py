@@ -76,10 +76,13 @@ def disk_check(saved: dict, out: str, limit_gb: float | None, log=print) -> None
     best_val_*) at the largest checkpoint of any generator and configuration it trains (Tune's checkpoints
     are pointers: no second copy). Refused in one line past `limit_gb` (default: the free space where the
     runs go)."""
+    import math
     import shutil as sh
 
     from gan.config import for_generator
     from gan.models import checkpoint_bytes
+    if limit_gb is not None and not (math.isfinite(limit_gb) and limit_gb > 0):
+        raise UserError(f"--disk-limit: a number of GB > 0, got {limit_gb} (leave it out for the free space)")
     largest, kept, sized = 0, 0, {}
     for gen in saved["gens"]:
         for values in saved["configurations"] or [{}]:

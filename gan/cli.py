@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 from gan.config import Config, make_config
 from gan.errors import EXIT_DISK_FULL, EXIT_INTERRUPTED, EXIT_USAGE, DiskFull, UserError, is_disk_full
@@ -88,6 +88,47 @@ def config_from_args(args: argparse.Namespace, extra: list[str], make=make_confi
     return make(args.preset, overrides)
 
 
+def refuse_other_generators_settings(overrides: dict[str, Any], gens: list[str]) -> None:
+    """`--gens unet --model.resnet.blocks -5`: a setting of a generator the command does not train would be
+    recorded unchecked; refused, naming it."""
+    from gan.models import names
+    for key in overrides:
+        parts = key.split(".")
+        if len(parts) == 3 and parts[0] == "model" and parts[1] in names() and parts[1] not in gens:
+            raise UserError(f"--{key}: {parts[1]} is not among --gens {','.join(gens)}; drop the flag or train "
+                            f"{parts[1]} too")
+
+
+class ClosedPipeTolerant:
+    """stdout that outlives its reader (`jobs/train.py ... | head -1`): once the pipe is closed, the rest goes
+    to /dev/null and the job carries on, rather than failing a run for want of a reader."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _closed(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)  # the original stream's own flush at exit writes there too
+        os.close(devnull)
+        self._stream = open(os.devnull, "w")
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._closed()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._closed()
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def interrupt_on_term() -> None:
     """SIGTERM (scancel, kill) ends this command as Ctrl-C does: one line, exit 130, nothing half-written.
     SIGINT too, also when the command was started with it ignored (`cmd &` from a script: an ignored signal
@@ -103,6 +144,8 @@ def interrupt_on_term() -> None:
 def run_main(main: Callable[[], int]) -> None:
     """Run a command: UserError -> 'error: ...' on stderr, exit 2; else exit with main's code."""
     quiet_tensorflow()  # TensorFlow's C++ start-up lines stay out of the output (PIX2PIX_TF_LOGS=1 shows them)
+    if not isinstance(sys.stdout, ClosedPipeTolerant):
+        sys.stdout = ClosedPipeTolerant(sys.stdout)
     os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")  # OpenCV's own lines would precede our error line
     reexec_with_allocator()  # before TensorFlow loads: the fast path (gan/fastpath.py)
     try:

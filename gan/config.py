@@ -521,8 +521,18 @@ def _from_preset(presets: dict, kind, preset: str, overrides: dict[str, Any] | N
     cfg = presets[preset](kind())
     if own:
         cfg = own(cfg, preset)
+        _refuse_twice_named(overrides or {})
     cfg.update(overrides or {})
     return cfg.validate()
+
+
+def _refuse_twice_named(overrides: dict[str, Any]) -> None:
+    """An older flat name and the setting it now is, both given (`--model.resnet_blocks 3 --model.resnet.blocks
+    4`): which would win is not the user's choice to guess, so neither does."""
+    for old, new in legacy_names().items():
+        both = [name for name in new if name in overrides]
+        if old in overrides and both:
+            raise ConfigError(f"--{old} and --{both[0]} name the same setting; give one (--{both[0]})")
 
 
 # -- the segmenter's config (jobs/train_segmenter.py; the FCN-score's judge) ---------------------------

@@ -28,7 +28,8 @@ import sys
 from pathlib import Path
 
 from cluster.plan import grid_trials, run_name
-from gan.cli import add_common_flags, add_gens_flag, config_from_args, generator_list, parse_overrides, run_main
+from gan.cli import (add_common_flags, add_gens_flag, config_from_args, generator_list, parse_overrides,
+                     refuse_other_generators_settings, run_main)
 from gan.config import check_folder_name, make_config
 from gan.contract import TUNE_ARGS, TUNE_LEASE
 from gan.errors import UserError
@@ -73,6 +74,7 @@ def main() -> int:
     if args.report:
         raise UserError("--report: goes with --settle (for an array's runs: python jobs/report.py <out>/<experiment>)")
     gens = generator_list(args.gens)
+    refuse_other_generators_settings(parse_overrides(extra), gens)
     grid = []
     for item in args.grid:
         if "=" not in item:
@@ -129,6 +131,7 @@ def settle(args: argparse.Namespace, extra: list[str]) -> int:
             if flag is not None:
                 overrides[key] = flag
         gens = generator_list(args.gens)
+        refuse_other_generators_settings(overrides, gens)
         base = make_config(args.preset, overrides)
         saved = {"launcher": "submitit", "gens": gens, "preset": args.preset, "overrides": overrides,
                  "settle": settling.settle_plan(args, gens, base, overrides),

@@ -13,7 +13,8 @@ the old run aside). Exit codes: 0 finished, 2 bad input, 3 diverged (NaN),
 
 import argparse
 
-from gan.cli import add_common_flags, add_gens_flag, config_from_args, generator_list, run_main
+from gan.cli import (add_common_flags, add_gens_flag, config_from_args, generator_list, parse_overrides,
+                     refuse_other_generators_settings, run_main)
 from gan.errors import UserError
 
 
@@ -30,6 +31,7 @@ def main() -> int:
     gens = generator_list(args.gens)
     if args.run_name and len(gens) > 1:
         raise UserError("--run-name: takes one generator, not several")
+    refuse_other_generators_settings(parse_overrides(extra), gens)
     configs = [config_from_args(args, extra, **{"model.generator": g, "run_name": args.run_name or ""})
                for g in gens]  # validate every config before the first run starts
 

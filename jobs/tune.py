@@ -31,7 +31,8 @@ import json
 import math
 from pathlib import Path
 
-from gan.cli import add_common_flags, add_gens_flag, generator_list, parse_overrides, run_main
+from gan.cli import (add_common_flags, add_gens_flag, generator_list, parse_overrides,
+                     refuse_other_generators_settings, run_main)
 from gan.config import check_folder_name, make_config
 from gan.contract import TUNE_ARGS, TUNE_LEASE, TUNE_STATE
 from gan.errors import UserError
@@ -95,6 +96,7 @@ def plan(args: argparse.Namespace, extra: list[str]) -> dict:
     if args.gpus_per_trial < 0:
         raise UserError(f"--gpus-per-trial: must be >= 0, got {args.gpus_per_trial}")
     gens = generator_list(args.gens)
+    refuse_other_generators_settings(overrides, gens)
     sweeps = [s for s in args.sweep.split(",") if s]
     base = make_config(args.preset, overrides)
     if args.then_seeds is not None and (args.then_seeds < 2 or args.seeds > 1):

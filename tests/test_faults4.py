@@ -98,3 +98,66 @@ def test_a_crash_inside_tensorflows_import_shows_its_fatal_line_and_the_rerun_st
                      "instructions, but these are not available on your machine."], done.stderr
     again = run_cli(*args)
     assert again.returncode == 0, again.stderr[-2000:]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train.py", "--gens", "unet", "--model.resnet.blocks", "-5"],
+     "error: --model.resnet.blocks: resnet is not among --gens unet; drop the flag or train resnet too"),
+    (["train.py", "--gens", "resnet", "--model.resnet_blocks", "3", "--model.resnet.blocks", "4"],
+     "error: --model.resnet_blocks and --model.resnet.blocks name the same setting; give one (--model.resnet.blocks)"),
+    (["tune.py", "--gens", "unet", "--disk-limit", "nan"], "error: --disk-limit: a number of GB > 0, got nan"),
+    (["tune.py", "--gens", "unet", "--disk-limit", "inf"], "error: --disk-limit: a number of GB > 0, got inf"),
+    (["submit.py", "--gens", "unet", "--cluster", "local", "--model.hybrid.blocks", "2"],
+     "error: --model.hybrid.blocks: hybrid is not among --gens unet"),
+], ids=["other-generator", "twice-named", "nan-limit", "inf-limit", "submit-other-generator"])
+def test_flags_that_would_be_ignored_or_recorded_unchecked_are_one_line(tmp_path, args, message):
+    done = run_cli(*args, "--preset", "tiny", "--out", str(tmp_path / "out"), timeout=120)
+    assert one_error_line(done).startswith(message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_closed_stdout_pipe_neither_fails_a_run_nor_an_evaluation(tiny_runs, tmp_path):
+    """`jobs/train.py ... | head -1` and `jobs/evaluate.py ... | head -1`: the reader goes away, the job
+    carries on to its end (exit 0), the run finished."""
+    import subprocess
+    for args in (["train.py", "--gens", "hybrid", "--preset", "tiny", "--out", str(tmp_path)],
+                 ["evaluate.py", str(tiny_runs / "cmp" / "hybrid"), "--split", "val"]):
+        proc = subprocess.Popen([sys.executable, str(ROOT / "jobs" / args[0]), *args[1:]], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc.stdout.readline()
+        proc.stdout.close()  # head -1 has what it wanted
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+        assert "Broken pipe" not in err and "Traceback" not in err, err[-2000:]
+    assert json.loads((tmp_path / "default" / "hybrid" / "status.json").read_text())["state"] == "finished"
+
+
+def test_run_names_are_cut_between_values_never_inside_one():
+    from cluster.plan import run_name
+    values = {"model.generator": "hybrid", "model.hybrid.blocks": 9, "model.hybrid.downs": 3, "model.hybrid.dropout": 0.3,
+              "optim.beta1": 0.5, "optim.l1_weight": 50.0, "optim.lr_d": 5.19e-05, "optim.lr_g": 0.000325}
+    name = run_name(values)
+    head, digest = name.rsplit("-", 1)
+    assert len(head) <= 80 and len(digest) == 6
+    parts = [f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+             for k, v in sorted(values.items()) if k != "model.generator"]
+    assert any(head == "-".join(["hybrid", *parts[:k]]) for k in range(1, len(parts) + 1)), name
+    assert "lr_g=0.-" not in name and name != run_name({**values, "optim.lr_g": 0.0003})
+
+
+def test_a_replay_over_unreadable_or_no_runs_says_so(tmp_path, capsys):
+    """analysis.settle over an empty folder and over a run whose summary.json is damaged: the notes say
+    that no run counts and which run could not be read, beside the pending first look."""
+    import shutil
+
+    from analysis import settle
+    plan = ROOT / "docs" / "results" / "settle" / "plan-control.json"
+    (tmp_path / "empty").mkdir()
+    assert settle.main(["--plan", str(plan), str(tmp_path / "empty")]) == 0
+    err = capsys.readouterr().err
+    assert f"note: no run under {tmp_path / 'empty'} counts for this plan" in err
+    shutil.copytree(ROOT / "docs" / "results" / "seeds" / "unet-seed0", tmp_path / "runs" / "unet-seed0")
+    (tmp_path / "runs" / "unet-seed0" / "summary.json").write_text("{trunc")
+    assert settle.main(["--plan", str(plan), str(tmp_path / "runs")]) == 0
+    err = capsys.readouterr().err
+    assert f"unreadable: {tmp_path / 'runs' / 'unet-seed0'}" in err or "left out:" in err, err
