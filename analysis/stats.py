@@ -236,13 +236,28 @@ def _run_means(tests: pd.DataFrame, generator: str, metric: str) -> list[float]:
     return tests[tests.generator == generator].groupby("run")[metric].mean().tolist()
 
 
-def variance_by_source(tests: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+def _share_interval(ms_between: float, ms_within: float, k: int, n: int, n0: float,
+                    confidence: float) -> tuple[float, float]:
+    """The split's share of the variance (the intraclass correlation) with its F-based interval (Searle's,
+    with the effective runs per split n0 for an unbalanced design): with few splits it is wide, which the
+    point estimate alone hides."""
+    if not (ms_within > 0 and k > 1 and n > k):
+        return float("nan"), float("nan")
+    f = ms_between / ms_within
+    tail = (1 - confidence) / 2
+    f_low, f_high = f / stats.f.ppf(1 - tail, k - 1, n - k), f / stats.f.ppf(tail, k - 1, n - k)
+    share = lambda x: float(min(1.0, max(0.0, (x - 1) / (x + n0 - 1))))  # noqa: E731
+    return share(f_low), share(f_high)
+
+
+def variance_by_source(tests: pd.DataFrame, metrics: list[str], confidence: float = 0.95) -> pd.DataFrame:
     """Where the spread between runs comes from, per generator and metric, when both the training seed and
     the data split vary (each split trained on several seeds): a one-way random-effects analysis of the run
     means grouped by split (method of moments, balanced or not). `seed_sd`: the SD between seeds on one
     split; `split_sd`: the SD a new split adds (its test photos included); `total_sd`: of one run drawn with
-    both varied; `split_share`: the split's share of that variance. A negative split component (splits
-    agreeing more than seeds do) is reported as 0."""
+    both varied; `split_share`: the split's share of that variance, with its `confidence` interval
+    (`split_share_low`, `_high`). A negative split component (splits agreeing more than seeds do) is
+    reported as 0: not detected, which the interval says how far it is from nothing."""
     if "split" not in tests:
         return pd.DataFrame()
     per_run = tests.groupby(["generator", "split", "run"])[metrics].mean().reset_index()
@@ -262,9 +277,11 @@ def variance_by_source(tests: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
             ms_within = within / (n - k)
             split_var = max(0.0, (ms_between - ms_within) / n0)
             total = split_var + ms_within
+            low, high = _share_interval(ms_between, ms_within, k, n, n0, confidence)
             row.update({f"{m}_seed_sd": float(np.sqrt(ms_within)), f"{m}_split_sd": float(np.sqrt(split_var)),
                         f"{m}_total_sd": float(np.sqrt(total)),
-                        f"{m}_split_share": float(split_var / total) if total > 0 else float("nan")})
+                        f"{m}_split_share": float(split_var / total) if total > 0 else float("nan"),
+                        f"{m}_split_share_low": low, f"{m}_split_share_high": high})
         rows.append(row)
     return pd.DataFrame(rows)
 

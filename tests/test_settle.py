@@ -123,6 +123,9 @@ def test_variance_by_source_splits_the_spread_into_seed_and_split():
     # MS between = 2 * sum((0.71-0.71)^2 + (0.81-0.71)^2 + (0.61-0.71)^2) / 2 = 0.02; split var = (0.02 - 0.0002) / 2.
     assert table.ssim_split_sd == pytest.approx(np.sqrt((0.02 - 0.0002) / 2))
     assert table.ssim_split_share == pytest.approx(0.0099 / (0.0099 + 0.0002))
+    # Its interval (F-based, 3 splits: 2 degrees of freedom): around the share, and wide.
+    assert table.ssim_split_share_low <= table.ssim_split_share <= table.ssim_split_share_high
+    assert table.ssim_split_share_low < 0.9 and table.ssim_split_share_high > 0.99
     # Runs on different splits share no test photos: the run-level comparison still stands (on run means).
     other = [{**r, "generator": "hybrid", "run": r["run"].replace("unet", "hybrid"), "image": "h" + r["image"],
               "ssim": r["ssim"] - 0.05} for r in rows]
