@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 from gan.cli import generator_list, run_main
+from gan import contract
 from gan.contract import TIMINGS_CSV
 from gan.errors import UserError
 
@@ -116,11 +117,11 @@ def many_runs(counts: list[int], out: str) -> list[dict]:
         for i in range(n):
             src = sources[i % len(sources)]
             dst = root / f"{src.name}-seed{i}"
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
-            config = json.loads((dst / "config.json").read_text())
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns(contract.CHECKPOINTS, contract.TENSORBOARD))
+            config = json.loads((dst / contract.CONFIG).read_text())
             config["config"]["train"]["seed"] = i
             config["config"]["run_name"] = dst.name
-            (dst / "config.json").write_text(json.dumps(config))
+            (dst / contract.CONFIG).write_text(json.dumps(config))
         tables_s, tables_mb = measured([sys.executable, "-m", "analysis.tables", str(root)])
         report_s, report_mb = measured([sys.executable, str(JOBS / "report.py"), str(root), "--report",
                                         f"{out}/report{n}", "--no-notebook"])

@@ -35,7 +35,7 @@ from gan.contract import TUNE_ARGS, TUNE_LEASE
 from gan.errors import UserError
 from gan.files import write_json
 from gan.lease import Lease
-import settling  # jobs/settling.py: the settle rule's flags, plan and look, shared with jobs/tune.py
+import settling  # jobs/settling.py: the settle rule's flags, plan and look, shared by both launchers
 
 
 def main() -> int:

@@ -38,7 +38,7 @@ from gan.contract import TUNE_ARGS, TUNE_LEASE, TUNE_STATE
 from gan.errors import UserError
 from gan.files import read_json
 from gan.lease import Lease
-import settling  # jobs/settling.py: the settle rule's flags, plan and look, shared with jobs/submit.py
+import settling  # jobs/settling.py: the settle rule's flags, plan and look, shared by both launchers
 
 
 def parse_args() -> tuple[argparse.Namespace, list[str]]:
