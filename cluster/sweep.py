@@ -114,10 +114,27 @@ def connect(address: str | None, cpus: float, gpus: float) -> None:
     started; trials get `trial_env()`. Then refuse a per-trial request no node meets."""
     import ray
     address = address or os.environ.get("RAY_ADDRESS") or "local"
+    check_reachable(address)
     env_vars = trial_env()
     ray.init(address=address, runtime_env={"env_vars": env_vars} if env_vars else None,
              **({"include_dashboard": False} if address == "local" else {}))
     refuse_what_no_node_meets(cpus, gpus)
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """An address of a Ray cluster (host:port, or ray://host:port) where nothing answers is one line, in
+    seconds: `ray.init` would retry for minutes, deaf to TERM."""
+    import socket
+    if address in ("local", "auto"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--address {address}: not host:port (or ray://host:port, auto, local)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise UserError(f"--address {address}: nothing answers at {host}:{port} ({e.strerror or e}); start the "
+                        "cluster's head (ray start --head) or give the address it printed") from None
 
 
 FORWARDING_DELAY_S = 2.0  # Ray forwards a worker's lines to the driver within about a second of their write

@@ -161,3 +161,16 @@ def test_a_replay_over_unreadable_or_no_runs_says_so(tmp_path, capsys):
     assert settle.main(["--plan", str(plan), str(tmp_path / "runs")]) == 0
     err = capsys.readouterr().err
     assert f"unreadable: {tmp_path / 'runs' / 'unet-seed0'}" in err or "left out:" in err, err
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_an_unreachable_ray_address_is_one_line_in_seconds(tmp_path, how):
+    """Nothing listens at the address (--address or RAY_ADDRESS): one line naming it, before Ray starts
+    retrying for minutes, and nothing written."""
+    import time
+    args = ["tune.py", "--gens", "unet", "--preset", "tiny", "--out", str(tmp_path / "out")]
+    t0 = time.time()
+    done = run_cli(*args, *(["--address", "127.0.0.1:1"] if how == "flag" else []),
+                   env={"RAY_ADDRESS": "127.0.0.1:1"} if how == "env" else None, timeout=120)
+    assert one_error_line(done).startswith("error: --address 127.0.0.1:1: nothing answers at 127.0.0.1:1")
+    assert time.time() - t0 < 60 and not (tmp_path / "out").exists()
