@@ -218,7 +218,7 @@ class PerGeneratorASHA(tune.schedulers.FIFOScheduler):
 
 def make_tuner(param_space: dict[str, Any], *, base: Config, out: str, experiment: str,
                scheduler: str = "fifo", metric: str = "val_ssim", mode: str = "max", num_samples: int = 1,
-               max_failures: int = 2, keep_checkpoints: int = 2, cpus_per_trial: float = 1,
+               max_failures: int = 2, keep_checkpoints: int = 10, cpus_per_trial: float = 1,
                gpus_per_trial: float = 0, max_evaluations: int | None = None) -> tune.Tuner:
     """A Tuner over `param_space`; Tune's own state goes to `<out>/<experiment>/_tune`."""
     if scheduler == "asha":

@@ -353,7 +353,7 @@ def _train(cfg: Config, data, run: RunDir, lease: Lease, stop: _StopFlag, overwr
                 t.evaluate(step, report)
             if stop.signal and step < cfg.train.steps:
                 return t.preempted(step, stop.signal, checkpoint=True)
-            if step == cfg.train.steps or t.checkpoint_due(step):
+            if (step == cfg.train.steps or t.checkpoint_due(step)) and t.saved_step != step:
                 t.checkpoint(step, report)
         t.progress.close()
         return t.test(step)
@@ -441,7 +441,7 @@ class _Training:
         self.best = _best_checkpoint(cfg, run, log)
         self.overlap = cfg.eval.overlap == "on" or (cfg.eval.overlap == "auto" and bool(tf.config.list_physical_devices("GPU")))
         self.pending: list = []  # evaluations whose metrics are still computing (overlap)
-        self.last_checkpoint = time.monotonic()
+        self.last_checkpoint, self.saved_step = time.monotonic(), self.start
 
     def _restore(self, parts: dict, discriminator):
         import tensorflow as tf
@@ -479,21 +479,25 @@ class _Training:
     def evaluate(self, step: int, report) -> None:
         """An evaluation at `step`: its photos generated now; its metrics here, or (overlap) in the pool's
         workers while training goes on, their rows written at the next evaluation or checkpoint, in step
-        order. The interval's timings row counts the seconds the loop stood still for evaluations."""
+        order. The interval's timings row counts the seconds the loop stood still for evaluations. Results
+        are reported (the Tune hook) after any checkpoint of this step, so a trial a scheduler stops on
+        its report has written it."""
         t0 = time.perf_counter()
-        self.collect(report)  # the previous evaluation's rows first: step order
+        written = self.collect()  # the previous evaluation's rows first: step order
         weights = self.generator.get_weights()
         self.pending.append(self.evaluator.start(weights, step, self.run, overlap=self.overlap))
         if not self.overlap:
-            self.collect(report, weights)
+            written += self.collect(weights)
         row = self.interval.close(step, eval_seconds=time.perf_counter() - t0)
         append_csv(self.run.timings, contract.TIMINGS_COLUMNS, [row])
         if self.cfg.train.checkpoint_minutes <= 0:  # on a clock of 0: a checkpoint at every evaluation
-            self.checkpoint(step, report)
+            written += self.checkpoint(step)
+        self.send(written, report)
 
-    def collect(self, report, weights=None) -> None:
-        """Write the rows of every evaluation still pending, in step order; offer each to the best-checkpoint
-        keeper, log it and report it (the Tune hook)."""
+    def collect(self, weights=None) -> list[tuple[int, dict]]:
+        """Write the rows of every evaluation still pending, in step order, and offer each to the
+        best-checkpoint keeper; [(step, scores)] to report."""
+        written = []
         while self.pending:
             pending = self.pending.pop(0)
             scores = self.evaluator.finish(pending, self.run, self.writer)
@@ -502,22 +506,31 @@ class _Training:
                                 pending.weights if pending.weights is not None else weights)
             self.log(f"step {pending.step}: " + "  ".join(f"{split} ssim {m['ssim']:.3f} hist {m['hist_corr']:.3f}"
                                                           for split, m in scores.items()))
-            if report is not None:
-                report(pending.step, scores, self.manager.latest_checkpoint)
+            written.append((pending.step, scores))
+        return written
+
+    def send(self, written: list[tuple[int, dict]], report) -> None:
+        if report is not None:
+            for step, scores in written:
+                report(step, scores, self.manager.latest_checkpoint)
 
     def checkpoint_due(self, step: int) -> bool:
         minutes = self.cfg.train.checkpoint_minutes
         return minutes > 0 and time.monotonic() - self.last_checkpoint >= 60 * minutes
 
-    def checkpoint(self, step: int, report=None) -> None:
+    def checkpoint(self, step: int, report=None) -> list[tuple[int, dict]]:
         """Both nets, the optimizers and the step: every evaluation before it written first (a resume
         truncates rows past its checkpoint and redoes them, so none is lost or duplicated); the seconds of
-        a half-done interval survive in it."""
-        self.collect(report)
+        a half-done interval survive in it. Reports what it wrote with `report`, else returns it."""
+        written = self.collect()
         self.interval.keep()
         self.manager.save(checkpoint_number=step)
-        self.last_checkpoint = time.monotonic()
+        self.last_checkpoint, self.saved_step = time.monotonic(), step
         self.run.set_status("running", step)
+        if report is None:
+            return written
+        self.send(written, report)
+        return []
 
     def preempted(self, step: int, signal_name: str, checkpoint: bool) -> int:
         if checkpoint:

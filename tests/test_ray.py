@@ -379,7 +379,7 @@ def test_settle_trains_seeds_in_rounds_reuses_finished_runs_and_ends_with_a_verd
     # Again: nothing left to train, the same verdict.
     again = run_tune(ray_cluster, out, "--experiment", "settle", "--resume")
     assert again.returncode == 0 and "the next look" not in again.stdout, again.stdout[-3000:] + again.stderr[-3000:]
-    assert pd.read_csv(out / "settle" / "settle.csv").equals(table.reset_index())
+    assert pd.read_csv(out / "settle" / "settle.csv").equals(table)
 
 
 def test_a_trial_given_a_gpu_tensorflow_cannot_see_stops_in_one_line_and_packed_trials_share_it(ray_cluster, tmp_path):
