@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import base64
 import html
+import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +36,26 @@ def build_report(roots: list[str | Path], out: str | Path, notebook: bool = True
         print(f"note: {note}", file=sys.stderr)
     if not runs:
         raise FileNotFoundError(f"no readable pix2pix run directories under {', '.join(map(str, roots))}")
+    # Written into a folder beside `out` and moved into place at the end: a report cut off (a full disk,
+    # Ctrl-C) leaves the previous one as it was and no half-written files or empty folders.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        _build(runs, roots, partial, notebook, metric)
+        if out.exists():
+            aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.rename(out, aside / out.name)
+            os.rename(partial, out)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.rename(partial, out)
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial, ignore_errors=True)
+    return out / "report.html"
+
+
+def _build(runs, roots, out: Path, notebook: bool, metric: str) -> None:
     (out / "tables").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(exist_ok=True)
     compared = tables.best_configuration_runs(runs, metric)  # a sweep: each generator's best configuration
@@ -54,7 +77,6 @@ def build_report(roots: list[str | Path], out: str | Path, notebook: bool = True
         print(f"note: {evidence_note}", file=sys.stderr)
     if notebook:
         execute_notebook(roots, out)
-    return page
 
 
 def report_tables(runs, tests: pd.DataFrame, evaluations: pd.DataFrame, timings: pd.DataFrame,

@@ -174,3 +174,29 @@ def test_an_unreachable_ray_address_is_one_line_in_seconds(tmp_path, how):
                    env={"RAY_ADDRESS": "127.0.0.1:1"} if how == "env" else None, timeout=120)
     assert one_error_line(done).startswith("error: --address 127.0.0.1:1: nothing answers at 127.0.0.1:1")
     assert time.time() - t0 < 60 and not (tmp_path / "out").exists()
+
+
+def test_a_report_cut_off_by_a_full_disk_leaves_the_previous_one_and_nothing_half_written(tiny_runs, tmp_path):
+    """The report is built beside its folder and moved into place at the end: a disk that fills while it is
+    written is one line (exit 74), the previous report stays as it was, and no empty tables, figures or
+    partial folders are left."""
+    from services import tmpfs
+    with tmpfs(tmp_path / "disk", "size=16m", "a small filesystem for the disk-full test") as disk:
+        out = disk / "report"
+        first = run_cli("report.py", str(tiny_runs / "cmp"), "--no-notebook", "-o", str(out), timeout=300)
+        assert first.returncode == 0, first.stderr[-2000:]
+        before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        filler = disk / "filler"
+        with open(filler, "wb") as f:  # fill the disk
+            try:
+                while True:
+                    f.write(bytes(1 << 16))
+                    f.flush()
+            except OSError:
+                pass
+        done = run_cli("report.py", str(tiny_runs / "cmp"), "--no-notebook", "-o", str(out), timeout=300)
+        assert done.returncode == 74 and done.stderr.strip().splitlines()[-1].startswith("error: disk full"), \
+            done.stderr[-2000:]
+        after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        assert after == before
+        assert sorted(p.name for p in disk.iterdir()) == ["filler", "report"]
