@@ -37,9 +37,10 @@ def add_common_flags(parser: argparse.ArgumentParser, presets=None, default_pres
 
 def add_gens_flag(parser: argparse.ArgumentParser, default: str = "all") -> None:
     """--gens: the one spelling of "which generators" in every job (--gen is an old alias)."""
-    from gan.models import names
-    parser.add_argument("--gens", default=default, help=f"{', '.join(names())}, a comma list, or all "
-                                                        f"(default: {default})")
+    from gan.models import generator, names
+    summaries = "; ".join(f"{g}: {generator(g).summary}" if generator(g).summary else g for g in names())
+    parser.add_argument("--gens", default=default, help=f"a comma list of generators, or all (default: {default}). "
+                                                        f"Registered: {summaries}")
     parser.add_argument("--gen", dest="gens", help=argparse.SUPPRESS)
 
 
