@@ -439,7 +439,8 @@ class _Training:
         self.interval = _Interval(interval_var, last_eval=last_eval, batch=cfg.train.batch_size, where={
             "host": socket.gethostname(), "device": _device_name(strategy), "cpus": cpus})
         self.best = _best_checkpoint(cfg, run, log)
-        self.overlap = cfg.eval.overlap == "on" or (cfg.eval.overlap == "auto" and bool(tf.config.list_physical_devices("GPU")))
+        self.overlap = cfg.eval.overlap == "on" or (cfg.eval.overlap == "auto"
+                                                    and bool(tf.config.list_physical_devices("GPU")))
         self.pending: list = []  # evaluations whose metrics are still computing (overlap)
         self.last_checkpoint, self.saved_step = time.monotonic(), self.start
 
@@ -487,14 +488,14 @@ class _Training:
         weights = self.generator.get_weights()
         self.pending.append(self.evaluator.start(weights, step, self.run, overlap=self.overlap))
         if not self.overlap:
-            written += self.collect(weights)
+            written += self.collect()
         row = self.interval.close(step, eval_seconds=time.perf_counter() - t0)
         append_csv(self.run.timings, contract.TIMINGS_COLUMNS, [row])
         if self.cfg.train.checkpoint_minutes <= 0:  # on a clock of 0: a checkpoint at every evaluation
             written += self.checkpoint(step)
         self.send(written, report)
 
-    def collect(self, weights=None) -> list[tuple[int, dict]]:
+    def collect(self) -> list[tuple[int, dict]]:
         """Write the rows of every evaluation still pending, in step order, and offer each to the
         best-checkpoint keeper; [(step, scores)] to report."""
         written = []
@@ -502,8 +503,7 @@ class _Training:
             pending = self.pending.pop(0)
             scores = self.evaluator.finish(pending, self.run, self.writer)
             if self.best is not None:
-                self.best.offer(scores["val"][self.best.metric], pending.step,
-                                pending.weights if pending.weights is not None else weights)
+                self.best.offer(scores["val"][self.best.metric], pending.step, pending.weights)
             self.log(f"step {pending.step}: " + "  ".join(f"{split} ssim {m['ssim']:.3f} hist {m['hist_corr']:.3f}"
                                                           for split, m in scores.items()))
             written.append((pending.step, scores))

@@ -180,3 +180,15 @@ def tmpfs(mount: Path, options: str, why: str):
         yield mount
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+def fill(path: Path) -> Path:
+    """Write `path` until its filesystem refuses another byte (ENOSPC); the filled file."""
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(bytes(1 << 16))
+                f.flush()
+        except OSError:
+            pass
+    return path

@@ -431,14 +431,8 @@ def test_full_disk_ends_in_one_line_and_resumes_once_freed(small_disk, left):
     args = [*TINY, "--out", str(out), "--train.steps", "40", "--train.eval_every", "10"]
     proc = start_train(out, "--train.steps", "40", "--train.eval_every", "10")
     wait_for(lambda: (run / "checkpoints" / "checkpoint").exists(), proc)
-    filler = small_disk / "filler"
-    with open(filler, "wb") as f:  # fill the disk, then give back `left` bytes
-        try:
-            while True:
-                f.write(bytes(1 << 16))
-                f.flush()
-        except OSError:
-            pass
+    from services import fill
+    filler = fill(small_disk / "filler")  # fill the disk, then give back `left` bytes
     os.truncate(filler, max(0, filler.stat().st_size - left))
     output = proc.communicate(timeout=300)[0]
     assert proc.returncode == 74, output[-3000:]

@@ -180,20 +180,13 @@ def test_a_report_cut_off_by_a_full_disk_leaves_the_previous_one_and_nothing_hal
     """The report is built beside its folder and moved into place at the end: a disk that fills while it is
     written is one line (exit 74), the previous report stays as it was, and no empty tables, figures or
     partial folders are left."""
-    from services import tmpfs
+    from services import fill, tmpfs
     with tmpfs(tmp_path / "disk", "size=16m", "a small filesystem for the disk-full test") as disk:
         out = disk / "report"
         first = run_cli("report.py", str(tiny_runs / "cmp"), "--no-notebook", "-o", str(out), timeout=300)
         assert first.returncode == 0, first.stderr[-2000:]
         before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-        filler = disk / "filler"
-        with open(filler, "wb") as f:  # fill the disk
-            try:
-                while True:
-                    f.write(bytes(1 << 16))
-                    f.flush()
-            except OSError:
-                pass
+        fill(disk / "filler")
         done = run_cli("report.py", str(tiny_runs / "cmp"), "--no-notebook", "-o", str(out), timeout=300)
         assert done.returncode == 74 and done.stderr.strip().splitlines()[-1].startswith("error: disk full"), \
             done.stderr[-2000:]

@@ -84,7 +84,7 @@ class Evaluator:
         k = self.cfg.eval.samples
         grid = sample_grid(self.sets["val"][0][:k], self.sets["val"][1][:k], outputs["val"][:k])
         write_png(run.samples / STEP_SHEET.format(step=step), grid)
-        return PendingEvaluation(step, pending, fcn_rows, fcn_scores, grid, weights if overlap else None)
+        return PendingEvaluation(step, pending, fcn_rows, fcn_scores, grid, weights)
 
     def finish(self, pending: "PendingEvaluation", run: RunDir, writer=None) -> dict[str, dict[str, float]]:
         """Wait for an evaluation's metrics and write its rows (metrics.csv, fcn_metrics.csv, TensorBoard):
@@ -274,8 +274,8 @@ def rejudge(run_path, segmenter_dir, workers: int = 0, log=print) -> dict:
 
 class PendingEvaluation:
     """An evaluation whose metrics may still be computing: its step, per split the rows or their
-    `PendingRows`, the FCN rows and scores, the sample sheet, and with overlap the generator's weights at
-    that step (the best-checkpoint keeper saves them once the score is known)."""
+    `PendingRows`, the FCN rows and scores, the sample sheet, and the generator's weights at that step
+    (the best-checkpoint keeper saves them once the score is known)."""
 
     def __init__(self, step: int, metrics: dict, fcn_rows: list, fcn_scores: dict, grid, weights):
         self.step, self.metrics, self.fcn_rows, self.fcn_scores = step, metrics, fcn_rows, fcn_scores
