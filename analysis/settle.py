@@ -45,6 +45,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import stats as sps
 
+from gan import contract
+
 OUTCOMES = ("better", "equivalent", "open", "uninformative")
 CONTROL = "control"  # the b of a generator-against-control row
 
@@ -180,7 +182,7 @@ def _number(x) -> bool:
 
 # -- the frozen plan ---------------------------------------------------------------------------------------
 
-FROZEN = "frozen"  # the plan's own key holding its hash, each field's hash and the time it was written
+FROZEN = contract.SETTLE_FROZEN  # the plan's own key holding its hash, each field's hash and the time it was written
 
 
 def _digest(value) -> str:

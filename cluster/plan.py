@@ -1,8 +1,9 @@
-"""The launch plan: which runs a launch makes (generator x configuration x seed [x split]) and their names.
+"""Run names, the settle rule's rounds, and the sbatch array's command line.
 
-One naming scheme and one set of checks for every launcher: Ray Tune's trials (cluster/tune.py), the
-submitit array (jobs/submit.py) and the plain sbatch array (slurm/train_all.sh, through this module's
-command line) all name a run by `run_name` of its dotted values and lay it out by the contract:
+Every launcher runs the trials of one `SweepPlan` (cluster/sweep_plan.py): Ray Tune's trials
+(cluster/tune.py), the submitit array (jobs/submit.py) and the plain sbatch array (slurm/train_all.sh,
+through this module's command line) all name a run by `run_name` of its dotted values and lay it out by
+the contract:
 
     unet                               a plain comparison
     unet-seed2                         a training seed of --seeds
@@ -17,15 +18,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import itertools
 import json
 import re
 import subprocess
 import sys
 from typing import Any
 
+from cluster.sweep_plan import SweepPlan
 from gan import models
-from gan.config import Config, for_generator, legacy_names
 from gan.errors import EXIT_USAGE, UserError
 
 NAMING_KEYS = ("model.generator", "train.seed", "data.split_seed")  # named by their place, not as key=value
@@ -66,38 +66,10 @@ def say_round(wanted: dict[str, list[int]], todo: list[dict[str, Any]]) -> str:
             f"training {len(todo)} run(s): {', '.join(run_name(t) for t in todo)}")
 
 
-def check_count(flag: str, n: int) -> None:
-    """--seeds / --splits: at least one (the one check every launcher makes)."""
-    if n < 1:
-        raise UserError(f"{flag}: must be >= 1, got {n}")
-
-
-def typed(key: str, value: Any) -> Any:
-    """A value from a command line as the config field's type (so '1e-4' and 0.0001 name the same run)."""
-    cfg = Config()
-    cfg.set(key, value)
-    return cfg.flat()[legacy_names().get(key, [key])[0]]
-
-
-def grid_trials(gens: list[str], grid: list[tuple[str, list[Any]]] = (), seeds: int = 1) -> list[dict[str, Any]]:
-    """Every generator x every combination of the grid's values x training seeds 0..seeds-1 (with seeds > 1),
-    as dotted values, generators outermost: what one array job runs, in task order."""
-    check_count("--seeds", seeds)
-    if seeds > 1 and any(key == "train.seed" for key, _ in grid):
-        raise UserError("--seeds: sets train.seed 0..N-1 itself; drop the other train.seed")
-    axes = [[("model.generator", g) for g in gens]]
-    axes += [[(key, typed(key, v)) for v in values] for key, values in grid]
-    if seeds > 1:
-        axes.append([("train.seed", k) for k in range(seeds)])
-    # A generator's own setting reaches that generator's runs only; the others are not repeated for it.
-    trials = [for_generator(dict(combo), combo[0][1]) for combo in itertools.product(*axes)]
-    return [json.loads(t) for t in dict.fromkeys(json.dumps(t, sort_keys=True) for t in trials)]
-
-
 def array_task(task: int, seeds: int) -> dict[str, Any]:
     """The dotted values of task `task` of the plain sbatch array (one task per registered generator x
     seed). Any subset of the tasks may run (--array=2 redoes one); a task beyond them is refused."""
-    trials = grid_trials(list(models.names()), seeds=seeds)
+    trials = SweepPlan.for_array(seeds).trials()
     if not 0 <= task < len(trials):
         gens = models.names()
         raise UserError(f"task {task}: {len(gens)} generators ({' '.join(gens)}) x {seeds} seed(s) are tasks "
@@ -154,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.what == "tasks":
-            print(len(grid_trials(list(models.names()), seeds=args.seeds)))
+            print(len(SweepPlan.for_array(args.seeds).trials()))
         elif args.what == "job-options":
             print("\n".join(job_options(args.job)))  # one per line: a path may hold spaces
         else:

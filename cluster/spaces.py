@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from cluster.plan import check_count
 from gan.cli import generator_list
 from gan import models
 from gan.config import Config, legacy_names
@@ -74,9 +73,16 @@ def load_space_file(path: str | Path) -> dict[str, Any]:
     return raw
 
 
+def check_count(flag: str, n: int) -> None:
+    """--samples / --seeds / --splits: at least one (the one check every launcher makes)."""
+    if n < 1:
+        raise UserError(f"{flag}: must be >= 1, got {n}")
+
+
 def build_space(gens: list[str], sweeps: list[str], space_file: str | None = None, seeds: int = 1,
-                splits: int = 1) -> dict[str, Any]:
-    """The sweep's space as data: the generator grid, the named sweeps, the user's file, then `seeds`
+                splits: int = 1, grid: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The sweep's space as data: the generator grid, the named sweeps, the user's file, `grid` (--grid's
+    {KEY: {"grid": [...]}}), then `seeds`
     training seeds (train.seed 0..seeds-1, a grid: every configuration trains on each) and `splits` data
     splits (data.split_seed 0..splits-1, crossed with the seeds: the variance of each source apart)."""
     gens = generator_list(",".join(gens))  # the one --gens check (gan/cli.py)
@@ -94,6 +100,10 @@ def build_space(gens: list[str], sweeps: list[str], space_file: str | None = Non
         legacy = legacy_names()  # older flat names: the setting of each generator that has it
         for key, spec in user.items():
             space.update({target: spec for target in legacy.get(key, [key])})
+    for key, spec in (grid or {}).items():
+        if key == "model.generator":
+            raise UserError("--grid: set the generators with --gens")
+        space.update({target: spec for target in legacy_names().get(key, [key])})
     for flag, key, n in (("--seeds", "train.seed", seeds), ("--splits", "data.split_seed", splits)):
         check_count(flag, n)
         if n > 1:

@@ -8,6 +8,7 @@ it are dropped and redone, so none is duplicated or missing).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -128,8 +129,30 @@ def make_executor(folder: str, *, cluster: str | None = None, partition: str | N
 
 def submit_grid(executor: submitit.AutoExecutor, configs: list[Config], out: str) -> list[submitit.Job]:
     """One array job over the generator x sweep grid."""
-    return executor.map_array(TrainJob(), [c.with_absolute_paths().to_dict() for c in configs],
-                              [str(Path(out).resolve())] * len(configs))
+    with _controllers_write_to_their_folder(executor):
+        return executor.map_array(TrainJob(), [c.with_absolute_paths().to_dict() for c in configs],
+                                  [str(Path(out).resolve())] * len(configs))
+
+
+@contextlib.contextmanager
+def _controllers_write_to_their_folder(executor: submitit.AutoExecutor):
+    """A local job's controller process (submitit's, one per task) inherits the driver's stderr, and Ctrl-C
+    or a cancel makes it print a KeyboardInterrupt traceback there. Started with stderr on a file in the
+    logs folder, the terminal keeps the driver's one line; the tasks' own logs are unchanged."""
+    if executor.cluster != "local":
+        yield
+        return
+    folder = Path(executor.folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(folder / "controllers.err", "ab") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def wait_for(jobs: list[submitit.Job], log=print) -> int:
@@ -155,18 +178,25 @@ def why(error: Exception) -> str:
     return (raised or lines)[-1].split("gan.errors.", 1)[-1].strip()
 
 
-def settle_rounds(saved: dict, executor: submitit.AutoExecutor, *, out: str, experiment: str, resume: str,
-                  report: str | None, readout) -> int:
+def _state(cfg: Config, out: str) -> str:
+    """The run's state as its status file says ('' before it has one)."""
+    from gan.contract import run_path
+    from gan.rundir import RunDir
+    return RunDir(run_path(out, cfg.experiment, cfg.name)).read_status().get("state", "")
+
+
+def settle_rounds(plan, executor: submitit.AutoExecutor, *, out: str, experiment: str, resume: str,
+                  readout) -> int:
     """The settle rule's rounds as submitit arrays (cluster/sweep.py's `settle_loop`): each round's runs are one
     array, waited for before the next look. Interrupted (Ctrl-C, TERM), the round's jobs are cancelled (on SLURM
     each checkpoints, is marked preempted and does not requeue itself) and `resume` continues them.
-    `readout` is the command's (settle_start, settle_look, settle_done)."""
+    `plan` is the SweepPlan; `readout` the command's (settle_start, settle_look, settle_done)."""
     from cluster.plan import run_name
     from cluster.sweep import settle_loop
     from gan.config import make_config
 
     def train(todo: list[dict]) -> int | None:
-        configs = [make_config(saved["preset"], {**saved["overrides"], **values, "run_name": run_name(values),
+        configs = [make_config(plan.preset, {**plan.overrides, **values, "run_name": run_name(values),
                                                  "experiment": experiment}) for values in todo]
         jobs = submit_grid(executor, configs, out)
         print(f"submitted: {', '.join(f'{job.job_id} {cfg.name}' for job, cfg in zip(jobs, configs))}", flush=True)
@@ -177,9 +207,12 @@ def settle_rounds(saved: dict, executor: submitit.AutoExecutor, *, out: str, exp
                 job.cancel(check=False)  # SLURM: scancel's TERM, the trainer checkpoints and marks its run preempted
             print(f"interrupted: this round's {len(jobs)} job(s) cancelled, their runs kept; continue with: {resume}")
             return EXIT_PREEMPTED
+        if failed and any(_state(cfg, out) == "preempted" for cfg in configs):  # stopped, not broken (a Ctrl-C that
+            print(f"interrupted: runs of this round were stopped and kept; continue with: {resume}")  # reached the
+            return EXIT_PREEMPTED  # tasks before the driver, a TERM to the tasks alone)
         if failed:
             print(f"settle: {failed} run(s) did not finish; fix the cause and continue with: {resume}")
             return 1
         return None
 
-    return settle_loop(saved, Path(out) / experiment, readout, train, report)
+    return settle_loop(plan, Path(out) / experiment, readout, train)

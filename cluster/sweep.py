@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from cluster.plan import say_round, settle_round
+from cluster.sweep_plan import SweepPlan
 from gan.config import make_config
 from gan.contract import TUNE_ARGS, TUNE_STATE
 from gan.errors import EXIT_PREEMPTED, UserError
@@ -32,18 +33,21 @@ from gan.files import write_json
 
 
 class Readout(Protocol):
-    """What the command makes of a sweep's results (jobs/tune.py implements it with analysis/)."""
+    """What the command makes of a sweep's results (analysis/sweeps.py's SweepReadout); `plan` is the
+    sweep's SweepPlan."""
 
-    def search_done(self, results, root: Path, metric: str, mode: str, report: str | None) -> int: ...
+    def search_done(self, trials: int, errored: int, best: dict, root: Path, metric: str, mode: str,
+                    report: str | None) -> int: ...
 
-    def retraining_done(self, results, saved: dict, out: Path, experiment: str, report: str | None) -> int: ...
+    def retraining_done(self, trials: int, errored: int, plan: SweepPlan, out: Path, experiment: str,
+                        report: str | None) -> int: ...
 
-    def settle_start(self, saved: dict) -> None: ...
+    def settle_start(self, plan: SweepPlan) -> None: ...
 
-    def settle_look(self, root: Path, saved: dict) -> tuple[list[dict], dict[str, int], dict[str, set[int]]]:
+    def settle_look(self, root: Path, plan: SweepPlan) -> tuple[list[dict], dict[str, list[int]], dict[str, set[int]]]:
         """(the rule's rows, {generator: the training seeds its next look needs}, {generator: seeds finished})."""
 
-    def settle_done(self, rows: list[dict], saved: dict, root: Path, report: str | None) -> int: ...
+    def settle_done(self, rows: list[dict], plan: SweepPlan, root: Path, report: str | None) -> int: ...
 
 
 # Set per trial by the trainable, or the re-exec's own mark: never carried from the driver.
@@ -59,48 +63,32 @@ def trial_env(env: dict[str, str] | None = None) -> dict[str, str]:
     return {**carried, **fast_path_vars(env)}
 
 
-def trial_count(saved: dict) -> int:
-    """The most trials the sweep can run: its grid (generators, seeds, splits, grids of the space) times its
-    drawn configurations (or samples), plus the retraining's arms; for the settle rule, its maximum seeds."""
-    gens = saved["gens"]
-    if saved.get("settle"):
-        return len(gens) * saved["settle"]["max_seeds"]
-    grid = math.prod(len(spec["grid"]) for spec in saved["space"].values() if isinstance(spec, dict) and "grid" in spec)
-    drawn = len(saved["configurations"]) or saved["samples"]
-    return grid * drawn + len(gens) * 2 * saved.get("then_seeds", 0)
-
-
-def disk_check(saved: dict, out: str, limit_gb: float | None, log=print) -> None:
+def disk_check(plan: SweepPlan, out: str, limit_gb: float | None, log=print) -> None:
     """What the sweep will write, said before it starts: its trials x the checkpoints each run keeps (its own
     `train.checkpoints_to_keep`, one more while a new one is written, and the best one with eval.select
-    best_val_*) at the largest checkpoint of any generator and configuration it trains (Tune's checkpoints
-    are pointers: no second copy). Refused in one line past `limit_gb` (default: the free space where the
-    runs go)."""
-    import math
+    best_val_*) at the largest checkpoint of any trial's net (Tune's checkpoints are pointers: no second
+    copy). Refused in one line past `limit_gb` (default: the free space where the runs go)."""
     import shutil as sh
 
-    from gan.config import for_generator
     from gan.models import checkpoint_bytes
     if limit_gb is not None and not (math.isfinite(limit_gb) and limit_gb > 0):
         raise UserError(f"--disk-limit: a number of GB > 0, got {limit_gb} (leave it out for the free space)")
     largest, kept, sized = 0, 0, {}
-    for gen in saved["gens"]:
-        for values in saved["configurations"] or [{}]:
-            cfg = make_config(saved["preset"], {**saved["overrides"], **for_generator(values, gen),
-                                                "model.generator": gen})
-            key = json.dumps([dataclasses.asdict(cfg.model), cfg.data.image_size], sort_keys=True)
-            if key not in sized:  # each distinct net is built once (a dropout rate does not change its size)
-                sized[key] = checkpoint_bytes(cfg.model, cfg.data.image_size)
-            largest = max(largest, sized[key])
-            kept = max(kept, cfg.train.checkpoints_to_keep + 1 + (cfg.eval.select != "last"))
-    trials = trial_count(saved)
+    for values in plan.trials() or [{"model.generator": gen} for gen in plan.gens]:
+        cfg = make_config(plan.preset, {**plan.overrides, **values})
+        key = json.dumps([dataclasses.asdict(cfg.model), cfg.data.image_size], sort_keys=True)
+        if key not in sized:  # each distinct net is built once (a dropout rate does not change its size)
+            sized[key] = checkpoint_bytes(cfg.model, cfg.data.image_size)
+        largest = max(largest, sized[key])
+        kept = max(kept, cfg.train.checkpoints_to_keep + 1 + (cfg.eval.select != "last"))
+    trials = plan.count()
     total = trials * kept * largest
     where = Path(out).resolve()
     while not where.exists():
         where = where.parent
     free = sh.disk_usage(where).free
     limit = free if limit_gb is None else limit_gb * 1e9
-    gb = lambda n: f"{n / 1e9:.3g} GB"
+    gb = lambda n: f"{n / 1e9:.3g} GB"  # noqa: E731
     said = (f"up to {gb(total)} of checkpoints ({trials} trials x up to {kept} checkpoints of <= {gb(largest)}) "
             f"into {where} ({gb(free)} free)")
     if total > limit:
@@ -151,60 +139,60 @@ def disconnect() -> None:
     ray.shutdown()
 
 
-def run(saved: dict, *, out: str, experiment: str, resume: str, resuming: bool, report: str | None,
-        readout: Readout) -> int:
-    """The sweep `saved` describes (as stored in the experiment's sweep file): the settle rule's rounds,
-    or the search and then, with `then_seeds`, the retraining; either resumed where it stopped."""
+def run(plan: SweepPlan, *, out: str, experiment: str, resume: str, resuming: bool, readout: Readout) -> int:
+    """The sweep `plan` describes: the settle rule's rounds, or the search and then, with `then_seeds`, the
+    retraining; either resumed where it stopped. The plan is stored in the experiment before its first trial."""
     from cluster import tune as tuning
     root = Path(out) / experiment
     args_file = root / TUNE_ARGS
-    if saved.get("settle"):
-        if not resuming:
-            root.mkdir(parents=True, exist_ok=True)
-            write_json(args_file, saved)  # the plan is stored before the first round: pre-registered
-        return settle_rounds(saved, out=out, experiment=experiment, resume=resume, report=report, readout=readout)
-    if saved.get("phase", "search") == "search":
+    if not resuming:
+        root.mkdir(parents=True, exist_ok=True)
+        write_json(args_file, plan.to_dict())  # pre-registered: stored before the first trial or round
+    if plan.settle:
+        return settle_rounds(plan, out=out, experiment=experiment, resume=resume, readout=readout)
+    mode = tuning.mode_of(plan.metric)
+    if plan.phase == "search":
         if resuming:
-            tuner = tuning.restore_tuner(out, experiment, make_config(saved["preset"], saved["overrides"]),
-                                         saved["cpus"], saved["gpus"])
+            tuner = tuning.restore_tuner(out, experiment, plan.base(), plan.cpus, plan.gpus)
         else:
-            root.mkdir(parents=True, exist_ok=True)
-            write_json(args_file, saved)
-            tuner = search_tuner(saved, out, experiment)
+            tuner = search_tuner(plan, out, experiment)
         results = run_phase(tuner, resume)
         if results is None:
             return EXIT_PREEMPTED
-        then_seeds = saved.get("then_seeds", 0)
-        if not then_seeds:
+        if not plan.then_seeds:
             disconnect()
-        code = readout.search_done(results, root, saved["metric"], tuning.mode_of(saved["metric"]),
-                                   f"{report}/search" if report and then_seeds else report)
-        if not then_seeds:
+        best = tuning.best_trials(results, plan.metric, mode)
+        report = f"{plan.report}/search" if plan.report and plan.then_seeds else plan.report
+        code = readout.search_done(len(results), errored(results), best, root, plan.metric, mode, report)
+        if not plan.then_seeds:
             return code
-        best = tuning.best_configurations(results, saved["metric"], tuning.mode_of(saved["metric"]))
         if not best:
-            raise UserError(f"--then-seeds: no trial reported {saved['metric']}; nothing to retrain")
-        saved.update(phase="retrain", best=best, trials=tuning.retraining_trials(
-            best, list(range(1, then_seeds + 1)), experiment))
-        write_json(args_file, saved)  # a driver killed from here on resumes the retraining
-    results = run_phase(retrain_tuner(saved, out, experiment), resume)
+            raise UserError(f"--then-seeds: no trial reported {plan.metric}; nothing to retrain")
+        plan.phase, plan.best = "retrain", {gen: values for gen, (values, _) in best.items()}
+        plan.retrain = tuning.retraining_trials(plan.best, list(range(1, plan.then_seeds + 1)), experiment)
+        write_json(args_file, plan.to_dict())  # a driver killed from here on resumes the retraining
+    results = run_phase(retrain_tuner(plan, out, experiment), resume)
     if results is None:
         return EXIT_PREEMPTED
     disconnect()
-    return readout.retraining_done(results, saved, Path(out), experiment, report)
+    return readout.retraining_done(len(results), errored(results), plan, Path(out), experiment, plan.report)
 
 
-def settle_loop(saved: dict, root: Path, readout: Readout, train: Callable[[list[dict]], int | None],
-                report: str | None, before_verdict: Callable[[], None] = lambda: None) -> int:
+def errored(results) -> int:
+    return sum(1 for r in results if r.error)
+
+
+def settle_loop(plan: SweepPlan, root: Path, readout: Readout, train: Callable[[list[dict]], int | None],
+                before_verdict: Callable[[], None] = lambda: None) -> int:
     """The settle rule's rounds, whatever trains them: look at the finished runs, have `train` train the runs
     the next look needs (it returns None when they all finished, else the exit code to stop with), repeat;
     then the verdict. Finished runs are never trained again (those already in the experiment count); the
     decisions are a function of the plan and the runs' scores, so a driver started again takes up exactly
     where the last stopped."""
-    readout.settle_start(saved)
+    readout.settle_start(plan)
     while True:
-        rows, wanted, have = readout.settle_look(root, saved)
-        todo = settle_round(wanted, have, varied=saved["settle"].get("design") == "varied")
+        rows, wanted, have = readout.settle_look(root, plan)
+        todo = settle_round(wanted, have, varied=plan.settle.get("design") == "varied")
         if not todo:
             break
         print(f"\n{say_round(wanted, todo)}", flush=True)
@@ -212,24 +200,22 @@ def settle_loop(saved: dict, root: Path, readout: Readout, train: Callable[[list
         if code is not None:
             return code
     before_verdict()
-    return readout.settle_done(rows, saved, root, report)
+    return readout.settle_done(rows, plan, root, plan.report)
 
 
-def settle_rounds(saved: dict, *, out: str, experiment: str, resume: str, report: str | None,
-                  readout: Readout) -> int:
+def settle_rounds(plan: SweepPlan, *, out: str, experiment: str, resume: str, readout: Readout) -> int:
     """The settle rule's rounds on Ray Tune: one grid of trials per round (`settle_loop`)."""
     from ray import tune
 
     from cluster import tune as tuning
     root = Path(out) / experiment
-    base = make_config(saved["preset"], saved["overrides"])
+    base = plan.base()
 
     def train(todo: list[dict]) -> int | None:
         shutil.rmtree(root / TUNE_STATE, ignore_errors=True)  # the last round's Tune state; runs resume from their own
         tuner = tuning.make_tuner({tuning.TRIAL: tune.grid_search(todo)}, base=base, out=out, experiment=experiment,
-                                  metric=saved["metric"], mode=tuning.mode_of(saved["metric"]),
-                                  max_failures=saved["max_failures"], cpus_per_trial=saved["cpus"],
-                                  gpus_per_trial=saved["gpus"])
+                                  metric=plan.metric, mode=tuning.mode_of(plan.metric),
+                                  max_failures=plan.max_failures, cpus_per_trial=plan.cpus, gpus_per_trial=plan.gpus)
         results = run_phase(tuner, resume)
         if results is None:
             return EXIT_PREEMPTED
@@ -240,7 +226,7 @@ def settle_rounds(saved: dict, *, out: str, experiment: str, resume: str, report
             return 1
         return None
 
-    return settle_loop(saved, root, readout, train, report, before_verdict=disconnect)
+    return settle_loop(plan, root, readout, train, before_verdict=disconnect)
 
 
 def refuse_what_no_node_meets(cpus: float, gpus: float) -> None:
@@ -259,28 +245,35 @@ def refuse_what_no_node_meets(cpus: float, gpus: float) -> None:
                     "GPUs); ask for less, or add such a node")
 
 
-def search_tuner(saved: dict, out: str, experiment: str):
-    from cluster import spaces
+def search_space(plan: SweepPlan) -> dict:
+    """Tune's space of the search: one grid over the plan's trials (the list submitit and sbatch run too)."""
+    from ray import tune
+
+    from cluster import tune as tuning
+    return {tuning.TRIAL: tune.grid_search(plan.trials())}
+
+
+def search_tuner(plan: SweepPlan, out: str, experiment: str):
+    """The search's tuner over `search_space`."""
     from cluster import tune as tuning
     return tuning.make_tuner(
-        spaces.to_tune(saved["space"], saved["configurations"], tuning.TRIAL), base=make_config(saved["preset"], saved["overrides"]), out=out,
-        experiment=experiment, scheduler=saved["scheduler"], metric=saved["metric"], mode=tuning.mode_of(saved["metric"]),
-        num_samples=1 if saved["configurations"] else saved["samples"], max_failures=saved["max_failures"], cpus_per_trial=saved["cpus"],
-        gpus_per_trial=saved["gpus"], max_evaluations=saved["max_evaluations"])
+        search_space(plan), base=plan.base(), out=out, experiment=experiment,
+        scheduler=plan.scheduler, metric=plan.metric, mode=tuning.mode_of(plan.metric), max_failures=plan.max_failures,
+        cpus_per_trial=plan.cpus, gpus_per_trial=plan.gpus, max_evaluations=plan.max_evaluations)
 
 
-def retrain_tuner(saved: dict, out: str, experiment: str):
+def retrain_tuner(plan: SweepPlan, out: str, experiment: str):
     """The retraining phase's tuner (`<experiment>-retrain/_tune`): restored if it was started before."""
     from ray import tune
 
     from cluster import tune as tuning
     name = f"{experiment}-retrain"
-    space, base = {tuning.TRIAL: tune.grid_search(saved["trials"])}, make_config(saved["preset"], saved["overrides"])
+    space, base = {tuning.TRIAL: tune.grid_search(plan.retrain)}, plan.base()
     if tune.Tuner.can_restore(str((Path(out) / name / TUNE_STATE).resolve())):
-        return tuning.restore_tuner(out, name, base, saved["cpus"], saved["gpus"], param_space=space)
+        return tuning.restore_tuner(out, name, base, plan.cpus, plan.gpus, param_space=space)
     return tuning.make_tuner(
-        space, base=base, out=out, experiment=name, metric=saved["metric"], mode=tuning.mode_of(saved["metric"]),
-        max_failures=saved["max_failures"], cpus_per_trial=saved["cpus"], gpus_per_trial=saved["gpus"])
+        space, base=base, out=out, experiment=name, metric=plan.metric, mode=tuning.mode_of(plan.metric),
+        max_failures=plan.max_failures, cpus_per_trial=plan.cpus, gpus_per_trial=plan.gpus)
 
 
 def run_phase(tuner, resume: str):

@@ -67,7 +67,15 @@ def _restore_tune_checkpoint(run: Path) -> None:
 
 
 
-TRIAL = "trial"  # a whole set of dotted values as one grid entry (the retraining phase: one per arm and seed)
+TRIAL = "trial"  # a whole set of dotted values as one grid entry: Tune's grid is the plan's list of trials
+
+
+def trial_values(space: dict[str, Any]) -> dict[str, Any]:
+    """A trial's dotted values from its resolved Tune config: the whole set under `trial` (a grid of trials, as
+    every sweep builds them), or as keys of their own (sweeps of older versions)."""
+    sampled = {k: v for k, v in space.items() if k != TRIAL}
+    sampled.update(space.get(TRIAL) or {})
+    return sampled
 
 
 def trial_config(space: dict[str, Any], base: dict[str, Any], out: str) -> tuple[Config, str]:
@@ -75,8 +83,7 @@ def trial_config(space: dict[str, Any], base: dict[str, Any], out: str) -> tuple
     under `trial` as one dict or as keys of their own), the whole validated base Config in dict form and
     the output root. The base travels beside the space (`tune.with_parameters`), so Tune's tables show
     only what the trials vary."""
-    sampled = {k: v for k, v in space.items() if k != TRIAL}
-    sampled.update(space.get(TRIAL) or {})
+    sampled = trial_values(space)
     base = Config.from_dict(base)
     # Only the knobs this trial's generator has: a sweep draws every generator's own settings at once.
     sampled = for_generator(sampled, sampled.get("model.generator", base.model.generator))
@@ -143,12 +150,14 @@ def _last_evaluation(run: Path) -> tuple[int, dict[str, dict[str, float]]]:
 def best_trials(results, metric: str, mode: str) -> dict[str, tuple[dict[str, Any], Any]]:
     """{generator: (the sampled dotted values of its best trial by `metric`, that trial's result row)}."""
     frame = results.get_dataframe()
-    if metric not in frame or "config/model.generator" not in frame or frame[metric].isna().all():
+    # Sampled values are config/trial/<dotted> (a grid of whole trials) or, in sweeps of older versions,
+    # config/<dotted>.
+    by = next((c for c in (f"config/{TRIAL}/model.generator", "config/model.generator") if c in frame), None)
+    if metric not in frame or by is None or frame[metric].isna().all():
         return {}
     best = {}
-    for gen, group in frame.dropna(subset=[metric]).groupby("config/model.generator"):
+    for gen, group in frame.dropna(subset=[metric]).groupby(by):
         row = group.loc[group[metric].idxmax() if mode == "max" else group[metric].idxmin()]
-        # Sampled values are config/<dotted> or, drawn by the driver, config/trial/<dotted>.
         values = {k.split("/", 2)[-1]: _plain(row[k]) for k in group if k.startswith("config/")
                   and k != f"config/{TRIAL}"}
         best[gen] = (for_generator(values, gen), row)
@@ -194,7 +203,7 @@ class PerGeneratorASHA(tune.schedulers.FIFOScheduler):
         return True
 
     def _asha(self, trial) -> tune.schedulers.ASHAScheduler:
-        gen = trial.config.get("model.generator", "")
+        gen = trial_values(trial.config).get("model.generator", "")
         if gen not in self._by_generator:
             self._by_generator[gen] = tune.schedulers.ASHAScheduler(metric=self._metric, mode=self._mode,
                                                                     **self._asha_args)

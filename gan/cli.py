@@ -44,6 +44,69 @@ def add_gens_flag(parser: argparse.ArgumentParser, default: str = "all") -> None
     parser.add_argument("--gen", dest="gens", help=argparse.SUPPRESS)
 
 
+def add_config_flag(parser: argparse.ArgumentParser) -> None:
+    """--config FILE: an experiment file (jobs/configs/) whose values are the command's defaults."""
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="an experiment file (e.g. jobs/configs/study.py): a Python file whose get_config() "
+                        "returns the command's flags by name and config fields by dotted name; flags given on the "
+                        "command line win")
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """get_config() of an experiment file: {flag name or dotted field: value} (UserError naming the file)."""
+    import importlib.util
+    if not os.path.isfile(path):
+        raise UserError(f"--config {path}: no such file")
+    spec = importlib.util.spec_from_file_location("pix2pix_experiment", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        values = module.get_config()
+    except Exception as e:  # a broken experiment file is one line naming it, whatever it raised
+        message = str(e).splitlines()[0] if str(e) else ""
+        raise UserError(f"--config {path}: cannot be read ({type(e).__name__}: {message})") from None
+    if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
+        raise UserError(f"--config {path}: get_config() must return a dict of flag or dotted field -> value")
+    return values
+
+
+def _as_flag_value(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = None
+                      ) -> tuple[argparse.Namespace, list[str]]:
+    """parse_known_args with --config: the file's flags become the parser's defaults and its dotted fields come
+    before the command line's, so anything typed wins. A key that is neither a flag of this command nor a
+    dotted field is refused, naming it."""
+    argv = sys.argv[1:] if argv is None else argv
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--config", default=None)
+    given, _ = first.parse_known_args(argv)
+    if given.config is None:
+        args, extra = parser.parse_known_args(argv)
+        args.from_config = {}
+        return args, extra
+    values = read_config_file(given.config)
+    flags = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+    defaults, fields = {}, []
+    for key, value in values.items():
+        if "." in key:
+            fields += [f"--{key}", _as_flag_value(value)]
+        elif key in flags:
+            append = isinstance(flags[key], argparse._AppendAction)
+            if append and not isinstance(value, list):
+                raise UserError(f"--config {given.config}: {key} takes a list (it is repeatable), got {value!r}")
+            defaults[key] = list(value) if append else value
+        else:
+            raise UserError(f"--config {given.config}: {key!r} is not a flag of this command (choose from "
+                            f"{', '.join(sorted(flags))}, or a dotted config field)")
+    parser.set_defaults(**defaults)
+    args, extra = parser.parse_known_args(argv)
+    args.from_config = defaults  # what the file set (a --resume may carry the file that started it)
+    return args, fields + extra
+
+
 def generator_list(text: str) -> list[str]:
     """'all' -> every registered generator; 'unet,hybrid' -> those, each checked (UserError naming --gens)."""
     from gan.models import names
@@ -74,17 +137,23 @@ def parse_overrides(extra: list[str]) -> dict[str, str]:
     return overrides
 
 
-def config_from_args(args: argparse.Namespace, extra: list[str], make=make_config, **fixed) -> Config:
-    """Preset, then the common flags, then dotted overrides, then `fixed` (e.g. the generator); `make`
-    the job's config maker (make_config, make_segmenter_config)."""
+def overrides_from_flags(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
+    """The dotted overrides a command's flags ask for: --data and --data-format as the fields they set, then
+    the dotted flags (the one place a flag becomes a field)."""
     overrides = {}
     if args.data is not None:
         overrides["data.source"] = args.data
     if args.data_format is not None:
         overrides["data.format"] = args.data_format
-    if args.experiment is not None:
-        overrides["experiment"] = args.experiment
     overrides.update(parse_overrides(extra))
+    return overrides
+
+
+def config_from_args(args: argparse.Namespace, extra: list[str], make=make_config, **fixed) -> Config:
+    """Preset, then the common flags, then dotted overrides, then `fixed` (e.g. the generator); `make`
+    the job's config maker (make_config, make_segmenter_config)."""
+    overrides = {"experiment": args.experiment} if args.experiment is not None else {}
+    overrides.update(overrides_from_flags(args, extra))
     overrides.update(fixed)
     return make(args.preset, overrides)
 

@@ -64,6 +64,16 @@ def _pid_runs(pid: int) -> bool:
     return True
 
 
+def remove_empty(folders: list[Path]) -> None:
+    """Remove the folders this process created (deepest first) that are still empty; one that is not (someone
+    else wrote there since) stops the walk and is kept."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 def read_holder(path: Path) -> dict[str, Any] | None:
     """The lease's record; None when there is no lease, {} when it is damaged or of the wrong shape."""
     try:
@@ -130,19 +140,16 @@ class Lease:
         self._started = time.time()
         if self.path.parent.exists() and not self.path.parent.is_dir():
             raise UserError(f"{self.flag} {self.path.parent}: exists and is not a directory")
-        created = not self.path.parent.exists()
+        created = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:  # read-only filesystem, permissions, a file in the way, a full disk
+        except OSError as e:  # read-only filesystem, permissions, a full disk
+            remove_empty(created)
             raise_for_write(e, f"{self.flag} {self.path.parent}: cannot create the {self.thing} directory")
         try:
             return self._acquire()
         except OSError as e:
-            if created:  # leave nothing behind: the folder was ours and holds nothing yet
-                try:
-                    self.path.parent.rmdir()
-                except OSError:
-                    pass  # not empty after all (someone else wrote there): keep it
+            remove_empty(created)  # leave nothing behind: the folders were ours (--out, the experiment, the run)
             raise_for_write(e, f"{self.flag} {self.path.parent}: cannot write its lease")
 
     def _acquire(self) -> "Lease":

@@ -132,11 +132,14 @@ def translate(files: list[Path], to: Path, generator, size: int) -> None:
     # Every input is read before anything is written: a bad file leaves no partial output folder.
     labels = [cv2.resize(read_image(str(path)), (size, size), interpolation=cv2.INTER_NEAREST) for path in files]
     from gan.errors import raise_for_write
+    from gan.lease import remove_empty
+    created = [p for p in (to, *to.parents) if not p.exists()]
     try:
         to.mkdir(parents=True, exist_ok=True)
         for path, label in zip(files, labels):
             inference.write_png(to / f"{path.stem}.png", generator(label[None])[0])
     except OSError as e:
+        remove_empty(created)  # a disk full before the first photo leaves no empty --to behind
         raise_for_write(e, f"--to {to}: cannot write the photos")
     print(f"translated {len(files)} label maps into {to}")
 

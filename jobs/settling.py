@@ -1,41 +1,18 @@
-"""The settle rule as the launchers run it: its flags, its stored plan, and its look at an experiment's runs.
+"""The settle rule's plan as both launchers make it: measured, checked and frozen before the first round.
 
 `jobs/tune.py --settle` (Ray Tune) and `jobs/submit.py --settle` (submitit: SLURM or local processes)
 share all of it, so a plan means the same under either and the experiment's sweep file (`_tune_args.json`)
-holds it the same way: the rule in analysis/settle.py, the rounds in cluster/ (sweep.py, submitit_jobs.py).
+holds it the same way: the rule in analysis/settle.py, the rounds in cluster/ (sweep.py, submitit_jobs.py),
+the looks and the verdict in analysis/sweeps.py. The one module of the launchers that joins analysis/ (the
+plan's record) and gan/evaluators/ (the control, scored on the plan's test photos).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from gan.config import make_config
 from gan.errors import UserError
-from gan.files import read_json
-
-
-def add_settle_flags(parser: argparse.ArgumentParser) -> None:
-    """The settle rule's flags, spelled the same in every launcher."""
-    g = parser.add_argument_group("settle: seeds in rounds until each comparison is decided (analysis/settle.py)")
-    g.add_argument("--settle", action="store_true",
-                   help="train seeds in rounds; after each, every pair of generators on every --settle-metrics is "
-                   "better, equivalent within its margin, or open (open pairs get another seed, up to --max-seeds)")
-    g.add_argument("--settle-metrics", default=None, metavar="M,M",
-                   help="test metrics to settle (default: fcn_pixel_acc with --eval.segmenter, else the study's four)")
-    g.add_argument("--margin", action="append", default=[], metavar="METRIC=DELTA",
-                   help="equivalence margin of a metric (repeatable; defaults: analysis/settle.py DEFAULT_MARGINS)")
-    g.add_argument("--max-seeds", type=int, default=8, help="most seeds per generator (default 8)")
-    g.add_argument("--first-look", type=int, default=3, help="seeds per generator at the first look (default 3)")
-    g.add_argument("--first-seed", type=int, default=0,
-                   help="the looks use training seeds S, S+1, ... (default 0); e.g. a track begun later on the "
-                   "seeds whose checkpoints a new judge can still score")
-    g.add_argument("--alpha", type=float, default=0.05,
-                   help="error rate per metric over all looks and pairs (default 0.05; Bonferroni)")
-    g.add_argument("--vary-split", action="store_true",
-                   help="with --settle: seed k also draws split k (data.split_seed k), so the seeds vary both "
-                   "the initialisation and the data")
 
 
 def settle_plan(args: argparse.Namespace, gens: list[str], base, overrides: dict) -> dict | None:
@@ -114,10 +91,6 @@ def configs_of(base, gens: list[str], varied: bool) -> dict[str, str]:
     return {g: settle.config_identity(for_generator(base.flat(), g), "varied" if varied else "fixed") for g in gens}
 
 
-
-
-
-
 def check_stored_plan(saved: dict, args_file: Path) -> None:
     """A stored plan that no longer reads as one (truncated, damaged) or whose content changed after it was
     frozen (a margin edited after a look) is refused in one line naming the fields."""
@@ -127,131 +100,3 @@ def check_stored_plan(saved: dict, args_file: Path) -> None:
     except (TypeError, ValueError, KeyError, AttributeError) as e:
         raise UserError(f"{args_file}: its settle plan is refused ({e}); restore the file from a copy, or start "
                         "a new --experiment") from None
-
-
-def refuse_plan_flags_on_resume(args: argparse.Namespace) -> None:
-    """--resume continues the stored plan, which is frozen: a settle flag typed with it would be ignored, so
-    it is refused in one line."""
-    parser = argparse.ArgumentParser()
-    add_settle_flags(parser)
-    given = [f"--{name.replace('_', '-')}" for name in ("settle_metrics", "margin", "max_seeds", "first_look",
-                                                         "first_seed", "alpha", "vary_split")
-             if getattr(args, name) != parser.get_default(name)]
-    if given:
-        raise UserError(f"--resume: continues the stored plan, frozen when it was written; {', '.join(given)} cannot "
-                        "change it (a new plan is a new --experiment)")
-
-
-def same(key: str, stored, planned) -> bool:
-    """Whether a sweep file's `key` holds what the command plans (a plan compared without its freeze record:
-    the same command again freezes the same plan at another time)."""
-    from analysis import settle
-    if key == "settle" and isinstance(stored, dict) and isinstance(planned, dict):
-        stored, planned = settle.content(stored), settle.content(planned)
-    return json.dumps(stored, sort_keys=True) == json.dumps(planned, sort_keys=True)
-
-
-TRAINED_BY = ("gens", "preset", "overrides", "settle")  # what a settle sweep trains; the rest is how and where
-
-
-def load_settle_sweep(args_file: Path) -> dict:
-    """The settle sweep an experiment holds, whichever launcher started it, its plan checked."""
-    saved = read_json(args_file)
-    if not isinstance(saved, dict) or not isinstance(saved.get("settle"), dict) \
-            or not isinstance(saved.get("overrides"), dict) or not isinstance(saved.get("gens"), list):
-        raise UserError(f"{args_file}: holds no settle sweep (a search of jobs/tune.py, an older version, or edited); "
-                        "choose another --experiment")
-    check_stored_plan(saved, args_file)
-    return saved
-
-
-def settle_scores(root: Path, base, plan) -> dict[str, dict[int, dict[str, float]]]:
-    """{generator: {seed: {metric: test mean}}} of the experiment's finished runs of the plan's configuration
-    (any run there of another configuration is refused in one line: the rule would mix them)."""
-    from analysis.runs import MEASUREMENT_FIELDS, find_runs
-    from gan.config import for_generator
-    from gan.rundir import RESUMABLE_FIELDS
-    if not root.exists():
-        return {}
-    drawn = {"data.split_seed"} if plan.design == "varied" else set()  # varied: seed k draws split k
-    # What a resumed run may change without training otherwise, and how a run is measured (the judge is
-    # checked below), do not make another configuration; how long it trained does.
-    ignored = (RESUMABLE_FIELDS - {"train.steps"}) | MEASUREMENT_FIELDS | drawn
-    wanted = {k: v for k, v in base.flat().items() if k not in ignored | {
-        "train.seed", "model.generator", "run_name", "experiment"}}
-    scores: dict[str, dict[int, dict[str, float]]] = {}
-    judges = set()
-    for run in find_runs(root):
-        if run.state != "finished" or run.generator not in plan.generators:
-            continue
-        flat = run.flat_config()  # the run's generator's own settings only, as for_generator gives the plan's
-        differ = sorted(k for k, v in for_generator(wanted, run.generator).items()
-                        if json.dumps(flat.get(k)) != json.dumps(v))
-        if differ:
-            raise UserError(f"--settle: {run.path} is another configuration ({differ[0]}: {flat.get(differ[0])!r} there, "
-                            f"{wanted[differ[0]]!r} in the plan); settle in a new --experiment")
-        missing = [m for m in plan.metrics if m not in run.test_metrics]
-        if missing:
-            raise UserError(f"--settle: {run.path} has no test {missing[0]}; it cannot count as a seed of this plan")
-        if any(m.startswith("fcn_") for m in plan.metrics) and run.judge:
-            judges.add(run.judge)
-        if drawn and flat.get("data.split_seed") != run.seed:
-            continue  # not a run of this design (its split is not its seed's)
-        scores.setdefault(run.generator, {})[run.seed] = {m: float(run.test_metrics[m].mean()) for m in plan.metrics}
-    if len(judges) > 1:
-        raise UserError(f"--settle: the experiment's FCN-scores come from {len(judges)} different segmenters; the "
-                        "rule compares one judge's scores only")
-    return scores
-
-
-
-def print_plan(saved: dict) -> None:
-    from analysis import settle
-    plan = settle.Plan.from_dict(saved["settle"])
-    frozen = (saved["settle"].get(settle.FROZEN) or {}).get("at", "not recorded")
-    control = ("control (per metric) " + ", ".join(f"{m} {plan.control_at(plan.first_seed, m):.4g} "
-                                                   f"({plan.control_name.get(m, 'trivial')})" for m in plan.metrics)
-               if plan.has_control else "no control (a plan from before controls)")
-    print(f"settle: {', '.join(plan.metrics)} over {len(plan.pairs)} pairs; looks at {plan.first}..{plan.max_seeds} "
-          f"seeds per generator (training seeds from {plan.first_seed}); alpha {plan.alpha} per metric, "
-          f"{plan.alpha_per_test:.3g} per test (Bonferroni over {plan.looks} looks x {plan.comparisons} comparisons); "
-          "margins " + ", ".join(f"{m} {plan.margins[m]:g}" for m in plan.metrics) + f"; {control}; frozen {frozen}")
-
-
-def look(root: Path, saved: dict):
-    """(the rule's rows, {generator: the training seeds its next look needs}, {generator: seeds finished})."""
-    from analysis import settle
-    plan = settle.Plan.from_dict(saved["settle"])
-    scores = settle_scores(root, make_config(saved["preset"], saved["overrides"]), plan)
-    rows, wanted = settle.replay(scores, plan)
-    return rows, {g: list(plan.seeds(n)) for g, n in wanted.items()}, {g: set(seeds) for g, seeds in scores.items()}
-
-
-def verdict(rows: list[dict], saved: dict, root: Path, report: str | None) -> int:
-    """The rule's last look: printed, written to <experiment>/settle.{csv,md}, and into the report."""
-    import pandas as pd
-
-    from analysis.tables import to_markdown, write_table
-    generators = saved["settle"]["generators"]
-    spent = {g: max((r["seeds"] for r in rows if g in (r["a"], r["b"])), default=0) for g in generators}
-    print(f"\nsettled with {', '.join(f'{g} {n}' for g, n in spent.items())} seeds:")
-    table = pd.DataFrame(rows)
-    print(to_markdown(table))
-    write_table(table, root / "settle")
-    if report:
-        from analysis.report import build_report
-        print(f"report: {build_report([root], report)}")
-    return 0
-
-
-class SettleReadout:
-    """The settle half of cluster/'s Readout: what the command makes of the rule's rounds, from analysis/."""
-
-    def settle_start(self, saved: dict) -> None:
-        print_plan(saved)
-
-    def settle_look(self, root: Path, saved: dict):
-        return look(root, saved)
-
-    def settle_done(self, rows: list[dict], saved: dict, root: Path, report: str | None) -> int:
-        return verdict(rows, saved, root, report)

@@ -174,14 +174,12 @@ def test_bfloat16_step_tracks_float32_step():
 def test_trial_packing_arithmetic():
     """Two 1-CPU trials at 0.5 s/step finish 2 x 3600 / (0.5 x 1000) = 14.4 trials/hour of 1,000 steps;
     one 2-CPU trial at 0.3 s/step, 12 - so side by side is sooner there."""
-    sys.path.insert(0, str(ROOT / "jobs"))
-    import bench_cluster
+    from jobs import bench_cluster
     assert bench_cluster.trials_per_hour(0.5, 1000, 2) == pytest.approx(14.4)
     assert bench_cluster.trials_per_hour(0.3, 1000, 1) == pytest.approx(12.0)
 
 
 def test_steady_state_leaves_out_the_tracing_interval(tmp_path):
-    sys.path.insert(0, str(ROOT / "jobs"))
-    import bench_cluster
+    from jobs import bench_cluster
     (tmp_path / "timings.csv").write_text("step,steps,train_seconds\n20,20,60.0\n40,20,10.0\n60,20,12.0\n")
     assert bench_cluster.steady_seconds_per_step(tmp_path) == pytest.approx(22.0 / 40)

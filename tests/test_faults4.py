@@ -5,7 +5,6 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -193,3 +192,55 @@ def test_a_report_cut_off_by_a_full_disk_leaves_the_previous_one_and_nothing_hal
         after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
         assert after == before
         assert sorted(p.name for p in disk.iterdir()) == ["filler", "report"]
+
+
+def test_a_disk_full_from_the_start_leaves_no_empty_folders(tiny_runs, tmp_path):
+    """Training into, or translating onto, a disk with no space left is one line (exit 74) and leaves none of
+    the folders it would have made (--out, the experiment, the run, --to)."""
+    from conftest import make_pix2pix
+    from services import fill, tmpfs
+    labels = tmp_path / "labels"
+    make_pix2pix(tmp_path / "pairs", counts=(1, 0, 0))
+    labels.mkdir()
+    shutil.copy(next((tmp_path / "pairs" / "train").iterdir()), labels / "a.jpg")
+    with tmpfs(tmp_path / "disk", "size=1m", "a small filesystem for the disk-full test") as disk:
+        fill(disk / "filler")
+        trained = run_cli("train.py", "--gens", "unet", "--preset", "tiny", "--out", str(disk / "runs"),
+                          "--experiment", "e1", timeout=300)
+        assert trained.returncode == 74, trained.stderr[-2000:]
+        assert trained.stderr.strip().splitlines()[-1].startswith("error: disk full"), trained.stderr[-2000:]
+        translated = run_cli("evaluate.py", str(tiny_runs / "cmp" / "unet"), "--translate", str(labels),
+                             "--to", str(disk / "photos" / "new"), timeout=300)
+        assert translated.returncode == 74, translated.stderr[-2000:]
+        assert translated.stderr.strip().splitlines()[-1].startswith("error: disk full"), translated.stderr[-2000:]
+        assert [p.name for p in disk.iterdir()] == ["filler"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_of_a_local_settle_driver_is_one_interruption_line_and_no_traceback(tmp_path):
+    """Ctrl-C reaches the whole terminal group (the driver, submitit's local controllers, the trainers):
+    the driver says "interrupted" with the command that continues (exit 75) and no controller prints a
+    traceback onto the terminal."""
+    import os
+    import signal
+    import time
+    args = ["--gens", "unet", "--settle", "--settle-metrics", "l1", "--margin", "l1=0.1", "--cluster", "local",
+            "--preset", "tiny", "--out", str(tmp_path / "runs"), "--logs", str(tmp_path / "logs"), "--experiment", "s"]
+    driver = subprocess.Popen([sys.executable, str(ROOT / "jobs" / "submit.py"), *args], cwd=ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        for line in driver.stdout:  # the round is submitted: its controllers and trainers run
+            if line.startswith("submitted:"):
+                break
+        deadline = time.time() + 120
+        while time.time() < deadline and len(list((tmp_path / "runs" / "s").glob("*/config.json"))) < 3:
+            time.sleep(0.5)
+        os.killpg(driver.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        out, err = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 75, out + err
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("interrupted:") and last.endswith("--experiment s"), out  # the same command continues
+    assert "Traceback" not in err, err

@@ -4,7 +4,6 @@ stop), the cost model's arithmetic, and the GPU check at a tiny size on the CPU.
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys

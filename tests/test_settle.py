@@ -202,15 +202,12 @@ def test_the_rule_counts_a_run_measured_otherwise_and_refuses_one_trained_otherw
     line naming the field."""
     import json
     import shutil
-    import sys
 
     import pandas as pd
 
-    from conftest import ROOT
+    from analysis.sweeps import settle_scores
     from gan.config import make_config
     from gan.errors import UserError
-    sys.path.insert(0, str(ROOT / "jobs"))
-    import settling
     exp = tmp_path / "settle"
     for gen in ("unet", "hybrid"):
         shutil.copytree(tiny_runs / "cmp" / gen, exp / gen)
@@ -224,12 +221,12 @@ def test_the_rule_counts_a_run_measured_otherwise_and_refuses_one_trained_otherw
     edit("hybrid", "eval", fcn_every_eval=True, samples=1, workers=2)
     rule = settle.Plan(generators=["hybrid", "unet"], metrics=["ssim"], margins={"ssim": 0.1}).check()
     base = make_config("tiny", {"experiment": "settle"})
-    scores = settling.settle_scores(exp, base, rule)
+    scores = settle_scores(exp, base, rule)
     expected = pd.read_csv(exp / "hybrid" / "test_metrics.csv")["ssim"].mean()
     assert set(scores) == {"hybrid", "unet"} and scores["hybrid"][0]["ssim"] == pytest.approx(expected)
     edit("unet", "train", steps=base.train.steps + 1)
     with pytest.raises(UserError, match=r"unet is another configuration \(train\.steps: "):
-        settling.settle_scores(exp, base, rule)
+        settle_scores(exp, base, rule)
 
 
 @pytest.mark.parametrize("stored,args,message", [

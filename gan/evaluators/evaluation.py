@@ -190,7 +190,7 @@ def rejudge(run_path, segmenter_dir, workers: int = 0, log=print) -> dict:
     import shutil
     from pathlib import Path
 
-    from gan.contract import REJUDGED, check_summary
+    from gan.contract import REJUDGE_PENDING, REJUDGED, check_summary
     from gan.datasets.loader import load_dataset
     from gan.errors import UserError, raise_for_write
     from gan.evaluators.segmenter import Segmenter
@@ -231,7 +231,7 @@ def rejudge(run_path, segmenter_dir, workers: int = 0, log=print) -> dict:
         if data.fingerprint != (old.get("data") or {}).get("fingerprint"):
             raise UserError(f"{run.path}: the data read now ({cfg.data.source}) is not the data its test was "
                             "scored on (another fingerprint)")
-        pending = RunDir(run.path / REJUDGED / ".pending")
+        pending = RunDir(run.path / REJUDGED / REJUDGE_PENDING)
         shutil.rmtree(pending.path, ignore_errors=True)  # an attempt that was cut off
         pending.samples.mkdir(parents=True)
         shutil.copy2(run.timings, pending.timings)
@@ -248,7 +248,7 @@ def rejudge(run_path, segmenter_dir, workers: int = 0, log=print) -> dict:
             raise UserError(f"{run.path}: the test photos made now are not those of its test ({changed[0]} "
                             f"{summary['test'][changed[0]]['mean']:.6f}, was {old['test'][changed[0]]['mean']:.6f}; "
                             f"{_threads_said(threads)}); its record is unchanged")
-        earlier = sorted(p.name for p in (run.path / REJUDGED).iterdir() if p.is_dir() and p.name != ".pending")
+        earlier = sorted(p.name for p in (run.path / REJUDGED).iterdir() if p.is_dir() and p.name != REJUDGE_PENDING)
         summary["rejudged"] = {"previous_segmenter_id": old_id, "kept": f"{REJUDGED}/{old_id}",
                                "earlier": [e for e in earlier if e != old_id]}
         write_json(pending.summary, summary)
