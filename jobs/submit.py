@@ -39,7 +39,7 @@ from gan.lease import Lease
 from jobs import settling
 
 
-def parse_args() -> tuple[argparse.Namespace, list[str]]:
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flag(parser)
     add_gens_flag(parser)
@@ -60,7 +60,7 @@ def parse_args() -> tuple[argparse.Namespace, list[str]]:
     g.add_argument("--logs", default="submitit_logs", help="submitit folder (logs, pickles)")
     g.add_argument("--wait", action="store_true", help="wait for the jobs and print their results")
     add_common_flags(parser)
-    return parse_with_config(parser)
+    return parse_with_config(parser, argv)
 
 
 def main() -> int:

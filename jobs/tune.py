@@ -37,7 +37,7 @@ from gan.lease import Lease
 from jobs import settling
 
 
-def parse_args() -> tuple[argparse.Namespace, list[str]]:
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flag(parser)
     add_gens_flag(parser)
@@ -60,7 +60,7 @@ def parse_args() -> tuple[argparse.Namespace, list[str]]:
                    "compare generators (the study's execution-time column)")
     g.add_argument("--gpus-per-trial", type=float, default=0)
     add_common_flags(parser)
-    return parse_with_config(parser)
+    return parse_with_config(parser, argv)
 
 
 def main() -> int:
