@@ -241,7 +241,8 @@ def identity_ignores(design: str) -> set[str]:
 def config_identity(flat: dict, design: str = "fixed") -> str:
     """A short hash of a run's configuration as the rule counts it (one generator's fields, dotted names)."""
     ignored = identity_ignores(design)
-    return _digest({k: v for k, v in flat.items() if k not in ignored})[:16]
+    return _digest({k: v for k, v in flat.items()
+                    if k not in ignored and not (k in contract.ADDED_FIELDS and v == contract.ADDED_FIELDS[k])})[:16]
 
 
 # -- one look ----------------------------------------------------------------------------------------------

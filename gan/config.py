@@ -100,6 +100,7 @@ class ModelConfig:
     """What every generator shares; `model_config()` adds one section per registered generator with
     settings of its own (`model.<name>.*`), and `own` is the chosen generator's."""
     generator: str = "unet"  # a registered generator (gan/models: names())
+    discriminator: str = "patchgan"  # a registered discriminator (gan/models: DISCRIMINATORS)
     filters: int = 64  # width of the first layer; every net scales from it
     # BatchNorm kernel: 'auto' = fused on one replica, synchronized on several;
     # 'fused' / 'keras' = per-replica statistics; 'synchronized' = global batch.
@@ -299,6 +300,9 @@ class Config(Dotted):
         if m.generator not in models.names():
             raise ConfigError(f"--model.generator: unknown generator {m.generator!r} "
                               f"(choose from {', '.join(models.names())})")
+        if m.discriminator not in models.DISCRIMINATORS:
+            raise ConfigError(f"--model.discriminator: unknown discriminator {m.discriminator!r} "
+                              f"(choose from {', '.join(models.DISCRIMINATORS.names())})")
         for key, allowed in CHOICES.items():
             if self.flat()[key] not in allowed:
                 raise ConfigError(f"{flag(key)}: unknown value {self.flat()[key]!r} (choose from {', '.join(allowed)})")

@@ -82,6 +82,10 @@ CONTROL_TRIVIAL = ("constant gray image", "another real test photo")
 CONTROL_REAL = "real photos"
 # Config fields a resumed run may change without training otherwise (how long, how often it logs, where it
 # caches, how it is measured, numerically equal fast paths); every other field makes another run.
+# Config fields added after runs were counted by frozen plans, at the value that does what those runs did: a
+# run's identity (analysis/settle.py config_identity) leaves them out at that value, so adding a choice
+# does not change what an earlier run or plan is.
+ADDED_FIELDS = {"model.discriminator": "patchgan"}
 RESUMABLE_FIELDS = {"train.steps", "eval.workers", "train.log_every", "train.checkpoints_to_keep",
                     "data.cache_dir", "eval.segmenter", "eval.inception_weights", "optim.adam", "model.upsample",
                     "model.conv", "train.checkpoint_minutes", "train.steps_per_call", "eval.overlap"}

@@ -254,3 +254,52 @@ def test_a_fourth_generator_in_a_file_of_its_own_goes_through_the_whole_suite(tm
     from analysis.tables import test_table
     table = test_table(find_runs(tmp_path / "runs")).set_index("generator")
     assert table.loc["toy", "ssim_mean"] == pytest.approx(pd.read_csv(run / "test_metrics.csv").ssim.mean())
+
+
+def test_a_discriminator_in_a_plug_in_file_trains_and_an_unknown_one_is_one_line(tmp_path):
+    """A discriminator is declared as a module value like a generator (gan/models/patchgan.py's PATCHGAN):
+    one in the plug-in folder trains with --model.discriminator; a name nobody registered is one line."""
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "onelayer.py").write_text(textwrap.dedent('''
+        """A one-conv discriminator: 16x16 logits at 32 px."""
+        from gan.models.registry import Discriminator
+
+
+        def build(cfg, size):
+            import keras
+            from keras import layers
+            inp, tar = layers.Input([size, size, 3]), layers.Input([size, size, 3])
+            x = layers.Conv2D(1, 4, strides=2, padding="same")(layers.Concatenate()([inp, tar]))
+            return keras.Model([inp, tar], x, name="onelayer")
+
+
+        ONELAYER = Discriminator("onelayer", build, summary="one conv")
+    '''))
+    env = {"PIX2PIX_GENERATORS": str(folder)}
+    done = run_cli("train.py", "--gens", "unet", "--preset", "tiny", "--model.discriminator", "onelayer",
+                   "--out", str(tmp_path / "runs"), env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    config = json.loads((tmp_path / "runs" / "default" / "unet" / "config.json").read_text())["config"]
+    assert config["model"]["discriminator"] == "onelayer"
+    done = run_cli("train.py", "--gens", "unet", "--preset", "tiny", "--model.discriminator", "nosuch",
+                   "--out", str(tmp_path / "runs2"), timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0] == "error: --model.discriminator: unknown discriminator 'nosuch' (choose from patchgan)"
+
+
+def test_one_registry_helper_checks_and_names_for_every_kind():
+    """Generators, discriminators and metrics are each a gan/registry.py Registry: a record with a name
+    taken is refused naming the file that took it; an unknown name lists the registered ones."""
+    from gan.errors import UserError
+    from gan.evaluators.metrics import METRICS
+    from gan.registry import Registry
+    assert all(isinstance(r, Registry) for r in (models.GENERATORS, models.DISCRIMINATORS, METRICS))
+    with pytest.raises(ValueError, match=r"generator 'unet' is already registered \(by gan/models/generators/unet.py\)"):
+        models.register(models.Generator("unet", build_toy))
+    with pytest.raises(ValueError, match="metric 'ssim' is already registered"):
+        register_metric(Metric("ssim", lambda g, r: 0.0))
+    with pytest.raises(UserError, match=r"unknown discriminator 'x' \(registered: patchgan;"):
+        models.DISCRIMINATORS.lookup("x")
+    assert models.DISCRIMINATORS.where("patchgan") == "gan/models/patchgan.py"

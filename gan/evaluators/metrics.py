@@ -49,6 +49,7 @@ import cv2
 import numpy as np
 from skimage.metrics import structural_similarity
 
+from gan.registry import Registry
 from gan.workers import end_with_parent
 
 RATIO_TEST = 0.75
@@ -70,7 +71,12 @@ class Metric:
                 "version": self.version}
 
 
-METRICS: dict[str, Metric] = {}
+def _check_metric(m: Metric) -> None:
+    if not m.name.isidentifier() or m.name in ("step", "split", "images", "image"):
+        raise ValueError(f"metric name {m.name!r}: letters, digits and '_', not a column the tables already have")
+
+
+METRICS: Registry[Metric] = Registry("metric", check=_check_metric)  # in registration order: the CSV's order
 
 
 def metric(*, higher_is_better: bool = True, study: bool = False, version: int = 1):
@@ -82,14 +88,11 @@ def metric(*, higher_is_better: bool = True, study: bool = False, version: int =
 
 
 def register_metric(m: Metric) -> Metric:
-    if not m.name.isidentifier() or m.name in ("step", "split", "images", "image"):
-        raise ValueError(f"metric name {m.name!r}: letters, digits and '_', not a column the tables already have")
-    METRICS[m.name] = m
-    return m
+    return METRICS.register(m)
 
 
 def unregister_metric(name: str) -> None:
-    METRICS.pop(name, None)
+    METRICS.unregister(name)
 
 
 def metric_names() -> tuple[str, ...]:

@@ -34,44 +34,54 @@ import os
 import pkgutil
 import sys
 
-from gan.models.registry import RESERVED, Generator, check_generator, check_range  # noqa: F401 (re-exported)
+from gan.models.registry import Discriminator, Generator, check_generator, check_range  # noqa: F401 (check_range: re-exported)
+from gan.registry import Registry
 
-_REGISTRY: dict[str, Generator] = {}
-_DISCOVERED = False
+EXTRA_ENV = "PIX2PIX_GENERATORS"  # a folder of generator modules beside gan/models/generators/ (a user's own)
+
+
+def _discover(registry: Registry) -> None:
+    """Load every generator and discriminator module once: the package's, then $PIX2PIX_GENERATORS's."""
+    from gan.errors import UserError
+    from gan.models import generators
+    _load("gan.models.patchgan", None, "gan/models/patchgan.py")
+    for module in pkgutil.iter_modules(generators.__path__):
+        _load(f"{generators.__name__}.{module.name}", None, f"gan/models/generators/{module.name}.py")
+    extra = os.environ.get(EXTRA_ENV)
+    if extra:
+        folder = os.path.abspath(os.path.expanduser(extra))
+        if not os.path.isdir(folder):
+            raise UserError(f"${EXTRA_ENV} {extra}: not a folder of generator modules")
+        for module in pkgutil.iter_modules([folder]):
+            _load(f"pix2pix_generators.{module.name}", os.path.join(folder, f"{module.name}.py"),
+                  os.path.join(folder, f"{module.name}.py"))
+
+
+GENERATORS: Registry[Generator] = Registry(
+    "generator", check=check_generator, discover=_discover, order=lambda g: (g.order, g.name),
+    hint=f"a generator from a folder of your own is found through ${EXTRA_ENV}")
+DISCRIMINATORS: Registry[Discriminator] = Registry(
+    "discriminator", discover=lambda _: GENERATORS.names(), order=lambda d: (d.order, d.name),
+    hint=f"one of your own is declared in a module of ${EXTRA_ENV}")
 
 
 def register(generator: Generator, where: str = "") -> Generator:
     """Add a generator (discovery does this for every module value; a test may do it for a toy one);
     ValueError naming what is wrong with it."""
-    _discover()
-    check_generator(generator)
-    if generator.name in _REGISTRY and _REGISTRY[generator.name] is not generator:
-        other = _REGISTRY[generator.name]
-        raise ValueError(f"generator {generator.name!r} is already registered"
-                         + (f" (by {other.where})" if getattr(other, "where", "") else ""))
-    if where:
-        object.__setattr__(generator, "where", where)
-    _REGISTRY[generator.name] = generator
-    return generator
+    return GENERATORS.register(generator, where)
 
 
 def unregister(name: str) -> None:
-    _REGISTRY.pop(name, None)
+    GENERATORS.unregister(name)
 
 
 def names() -> tuple[str, ...]:
     """Every registered generator, the study's three first: what `--gens all` means."""
-    _discover()
-    return tuple(g.name for g in sorted(_REGISTRY.values(), key=lambda g: (g.order, g.name)))
+    return GENERATORS.names()
 
 
 def generator(name: str) -> Generator:
-    _discover()
-    if name not in _REGISTRY:
-        from gan.errors import UserError
-        raise UserError(f"unknown generator {name!r} (registered: {', '.join(names())}; a generator from a folder "
-                        f"of your own is found through ${EXTRA_ENV})")
-    return _REGISTRY[name]
+    return GENERATORS.lookup(name)
 
 
 def build_generator(cfg, size: int):
@@ -80,8 +90,8 @@ def build_generator(cfg, size: int):
 
 
 def build_discriminator(cfg, size: int):
-    from gan.models.patchgan import patchgan
-    return patchgan(cfg.filters, size, cfg.batchnorm, cfg.conv)
+    """The discriminator `cfg.discriminator` names (the PatchGAN by default) at `size` px."""
+    return DISCRIMINATORS.lookup(cfg.discriminator).build(cfg, size)
 
 
 def checkpoint_bytes(cfg, size: int) -> int:
@@ -101,29 +111,6 @@ def random_state(model) -> list:
     return [v for v in model.non_trainable_variables if v.name == "seed_generator_state"]
 
 
-EXTRA_ENV = "PIX2PIX_GENERATORS"  # a folder of generator modules beside gan/models/generators/ (a user's own)
-
-
-def _discover() -> None:
-    """Load every generator module once: the package's, then $PIX2PIX_GENERATORS's."""
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    _DISCOVERED = True
-    from gan.errors import UserError
-    from gan.models import generators
-    for module in pkgutil.iter_modules(generators.__path__):
-        _load(f"{generators.__name__}.{module.name}", None, f"gan/models/generators/{module.name}.py")
-    extra = os.environ.get(EXTRA_ENV)
-    if extra:
-        folder = os.path.abspath(os.path.expanduser(extra))
-        if not os.path.isdir(folder):
-            raise UserError(f"${EXTRA_ENV} {extra}: not a folder of generator modules")
-        for module in pkgutil.iter_modules([folder]):
-            _load(f"pix2pix_generators.{module.name}", os.path.join(folder, f"{module.name}.py"),
-                  os.path.join(folder, f"{module.name}.py"))
-
-
 def _load(name: str, path: str | None, where: str) -> None:
     """Import one generator module and register the Generator values it declares, naming the file of any
     problem in one line (a syntax error, a name taken, a preset that sets no setting of it)."""
@@ -138,10 +125,11 @@ def _load(name: str, path: str | None, where: str) -> None:
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
             spec.loader.exec_module(module)
-        declared = {id(v): v for v in vars(module).values() if isinstance(v, Generator)}  # named twice: once
-        for value in declared.values():
-            if _REGISTRY.get(value.name) is not value:
-                register(value, where)
+        declared = {id(v): v for v in vars(module).values() if isinstance(v, (Generator, Discriminator))}
+        for value in declared.values():  # (a value named twice in its module is registered once)
+            registry = GENERATORS if isinstance(value, Generator) else DISCRIMINATORS
+            if registry.get(value.name) is not value:
+                registry.register(value, where)
     except Exception as e:  # a broken generator file names itself, in one line, for every command
         if path:
             sys.modules.pop(name, None)

@@ -6,13 +6,14 @@ conv follows `model.conv` (Winograd F(3x3, 4x4) where that pays).
 
 from __future__ import annotations
 
-import keras
-from keras import layers
-
-from gan.models.layers import conv_class, down, init, norm_layer
+from gan.models.registry import Discriminator
 
 
-def patchgan(filters: int, size: int, batchnorm: str = "auto", conv: str = "keras") -> keras.Model:
+def patchgan(filters: int, size: int, batchnorm: str = "auto", conv: str = "keras"):
+    import keras
+    from keras import layers
+
+    from gan.models.layers import conv_class, down, init, norm_layer
     f, norm = filters, norm_layer(batchnorm)
     inp = layers.Input([size, size, 3], name="input_image")
     tar = layers.Input([size, size, 3], name="target_image")
@@ -26,3 +27,7 @@ def patchgan(filters: int, size: int, batchnorm: str = "auto", conv: str = "kera
     x = layers.ZeroPadding2D()(x)
     logits = layers.Conv2D(1, 4, strides=1, kernel_initializer=init())(x)
     return keras.Model([inp, tar], logits, name="patchgan")
+
+
+PATCHGAN = Discriminator("patchgan", lambda cfg, size: patchgan(cfg.filters, size, cfg.batchnorm, cfg.conv),
+                         summary="the 70x70 PatchGAN (pix2pix): 30x30 logits at 256 px", order=0)

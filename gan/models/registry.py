@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 # Shared ModelConfig fields (gan/config.py): a generator of one of these names would shadow it.
-RESERVED = frozenset({"generator", "filters", "batchnorm", "upsample", "conv", "own"})
+RESERVED = frozenset({"generator", "discriminator", "filters", "batchnorm", "upsample", "conv", "own"})
 PRESET_NAMES = ("paper", "small", "cityscapes_cpu", "tiny")  # gan/config.py PRESETS (a test keeps them equal)
 SPACE_KINDS = ("choice", "grid", "uniform", "loguniform", "randint")
 
@@ -45,6 +45,16 @@ class Generator:
     def flag(self, setting: str) -> str:
         """The dotted flag of one of its own settings: '--model.resnet.blocks'."""
         return f"--model.{self.name}.{setting}"
+
+
+@dataclass(frozen=True)
+class Discriminator:
+    """One discriminator: its name (`model.discriminator`) and its builder, (ModelConfig, image size) ->
+    keras.Model taking [input label map, target or generated photo] and giving logits (a patch map or one)."""
+    name: str
+    build: Callable[[Any, int], Any]
+    summary: str = ""
+    order: int = 100
 
 
 def check_generator(gen: Generator) -> None:
