@@ -1,4 +1,4 @@
-"""Typed, nested experiment configuration with the study's defaults.
+"""The trainer's configuration: its schema with the study's defaults, its checks, and the presets.
 
 One `Config` object flows from the command line (or a Ray Tune search space, or
 a SLURM array index) to the trainer unchanged. Every field has a dotted name
@@ -19,7 +19,6 @@ names (`model.resnet_blocks`) still read, from flags and from earlier runs' conf
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +26,7 @@ from typing import Any, Callable, Iterable
 
 from gan import models
 from gan.contract import FCN_METRICS, SEGMENTER_WEIGHTS
-from gan.errors import UserError
-
-
-class ConfigError(UserError):
-    """A bad configuration value; the message names the flag and the problem."""
-
+from gan.dotted import ConfigError, Dotted, check_folder_names, check_image_size, flag, flatten, from_preset
 
 DATA_FORMATS = ("auto", "synthetic", "pix2pix", "cityscapes", "paired-folders")
 BATCHNORM_MODES = ("auto", "fused", "synchronized", "keras")
@@ -46,15 +40,6 @@ PATH_FIELDS = ("data.source", "data.split_file", "data.cache_dir", "eval.segment
 CHOICES = {"model.batchnorm": BATCHNORM_MODES, "model.upsample": UPSAMPLE_KERNELS, "model.conv": CONV_KERNELS,
            "optim.adam": ADAM_KERNELS, "train.precision": PRECISIONS, "data.format": DATA_FORMATS,
            "data.input_side": ("left", "right"), "eval.overlap": ("auto", "on", "off")}
-# The two fields every job also takes by a short flag: messages name the flag users type (gan/cli.py).
-SHORT_FLAGS = {"data.source": "--data", "data.format": "--data-format"}
-
-
-def flag(key: str) -> str:
-    """The flag a message names for a dotted field: '--data-format' for data.format, else '--<key>'."""
-    return SHORT_FLAGS.get(key, f"--{key}")
-
-
 AT_LEAST_ONE = ("train.batch_size", "train.eval_every", "train.log_every", "train.checkpoints_to_keep", "train.steps_per_call",
                 "data.n_train", "data.n_val", "data.n_test", "model.filters", "eval.samples")
 AT_LEAST_ZERO = ("train.steps", "eval.train_subset", "eval.workers")
@@ -200,49 +185,6 @@ class EvalConfig:
     overlap: str = "auto"
 
 
-class Dotted:
-    """Nested config dataclasses whose every leaf has a dotted name (`optim.lr_g`): what the command line,
-    a Tune space and a SLURM array set. The trainer's `Config` and the segmenter's `SegmenterConfig` are
-    both Dotted, so both take the same flags the same way."""
-
-    # -- dotted access ----------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def flat(self) -> dict[str, Any]:
-        """{'optim.lr_g': 0.0002, ...} for every leaf field."""
-        return dict(flatten(self.to_dict()))
-
-    def set(self, dotted: str, value: Any) -> None:
-        """Set one field by dotted name, converting strings to the field's type."""
-        *path, leaf = dotted.split(".")
-        node: Any = self
-        for part in path:
-            if not dataclasses.is_dataclass(node) or part not in _field_names(node):
-                raise ConfigError(f"--{dotted}: unknown config field")
-            node = getattr(node, part)
-        if not dataclasses.is_dataclass(node) or leaf not in _field_names(node):
-            raise ConfigError(f"--{dotted}: unknown config field")
-        current = getattr(node, leaf)
-        if dataclasses.is_dataclass(current):
-            raise ConfigError(f"--{dotted}: is a group; set one of its fields")
-        setattr(node, leaf, _coerce(dotted, value, type(current)))
-
-    def update(self, overrides: dict[str, Any]) -> "Dotted":
-        for key, value in overrides.items():
-            self.set(key, value)
-        return self
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "Dotted":
-        cfg = cls()
-        cfg.update(dict(flatten(raw)))
-        return cfg
-
-
 @dataclass
 class Config(Dotted):
     data: DataConfig = field(default_factory=DataConfig)
@@ -292,7 +234,7 @@ class Config(Dotted):
         self._check_choices(None if metrics is None else tuple(metrics))
         self._check_ranges()
         self._check_files()
-        _check_folder_names(self)
+        check_folder_names(self)
         return self
 
     def _check_choices(self, metrics: tuple[str, ...] | None) -> None:
@@ -306,7 +248,7 @@ class Config(Dotted):
         for key, allowed in CHOICES.items():
             if self.flat()[key] not in allowed:
                 raise ConfigError(f"{flag(key)}: unknown value {self.flat()[key]!r} (choose from {', '.join(allowed)})")
-        _check_image_size("data.image_size", size)
+        check_image_size("data.image_size", size)
         check = models.generator(m.generator).check
         problem = check(m, size) if check else None
         if problem:
@@ -361,25 +303,6 @@ class Config(Dotted):
             raise ConfigError(f"--eval.inception_weights {e.inception_weights}: no such file")
 
 
-def _check_folder_names(cfg) -> None:
-    for key, flag in (("experiment", "--experiment"), ("run_name", "--run-name")):
-        if getattr(cfg, key) or key != "run_name":  # run_name '' means the generator's name
-            check_folder_name(flag, getattr(cfg, key))
-
-
-def check_folder_name(flag: str, value: str) -> None:
-    """An experiment or run folder name. '_' and '.' starts are the suite's own folders (_tune, .replaced-)
-    and hidden ones: a run named so would be invisible to every report."""
-    if not value or "/" in value or "\0" in value or value.startswith(("_", ".")) or value != value.strip():
-        raise ConfigError(f"{flag}: {value!r} is not a valid folder name (not empty, no '/', not starting "
-                          "with '_' or '.', no surrounding spaces)")
-
-
-def _check_image_size(flag: str, size: int) -> None:
-    if size < 32 or size > 512 or size & (size - 1):
-        raise ConfigError(f"--{flag}: {size} is not a power of two from 32 to 512")
-
-
 def _foreign_section(key: str, sections: set[str]) -> bool:
     """model.<name>.<setting> where <name> is no section of this process's ModelConfig."""
     parts = key.split(".")
@@ -405,45 +328,6 @@ def for_generator(values: dict[str, Any], generator: str) -> dict[str, Any]:
     sweep drawn for all generators (its name and identity then carry only the knobs it has)."""
     others = {f"model.{name}." for name in models.names() if name != generator}
     return {k: v for k, v in values.items() if not k.startswith(tuple(others))}
-
-
-def _field_names(obj: Any) -> set[str]:
-    return {f.name for f in dataclasses.fields(obj)}
-
-
-def flatten(d: dict[str, Any], prefix: str = ""):
-    """Yield (dotted name, value) for every leaf of a nested dict."""
-    for key, value in d.items():
-        if isinstance(value, dict):
-            yield from flatten(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
-
-
-def _coerce(dotted: str, value: Any, kind: type) -> Any:
-    """Convert a command-line string (or a Tune sample) to the field's type."""
-    try:
-        if kind is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if kind is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            if isinstance(value, str):
-                value = value.replace("_", "")
-                return int(float(value)) if "e" in value.lower() else int(value)
-            return int(value)
-        if kind is float:
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"--{dotted}: expected {kind.__name__}, got {value!r}") from None
 
 
 # -- presets ----------------------------------------------------------------
@@ -509,25 +393,16 @@ PRESETS: dict[str, Callable[[Config], Config]] = {"paper": paper, "small": small
 
 def make_config(preset: str = "paper", overrides: dict[str, Any] | None = None) -> Config:
     """Preset (with each generator's own settings for it), then dotted overrides, then validation."""
-    return _from_preset(PRESETS, Config, preset, overrides, _own_presets)
+    return from_preset(PRESETS, Config, preset, overrides, _own_presets)
 
 
-def _own_presets(cfg: Config, preset: str) -> Config:
+def _own_presets(cfg: Config, preset: str, overrides: dict[str, Any]) -> Config:
+    """Each generator's own settings for `preset`; then an older flat name given with its new one is refused."""
+    _refuse_twice_named(overrides)
     for name in models.names():
         for setting, value in models.generator(name).presets.get(preset, {}).items():
             cfg.set(f"model.{name}.{setting}", value)
     return cfg
-
-
-def _from_preset(presets: dict, kind, preset: str, overrides: dict[str, Any] | None, own=None):
-    if preset not in presets:
-        raise ConfigError(f"--preset: unknown preset {preset!r} (choose from {', '.join(presets)})")
-    cfg = presets[preset](kind())
-    if own:
-        cfg = own(cfg, preset)
-        _refuse_twice_named(overrides or {})
-    cfg.update(overrides or {})
-    return cfg.validate()
 
 
 def _refuse_twice_named(overrides: dict[str, Any]) -> None:
@@ -539,97 +414,3 @@ def _refuse_twice_named(overrides: dict[str, Any]) -> None:
             raise ConfigError(f"--{old} and --{both[0]} name the same setting; give one (--{both[0]})")
 
 
-# -- the segmenter's config (jobs/train_segmenter.py; the FCN-score's judge) ---------------------------
-
-@dataclass
-class SegmenterDataConfig:
-    source: str = "synthetic"  # as data.source of the trainer: 'synthetic' or a dataset folder
-    format: str = "auto"
-    input_side: str = "right"  # which half of a pix2pix file is the label map
-    image_size: int = 128  # the segmenter's working size (photos are resized to it)
-    max_train: int = 100_000  # images of the train split used (all by default)
-    max_val: int = 500
-
-
-@dataclass
-class SegmenterTrainConfig:
-    # 0 = auto: up to 40 epochs, fewer when the train split is large, so that about `image_budget`
-    # training images are seen (full Cityscapes, 2,975 images: 4 epochs; cityscapes-mini: 40).
-    epochs: int = 0
-    image_budget: int = 12_000  # ~30-45 min on 2 CPU cores at 128 px (measured ~4-7 images/s)
-    batch_size: int = 8
-    lr: float = 1e-3
-    seed: int = 0
-
-
-@dataclass
-class SegmenterModelConfig:
-    filters: int = 32  # width of the first block; the encoder doubles it three times
-
-
-@dataclass
-class SegmenterEvalConfig:
-    score_size: int = 256  # the final validation score is taken at the study's resolution
-
-
-@dataclass
-class SegmenterConfig(Dotted):
-    data: SegmenterDataConfig = field(default_factory=SegmenterDataConfig)
-    model: SegmenterModelConfig = field(default_factory=SegmenterModelConfig)
-    train: SegmenterTrainConfig = field(default_factory=SegmenterTrainConfig)
-    eval: SegmenterEvalConfig = field(default_factory=SegmenterEvalConfig)
-    experiment: str = "segmenter"
-    run_name: str = "segmenter"  # <out>/segmenter/segmenter: what --eval.segmenter runs/segmenter/segmenter names
-
-    @property
-    def name(self) -> str:
-        return self.run_name
-
-    def validate(self) -> "SegmenterConfig":
-        """Raise ConfigError naming the first bad field (the segmenter trusts the rest)."""
-        t = self.train
-        for key, allowed in (("data.format", DATA_FORMATS), ("data.input_side", ("left", "right"))):
-            if self.flat()[key] not in allowed:
-                raise ConfigError(f"{flag(key)}: unknown value {self.flat()[key]!r} (choose from {', '.join(allowed)})")
-        for key in ("data.image_size", "eval.score_size"):
-            _check_image_size(key, self.flat()[key])
-        for key in ("data.max_train", "data.max_val", "train.image_budget", "train.batch_size", "model.filters"):
-            if self.flat()[key] < 1:
-                raise ConfigError(f"--{key}: must be >= 1, got {self.flat()[key]}")
-        if t.epochs < 0:
-            raise ConfigError(f"--train.epochs: must be >= 0 (0 = from the image budget), got {t.epochs}")
-        if not (math.isfinite(t.lr) and t.lr > 0):
-            raise ConfigError(f"--train.lr: must be a finite number > 0, got {t.lr}")
-        _check_folder_names(self)
-        return self
-
-    @classmethod
-    def from_record(cls, raw: dict[str, Any]) -> "SegmenterConfig":
-        """config.json's "config" of a segmenter run; runs written before the nested layout (one flat
-        object: source, image_size, epochs, ...) read as their nested equivalent."""
-        if not any(isinstance(v, dict) for v in raw.values()):
-            groups = {f.name: f.type for f in dataclasses.fields(cls) if f.name in ("data", "model", "train", "eval")}
-            where = {name: group for group in groups for name in _field_names(getattr(cls(), group))}
-            raw = {f"{where[k]}.{k}": v for k, v in raw.items() if k in where}
-            return cls().update(raw)
-        return cls.from_dict(raw)
-
-
-def segmenter_tiny(cfg: SegmenterConfig) -> SegmenterConfig:
-    """Tests: ~15 s on 2 cores; enough images and steps that real photos beat a constant image by a wide
-    margin (class acc ~0.45-0.5 against ~0.23), whatever the thread order of the float sums."""
-    cfg.data.image_size, cfg.eval.score_size, cfg.data.max_train, cfg.data.max_val = 32, 32, 96, 8
-    cfg.model.filters = 16
-    cfg.train.epochs, cfg.train.batch_size = 12, 4
-    return cfg
-
-
-SEGMENTER_PRESETS: dict[str, Callable[[SegmenterConfig], SegmenterConfig]] = {
-    "default": lambda cfg: cfg,  # the full train split at 128 px, epochs from the image budget
-    "tiny": segmenter_tiny,
-}
-
-
-def make_segmenter_config(preset: str = "default", overrides: dict[str, Any] | None = None) -> SegmenterConfig:
-    """Preset, then dotted overrides, then validation (as `make_config`)."""
-    return _from_preset(SEGMENTER_PRESETS, SegmenterConfig, preset, overrides)

@@ -31,7 +31,8 @@ from analysis.sweeps import SweepReadout
 from cluster.plan import run_name
 from cluster.sweep_plan import SweepPlan, add_plan_flags, refuse_plan_flags_on_resume
 from gan.cli import add_common_flags, add_config_flag, add_gens_flag, parse_with_config, run_main
-from gan.config import check_folder_name, make_config
+from gan.config import make_config
+from gan.dotted import check_folder_name
 from gan.contract import TUNE_ARGS, TUNE_LEASE
 from gan.errors import UserError
 from gan.files import write_json

@@ -18,7 +18,7 @@ from gan.cli import add_common_flags, config_from_args, interrupt_on_term, run_m
 
 
 def main() -> int:
-    from gan.config import SEGMENTER_PRESETS, make_segmenter_config
+    from gan.segmenter_config import SEGMENTER_PRESETS, make_segmenter_config
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_flags(parser, SEGMENTER_PRESETS, default_preset="default")
     parser.add_argument("--run-name", default=None, help="run folder name (default: segmenter)")

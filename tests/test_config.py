@@ -3,7 +3,8 @@
 import pytest
 
 from gan.cli import parse_overrides
-from gan.config import Config, ConfigError, make_config
+from gan.config import Config, make_config
+from gan.dotted import ConfigError
 from gan.errors import UserError
 
 

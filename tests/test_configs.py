@@ -4,7 +4,6 @@ one line naming it."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

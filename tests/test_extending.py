@@ -18,7 +18,8 @@ import pytest
 
 from conftest import ROOT, run_cli
 from gan import models
-from gan.config import ConfigError, make_config
+from gan.config import make_config
+from gan.dotted import ConfigError
 from gan.evaluators.metrics import Metric, register_metric, unregister_metric
 
 

@@ -168,7 +168,7 @@ def test_frechet_distance_is_the_textbook_formula(n, d):
 
 
 def test_segmenter_epochs_follow_the_image_budget():
-    from gan.config import make_segmenter_config
+    from gan.segmenter_config import make_segmenter_config
     from gan.evaluators.segmenter import resolve_epochs
     cfg = make_segmenter_config()
     assert resolve_epochs(cfg, 80) == 40  # cityscapes-mini: capped at 40

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gan.config import SegmenterConfig
+from gan.segmenter_config import SegmenterConfig
 from gan.contract import SEGMENTER_COLUMNS, SEGMENTER_KIND, SEGMENTER_WEIGHTS, check_status, run_path
 from gan.errors import EXIT_PREEMPTED, DiskFull, UserError, is_disk_full
 from gan.datasets.labels import IGNORE, NUM_CLASSES, colours_to_train_ids
