@@ -1,268 +1,34 @@
-"""The pix2pix training loop: MirroredStrategy, step-exact resume, periodic evaluation.
+"""The run's lifecycle: one pix2pix run from its directory to its test, resumable at the exact step.
 
-Reads top to bottom: run directory, devices, data, models and optimizers,
-checkpoint restore, the `tf.function` train step, then the loop with
-evaluation, checkpointing and preemption inline. `train(cfg, out)` is what
+Reads top to bottom: run directory and lease, data, devices (gan/devices.py), the nets, optimizers and
+train step (gan/step.py), checkpoint restore, then the loop with evaluation, checkpoints on a clock and
+stop signals inline, and the timings and progress (gan/progress.py). `train(cfg, out)` is what
 `jobs/train.py`, the Ray Tune trainable and the submitit job all call.
-
-Loss (pix2pix): G minimises BCE(D(x, G(x)), 1) + l1_weight * |y - G(x)|,
-D minimises BCE(D(x, y), 1) + BCE(D(x, G(x)), 0); both reduced per example,
-then averaged over the *global* batch (`tf.nn.compute_average_loss`), so the
-gradients Keras sums over replicas are those of one device with the whole batch.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import resource
 import signal
 import socket
 import sys
 import time
 from pathlib import Path
 
-
 from gan import contract
 from gan.checkpoints import restore_newest_intact
 from gan.config import Config
 from gan.datasets.loader import load_dataset, train_pipeline
+from gan.devices import device_name, gpus_assigned, make_strategy, prepare_gpus
 from gan.errors import EXIT_DIVERGED, EXIT_PREEMPTED, DiskFull, UserError, is_disk_full
 from gan.fastpath import cpus_given, size_thread_pools
 from gan.files import append_csv, atomic_write, read_csv, read_json
-from gan.lease import Lease
 from gan.evaluators.metrics import METRICS, MetricPool, metric_specs
+from gan.lease import Lease
+from gan.progress import Interval, Progress
 from gan.rundir import RunDir
+from gan.step import build_models, make_train_step, random_state_checkpoint
 
-LOSS_NAMES = ("gen_total", "gen_gan", "gen_l1", "disc")
-
-
-ALLOW_CPU_ENV = "PIX2PIX_ALLOW_CPU"  # =1: a job given GPUs that TensorFlow cannot see trains on the CPU anyway
-
-
-def gpus_assigned() -> str:
-    """The GPUs the scheduler gave this process (SLURM's --gres, Ray's assignment, a user's choice all land in
-    CUDA_VISIBLE_DEVICES), or '' when it names none."""
-    value = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    return value if [v for v in value.split(",") if v.strip() not in ("", "-1")] else ""
-
-
-def prepare_gpus() -> list:
-    """TensorFlow's GPUs, each set to grow its memory as needed, before anything touches them: trials packed
-    onto one device (Tune's fractional --gpus-per-trial) would otherwise find it taken by the first one, which
-    reserves nearly all of its memory. A process given GPUs that TensorFlow cannot see (a CPU-only wheel, a
-    broken driver) stops here in one line rather than training on the CPU for days, unless PIX2PIX_ALLOW_CPU=1."""
-    import tensorflow as tf
-    gpus = tf.config.list_physical_devices("GPU")
-    for gpu in gpus:
-        try:
-            tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:  # already initialised by an earlier run in this process: it keeps its setting
-            pass
-    assigned = gpus_assigned()
-    if assigned and not gpus and os.environ.get(ALLOW_CPU_ENV) != "1":
-        raise UserError(f"this job was given GPU(s) (CUDA_VISIBLE_DEVICES={assigned}) but TensorFlow sees none: a "
-                        "CPU-only TensorFlow or a broken driver (check nvidia-smi); install the GPU build with "
-                        f"pip install -e '.[gpu]', or set {ALLOW_CPU_ENV}=1 to train on the CPU anyway")
-    return gpus
-
-
-def make_strategy(devices: str):
-    """MirroredStrategy over several GPUs, the GPUs asked for, or N logical CPU devices; TensorFlow's
-    default strategy on one device (the same code path, without MirroredStrategy's per-step buffers:
-    half the page faults of a one-device MirroredStrategy step on CPU)."""
-    import tensorflow as tf
-    gpus = prepare_gpus()
-    n = max(len(gpus), 1) if devices == "auto" else int(devices)
-    if n == 1:
-        return tf.distribute.get_strategy()  # places on the first GPU when there is one
-    if gpus:
-        if n > len(gpus):
-            raise UserError(f"--train.devices: {n} devices asked, {len(gpus)} GPUs present")
-        return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in range(n)])
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    try:
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
-    except RuntimeError:  # already initialised: fine if it already has n devices
-        have = len(tf.config.list_logical_devices("CPU"))
-        if have < n:
-            raise UserError(f"--train.devices: {n} CPU devices asked, but TensorFlow already started "
-                            f"with {have}; set it before anything else uses TensorFlow") from None
-    return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)])
-
-
-def resolve_precision(precision: str) -> str:
-    """`train.precision` 'auto': mixed_float16 where every GPU has tensor cores (compute capability
-    >= 7.0, the TensorFlow mixed-precision guide's threshold), float32 elsewhere, CPUs included."""
-    if precision != "auto":
-        return precision
-    import tensorflow as tf
-    gpus = tf.config.list_physical_devices("GPU")
-    capabilities = [tf.config.experimental.get_device_details(g).get("compute_capability", (0, 0)) for g in gpus]
-    return "mixed_float16" if gpus and min(capabilities) >= (7, 0) else "float32"
-
-
-def build_models(cfg: Config):
-    """Generator, discriminator and their Adam optimizers (call inside `strategy.scope()`).
-
-    Under mixed precision the layers compute in float16/bfloat16 and keep float32 variables.
-    """
-    import keras
-
-    from gan import inference
-    from gan.optim import make_adam
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(resolve_precision(cfg.train.precision))
-    try:
-        generator = inference.build_generator(cfg)
-        discriminator = inference.build_discriminator(cfg)
-    finally:  # the policy is process-global: leave it as found
-        keras.mixed_precision.set_global_policy(previous)
-    opt_g, opt_d = make_adam(cfg.optim.lr_g, cfg.optim), make_adam(cfg.optim.lr_d, cfg.optim)
-    opt_g.build(generator.trainable_variables)  # slots exist before a checkpoint is restored
-    opt_d.build(discriminator.trainable_variables)
-    return generator, discriminator, opt_g, opt_d
-
-
-class DynamicLossScale:
-    """Dynamic loss scaling for mixed_float16, written for MirroredStrategy's replica context.
-
-    Keras 3's LossScaleOptimizer fails inside `strategy.run` (its merge-call
-    path finds no gradients; TF 2.21), so the step scales itself: the loss is
-    multiplied by `scale` before the gradient and the gradients divided after.
-    A replica whose gradients hold inf/NaN contributes zeros to that step's
-    summed gradient; the first replica's verdict halves the scale, and after
-    `growth_steps` finite steps the scale doubles (the TensorFlow guide's
-    policy). No extra collective: an agreement all-reduce between the
-    BatchNorm and gradient all-reduces was misordered across replicas on CPU.
-    A zeroed step still decays Adam's moments once.
-    Its two variables are checkpointed with the run (`train_step.checkpoint_state`).
-    """
-
-    def __init__(self, initial: float = 2.0 ** 15, growth_steps: int = 2000):
-        import tensorflow as tf
-        first = dict(trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-        self.scale = tf.Variable(initial, dtype=tf.float32, **first)
-        self.good_steps = tf.Variable(0, dtype=tf.int64, **first)
-        self.growth_steps = growth_steps
-
-    def unscale(self, scaled_grads: list) -> list:
-        """Gradients of `loss * scale` (taken inside the tape) -> the gradients to apply; updates the scale."""
-        import tensorflow as tf
-        grads = [g / self.scale for g in scaled_grads]
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
-        grow = tf.logical_and(finite, self.good_steps + 1 >= self.growth_steps)
-        self.scale.assign(tf.where(finite, tf.where(grow, 2.0 * self.scale, self.scale), 0.5 * self.scale))
-        self.good_steps.assign(tf.where(tf.logical_and(finite, tf.logical_not(grow)), self.good_steps + 1, 0))
-        return [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
-
-
-def _bce(logits, label: float):
-    """The PatchGAN's binary cross-entropy against a constant label, averaged over patches: per example."""
-    import tensorflow as tf
-    per_patch = tf.nn.sigmoid_cross_entropy_with_logits(tf.fill(tf.shape(logits), label), logits)
-    return tf.reduce_mean(per_patch, axis=[1, 2, 3])
-
-
-def _loss_scales(cfg: Config, strategy) -> dict:
-    """The two nets' DynamicLossScales under mixed_float16 (float16 gradients underflow), else none."""
-    if resolve_precision(cfg.train.precision) != "mixed_float16":
-        return {}
-    with strategy.scope():
-        return {"loss_scale_g": DynamicLossScale(), "loss_scale_d": DynamicLossScale()}
-
-
-def make_train_step(cfg: Config, strategy, generator, discriminator, opt_g, opt_d):
-    """`train_step(iterator) -> {loss name: global-batch mean}`: one update of both nets.
-
-    `train_step.checkpoint_state`: what the run's checkpoint must hold besides the nets and
-    optimizers (the two `DynamicLossScale`s under mixed_float16, else nothing).
-    """
-    import tensorflow as tf
-    batch = cfg.train.batch_size
-    loss_scales = _loss_scales(cfg, strategy)
-    bce = _bce
-
-    def scaled(loss, name):
-        return loss * loss_scales[name].scale if name in loss_scales else loss
-
-    def losses_and_gradients(inputs, targets):
-        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-            fake = generator(inputs, training=True)
-            real_logits = discriminator([inputs, targets], training=True)
-            fake_logits = discriminator([inputs, fake], training=True)
-            # Losses in float32 whatever the compute precision.
-            fake, real_logits, fake_logits = (tf.cast(t, tf.float32) for t in (fake, real_logits, fake_logits))
-            gen_gan = bce(fake_logits, 1.0)
-            gen_l1 = tf.reduce_mean(tf.abs(targets - fake), axis=[1, 2, 3])
-            gen_total = gen_gan + cfg.optim.l1_weight * gen_l1
-            disc = bce(real_logits, 1.0) + bce(fake_logits, 0.0)
-            losses = {name: tf.nn.compute_average_loss(value, global_batch_size=batch) for name, value in
-                      zip(LOSS_NAMES, (gen_total, gen_gan, gen_l1, disc))}
-            g_loss, d_loss = scaled(losses["gen_total"], "loss_scale_g"), scaled(losses["disc"], "loss_scale_d")
-        g_grads = g_tape.gradient(g_loss, generator.trainable_variables)
-        d_grads = d_tape.gradient(d_loss, discriminator.trainable_variables)
-        return losses, g_grads, d_grads
-
-    if cfg.train.jit_compile:
-        # XLA compiles the forward and backward passes; the updates stay outside, because the
-        # optimizer's cross-replica gradient sum is a merge point XLA cannot hold.
-        losses_and_gradients = tf.function(losses_and_gradients, jit_compile=True)
-
-    def replica_step(inputs, targets):
-        losses, g_grads, d_grads = losses_and_gradients(inputs, targets)
-        if loss_scales:
-            g_grads = loss_scales["loss_scale_g"].unscale(g_grads)
-            d_grads = loss_scales["loss_scale_d"].unscale(d_grads)
-        # Keras sums the gradients over replicas before the update.
-        opt_g.apply_gradients(zip(g_grads, generator.trainable_variables))
-        opt_d.apply_gradients(zip(d_grads, discriminator.trainable_variables))
-        return losses
-
-    # No tf.function around replica_step: synchronized BatchNorm and the optimizer's
-    # gradient all-reduce are merge points, legal only at this level.
-    @tf.function
-    def train_step(iterator):
-        per_replica = strategy.run(replica_step, args=next(iterator))
-        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
-
-    @tf.function
-    def train_steps(iterator, n):
-        """n steps in one call (`train.steps_per_call`): the same updates, one host round trip."""
-        losses = {k: tf.constant(0.0) for k in LOSS_NAMES}
-        for _ in tf.range(n):
-            per_replica = strategy.run(replica_step, args=next(iterator))
-            losses = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica[k], axis=None) for k in LOSS_NAMES}
-        return losses
-
-    train_step.many = train_steps
-    train_step.checkpoint_state = {name: tf.train.Checkpoint(scale=ls.scale, good_steps=ls.good_steps)
-                                   for name, ls in loss_scales.items()}
-    return train_step
-
-
-def random_state_checkpoint(generator, discriminator):
-    """Every random layer's state of both nets, for the run's checkpoint (`models.random_state`)."""
-    import tensorflow as tf
-
-    from gan.models import random_state
-    return tf.train.Checkpoint(**{f"{net}_{i}": state for net, model in (("g", generator), ("d", discriminator))
-                                  for i, state in enumerate(random_state(model))})
-
-
-def _system_seconds() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
-
-
-def _device_name(strategy) -> str:
-    """'cpu', 'gpu: <name>', or 'N x ...' for several replicas."""
-    import tensorflow as tf
-    gpus = tf.config.list_physical_devices("GPU")
-    kind = "cpu"
-    if gpus:
-        kind = "gpu: " + tf.config.experimental.get_device_details(gpus[0]).get("device_name", "unknown")
-    n = strategy.num_replicas_in_sync
-    return kind if n == 1 else f"{n} x {kind}"
 
 
 def run_path(cfg: Config, out: str | Path) -> Path:
@@ -433,11 +199,11 @@ class _Training:
         run.set_status("running", self.start)
         self.evaluator = evaluation.Evaluator(cfg, data, MetricPool(cfg.eval.workers or cpus))
         self.writer = tf.summary.create_file_writer(str(run.tensorboard))
-        self.progress = _Progress(self.start, cfg.train.steps, log)
+        self.progress = Progress(self.start, cfg.train.steps, log)
         self.iterator = iter(strategy.experimental_distribute_dataset(train_pipeline(data.train, cfg, self.start)))
         last_eval = max([int(r["step"]) for r in read_csv(run.timings, ("step",))] + [0])
-        self.interval = _Interval(interval_var, last_eval=last_eval, batch=cfg.train.batch_size, where={
-            "host": socket.gethostname(), "device": _device_name(strategy), "cpus": cpus})
+        self.interval = Interval(interval_var, last_eval=last_eval, batch=cfg.train.batch_size, where={
+            "host": socket.gethostname(), "device": device_name(strategy), "cpus": cpus})
         self.best = _best_checkpoint(cfg, run, log)
         self.overlap = cfg.eval.overlap == "on" or (cfg.eval.overlap == "auto"
                                                     and bool(tf.config.list_physical_devices("GPU")))
@@ -593,59 +359,3 @@ def _close_all(log, *closers) -> None:
                 raise
             log(f"warning: while stopping, {getattr(close, '__qualname__', close)} failed too "
                 f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})")
-
-
-class _Interval:
-    """Timing of the current evaluation interval: seconds of training steps (carried over a preemption
-    by the checkpointed `seconds_var`), their kernel CPU seconds, and the wall-clock span."""
-
-    def __init__(self, seconds_var, last_eval: int, batch: int, where: dict):
-        self.seconds_var, self.last_eval, self.batch, self.where = seconds_var, last_eval, batch, where
-        self.seconds, self.kernel, self.started = float(seconds_var.numpy()), 0.0, time.time()
-
-    def timed(self, step_fn):
-        tick, kernel = time.perf_counter(), _system_seconds()
-        out = step_fn()
-        self.seconds += time.perf_counter() - tick
-        self.kernel += _system_seconds() - kernel
-        return out
-
-    def keep(self) -> None:
-        self.seconds_var.assign(self.seconds)
-
-    def close(self, step: int, eval_seconds: float) -> dict:
-        """The timings.csv row of the interval that ends at `step`; the next one starts now."""
-        steps, seconds = step - self.last_eval, self.seconds
-        row = {"step": step, "steps": steps, "train_seconds": round(seconds, 4),
-               "steps_per_second": round(steps / seconds, 4), "images_per_second": round(steps * self.batch / seconds, 4),
-               "eval_seconds": round(eval_seconds, 4), "system_seconds": round(self.kernel, 4), **self.where,
-               "started": round(self.started, 3), "ended": round(time.time(), 3)}
-        self.last_eval, self.seconds, self.kernel, self.started = step, 0.0, 0.0, time.time()
-        self.seconds_var.assign(0.0)
-        return row
-
-
-class _Progress:
-    """A tqdm bar in a terminal, a plain line every 10 % of the run otherwise."""
-
-    def __init__(self, start: int, total: int, log):
-        self.log, self.total, self.bar = log, total, None
-        self.every = max(1, total // 10)
-        self.t0, self.start = time.perf_counter(), start
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-            self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
-
-    def update(self, step: int, n: int, losses: dict[str, float]) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-            self.bar.set_postfix(g=f"{losses['gen_total']:.3f}", d=f"{losses['disc']:.3f}", refresh=False)
-        elif step // self.every > (step - n) // self.every:  # crossed a tenth of the run in these n steps
-            rate = (step - self.start) / max(time.perf_counter() - self.t0, 1e-9)
-            self.log(f"step {step}/{self.total}  g {losses['gen_total']:.4f} (gan {losses['gen_gan']:.4f}, "
-                     f"l1 {losses['gen_l1']:.4f})  d {losses['disc']:.4f}  {rate:.2f} steps/s")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None

@@ -100,7 +100,8 @@ def project_step(cfg, args) -> tuple[dict, object]:
     import tensorflow as tf
 
     from gan import profiling
-    from gan.train import build_models, make_strategy, make_train_step, resolve_precision
+    from gan.devices import make_strategy, resolve_precision
+    from gan.step import build_models, make_train_step
     strategy = make_strategy(cfg.train.devices)
     with strategy.scope():
         generator, discriminator, opt_g, opt_d = build_models(cfg)
@@ -338,7 +339,7 @@ def main() -> int:
 def net_figures(name: str, size: int, preset: str, overrides: dict) -> dict:
     """FLOPs of a training step and of one generated image, and the checkpoint bytes, at `size`."""
     from gan import profiling
-    from gan.train import build_models
+    from gan.step import build_models
     cfg = make_config(preset, {"model.generator": name, "data.image_size": size, **overrides})
     generator, discriminator, _, _ = build_models(cfg)
     g, d = generator.count_params(), discriminator.count_params()
@@ -354,7 +355,8 @@ def host_overhead(name: str, attainable_gflops: float, steps: int = 30) -> dict:
     import tensorflow as tf
 
     from gan import profiling
-    from gan.train import build_models, make_strategy, make_train_step
+    from gan.devices import make_strategy
+    from gan.step import build_models, make_train_step
     cfg = make_config("tiny", {"model.generator": name})
     strategy = make_strategy("auto")
     with strategy.scope():
@@ -467,7 +469,8 @@ def gpu_check_child(job: dict) -> int:
     import numpy as np
     import tensorflow as tf
 
-    from gan.train import build_models, make_strategy, make_train_step
+    from gan.devices import make_strategy
+    from gan.step import build_models, make_train_step
     cfg = make_config(job["preset"], {"model.generator": job["generator"], "data.image_size": job["size"],
                                       "train.precision": job["precision"], "train.jit_compile": job["xla"],
                                       "data.n_val": job["eval_images"], "eval.train_subset": job["eval_images"]})

@@ -105,7 +105,8 @@ def project_and_textbook(gen: str, precision: str = "float32", steps: int = 4, j
     import tensorflow as tf
     from gan import inference, profiling
     from gan.models.layers import FusedBatchNorm
-    from gan.train import build_models, make_strategy, make_train_step
+    from gan.devices import make_strategy
+    from gan.step import build_models, make_train_step
     cfg = make_config("tiny", {"model.generator": gen, "model.dropout": 0.0, "train.precision": precision,
                                "train.jit_compile": jit})
     strategy = make_strategy("auto")

@@ -28,3 +28,21 @@ def test_analysis_the_config_and_the_registry_load_no_framework():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout) == []
+
+
+def test_no_module_of_gan_models_imports_the_package_that_collects_it():
+    """A generator, the PatchGAN, the layers and the registry import their siblings only, never
+    `gan.models` itself (its __init__ discovers them; an import back would run discovery from inside it).
+    import-linter does not see a module importing its own parent package, so this reads the source."""
+    import ast
+    from conftest import ROOT
+    package = ROOT / "gan" / "models"
+    submodules = {p.stem for p in package.glob("*.py")} | {p.name for p in package.iterdir() if p.is_dir()}
+    for path in sorted(package.rglob("*.py")):
+        if path == package / "__init__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                assert all(a.name != "gan.models" for a in node.names), f"{path}: import gan.models"
+            elif isinstance(node, ast.ImportFrom) and node.module == "gan.models":
+                assert all(a.name in submodules for a in node.names), f"{path}: from gan.models import ..."

@@ -72,7 +72,8 @@ DEVICES_SCRIPT = """
 import sys
 from gan.config import make_config
 from gan.models import winograd
-from gan.train import make_strategy, train
+from gan.devices import make_strategy
+from gan.train import train
 make_strategy("2")  # two logical CPU devices, before TensorFlow starts
 winograd.MIN_SIDE = winograd.MIN_CHANNELS = 1  # the PatchGAN's 4x4 conv as Winograd even at 32 px
 for devices, precision in (("1", "float32"), ("2", "float32"), ("2", "mixed_float16")):
@@ -115,7 +116,7 @@ def test_real_cityscapes_pix2pix_folder(tmp_path):
 
 def test_dynamic_loss_scale_halves_on_overflow_and_grows_after_finite_steps():
     import tensorflow as tf
-    from gan.train import DynamicLossScale
+    from gan.step import DynamicLossScale
     ls = DynamicLossScale(initial=8.0, growth_steps=3)
     grads = ls.unscale([tf.constant([16.0, np.inf])])
     assert float(ls.scale) == 4.0 and grads[0].numpy().tolist() == [0.0, 0.0]  # zeroed, scale halved
