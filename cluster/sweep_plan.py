@@ -122,7 +122,7 @@ def grid_flags(items: list[str]) -> dict[str, Any]:
 
 
 # Where and how the sweep reports and where it stands: stored with it, never part of what it trains.
-NOT_TRAINED = ("report", "phase", "best", "trials")
+NOT_TRAINED = ("report", "phase", "best", "trials", "launcher")
 
 
 @dataclass
@@ -262,21 +262,23 @@ class SweepPlan:
         `check_settle` (jobs/settling.py: frozen, intact)."""
         raw = read_json(path)
         launcher = raw.get("launcher", "tune") if isinstance(raw, dict) else None
-        if launcher in LAUNCHERS and launcher != expect and isinstance(raw.get("settle"), dict):
+        if expect == "tune" and launcher == "submitit":  # its rounds wait on submitit's jobs, which Tune cannot
             raise UserError(f"{path}: a settle sweep that {COMMANDS[launcher]} drives; continue it with: python "
                             f"{COMMANDS[launcher]} --out {path.parent.parent} --experiment {path.parent.name} --resume")
         if expect == "submitit" and not (isinstance(raw, dict) and isinstance(raw.get("settle"), dict)):
             raise UserError(f"{path}: holds no settle sweep (a search of jobs/tune.py, an older version, or edited); "
                             "choose another --experiment")
-        if not isinstance(raw, dict) or not isinstance(raw.get("gens"), list) \
-                or not isinstance(raw.get("overrides"), dict) or not isinstance(raw.get("space", {}), dict) \
+        if not isinstance(raw, dict) or not isinstance(raw.get("gens", []), list) \
+                or not isinstance(raw.get("overrides", {}), dict) or not isinstance(raw.get("space", {}), dict) \
                 or not isinstance(raw.get("configurations", []), list) \
                 or not all(isinstance(c, dict) for c in raw.get("configurations", [])) \
                 or (raw.get("settle") is None and not raw.get("space")):
             raise UserError(f"{path}: not a sweep this version of {COMMANDS[expect]} wrote (an older version, or "
                             "edited); start a new --experiment")
         names = {f.name for f in dataclasses.fields(cls)}
-        plan = cls(**{k: v for k, v in {**raw, "retrain": raw.get("trials")}.items() if k in names})
+        # A settle sweep Tune started is continued by submitit as well (the same plan; its runs are runs).
+        defaults = {"gens": [], "preset": "paper", "overrides": {}, "retrain": raw.get("trials"), "launcher": expect}
+        plan = cls(**{k: v for k, v in {**defaults, **raw}.items() if k in names})
         if plan.settle is not None:
             check_settle(raw, path)
         return plan
