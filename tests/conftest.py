@@ -22,8 +22,16 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 # The heaviest test files first (seconds on 2 cores, from --durations): the xdist workers take whole
 # files (--dist loadfile), so starting the long ones early lets the workers finish together.
-HEAVIEST_FIRST = ["test_ray.py", "test_probes.py", "test_faults.py", "test_slurm.py", "test_promises.py",
-                  "test_fcn.py", "test_bench.py", "test_train.py", "test_report.py", "test_settle.py"]
+HEAVIEST_FIRST = ["test_ray.py", "test_ray_protocols.py", "test_slurm.py", "test_faults.py", "test_probes.py",
+                  "test_gpu_ready.py", "test_fcn.py", "test_faults4.py", "test_promises.py", "test_bench.py",
+                  "test_settle.py", "test_train.py", "test_report.py"]
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: twice the cores, at most four. The Ray and SLURM files spend most of their time waiting on
+    their services (a Ray test uses the CPU for about 40 % of its wall time), so workers beyond the cores
+    fill that wait with the files that compute."""
+    return min(4, 2 * (os.cpu_count() or 1))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -92,6 +100,23 @@ def tiny_runs(tmp_path_factory):
     for gen in models.names():
         assert train(make_config("tiny", {"model.generator": gen, "experiment": "cmp"}), out) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A test module's own Ray cluster: head + second node, each its own raylet; the driver and every trial reach it via RAY_ADDRESS."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # keep every node on 127.0.0.1 (Ray registers loopback nodes under the interface address otherwise)
+    from ray.cluster_utils import Cluster
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    import ray
+    ray.init(address=cluster.address)
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    assert len(nodes) == 2 and {n["NodeManagerAddress"] for n in nodes} == {"127.0.0.1"}
+    ray.shutdown()
+    yield cluster
+    cluster.shutdown()
 
 
 def assert_exact_rows(run: Path, steps: int, every: int) -> None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -192,3 +194,26 @@ def fill(path: Path) -> Path:
         except OSError:
             pass
     return path
+
+
+# -- a two-node Ray cluster of the test module's own -------------------------------------------------------
+
+TINY = ["--preset", "tiny", "--cpus-per-trial", "1"]
+
+
+def tune_cmd(out: Path, *args: str) -> list[str]:
+    from conftest import ROOT
+    return [sys.executable, str(ROOT / "jobs" / "tune.py"), "--out", str(out), *TINY, *args]
+
+
+def run_tune(cluster, out: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_ADDRESS": cluster.address}
+    from conftest import ROOT
+    return subprocess.run(tune_cmd(out, *args), capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
+
+
+def assert_no_trial_line_after(stdout: str, start: str) -> None:
+    """The driver leaves Ray before its summary, so no trial's forwarded log line ('(trainable pid=...)')
+    lands inside or after it."""
+    summary = stdout[stdout.index(start):]
+    assert not re.search(r"\(\w+ pid=\d+", summary), summary[-2000:]
