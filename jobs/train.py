@@ -4,6 +4,7 @@
     python jobs/train.py --gens all --preset small              # the three generators, then a comparison
     python jobs/train.py --gens unet --data cityscapes          # the paper protocol on real data
     python jobs/train.py --gens unet --optim.lr_g 1e-4          # any config field by its dotted name
+    python jobs/train.py --config my_run.py --train.steps 500   # an experiment file; flags win
 
 Rerunning the same command resumes from the last checkpoint; a different
 config in an existing run directory is refused unless --overwrite (which moves
@@ -13,13 +14,14 @@ the old run aside). Exit codes: 0 finished, 2 bad input, 3 diverged (NaN),
 
 import argparse
 
-from gan.cli import (add_common_flags, add_gens_flag, config_from_args, generator_list, parse_overrides,
-                     refuse_other_generators_settings, run_main)
+from gan.cli import (add_common_flags, add_config_flag, add_gens_flag, config_from_args, generator_list,
+                     parse_overrides, parse_with_config, refuse_other_generators_settings, run_main)
 from gan.errors import UserError
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_flag(parser)
     add_gens_flag(parser, default="unet")
     parser.add_argument("--run-name", default=None, help="run folder name (default: the generator)")
     parser.add_argument("--overwrite", action="store_true",
@@ -27,7 +29,7 @@ def main() -> int:
     parser.add_argument("--report", default=None, metavar="DIR",
                         help="at the end, write the comparison report (tables, figures, HTML) here")
     add_common_flags(parser)
-    args, extra = parser.parse_known_args()
+    args, extra = parse_with_config(parser)
     gens = generator_list(args.gens)
     if args.run_name and len(gens) > 1:
         raise UserError("--run-name: takes one generator, not several")
