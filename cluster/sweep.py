@@ -141,7 +141,17 @@ def disconnect() -> None:
 
 def run(plan: SweepPlan, *, out: str, experiment: str, resume: str, resuming: bool, readout: Readout) -> int:
     """The sweep `plan` describes: the settle rule's rounds, or the search and then, with `then_seeds`, the
-    retraining; either resumed where it stopped. The plan is stored in the experiment before its first trial."""
+    retraining; either resumed where it stopped. The plan is stored in the experiment before its first trial.
+    Ctrl-C while trials run stops Tune cleanly (`fit`); one between phases (building the next tuner, writing
+    a table) ends the same way: one line naming `resume`, exit 75."""
+    try:
+        return _run(plan, out=out, experiment=experiment, resume=resume, resuming=resuming, readout=readout)
+    except KeyboardInterrupt:
+        print(f"interrupted: between the sweep's phases; continue with: {resume}")
+        return EXIT_PREEMPTED
+
+
+def _run(plan: SweepPlan, *, out: str, experiment: str, resume: str, resuming: bool, readout: Readout) -> int:
     from cluster import tune as tuning
     root = Path(out) / experiment
     args_file = root / TUNE_ARGS

@@ -268,11 +268,12 @@ class SweepPlan:
         if expect == "submitit" and not (isinstance(raw, dict) and isinstance(raw.get("settle"), dict)):
             raise UserError(f"{path}: holds no settle sweep (a search of jobs/tune.py, an older version, or edited); "
                             "choose another --experiment")
+        settle = isinstance(raw, dict) and isinstance(raw.get("settle"), dict)
         if not isinstance(raw, dict) or not isinstance(raw.get("gens", []), list) \
-                or not isinstance(raw.get("overrides", {}), dict) or not isinstance(raw.get("space", {}), dict) \
-                or not isinstance(raw.get("configurations", []), list) \
-                or not all(isinstance(c, dict) for c in raw.get("configurations", [])) \
-                or (raw.get("settle") is None and not raw.get("space")):
+                or not isinstance(raw.get("overrides", {}), dict) \
+                or not (settle or isinstance(raw.get("space"), dict) and raw["space"]
+                        and isinstance(raw.get("configurations"), list)
+                        and all(isinstance(c, dict) for c in raw["configurations"])):
             raise UserError(f"{path}: not a sweep this version of {COMMANDS[expect]} wrote (an older version, or "
                             "edited); start a new --experiment")
         names = {f.name for f in dataclasses.fields(cls)}

@@ -27,13 +27,6 @@ HEAVIEST_FIRST = ["test_ray.py", "test_ray_protocols.py", "test_slurm.py", "test
                   "test_settle.py", "test_train.py", "test_report.py"]
 
 
-def pytest_xdist_auto_num_workers(config):
-    """`-n auto`: twice the cores, at most four. The Ray and SLURM files spend most of their time waiting on
-    their services (a Ray test uses the CPU for about 40 % of its wall time), so workers beyond the cores
-    fill that wait with the files that compute."""
-    return min(4, 2 * (os.cpu_count() or 1))
-
-
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(HEAVIEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order is kept
