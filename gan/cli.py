@@ -62,7 +62,7 @@ def read_config_file(path: str) -> dict[str, Any]:
     try:
         spec.loader.exec_module(module)
         values = module.get_config()
-    except Exception as e:  # a broken experiment file is one line naming it, whatever it raised
+    except (Exception, SystemExit) as e:  # a broken experiment file is one line naming it, whatever it raised
         message = str(e).splitlines()[0] if str(e) else ""
         raise UserError(f"--config {path}: cannot be read ({type(e).__name__}: {message})") from None
     if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
@@ -72,6 +72,30 @@ def read_config_file(path: str) -> dict[str, Any]:
 
 def _as_flag_value(value: Any) -> str:
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _flag_value(path: str, key: str, action: argparse.Action, value: Any) -> Any:
+    """An experiment file's value for a flag, of the type the flag takes (argparse checks only what is typed)."""
+    def refuse(what: str):
+        raise UserError(f"--config {path}: {key} takes {what}, got {value!r}")
+    if isinstance(action, argparse._AppendAction):
+        if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            refuse("a list of strings (it is repeatable)")
+        return list(value)
+    if isinstance(action, argparse._StoreTrueAction):
+        if not isinstance(value, bool):
+            refuse("true or false")
+    elif action.type is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            refuse("a whole number")
+    elif action.type is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            refuse("a number")
+    elif not isinstance(value, str):
+        refuse("a string")
+    if action.choices is not None and value not in action.choices:
+        refuse(f"one of {', '.join(map(str, action.choices))}")
+    return value
 
 
 def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = None
@@ -94,10 +118,7 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = 
         if "." in key:
             fields += [f"--{key}", _as_flag_value(value)]
         elif key in flags:
-            append = isinstance(flags[key], argparse._AppendAction)
-            if append and not isinstance(value, list):
-                raise UserError(f"--config {given.config}: {key} takes a list (it is repeatable), got {value!r}")
-            defaults[key] = list(value) if append else value
+            defaults[key] = _flag_value(given.config, key, flags[key], value)
         else:
             raise UserError(f"--config {given.config}: {key!r} is not a flag of this command (choose from "
                             f"{', '.join(sorted(flags))}, or a dotted config field)")

@@ -80,6 +80,11 @@ def test_a_file_drives_a_launch_and_flags_typed_beside_it_win(tmp_path):
     ("def get_config(:\n", "--config {path}: cannot be read (SyntaxError"),
     ("def get_config():\n    return {'gens': 'unet', 'colour': 'red'}\n", "--config {path}: 'colour' is not a flag of this command"),
     ("def get_config():\n    return {'margin': 'ssim=0.1'}\n", "--config {path}: margin takes a list"),
+    ("def get_config():\n    return {'gens': ['unet']}\n", "--config {path}: gens takes a string, got ['unet']"),
+    ("def get_config():\n    return {'seeds': 2.5}\n", "--config {path}: seeds takes a whole number, got 2.5"),
+    ("def get_config():\n    return {'settle': 'yes'}\n", "--config {path}: settle takes true or false"),
+    ("def get_config():\n    return {'scheduler': 'pbt'}\n", "--config {path}: scheduler takes one of fifo, asha"),
+    ("def get_config():\n    raise SystemExit(3)\n", "--config {path}: cannot be read (SystemExit"),
     ("def get_config():\n    return ['gens']\n", "--config {path}: get_config() must return a dict"),
     ("def get_config():\n    return {'optim.lr_g': 'fast'}\n", "--optim.lr_g: expected float, got 'fast'"),
 ])
@@ -88,8 +93,10 @@ def test_a_broken_experiment_file_is_one_line_naming_it(tmp_path, command, conte
     path = tmp_path / "exp.py"
     if content is not None:
         path.write_text(content)
-    if command == "train.py" and "'margin'" in (content or ""):  # a settle flag: the trainer has none
-        message = "--config {path}: 'margin' is not a flag of this command"
+    import re
+    key = re.search(r"\{'(\w+)'", content or "")
+    if command == "train.py" and key and key.group(1) in ("margin", "seeds", "settle", "scheduler"):
+        message = f"--config {{path}}: '{key.group(1)}' is not a flag of this command"  # the trainer has none
     done = run_cli(command, "--config", str(path), "--out", str(tmp_path / "runs"), timeout=120)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") \
