@@ -143,7 +143,8 @@ def test_project_step_matches_textbook_step(gen, winograd_everywhere):
     The update is the strict check: Adam's first step is lr * g / (|g| + eps), about lr for every weight
     whatever rounding did to g, so a wrong bias correction or learning rate shows in all of them (one
     step of bias correction off moves them 6 % less). A few weights whose gradient is rounding noise
-    may step the other way: at most 1 in 1,000. The losses of the next 3 steps agree to 5e-4 only: Adam
+    may step the other way: at most 2 in 1,000 (1.3 in 1,000 seen for the U-Net once, its 1 x 1 maps
+    making more of its gradients noise; a wrong correction moves all of them). The losses of the next 3 steps agree to 5e-4 only: Adam
     divides near-zero gradients by their own RMS, which turns the kernels' rounding into steps (1.4e-4
     was seen on an AVX-512 CPU)."""
     losses, project_moves, textbook_moves = project_and_textbook(gen)
@@ -155,7 +156,7 @@ def test_project_step_matches_textbook_step(gen, winograd_everywhere):
     assert moved.mean() > 0.3 and np.median(np.abs(textbook_moves[moved])) == pytest.approx(lr, rel=1e-2)
     gap = np.abs(project_moves - textbook_moves)
     assert np.median(gap[moved]) <= 1e-3 * lr, f"first update off by a median {np.median(gap[moved]):.3g}"
-    assert np.mean(gap > 1e-2 * lr) <= 1e-3, f"{np.mean(gap > 1e-2 * lr):.2%} of the weights moved otherwise"
+    assert np.mean(gap > 1e-2 * lr) <= 2e-3, f"{np.mean(gap > 1e-2 * lr):.2%} of the weights moved otherwise"
     np.testing.assert_allclose(losses[1:, 0], losses[1:, 1], rtol=5e-4)
 
 

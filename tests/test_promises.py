@@ -64,17 +64,26 @@ def start(out: Path, gen: str) -> subprocess.Popen:
 
 
 def wait_past(run: Path, proc: subprocess.Popen, step: int, timeout: float = 300) -> None:
-    """Until metrics.csv has a row past `step`, then a little more to land between evaluations; at once when
-    that row is the last evaluation (a moment more and the run may have finished: nothing left to interrupt)."""
+    """Until metrics.csv has a row past `step`, then up to 0.3 s more to land between evaluations, and the
+    process frozen there (SIGSTOP: the caller's signal then lands where it was looked at). A net so small that
+    another evaluation comes within those 0.3 s is frozen at that row, and one whose row is the last
+    evaluation at once: a moment more and the run may have finished, leaving nothing to interrupt."""
     deadline = time.time() + timeout
+
+    def last_step() -> int:
+        steps = pd.read_csv(run / "metrics.csv").step if (run / "metrics.csv").exists() else []
+        return int(steps.max()) if len(steps) else 0
+
     while time.time() < deadline:
         assert proc.poll() is None, proc.communicate()[1][-3000:]
-        if (run / "metrics.csv").exists():
-            steps = pd.read_csv(run / "metrics.csv").step
-            if len(steps) and steps.max() > step:
-                time.sleep(0.3 if steps.max() < STEPS else 0)
-                return
-        time.sleep(0.1)
+        seen = last_step()
+        if seen > step:
+            until = time.time() + (0.3 if seen < STEPS else 0)
+            while time.time() < until and last_step() == seen:
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGSTOP)
+            return
+        time.sleep(0.05)
     raise AssertionError("no evaluation rows in time")
 
 
@@ -95,6 +104,7 @@ def test_preempted_then_killed_run_resumes_exactly(straight, tmp_path, gen):
     proc = start(tmp_path, gen)
     wait_past(run, proc, 0)
     proc.send_signal(signal.SIGTERM)  # preemption: checkpoint at the current step, exit 75
+    proc.send_signal(signal.SIGCONT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 75, err[-3000:]
     status = json.loads((run / "status.json").read_text())
