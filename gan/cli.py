@@ -56,7 +56,10 @@ def read_config_file(path: str) -> dict[str, Any]:
     """get_config() of an experiment file: {flag name or dotted field: value} (UserError naming the file)."""
     import importlib.util
     if not os.path.isfile(path):
-        raise UserError(f"--config {path}: no such file")
+        raise UserError(f"--config {path}: no such file" if not os.path.exists(path) else f"--config {path}: not a file")
+    if not path.endswith(".py"):
+        raise UserError(f"--config {path}: an experiment file is a Python file (.py) whose get_config() returns the "
+                        "flags (see jobs/configs/)")
     spec = importlib.util.spec_from_file_location("pix2pix_experiment", path)
     module = importlib.util.module_from_spec(spec)
     try:

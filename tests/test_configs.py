@@ -77,6 +77,7 @@ def test_a_file_drives_a_launch_and_flags_typed_beside_it_win(tmp_path):
 
 @pytest.mark.parametrize("content,message", [
     (None, "--config {path}: no such file"),
+    ("{}", "--config {path}: an experiment file is a Python file (.py)"),
     ("def get_config(:\n", "--config {path}: cannot be read (SyntaxError"),
     ("def get_config():\n    return {'gens': 'unet', 'colour': 'red'}\n", "--config {path}: 'colour' is not a flag of this command"),
     ("def get_config():\n    return {'margin': 'ssim=0.1'}\n", "--config {path}: margin takes a list"),
@@ -91,6 +92,8 @@ def test_a_file_drives_a_launch_and_flags_typed_beside_it_win(tmp_path):
 @pytest.mark.parametrize("command", ["tune.py", "train.py"])
 def test_a_broken_experiment_file_is_one_line_naming_it(tmp_path, command, content, message):
     path = tmp_path / "exp.py"
+    if content == "{}":  # JSON, not an experiment file
+        path = tmp_path / "exp.json"
     if content is not None:
         path.write_text(content)
     import re
