@@ -244,15 +244,9 @@ def test_write_failures_on_a_read_only_filesystem_are_one_line(tiny_runs, read_o
 
 @pytest.fixture
 def full_disk(tmp_path):
-    from services import tmpfs
+    from services import fill, tmpfs
     with tmpfs(tmp_path / "full", "size=2m", "a full filesystem for the disk-full test") as mount:
-        with open(mount / "filler", "wb") as f:
-            try:
-                while True:
-                    f.write(bytes(1 << 14))
-                    f.flush()
-            except OSError:
-                pass
+        fill(mount / "filler")
         yield mount
 
 
