@@ -20,6 +20,8 @@ import json
 import math
 import os
 import shutil
+import signal
+import threading
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -142,10 +144,11 @@ def disconnect() -> None:
 def run(plan: SweepPlan, *, out: str, experiment: str, resume: str, resuming: bool, readout: Readout) -> int:
     """The sweep `plan` describes: the settle rule's rounds, or the search and then, with `then_seeds`, the
     retraining; either resumed where it stopped. The plan is stored in the experiment before its first trial.
-    Ctrl-C while trials run stops Tune cleanly (`fit`); one between phases (building the next tuner, writing
-    a table) ends the same way: one line naming `resume`, exit 75."""
+    Ctrl-C or TERM, wherever it lands, ends the same way (`Interruption`): Tune saves its state, the runs
+    of unfinished trials are marked preempted, one line names `resume`, exit 75."""
     try:
-        return _run(plan, out=out, experiment=experiment, resume=resume, resuming=resuming, readout=readout)
+        with INTERRUPTION:
+            return _run(plan, out=out, experiment=experiment, resume=resume, resuming=resuming, readout=readout)
     except KeyboardInterrupt:
         print(f"interrupted: between the sweep's phases; continue with: {resume}")
         return EXIT_PREEMPTED
@@ -301,19 +304,71 @@ def run_phase(tuner, resume: str):
 
 
 def fit(tuner):
-    """(results, interrupted). Tune checkpoints its state and returns on the first SIGINT; TERM (scancel,
-    a job's time limit) is turned into that SIGINT. Tune's handler hands SIGINT back to ours when it
-    fires, so finding ours in place after `fit` means the sweep was interrupted."""
-    import signal
+    """(results, interrupted): `tuner.fit()`, stopped cleanly by a Ctrl-C or TERM (see `Interruption`)."""
+    return INTERRUPTION.fit(tuner)
 
-    def ours(signum, frame):
-        raise KeyboardInterrupt  # a second Ctrl-C while Tune saves its state: Python's default
 
-    previous = signal.signal(signal.SIGINT, ours), signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(),
-                                                                                                    signal.SIGINT))
-    try:
-        results = tuner.fit()
-        return results, signal.getsignal(signal.SIGINT) is ours
-    finally:
-        signal.signal(signal.SIGINT, previous[0])
-        signal.signal(signal.SIGTERM, previous[1])
+class Interruption:
+    """Ctrl-C (SIGINT) or TERM (scancel, a job's time limit) anywhere in a sweep, ending it the one way that
+    keeps every trial resumable: Tune checkpoints its state and `fit` returns.
+
+    Tune listens for SIGINT only once `fit` has set up; a press that landed earlier (while a tuner was
+    built or restored) raised KeyboardInterrupt inside Ray's code, which could swallow it and let a whole
+    phase run on. So the sweep keeps the press itself, for its whole length: Tune's SIGINT handler is
+    switched off, and a press during `fit` is handed on as the SIGUSR1 Tune always listens to, as soon as
+    Tune's handler for it is in place (a small thread watches for it, since the press may come first). A
+    press outside `fit` stops before the next one. A second press stops at once (KeyboardInterrupt, as
+    Python's default would), skipping Tune's last save."""
+
+    def __init__(self):
+        self.pressed = threading.Event()
+        self._previous: dict = {}
+
+    def __enter__(self) -> "Interruption":
+        self.pressed.clear()
+        self._previous = {"env": os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")}
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        for sig, handler in ((signal.SIGINT, self._press), (signal.SIGTERM, self._press),
+                             (signal.SIGUSR1, self._not_tune_yet)):
+            self._previous[sig] = signal.signal(sig, handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._previous[sig])
+        if self._previous["env"] is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = self._previous["env"]
+
+    def _press(self, signum, frame) -> None:
+        if self.pressed.is_set():
+            raise KeyboardInterrupt
+        self.pressed.set()
+
+    @staticmethod
+    def _not_tune_yet(signum, frame) -> None:
+        """SIGUSR1 before Tune's handler is in place (or after a fit): nothing to stop yet."""
+
+    def fit(self, tuner):
+        if self.pressed.is_set():
+            raise KeyboardInterrupt  # pressed between phases: start no new one
+        signal.signal(signal.SIGUSR1, self._not_tune_yet)  # the last fit's Tune handler is stale
+        fitted = threading.Event()
+        courier = threading.Thread(target=self._hand_to_tune, args=(fitted,), daemon=True)
+        courier.start()
+        try:
+            results = tuner.fit()
+        finally:
+            fitted.set()
+            courier.join()
+        return results, self.pressed.is_set()
+
+    def _hand_to_tune(self, fitted: threading.Event) -> None:
+        while not fitted.wait(0.1):
+            if self.pressed.is_set() and signal.getsignal(signal.SIGUSR1) is not self._not_tune_yet:
+                os.kill(os.getpid(), signal.SIGUSR1)
+                return
+
+
+INTERRUPTION = Interruption()
