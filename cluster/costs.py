@@ -23,8 +23,12 @@ peak (`train.checkpoints_to_keep` checkpoints per trial, and the best generator)
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 # Dense (no sparsity) tensor rates from the vendors' data sheets, TFLOP/s: fp32 (CUDA cores), tf32 (what
 # TensorFlow uses for float32 convolutions and matmuls on Ampere and later), bf16/fp16 (mixed precision).
@@ -125,3 +129,54 @@ def sweep(trial: dict, trials: int, nodes: int, gpus_per_node: int, per_gpu: int
 
 def as_dict(plan: TrialPlan) -> dict:
     return asdict(plan)
+
+
+class CheckpointSizes:
+    """Checkpoint bytes per model config and image size (gan/models `checkpoint_bytes`), kept in a JSON file
+    in the suite's cache: sizing a net builds it, which imports TensorFlow (seconds), and every launch's disk
+    check sizes its trials' nets; an answer is reused only for nets built by the same code (a digest of
+    the files that define them: gan/models/ and $PIX2PIX_GENERATORS) and the same Keras."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.added = False
+        try:
+            known = json.loads(self.path.read_text())
+        except (OSError, ValueError):  # none yet, unreadable or damaged: a cache, rebuilt (and rewritten) as used
+            known = {}
+        self.known = {k: v for k, v in known.items() if isinstance(v, int)} if isinstance(known, dict) else {}
+        self._code = _model_code_digest()
+
+    def bytes(self, model_cfg, size: int) -> int:
+        from gan.models import checkpoint_bytes
+        key = hashlib.sha256(json.dumps([asdict(model_cfg), size, self._code], sort_keys=True,
+                                        default=str).encode()).hexdigest()[:32]
+        if key not in self.known:
+            self.known[key], self.added = checkpoint_bytes(model_cfg, size), True
+        return self.known[key]
+
+    def save(self, log=print) -> None:
+        """Keep what was added; a cache that cannot be written (read-only, full) costs the next launch the
+        build, which it says."""
+        if not self.added:
+            return
+        from gan.files import write_json
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(self.path, self.known)
+        except OSError as e:
+            log(f"note: net sizes not kept in {self.path} ({e.strerror or e}); the next launch sizes the nets again")
+
+
+def _model_code_digest() -> str:
+    import importlib.metadata
+
+    import gan.models
+    h = hashlib.sha256(importlib.metadata.version("keras").encode())
+    folders = [Path(gan.models.__file__).parent, *([Path(os.environ[gan.models.EXTRA_ENV])]
+                                                   if os.environ.get(gan.models.EXTRA_ENV) else [])]
+    for folder in folders:
+        for path in sorted(folder.rglob("*.py")) if folder.is_dir() else []:
+            h.update(str(path).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()

@@ -83,3 +83,46 @@ def test_a_stored_plan_reads_back_as_itself_and_another_is_refused(tmp_path):
         other.refuse_a_different(tmp_path, "RESUME", settling.check_stored_plan)
     with pytest.raises(UserError, match="holds no settle sweep"):
         SweepPlan.load(tmp_path / TUNE_ARGS, settling.check_stored_plan, expect="submitit")
+
+
+def test_a_launch_sizes_each_net_once_and_later_launches_from_the_cache(tmp_path, monkeypatch):
+    """The disk check's checkpoint sizes (which build the nets, importing TensorFlow) are kept in the cache:
+    a later process answers the same without TensorFlow; other model code, or a damaged cache file, sizes
+    the net again; a cache that cannot be written is one note line."""
+    from cluster.costs import CheckpointSizes
+    from gan.config import make_config
+    from gan.models import checkpoint_bytes
+    cache = tmp_path / "cache" / "checkpoint-bytes.json"
+    model = make_config("tiny", {"model.generator": "resnet"}).model
+    sizes = CheckpointSizes(cache)
+    built = sizes.bytes(model, 32)
+    assert built == checkpoint_bytes(model, 32) and sizes.added
+    sizes.save()
+    later = subprocess.run([sys.executable, "-c", f"""
+import sys
+from cluster.costs import CheckpointSizes
+from gan.config import make_config
+sizes = CheckpointSizes({str(cache)!r})
+print(sizes.bytes(make_config("tiny", {{"model.generator": "resnet"}}).model, 32), sizes.added,
+      "tensorflow" in sys.modules)"""], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert later.stdout.split() == [str(built), "False", "False"], later.stderr[-2000:]
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "notes.py").write_text("# other model code\n")
+    monkeypatch.setenv(models.EXTRA_ENV, str(plugins))
+    assert CheckpointSizes(cache).bytes(model, 32) == built and CheckpointSizes(cache).known == sizes.known
+    other = CheckpointSizes(cache)
+    other.bytes(model, 32)
+    assert other.added, "model code changed: sized again"
+    monkeypatch.delenv(models.EXTRA_ENV)
+    cache.write_text("{trunc")
+    damaged = CheckpointSizes(cache)
+    assert damaged.bytes(model, 32) == built and damaged.added
+    damaged.save()
+    assert CheckpointSizes(cache).known == sizes.known  # rewritten whole
+    said = []
+    unwritable = CheckpointSizes(tmp_path / "a-file" / "checkpoint-bytes.json")
+    (tmp_path / "a-file").write_text("")
+    unwritable.bytes(model, 32)
+    unwritable.save(said.append)
+    assert len(said) == 1 and said[0].startswith("note: net sizes not kept in"), said
