@@ -193,7 +193,7 @@ def rejudge(run_path, segmenter_dir, workers: int = 0, log=print) -> dict:
     from gan.contract import REJUDGE_PENDING, REJUDGED, check_summary
     from gan.datasets.loader import load_dataset
     from gan.errors import UserError, raise_for_write
-    from gan.evaluators.segmenter import Segmenter
+    from gan.evaluators.segmenter import Segmenter, weights_identity
     from gan.fastpath import size_thread_pools
     from gan.files import read_json
     from gan.inference import restore_generator
@@ -209,16 +209,16 @@ def rejudge(run_path, segmenter_dir, workers: int = 0, log=print) -> dict:
     environment = config.get("environment") if isinstance(config, dict) else None
     recorded = environment.get("cpus") if isinstance(environment, dict) else None
     threads = recorded if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 1 else None
-    if threads:
-        size_thread_pools(threads, log)
     # Runs from before the judge's identity was recorded keep their record as "unrecorded".
     old_id = str((old.get("fcn") or {}).get("segmenter_id") or ("unrecorded" if old.get("fcn") else "none"))
-    judge = Segmenter.load(segmenter_dir, flag="--rejudge")
-    if old_id == judge.identity:
+    if old_id == weights_identity(Segmenter.weights_of(segmenter_dir, flag="--rejudge")):
         raise UserError(f"{run.path}: its test is already scored by {segmenter_dir} (segmenter {old_id})")
     if old.get("metrics_version") != METRICS_VERSION:
         raise UserError(f"{run.path}: its test was scored with metric definitions v{old.get('metrics_version')}, "
                         f"this code has v{METRICS_VERSION}; its image metrics cannot prove the photos the same")
+    if threads:
+        size_thread_pools(threads, log)
+    judge = Segmenter.load(segmenter_dir, flag="--rejudge")
     # No trainer, and no second re-scoring, may write the run meanwhile.
     lease = Lease(run.lease, log=log, holder="re-scoring process", flag="run").acquire()
     try:

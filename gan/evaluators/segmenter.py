@@ -96,12 +96,18 @@ class Segmenter:
         self._predict = tf.function(lambda x: tf.argmax(model(x, training=False), -1), reduce_retracing=True)
 
     @classmethod
-    def load(cls, run_dir: str | Path, flag: str = "--eval.segmenter") -> "Segmenter":
-        run = RunDir(run_dir, kind=SEGMENTER_KIND)
-        weights = run.path / SEGMENTER_WEIGHTS
+    def weights_of(cls, run_dir: str | Path, flag: str = "--eval.segmenter") -> Path:
+        """The segmenter run's weights file, or one line naming `flag` (no TensorFlow: a refusal is instant)."""
+        weights = RunDir(run_dir, kind=SEGMENTER_KIND).path / SEGMENTER_WEIGHTS
         if not weights.exists():
             raise UserError(f"{flag} {run_dir}: no {SEGMENTER_WEIGHTS} (train one with "
                             "jobs/train_segmenter.py)")
+        return weights
+
+    @classmethod
+    def load(cls, run_dir: str | Path, flag: str = "--eval.segmenter") -> "Segmenter":
+        run = RunDir(run_dir, kind=SEGMENTER_KIND)
+        weights = cls.weights_of(run_dir, flag)
         cfg = SegmenterConfig.from_record(read_json(run.config)["config"])
         model = build(cfg.data.image_size, cfg.model.filters)
         model.load_weights(weights)
