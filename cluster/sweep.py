@@ -154,7 +154,9 @@ def run(plan: SweepPlan, *, out: str, experiment: str, resume: str, resuming: bo
         with INTERRUPTION:
             return _run(plan, out=out, experiment=experiment, resume=resume, resuming=resuming, readout=readout)
     except KeyboardInterrupt:
-        print(f"interrupted: between the sweep's phases; continue with: {resume}")
+        where = ("a second Ctrl-C: stopped at once, without Tune's last save" if INTERRUPTION.presses > 1
+                 else "between the sweep's phases")
+        print(f"interrupted: {where}; continue with: {resume}")
         return EXIT_PREEMPTED
 
 
@@ -326,10 +328,12 @@ class Interruption:
 
     def __init__(self):
         self.pressed = threading.Event()
+        self.presses = 0
         self._previous: dict = {}
 
     def __enter__(self) -> "Interruption":
         self.pressed.clear()
+        self.presses = 0
         self._previous = {"env": os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")}
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
         for sig, handler in ((signal.SIGINT, self._press), (signal.SIGTERM, self._press),
@@ -346,6 +350,7 @@ class Interruption:
             os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = self._previous["env"]
 
     def _press(self, signum, frame) -> None:
+        self.presses += 1
         if self.pressed.is_set():
             raise KeyboardInterrupt
         self.pressed.set()
