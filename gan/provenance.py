@@ -23,13 +23,28 @@ def git_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
+def version(module: str, *distributions: str) -> str:
+    """A package's version without importing it (TensorFlow's import takes seconds, and a run found finished
+    needs none of it): the loaded module's own, else its installed distribution's, else the import's."""
+    import importlib
+    import importlib.metadata
+    if module in sys.modules:
+        return sys.modules[module].__version__
+    for name in distributions:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return importlib.import_module(module).__version__
+
+
 def environment() -> dict[str, str]:
-    import keras
     import numpy as np
-    import tensorflow as tf
 
     from gan.fastpath import cpus_given, loaded_allocator
-    return {"python": sys.version.split()[0], "tensorflow": tf.__version__, "keras": keras.__version__,
+    return {"python": sys.version.split()[0],
+            "tensorflow": version("tensorflow", "tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tf-nightly"),
+            "keras": version("keras", "keras", "keras-nightly"),
             "numpy": np.__version__, "host": socket.gethostname(),
             "platform": platform.platform(), "git_commit": git_commit(), "argv": " ".join(sys.argv),
             "metrics_version": METRICS_VERSION,

@@ -75,6 +75,24 @@ def test_a_run_written_before_per_generator_settings_resumes_and_extends(tiny_ru
     assert json.loads((run / "status.json").read_text())["step"] == 12
 
 
+@pytest.mark.parametrize("gen", models.names())
+def test_a_finished_run_run_again_says_so_without_starting_tensorflow(tiny_runs, tmp_path, gen):
+    """The same command again on a finished run (a sweep run twice, a settle round's reused seed): one line,
+    exit 0, the run's files unchanged but for the environment record, and no TensorFlow started (seconds
+    for every reused trial)."""
+    shutil.copytree(tiny_runs / "cmp" / gen, tmp_path / "cmp" / gen)
+    tables = {p.name: p.read_bytes() for p in (tmp_path / "cmp" / gen).glob("*.csv")}
+    done = subprocess.run([sys.executable, "-c", f"""
+import sys
+from gan.config import make_config
+from gan.train import train
+code = train(make_config("tiny", {{"model.generator": {gen!r}, "experiment": "cmp"}}), {str(tmp_path)!r})
+print("exit", code, "tensorflow" in sys.modules)"""], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.stdout.splitlines()[-1] == "exit 0 False", done.stdout[-2000:] + done.stderr[-2000:]
+    assert "already finished at step 8; nothing to do" in done.stdout
+    assert {p.name: p.read_bytes() for p in (tmp_path / "cmp" / gen).glob("*.csv")} == tables
+
+
 def test_a_crash_inside_tensorflows_import_shows_its_fatal_line_and_the_rerun_starts(tmp_path):
     """TensorFlow aborting while it is imported (as on a CPU without the instructions its wheel needs),
     here a stand-in package that prints start-up chatter and a FATAL line, then aborts: the job's stderr
