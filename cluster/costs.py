@@ -144,7 +144,8 @@ class CheckpointSizes:
             known = json.loads(self.path.read_text())
         except (OSError, ValueError):  # none yet, unreadable or damaged: a cache, rebuilt (and rewritten) as used
             known = {}
-        self.known = {k: v for k, v in known.items() if isinstance(v, int)} if isinstance(known, dict) else {}
+        self.known = ({k: v for k, v in known.items() if type(v) is int and v > 0}  # an edited entry is sized again
+                      if isinstance(known, dict) else {})
         self._code = _model_code_digest()
 
     def bytes(self, model_cfg, size: int) -> int:

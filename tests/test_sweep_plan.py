@@ -115,8 +115,11 @@ print(sizes.bytes(make_config("tiny", {{"model.generator": "resnet"}}).model, 32
     other.bytes(model, 32)
     assert other.added, "model code changed: sized again"
     monkeypatch.delenv(models.EXTRA_ENV)
-    cache.write_text("{trunc")
-    damaged = CheckpointSizes(cache)
+    key = next(iter(sizes.known))
+    for edited in ('{"%s": -1}' % key, '{"%s": true}' % key, "[1, 2]", "{trunc"):
+        cache.write_text(edited)
+        damaged = CheckpointSizes(cache)
+        assert damaged.bytes(model, 32) == built and damaged.added, edited
     assert damaged.bytes(model, 32) == built and damaged.added
     damaged.save()
     assert CheckpointSizes(cache).known == sizes.known  # rewritten whole
