@@ -170,10 +170,9 @@ class CheckpointSizes:
 
 
 def _model_code_digest() -> str:
-    import importlib.metadata
-
     import gan.models
-    h = hashlib.sha256(importlib.metadata.version("keras").encode())
+    from gan.provenance import version
+    h = hashlib.sha256(version("keras", "keras", "keras-nightly").encode())
     folders = [Path(gan.models.__file__).parent, *([Path(os.environ[gan.models.EXTRA_ENV])]
                                                    if os.environ.get(gan.models.EXTRA_ENV) else [])]
     for folder in folders:

@@ -15,8 +15,6 @@ the runs - is the command's, handed in as a `Readout` (cluster/ imports gan/ onl
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import os
 import shutil
@@ -76,15 +74,12 @@ def disk_check(plan: SweepPlan, out: str, limit_gb: float | None, log=print) -> 
     from gan.datasets.synthetic import default_cache_dir
     if limit_gb is not None and not (math.isfinite(limit_gb) and limit_gb > 0):
         raise UserError(f"--disk-limit: a number of GB > 0, got {limit_gb} (leave it out for the free space)")
-    largest, kept, sized = 0, 0, {}
+    largest, kept = 0, 0
     cache = make_config(plan.preset, plan.overrides).data.cache_dir or default_cache_dir()
-    sizes = CheckpointSizes(Path(cache) / "checkpoint-bytes.json")
+    sizes = CheckpointSizes(Path(cache) / "checkpoint-bytes.json")  # each distinct net is built once, ever
     for values in plan.trials() or [{"model.generator": gen} for gen in plan.gens]:
         cfg = make_config(plan.preset, {**plan.overrides, **values})
-        key = json.dumps([dataclasses.asdict(cfg.model), cfg.data.image_size], sort_keys=True)
-        if key not in sized:  # each distinct net is built once (a dropout rate does not change its size)
-            sized[key] = sizes.bytes(cfg.model, cfg.data.image_size)
-        largest = max(largest, sized[key])
+        largest = max(largest, sizes.bytes(cfg.model, cfg.data.image_size))
         kept = max(kept, cfg.train.checkpoints_to_keep + 1 + (cfg.eval.select != "last"))
     sizes.save(log)
     trials = plan.count()
