@@ -27,7 +27,6 @@ import shlex
 import sys
 from pathlib import Path
 
-from analysis.sweeps import SweepReadout
 from cluster.plan import run_name
 from cluster.sweep_plan import SweepPlan, add_plan_flags, refuse_plan_flags_on_resume
 from gan.cli import add_common_flags, add_config_flag, add_gens_flag, parse_with_config, run_main
@@ -113,6 +112,7 @@ def settle(args: argparse.Namespace, extra: list[str]) -> int:
     disk_check(plan, args.out, args.disk_limit)
     executor = executor_of(args)
     # One driver per experiment (the Ray driver's lease too): a second would submit the same seeds again.
+    from analysis.sweeps import SweepReadout  # here, not at the top: a refused sweep says so at once
     lease = Lease(root / TUNE_LEASE, holder="sweep driver", thing="sweep", flag="--experiment").acquire()
     try:
         if not (root / TUNE_ARGS).exists():

@@ -27,7 +27,6 @@ the unfinished trials' runs are marked preempted; `--resume` continues them.
 import argparse
 from pathlib import Path
 
-from analysis.sweeps import SweepReadout
 from cluster.sweep_plan import SweepPlan, add_plan_flags, refuse_plan_flags_on_resume
 from gan.cli import add_common_flags, add_config_flag, add_gens_flag, parse_with_config, run_main
 from gan.dotted import check_folder_name
@@ -84,6 +83,7 @@ def main() -> int:
     created = [p for p in (root, root.parent) if not p.exists()]
     lease = Lease(root / TUNE_LEASE, holder="sweep driver", thing="sweep", flag="--experiment").acquire()
     try:
+        from analysis.sweeps import SweepReadout  # here, not at the top: a refused sweep says so at once
         from cluster import sweep
         sweep.connect(args.address, plan.cpus, plan.gpus)
         return sweep.run(plan, out=args.out, experiment=experiment, resume=resume, resuming=args.resume,
