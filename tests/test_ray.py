@@ -143,66 +143,67 @@ def test_node_loss_resumes_from_checkpoint(ray_cluster, tmp_path):
     assert resumed and min(resumed) >= 10, (step_at_kill, out[-4000:])
 
 
-def test_three_generators_driver_loss_and_resume(ray_cluster, tmp_path):
-    """`tune.py --gens all` runs the three trials in parallel; after the driver is killed, `--resume`
-    finishes the others without rerunning finished ones, and ends with the comparison."""
+def test_three_generators_survive_a_driver_kill_and_a_ctrl_c_and_resume_to_the_comparison(ray_cluster, tmp_path):
+    """`tune.py --gens all` runs the three trials in parallel. The driver is killed (-9) once one trial has
+    finished; `--resume` takes up the others and is stopped by Ctrl-C while a trial runs: Tune saves its
+    state, the unfinished runs say 'preempted' (not 'running'), one line says how to continue, no comparison
+    table. `--resume` again finishes them exactly, without rerunning finished ones, and ends with the
+    comparison."""
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.address}
-    args = ["--gens", "all", "--train.steps", "100", "--train.eval_every", "10", "--experiment", "drv"]
+    # 200 steps: the trial the first driver never started must not reach its end between the Ctrl-C and
+    # Tune stopping it, even on a loaded host.
+    args = ["--gens", "all", "--train.steps", "200", "--train.eval_every", "10", "--experiment", "drv"]
     proc = subprocess.Popen(tune_cmd(tmp_path, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=env, cwd=ROOT)
     runs = {g: tmp_path / "drv" / g for g in names()}
+
+    def finished() -> list[str]:
+        return [g for g, r in runs.items() if (r / "status.json").exists()
+                and json.loads((r / "status.json").read_text())["state"] == "finished"]
     deadline = time.time() + 600
-    finished: list[str] = []
-    while time.time() < deadline and not finished:
+    while time.time() < deadline and not finished():
         assert proc.poll() is None, proc.stdout.read()[-3000:]
-        finished = [g for g, r in runs.items() if (r / "status.json").exists()
-                    and json.loads((r / "status.json").read_text())["state"] == "finished"]
         time.sleep(0.2)
-    assert finished and len(finished) < 3, finished
+    done_first = finished()
+    assert done_first and len(done_first) < 3, done_first
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    finished_mtime = {g: (runs[g] / "summary.json").stat().st_mtime_ns for g in finished}
-    done = subprocess.run(tune_cmd(tmp_path, "--experiment", "drv", "--resume"), capture_output=True, text=True,
-                          env=env, timeout=900, cwd=ROOT)
+    finished_mtime = {g: (runs[g] / "summary.json").stat().st_mtime_ns for g in done_first}
+
+    resume = tune_cmd(tmp_path, "--experiment", "drv", "--resume")
+    proc = subprocess.Popen(resume, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    def rows(g: str) -> int:
+        return len((runs[g] / "metrics.csv").read_text().splitlines()) if (runs[g] / "metrics.csv").exists() else 0
+    rows_at_kill = {g: rows(g) for g in runs}
+    deadline = time.time() + 300
+    while not any(rows(g) >= rows_at_kill[g] + 2 for g in runs if g not in done_first):  # the resumed trials run
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:]
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 75, out[-4000:]
+    line = f"continue with: python jobs/tune.py --out {tmp_path} --experiment drv --resume"
+    assert "interrupted: " in out and " trials unfinished" in out and line in out, out[-3000:]
+    assert "| generator |" not in out and "trials, 0 errored" not in out
+    unfinished = [g for g in runs if g not in finished()]
+    assert unfinished, out[-3000:]
+    for g in unfinished:
+        status = json.loads((runs[g] / "status.json").read_text())
+        assert status["state"] == "preempted" and line in status["message"], (g, status)
+
+    done = subprocess.run(resume, capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
     for g, run in runs.items():
         assert json.loads((run / "status.json").read_text())["state"] == "finished", g
-        assert_exact_rows(run, 100, 10)
+        assert_exact_rows(run, 200, 10)
         assert (run / "summary.json").exists() and (run / "test_metrics.csv").exists()
         assert_fast_path(run)  # the trial process (a Ray worker) had the allocator mapped in
         assert set(pd.read_csv(run / "timings.csv").cpus) == {1}  # threads sized to --cpus-per-trial 1
-    for g in finished:  # not rerun
+    for g in done_first:  # not rerun
         assert (runs[g] / "summary.json").stat().st_mtime_ns == finished_mtime[g]
         assert f"drv/{g} at step" not in done.stdout
     assert "best configuration per generator by val_ssim" in done.stdout
     assert all(f"| {g} |" in done.stdout for g in runs)  # the comparison table
-
-
-def test_ctrl_c_marks_trials_preempted_and_resume_finishes_them(ray_cluster, tmp_path):
-    """Ctrl-C of the driver: Tune saves its state, the trials' runs say 'preempted' (not 'running'),
-    one line says how to continue, no comparison table; `--resume` then finishes them exactly."""
-    env = {**os.environ, "RAY_ADDRESS": ray_cluster.address}
-    # 200 steps: a trial must not reach its end between the Ctrl-C and Tune stopping it, even on a loaded host
-    args = ["--gens", "unet,hybrid", "--train.steps", "200", "--train.eval_every", "10", "--experiment", "cc"]
-    proc = subprocess.Popen(tune_cmd(tmp_path, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env, cwd=ROOT)
-    runs = [tmp_path / "cc" / g for g in ("unet", "hybrid")]
-    _wait_rows(runs, 2, proc)
-    os.kill(proc.pid, signal.SIGINT)
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 75, out[-4000:]
-    line = f"continue with: python jobs/tune.py --out {tmp_path} --experiment cc --resume"
-    assert "interrupted: 2 of 2 trials unfinished" in out and line in out, out[-3000:]
-    assert "| generator |" not in out and "trials, 0 errored" not in out
-    for run in runs:
-        status = json.loads((run / "status.json").read_text())
-        assert status["state"] == "preempted" and line in status["message"], status
-    done = subprocess.run(tune_cmd(tmp_path, "--experiment", "cc", "--resume"), capture_output=True, text=True,
-                          env=env, timeout=900, cwd=ROOT)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
-    for run in runs:
-        assert json.loads((run / "status.json").read_text())["state"] == "finished"
-        assert_exact_rows(run, 200, 10)
 
 
 def test_without_an_address_the_driver_never_joins_another_jobs_ray(ray_cluster, tmp_path):
