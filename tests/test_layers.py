@@ -46,3 +46,17 @@ def test_no_module_of_gan_models_imports_the_package_that_collects_it():
                 assert all(a.name != "gan.models" for a in node.names), f"{path}: import gan.models"
             elif isinstance(node, ast.ImportFrom) and node.module == "gan.models":
                 assert all(a.name in submodules for a in node.names), f"{path}: from gan.models import ..."
+
+
+def test_a_command_imports_no_framework_before_it_runs():
+    """Every command re-executes itself once with the allocator (gan/fastpath.py), so what it imports at
+    the top is paid twice: TensorFlow, Ray and the analysis stack are imported where they are used (a
+    sweep refused at its flags says so in well under a second)."""
+    commands = sorted(p.stem for p in (ROOT / "jobs").glob("*.py") if "run_main(main)" in p.read_text())
+    assert {"train", "tune", "submit", "evaluate", "report", "bench"} <= set(commands), commands
+    heavy = ("tensorflow", "keras", "ray", "submitit", "pandas", "scipy", "matplotlib")
+    code = (f"import importlib, json, sys\nfor name in {commands!r}:\n    importlib.import_module('jobs.' + name)\n"
+            f"print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout) == []
