@@ -57,7 +57,7 @@ class Generator:
         self.noise = random_state(self.model)
         self.noise_starts = noise_starts(self.noise, cfg.train.seed)
         self._call = tf.function(lambda x: generate_one(self.model, self.noise, self.noise_starts, x),
-                                 reduce_retracing=True)
+                                 reduce_retracing=True, autograph=False)  # a loop over Python lists only
 
     def set_weights(self, weights) -> None:
         self.model.set_weights(weights)
