@@ -124,7 +124,8 @@ def _train(cfg: Config, data, run: RunDir, lease: Lease, stop: _StopFlag, overwr
         t.progress.close()
         return t.test(step)
     except BaseException as e:
-        _record_failure(run, step, e)
+        if not t.finished:  # a Ctrl-C or a closed pipe at its last line: a finished run stays finished
+            _record_failure(run, step, e)
         raise
     finally:
         _close_all(log, t.progress.close, t.evaluator.close, t.writer.close)
@@ -173,6 +174,7 @@ class _Training:
     intact one), the evaluator, TensorBoard, the timed interval and the best-checkpoint keeper."""
 
     def __init__(self, cfg: Config, data, run: RunDir, log):
+        self.finished = False  # set once status.json says "finished": nothing after that may undo it
         import keras
         import tensorflow as tf
 
@@ -324,6 +326,7 @@ class _Training:
             summary = self.evaluator.test(weights, step, self.run,
                                           selected={**selected, **({"note": self.best.note} if self.best.note else {})})
         self.run.set_status("finished", step)
+        self.finished = True
         self.log(f"{self.run.path}: finished {step} steps; test " + "  ".join(
             f"{k} {v['mean']:.3f}" for k, v in summary["test"].items()))
         return 0

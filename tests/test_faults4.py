@@ -263,3 +263,19 @@ def test_ctrl_c_of_a_local_settle_driver_is_one_interruption_line_and_no_traceba
     last = out.strip().splitlines()[-1]
     assert last.startswith("interrupted:") and last.endswith("--experiment s"), out  # the same command continues
     assert "Traceback" not in err, err
+
+
+def test_an_interruption_after_the_finished_record_leaves_the_run_finished(tmp_path):
+    """A Ctrl-C (or a closed pipe) at the very moment the run writes its last line: the exception goes on
+    up, but status.json keeps saying "finished" (a sweep's resume and the comparison count it as done)."""
+    from gan.config import make_config
+    from gan.train import train
+
+    def log(line: str) -> None:
+        if ": finished " in line:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train(make_config("tiny", {"model.generator": "unet"}), tmp_path, log=log)
+    run = tmp_path / "default" / "unet"
+    assert json.loads((run / "status.json").read_text())["state"] == "finished"
+    assert (run / "summary.json").exists()
