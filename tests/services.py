@@ -8,6 +8,7 @@ the tests skip with the reason; in CI (CI=true) they fail instead.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -185,14 +186,17 @@ def tmpfs(mount: Path, options: str, why: str):
 
 
 def fill(path: Path) -> Path:
-    """Write `path` until its filesystem refuses another byte (ENOSPC); the filled file."""
-    with open(path, "wb") as f:
-        try:
-            while True:
-                f.write(bytes(1 << 16))
-                f.flush()
-        except OSError:
-            pass
+    """Write `path` until its filesystem refuses another byte (ENOSPC); the filled file. Unbuffered: a
+    buffered file would raise ENOSPC again on closing, for the bytes its buffer still held."""
+    with open(path, "wb", buffering=0) as f:
+        size = 1 << 16
+        while size:
+            try:
+                f.write(bytes(size))
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                size //= 2  # the last few bytes in smaller writes, down to one
     return path
 
 
