@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -32,7 +33,7 @@ FILE_MODE = 0o666 & ~_umask()  # what open() would give: colleagues on a shared 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # is_unfinished_write's pattern
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
@@ -43,6 +44,12 @@ def atomic_write(path: Path, data: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def is_unfinished_write(path: Path) -> bool:
+    """A file `atomic_write` was writing when its process died (`.<name>.<8 random characters>`): never
+    anything a reader should see."""
+    return path.is_file() and re.fullmatch(r"\..+\.[A-Za-z0-9_]{8}", path.name) is not None
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -25,7 +25,7 @@ from gan.contract import (CHECKPOINTS, CONFIG, FCN_CSV, LEASE, METRICS_CSV, METR
                           REPLACED, SAMPLES, SPLIT, STATUS, SUMMARY, TENSORBOARD, TEST_CSV, TIMINGS_COLUMNS, TIMINGS_CSV, check_config,
                           check_status)
 from gan.errors import UserError
-from gan.files import read_csv, read_json, write_csv, write_json
+from gan.files import is_unfinished_write, read_csv, read_json, write_csv, write_json
 from gan.provenance import environment
 
 # Fields a resumed run may change: they do not change what is learned (more steps extend the run;
@@ -100,11 +100,14 @@ class RunDir:
         """
         if self.path.exists() and not self.path.is_dir():
             raise UserError(f"--out {self.path}: exists and is not a directory")
-        # A run that died before its config.json (TensorFlow aborting at import, say) leaves its lease and
-        # empty subfolders: that is no run yet, and the same command starts it.
+        # A run that died before its config.json (TensorFlow aborting at import, or killed while writing that
+        # file) leaves its lease, empty subfolders and an unfinished write: that is no run yet, and the same
+        # command starts it.
         leftovers = {self.lease.name, self.samples.name, self.checkpoints.name, self.tensorboard.name}
+        unfinished = [p for p in self.path.iterdir() if is_unfinished_write(p)] if self.path.is_dir() else []
         if self.path.is_dir() and any(p.name not in leftovers or p.is_dir() and any(p.iterdir()) or
-                                      p.is_file() and p.name != self.lease.name for p in self.path.iterdir()):
+                                      p.is_file() and p.name != self.lease.name
+                                      for p in self.path.iterdir() if p not in unfinished):
             if not self.config.exists():
                 if not overwrite:
                     raise UserError(f"--out {self.path}: folder is not empty and holds no run "
@@ -143,6 +146,8 @@ class RunDir:
             raise UserError(f"--out {self.path}: cannot create the run directory ({e.strerror}: {e.filename})") from None
         for sub in (self.samples, self.checkpoints, self.tensorboard) if self.kind == RUN_KIND else ():
             sub.mkdir(exist_ok=True)
+        for p in unfinished:
+            p.unlink(missing_ok=True)
         self._write_config(config, data, metrics)
         return False
 

@@ -279,3 +279,31 @@ def test_an_interruption_after_the_finished_record_leaves_the_run_finished(tmp_p
     run = tmp_path / "default" / "unet"
     assert json.loads((run / "status.json").read_text())["state"] == "finished"
     assert (run / "summary.json").exists()
+
+
+def test_a_run_killed_while_writing_its_first_config_is_started_by_the_same_command(tmp_path):
+    """A trainer killed between creating its run folder and finishing config.json (a Ray trial's process
+    taken down with its driver) leaves its lease, empty subfolders and the unfinished `.config.json.<8>`:
+    no run yet, so the same command starts it and the unfinished write is removed. A folder holding
+    anything else is still refused, untouched."""
+    from conftest import tree_digest
+    from gan.config import make_config
+    from gan.errors import UserError
+    from gan.rundir import RunDir
+    cfg = make_config("tiny")
+    run = RunDir(tmp_path / "unet")
+    for folder in (run.samples, run.checkpoints, run.tensorboard):
+        folder.mkdir(parents=True)
+    run.lease.write_text("{}")
+    (run.path / ".config.json.mktrt2s6").write_text('{"config": {"data"')
+    assert run.prepare(cfg.to_dict(), cfg.flat()) is False  # a new run, not a resumed one
+    assert json.loads(run.config.read_text())["config"] == cfg.to_dict()
+    assert not list(run.path.glob(".config.json.*"))
+    other = RunDir(tmp_path / "other")
+    other.path.mkdir()
+    (other.path / "notes.txt").write_text("mine")
+    (other.path / ".config.json.abcd1234").write_text("{")
+    before = tree_digest(other.path)
+    with pytest.raises(UserError, match="holds no run"):
+        other.prepare(cfg.to_dict(), cfg.flat())
+    assert tree_digest(other.path) == before
