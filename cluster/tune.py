@@ -243,11 +243,9 @@ def make_tuner(param_space: dict[str, Any], *, base: Config, out: str, experimen
     return tune.Tuner(
         _trainable(base, out, cpus_per_trial, gpus_per_trial),
         param_space=param_space,
-        # A finished trial's process takes the next trial: TensorFlow's import and runtime start (about 10 s
-        # of CPU each) are paid once per slot, not once per trial. Not under ASHA: a trial it stops takes
-        # its trainer down at the next report, and Ray fails the next trial if that takes over 2 s.
+        # A fresh actor per trial (Ray's default), on purpose: with reuse_actors, an interrupted sweep's trainer
+        # was seen to go on training for evaluations after the driver's Ctrl-C, and finish unrecorded.
         tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=sched, num_samples=num_samples,
-                                    reuse_actors=scheduler == "fifo",
                                     trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
         run_config=tune.RunConfig(
             name=contract.TUNE_STATE, storage_path=str((Path(out) / experiment).resolve()),
