@@ -511,6 +511,8 @@ def gpu_check_child(job: dict) -> int:
     out["peak_memory_mb"] = (tf.config.experimental.get_memory_info("GPU:0")["peak"] / 1e6 if gpus
                              else peak_rss_mb())
     out["device"] = (tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else "cpu")
+    if job.get("nets"):  # after the peak is read: the counted nets are not the measured ones
+        out["nets"] = net_figures(job["generator"], job["size"], job["preset"], job.get("overrides", {}))
     print("GPU-CHECK " + json.dumps(out), flush=True)
     return 0
 
@@ -534,30 +536,41 @@ def _result(proc: subprocess.Popen, timeout: float) -> dict:
 
 
 def gpu_check_main(args) -> int:
-    """Every figure of the check, each in its own process, within GPU_CHECK_BUDGET_S; Markdown and --json."""
-    import tensorflow as tf
-    gpus = tf.config.list_physical_devices("GPU")
-    device = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else "cpu"
-    table = next((name for name in costs.DEVICES if name in device), None)
-    mixed = "mixed_float16" if gpus else "mixed_bfloat16"
+    """Every figure of the check, each in its own process, within GPU_CHECK_BUDGET_S; Markdown and --json.
+
+    This process never imports TensorFlow: on a GPU it would reserve the device's memory for itself (no
+    memory growth) and leave the measured processes the rest. The first row of each generator (float32,
+    no XLA) also counts its nets' FLOPs and names the device, which picks the mixed precision to measure."""
     started, rows, skipped = time.monotonic(), [], []
     base = {"preset": args.preset, "size": args.size, "steps": args.steps, "eval_images": args.eval_images}
+    device, nets_of = None, {}
     for g in args.gens:
-        nets = net_figures(g, args.size, args.preset, args.overrides)
-        for precision in ("float32", mixed):
+        for kind in ("float32", "mixed"):
             for xla in (False, True):
                 left = GPU_CHECK_BUDGET_S - (time.monotonic() - started)
                 if left < 20:
-                    skipped.append(f"{g} {precision} xla={xla}")
+                    skipped.append(f"{g} {kind} xla={xla}")
                     continue
-                first = precision == "float32" and not xla
-                r = _result(_child({**base, "generator": g, "precision": precision, "xla": xla, "eval": first}), left)
-                predicted = None
-                if table:
-                    predicted = costs.TrialPlan(g, args.size, table, precision, nets["step_gflop"], nets["infer_gflop"],
-                                                nets["checkpoint_bytes"]).predict(costs.HostCosts(0.0, 0.0, 1))["device_ms"]
-                rows.append({"generator": g, "precision": precision, "xla": xla, "predicted_ms": predicted,
-                             "step_gflop": nets["step_gflop"], **r})
+                if kind == "mixed" and device is None:
+                    rows.append({"generator": g, "precision": kind, "xla": xla, "step_gflop": None,
+                                 "predicted_ms": None, "error": "no float32 row finished to name the device"})
+                    continue
+                precision = kind if kind == "float32" else "mixed_bfloat16" if device == "cpu" else "mixed_float16"
+                first = kind == "float32" and not xla
+                r = _result(_child({**base, "generator": g, "precision": precision, "xla": xla, "eval": first,
+                                    "nets": first, "overrides": args.overrides}), left)
+                device = device or r.get("device")
+                if "nets" in r:
+                    nets_of[g] = r.pop("nets")
+                rows.append({"generator": g, "precision": precision, "xla": xla, **r})
+    device = device or "unknown (no row finished)"
+    table = next((name for name in costs.DEVICES if name in device), None)
+    for r in rows:
+        nets = nets_of.get(r["generator"])
+        r["step_gflop"] = nets["step_gflop"] if nets else None
+        r["predicted_ms"] = (costs.TrialPlan(r["generator"], args.size, table, r["precision"], nets["step_gflop"],
+                                             nets["infer_gflop"], nets["checkpoint_bytes"])
+                             .predict(costs.HostCosts(0.0, 0.0, 1))["device_ms"] if table and nets else None)
     packed = {}
     left = GPU_CHECK_BUDGET_S - (time.monotonic() - started)
     if left > 30:  # two trials sharing the device, as --gpus-per-trial 0.5 packs them

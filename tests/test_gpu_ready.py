@@ -145,6 +145,8 @@ def test_gpu_check_runs_at_a_tiny_size_on_the_cpu(tmp_path):
     assert [(r["precision"], r["xla"]) for r in report["rows"]] == [
         ("float32", False), ("float32", True), ("mixed_bfloat16", False), ("mixed_bfloat16", True)]
     assert all(r["ms_per_step"] > 0 and r["peak_memory_mb"] > 0 for r in report["rows"])
+    # The nets' FLOPs come from the first measured process (the check's own process never starts TensorFlow).
+    assert all(r["step_gflop"] > 0 for r in report["rows"]) and report["device"] == "cpu"
     first = report["rows"][0]
     assert first["eval_blocking_s_overlap"] > 0 and first["eval_blocking_s_sync"] > 0
     assert len(report["packed"]["trials"]) == 2 and all("ms_per_step" in t for t in report["packed"]["trials"])
