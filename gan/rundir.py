@@ -104,10 +104,10 @@ class RunDir:
         # file) leaves its lease, empty subfolders and an unfinished write: that is no run yet, and the same
         # command starts it.
         leftovers = {self.lease.name, self.samples.name, self.checkpoints.name, self.tensorboard.name}
-        unfinished = [p for p in self.path.iterdir() if is_unfinished_write(p)] if self.path.is_dir() else []
-        if self.path.is_dir() and any(p.name not in leftovers or p.is_dir() and any(p.iterdir()) or
-                                      p.is_file() and p.name != self.lease.name
-                                      for p in self.path.iterdir() if p not in unfinished):
+        entries = list(self.path.iterdir()) if self.path.is_dir() else []
+        unfinished = [p for p in entries if is_unfinished_write(p)]
+        if any(p.name not in leftovers or p.is_dir() and any(p.iterdir()) or p.is_file() and p.name != self.lease.name
+               for p in entries if p not in unfinished):
             if not self.config.exists():
                 if not overwrite:
                     raise UserError(f"--out {self.path}: folder is not empty and holds no run "

@@ -552,8 +552,8 @@ def gpu_check_main(args) -> int:
                     skipped.append(f"{g} {kind} xla={xla}")
                     continue
                 if kind == "mixed" and device is None:
-                    rows.append({"generator": g, "precision": kind, "xla": xla, "step_gflop": None,
-                                 "predicted_ms": None, "error": "no float32 row finished to name the device"})
+                    rows.append({"generator": g, "precision": kind, "xla": xla,
+                                 "error": "no float32 row finished to name the device"})
                     continue
                 precision = kind if kind == "float32" else "mixed_bfloat16" if device == "cpu" else "mixed_float16"
                 first = kind == "float32" and not xla
