@@ -38,13 +38,13 @@ def main() -> int:
                for g in gens]  # validate every config before the first run starts
 
     from gan.train import run_path, train
-    from analysis.tables import comparison_table
     code = 0
     for cfg in configs:
         code = train(cfg, args.out, overwrite=args.overwrite)
         if code:
             return code
     if len(configs) > 1:
+        from analysis.tables import comparison_table  # here, not above: pandas after TensorFlow (gan/quiet.py)
         print(comparison_table([run_path(cfg, args.out) for cfg in configs]))
     if args.report:
         from analysis.report import build_report

@@ -133,7 +133,7 @@ PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP
         while time.time() < deadline:
             if not self.run("squeue", "-h", "-j", job_id).stdout.strip():
                 return
-            time.sleep(1)
+            time.sleep(0.25)
         raise TimeoutError(f"job {job_id} still queued: {self.run('squeue', '-j', job_id).stdout}")
 
     def release_requeued(self, job_id: str, timeout: float = 120) -> None:

@@ -80,3 +80,20 @@ def test_training_run_records_the_fast_path(tmp_path):
                    env={"LD_PRELOAD": ""})
     assert done.returncode == 0, done.stderr[-2000:]
     assert_fast_path(tmp_path / "default" / "hybrid")
+
+
+LEAN = ("import sys; from gan.quiet import quiet_tensorflow; quiet_tensorflow(); "
+        "import {first}; loaded = [m for m in ('pandas', 'matplotlib', 'IPython') if m in sys.modules]; "
+        "import pandas, matplotlib.pyplot, IPython; print('loaded during the import:', loaded)")
+
+
+# Two processes cover both imports first and both ways of showing TensorFlow's lines.
+@pytest.mark.parametrize("first,logs", [("tensorflow", "0"), ("keras", "1")], ids=["tensorflow-quiet", "keras-logs"])
+def test_tensorflows_import_leaves_kerass_optional_integrations_unloaded_yet_importable(first, logs):
+    """Keras imports pandas, matplotlib and IPython at its import when installed (a second of every trainer's
+    start); the trainers' first import of TensorFlow or Keras runs without them, and they import normally
+    after it, whichever of the two comes first and whether TensorFlow's lines are shown or not."""
+    done = subprocess.run([sys.executable, "-c", LEAN.format(first=first)], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT, env={**os.environ, "PIX2PIX_TF_LOGS": logs})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "loaded during the import: []" in done.stdout, done.stdout
