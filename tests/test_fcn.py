@@ -264,15 +264,20 @@ def test_interrupted_segmenter_resumes_after_its_last_epoch(tmp_path):
 def test_rejudge_scores_the_test_as_training_under_that_judge_would(segmenter_run, tmp_path):
     # A judge trained after the runs: re-scoring a run's test with it gives exactly what training under
     # that judge gives, the old record is kept, and the settle rule refuses a mix of judges until then.
+    # The runs and the second judge are trained in this process (what `train_segmenter.py --preset tiny
+    # --train.seed 1` and `train.py --preset tiny --gens unet --eval.fcn_every_eval true --eval.segmenter J`
+    # do); the commands under test here are evaluate.py's.
     from analysis.runs import find_runs
     from analysis.settle import scores_of
-    done = run_cli("train_segmenter.py", "--preset", "tiny", "--train.seed", "1", "--out", str(tmp_path / "judge"))
-    assert done.returncode == 0, done.stderr[-2000:]
+    from gan.config import make_config
+    from gan.evaluators.segmenter import train_segmenter
+    from gan.segmenter_config import make_segmenter_config
+    from gan.train import train
+    assert train_segmenter(make_segmenter_config("tiny", {"train.seed": 1}), tmp_path / "judge") == 0
     other = tmp_path / "judge" / "segmenter" / "segmenter"
-    common = ("train.py", "--preset", "tiny", "--gens", "unet", "--eval.fcn_every_eval", "true")
     for name, judge in (("old", segmenter_run), ("new", other)):
-        done = run_cli(*common, "--out", str(tmp_path / name), "--eval.segmenter", str(judge))
-        assert done.returncode == 0, done.stderr[-2000:]
+        cfg = make_config("tiny", {"model.generator": "unet", "eval.fcn_every_eval": True, "eval.segmenter": str(judge)})
+        assert train(cfg, tmp_path / name) == 0
     run, direct = tmp_path / "old" / "default" / "unet", tmp_path / "new" / "default" / "unet"
     old_summary, old_rows = json.loads((run / "summary.json").read_text()), (run / "test_metrics.csv").read_text()
     with pytest.raises(ValueError, match="2 different segmenters"):

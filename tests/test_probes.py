@@ -194,8 +194,10 @@ def test_report_is_refused_inside_what_it_reads(tiny_runs, tmp_path):
 
 
 def test_a_trainer_pointed_at_a_segmenter_run_names_it(tmp_path):
+    from gan.evaluators.segmenter import train_segmenter
+    from gan.segmenter_config import make_segmenter_config
     seg = tmp_path / "segmenter" / "segmenter"
-    assert run_cli("train_segmenter.py", "--preset", "tiny", "--out", str(tmp_path)).returncode == 0
+    assert train_segmenter(make_segmenter_config("tiny"), tmp_path) == 0  # `train_segmenter.py --preset tiny`
     before = tree_digest(seg)
     done = run_cli("train.py", "--preset", "tiny", "--gens", "unet", "--out", str(tmp_path),
                    "--experiment", "segmenter", "--run-name", "segmenter")
