@@ -115,9 +115,10 @@ def test_the_same_command_trains_the_same_judge_and_runs_name_theirs(segmenter_r
     assert done.returncode == 0, done.stderr[-2000:]
     again = tmp_path / "segmenter" / "segmenter" / "segmenter.weights.h5"
     assert weights_identity(again) == weights_identity(segmenter_run / "segmenter.weights.h5")
-    done = run_cli("train.py", "--preset", "tiny", "--gens", "unet", "--out", str(tmp_path / "runs"),
-                   "--eval.segmenter", str(segmenter_run))
-    assert done.returncode == 0, done.stderr[-2000:]
+    from gan.config import make_config
+    from gan.train import train  # in this process: `train.py --preset tiny --gens unet --eval.segmenter S`
+    assert train(make_config("tiny", {"model.generator": "unet", "eval.segmenter": str(segmenter_run)}),
+                 tmp_path / "runs") == 0
     summary = json.loads((tmp_path / "runs" / "default" / "unet" / "summary.json").read_text())
     assert summary["fcn"]["segmenter_id"] == weights_identity(again)
     # Runs judged by different segmenters are not compared without a word.
