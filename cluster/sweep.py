@@ -296,7 +296,7 @@ def run_phase(tuner, resume: str):
     results, interrupted = fit(tuner)
     unfinished = tuning.settle_runs(interrupted, resume=resume)
     if interrupted:  # trials that never started (pending when it came) are unfinished too
-        unfinished = max(unfinished, tuning.unfinished_trials(results))
+        unfinished += tuning.never_started(results)
     if unfinished:
         print(f"interrupted: {unfinished} of {len(results)} trials unfinished, their runs marked preempted; "
               f"continue with: {resume}")

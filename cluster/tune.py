@@ -306,11 +306,19 @@ class CompletedTrials(tune.Callback):
         CompletedTrials.errored.discard(trial.trial_id)
 
 
-def unfinished_trials(results) -> int:
-    """Trials of this fit that neither finished, nor were stopped by the scheduler, nor errored: after an
-    interruption, also those still pending when it came (no run of theirs to mark)."""
+def never_started(results) -> int:
+    """Trials of this fit still pending when an interruption came: not started by this driver, and neither
+    finished before it (a resumed sweep's), nor errored. They have no run to mark; `settle_runs` counts the
+    started ones, from their runs (a trainer that finished as Tune stopped it is done, though Tune never
+    received its last report)."""
     return sum(1 for r in results if r.error is None and not (r.metrics or {}).get("done")
-               and (r.metrics or {}).get("trial_id") not in CompletedTrials.ids)
+               and _trial_id(r) not in CompletedTrials.started and _trial_id(r) not in CompletedTrials.ids)
+
+
+def _trial_id(result) -> str:
+    """A result's trial id: from its metrics once it reported, else from its folder (`trial_<id>`, as
+    `make_tuner` names them)."""
+    return (result.metrics or {}).get("trial_id") or Path(result.path).name.removeprefix("trial_")
 
 
 def settle_runs(interrupted: bool, resume: str, wait: float = 20.0) -> int:

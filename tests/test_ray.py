@@ -95,6 +95,25 @@ def test_asha_compares_a_trial_only_with_its_own_generator():
     assert actions(PerGeneratorASHA(**asha)) == [go, stop, go, stop]
 
 
+def test_an_interrupted_sweep_counts_a_trial_that_finished_as_tune_stopped_it_as_finished(monkeypatch):
+    """After a Ctrl-C, the count of unfinished trials is the started trials whose runs did not finish plus
+    the trials never started. A trainer that finished its run as Tune stopped it (its last report never
+    reached Tune) is finished: it was once counted again as 'not done' by Tune's results."""
+    from types import SimpleNamespace
+
+    from cluster.tune import CompletedTrials, never_started
+    monkeypatch.setattr(CompletedTrials, "started", {"a": ({}, {}, ""), "b": ({}, {}, "")})
+    monkeypatch.setattr(CompletedTrials, "ids", {"c"})
+    results = [SimpleNamespace(error=None, metrics={"trial_id": "a"}, path="/x/trial_a"),  # started, no last report
+               SimpleNamespace(error=None, metrics={}, path="/x/trial_b"),  # started, never reported
+               SimpleNamespace(error=None, metrics={"trial_id": "c", "done": True}, path="/x/trial_c"),
+               SimpleNamespace(error=None, metrics={"trial_id": "d", "done": True}, path="/x/trial_d"),  # earlier
+               SimpleNamespace(error=RuntimeError(), metrics={}, path="/x/trial_e"),
+               SimpleNamespace(error=None, metrics={}, path="/x/trial_f"),  # pending when the Ctrl-C came
+               SimpleNamespace(error=None, metrics=None, path="/x/trial_g")]
+    assert never_started(results) == 2
+
+
 def _ancestors(pid: int) -> set[int]:
     seen = set()
     while pid > 1 and pid not in seen:
