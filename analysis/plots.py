@@ -20,9 +20,14 @@ MAX_RUN_LINES = 10
 
 
 def save(fig, stem: Path) -> list[Path]:
+    """PNG and SVG of one layout: the constrained layout and the tight box are computed once, not once per
+    file and again for its box (each a full draw: most of a report's time)."""
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    fig.draw_without_rendering()
+    box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(plt.rcParams["savefig.pad_inches"])
+    fig.set_layout_engine("none")  # both files keep the layout just computed
     for p in paths:
-        fig.savefig(p, dpi=120, bbox_inches="tight")
+        fig.savefig(p, dpi=120, bbox_inches=box)
     plt.close(fig)
     return paths
 
