@@ -53,6 +53,10 @@ def parse_args() -> argparse.Namespace:
         if not args.overwrite:
             raise UserError(f"--export {args.export}: holds files already (a previous export?); pass --overwrite to "
                             "replace it, or choose another folder")
+    if args.export:  # under a file: refused before TensorFlow starts, as the checks above
+        above = next((p for p in args.export.absolute().parents if p.exists()), None)
+        if above is not None and not above.is_dir():
+            raise UserError(f"--export {args.export}: cannot write the SavedModel ({above} is a file, not a folder)")
     return args
 
 
