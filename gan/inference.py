@@ -94,9 +94,6 @@ def restore_generator(run_path, step: int | None = None, last: bool = False, log
     if not run.config.exists():
         raise UserError(f"{run.path}: not a run directory (config.json missing)")
     cfg = Config.from_dict(check_config(read_json(run.config), run.config)["config"])
-    import tensorflow as tf
-
-    from gan.checkpoints import restore_newest_intact
     best = run.checkpoints / BEST
     folder, only = run.checkpoints, None
     if step is not None:
@@ -104,7 +101,10 @@ def restore_generator(run_path, step: int | None = None, last: bool = False, log
         if not found:
             raise UserError(f"--step {step}: no checkpoint {checkpoint_file(step)} in {run.checkpoints} or {best}")
         folder, only = found[0].parent, str(found[0])
-    elif not last and cfg.eval.select != "last":
+    import tensorflow as tf  # here: a mistyped --step is refused before TensorFlow starts
+
+    from gan.checkpoints import restore_newest_intact
+    if step is None and not last and cfg.eval.select != "last":
         selected = (check_summary(read_json(run.summary), run.summary).get("selected", {})
                     if run.summary.exists() else {})
         if selected.get("step") is not None:
