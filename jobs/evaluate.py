@@ -46,6 +46,8 @@ def parse_args() -> argparse.Namespace:
         raise UserError("nothing to do: give --split, --translate, --export or --rejudge")
     if args.rejudge and (args.split or args.translate or args.export or args.step is not None or args.last or args.data):
         raise UserError("--rejudge: alone (it scores the checkpoint and data the run's test was scored with)")
+    if args.step is not None and args.step < 0:
+        raise UserError(f"--step: a checkpoint's step is >= 0, got {args.step}")
     args.files = label_maps_to_translate(args) if args.translate else []
     if args.export and args.export.exists() and not (args.export.is_dir() and not any(args.export.iterdir())):
         if not args.export.is_dir():

@@ -65,6 +65,8 @@ def test_a_damaged_best_checkpoint_is_replaced_and_evaluate_uses_the_tested_one(
 def test_evaluate_step_of_a_best_checkpoint_and_a_missing_one(tiny_runs, tmp_path):
     done = run_cli("evaluate.py", str(tiny_runs / "cmp" / "unet"), "--step", "999", "--export", str(tmp_path / "x"))
     assert "--step 999: no checkpoint ckpt-999 in" in one_error_line(done)
+    done = run_cli("evaluate.py", str(tiny_runs / "cmp" / "unet"), "--step", "-3", "--split", "val")
+    assert one_error_line(done) == "error: --step: a checkpoint's step is >= 0, got -3"
 
 
 # -- 3: split files ------------------------------------------------------------------------------------
