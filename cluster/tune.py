@@ -312,7 +312,7 @@ def never_started(results) -> int:
     started ones, from their runs (a trainer that finished as Tune stopped it is done, though Tune never
     received its last report)."""
     return sum(1 for r in results if r.error is None and not (r.metrics or {}).get("done")
-               and _trial_id(r) not in CompletedTrials.started and _trial_id(r) not in CompletedTrials.ids)
+               and _trial_id(r) not in CompletedTrials.started)
 
 
 def _trial_id(result) -> str:

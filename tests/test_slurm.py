@@ -193,13 +193,12 @@ def test_submit_settle_rounds_on_slurm_survive_a_stopped_driver(slurm, tmp_path)
     assert driver.returncode == 75, out + err
     assert "interrupted: this round's 4 job(s) cancelled" in out, out + err
     # A job requeues itself from its own process (the trainer, whose pid status.json holds), before that
-    # process ends, and then stays queued (pending): once every trainer is gone, an empty queue is final.
+    # process ends, and then stays queued (pending): the queue must be empty once every trainer is gone.
     pids = [json.loads(p.read_text())["pid"] for p in exp.glob("*/status.json")]
     deadline = time.time() + 120
     while any(Path(f"/proc/{pid}").exists() for pid in pids) or slurm.run("squeue", "-h").stdout.strip():
-        assert time.time() < deadline, slurm.run("squeue").stdout
+        assert time.time() < deadline, f"a job still queued (requeued itself?):\n{slurm.run('squeue').stdout}"
         time.sleep(0.5)
-    assert slurm.run("squeue", "-h").stdout.strip() == "", slurm.run("squeue").stdout
     started = [p.parent for p in exp.glob("*/metrics.csv") if len(p.read_text().splitlines()) > 3]
     assert started and all(json.loads((r / "status.json").read_text())["state"] == "preempted" for r in started)
     done = run_cli(*args, env=env, timeout=900)
