@@ -266,7 +266,7 @@ def test_rejudge_scores_the_test_as_training_under_that_judge_would(segmenter_ru
     # A judge trained after the runs: re-scoring a run's test with it gives exactly what training under
     # that judge gives, the old record is kept, and the settle rule refuses a mix of judges until then.
     # The runs and the second judge are trained in this process (what `train_segmenter.py --preset tiny
-    # --train.seed 1` and `train.py --preset tiny --gens unet --eval.fcn_every_eval true --eval.segmenter J`
+    # --train.seed 1 --train.epochs 3` and `train.py --preset tiny --gens unet --eval.fcn_every_eval true --eval.segmenter J`
     # do); the commands under test here are evaluate.py's.
     from analysis.runs import find_runs
     from analysis.settle import scores_of
@@ -274,7 +274,7 @@ def test_rejudge_scores_the_test_as_training_under_that_judge_would(segmenter_ru
     from gan.evaluators.segmenter import train_segmenter
     from gan.segmenter_config import make_segmenter_config
     from gan.train import train
-    assert train_segmenter(make_segmenter_config("tiny", {"train.seed": 1}), tmp_path / "judge") == 0
+    assert train_segmenter(make_segmenter_config("tiny", {"train.seed": 1, "train.epochs": 3}), tmp_path / "judge") == 0
     other = tmp_path / "judge" / "segmenter" / "segmenter"
     for name, judge in (("old", segmenter_run), ("new", other)):
         cfg = make_config("tiny", {"model.generator": "unet", "eval.fcn_every_eval": True, "eval.segmenter": str(judge)})
