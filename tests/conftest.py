@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import subprocess
@@ -85,13 +86,21 @@ def winograd_everywhere(monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_runs(tmp_path_factory):
-    """Every registered generator trained with the tiny preset into <root>/cmp/<generator> (shared, read-only)."""
+    """Every registered generator trained with the tiny preset into <root>/cmp/<generator> (shared, read-only):
+    trained once per test run, by whichever xdist worker asks first, the others waiting on a lock."""
     from gan import models
     from gan.config import make_config
     from gan.train import train
-    out = tmp_path_factory.mktemp("tiny-runs")
-    for gen in models.names():
-        assert train(make_config("tiny", {"model.generator": gen, "experiment": "cmp"}), out) == 0
+    base = tmp_path_factory.getbasetemp()
+    # Under xdist each worker's base is <run's folder>/popen-gwN: the run's folder is shared by them all.
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    out = shared / "tiny-runs"
+    with open(shared / "tiny-runs.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (out / "trained").exists():
+            for gen in models.names():
+                assert train(make_config("tiny", {"model.generator": gen, "experiment": "cmp"}), out) == 0
+            (out / "trained").write_text("\n".join(models.names()))
     return out
 
 

@@ -133,12 +133,12 @@ def test_flags_that_would_be_ignored_or_recorded_unchecked_are_one_line(tmp_path
     assert not (tmp_path / "out").exists()
 
 
-def test_a_closed_stdout_pipe_neither_fails_a_run_nor_an_evaluation(tiny_runs, tmp_path):
+def test_a_closed_stdout_pipe_neither_fails_a_run_nor_an_evaluation(tmp_path):
     """`jobs/train.py ... | head -1` and `jobs/evaluate.py ... | head -1`: the reader goes away, the job
     carries on to its end (exit 0), the run finished."""
     import subprocess
     for args in (["train.py", "--gens", "hybrid", "--preset", "tiny", "--out", str(tmp_path)],
-                 ["evaluate.py", str(tiny_runs / "cmp" / "hybrid"), "--split", "val"]):
+                 ["evaluate.py", str(tmp_path / "default" / "hybrid"), "--split", "val"]):  # the run just trained
         proc = subprocess.Popen([sys.executable, str(ROOT / "jobs" / args[0]), *args[1:]], cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         proc.stdout.readline()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ def read(path: Path) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("gen", names())
-def test_short_training_writes_the_whole_run_directory(tiny_runs, gen):
+def test_short_training_writes_the_whole_run_directory(tiny_runs, gen, tmp_path):
     cfg = make_config("tiny", {"model.generator": gen, "experiment": "cmp"})
     run = tiny_runs / "cmp" / gen
     config = json.loads((run / "config.json").read_text())
@@ -51,10 +52,11 @@ def test_short_training_writes_the_whole_run_directory(tiny_runs, gen):
     assert any((run / "tensorboard").glob("events.out.tfevents.*"))
     split = json.loads((run / "split.json").read_text())
     assert len(split["train"]) == 12 and not set(split["val"]) & set(split["test"])
-    # Rerunning a finished run changes nothing.
-    before = tree_digest(run)
-    assert train(cfg, tiny_runs) == 0
-    assert tree_digest(run) == before
+    # Rerunning a finished run changes nothing (on a copy: the shared runs are never written to).
+    shutil.copytree(run, tmp_path / "cmp" / gen)
+    before = tree_digest(tmp_path / "cmp" / gen)
+    assert train(cfg, tmp_path) == 0
+    assert tree_digest(tmp_path / "cmp" / gen) == before
 
 
 def _tensorboard_losses(run: Path) -> dict[int, dict[str, float]]:
