@@ -46,6 +46,11 @@ def parse_args() -> argparse.Namespace:
         raise UserError("nothing to do: give --split, --translate, --export or --rejudge")
     if args.rejudge and (args.split or args.translate or args.export or args.step is not None or args.last or args.data):
         raise UserError("--rejudge: alone (it scores the checkpoint and data the run's test was scored with)")
+    if args.data and not args.split:
+        raise UserError("--data: the dataset of --split (give --split train, val or test)")
+    if args.data and args.data != "synthetic":  # a missing folder is refused before TensorFlow starts
+        from gan.datasets.fetch import dataset_folder
+        dataset_folder(args.data)
     if args.step is not None and args.step < 0:
         raise UserError(f"--step: a checkpoint's step is >= 0, got {args.step}")
     args.files = label_maps_to_translate(args) if args.translate else []

@@ -4,6 +4,7 @@ nothing hangs. Each probe ends in one clear line with the right exit code, or be
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -67,6 +68,23 @@ def test_evaluate_step_of_a_best_checkpoint_and_a_missing_one(tiny_runs, tmp_pat
     assert "--step 999: no checkpoint ckpt-999 in" in one_error_line(done)
     done = run_cli("evaluate.py", str(tiny_runs / "cmp" / "unet"), "--step", "-3", "--split", "val")
     assert one_error_line(done) == "error: --step: a checkpoint's step is >= 0, got -3"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--split", "val", "--data", "/nonexistent/cityscapes"], "--data /nonexistent/cityscapes: no such folder"),
+    (["--split", "val", "--data", "cityscapes"], "--data cityscapes: not under "),
+    (["--export", "x", "--data", "/tmp"], "--data: the dataset of --split"),
+], ids=["missing-folder", "name-not-fetched", "without-split"])
+def test_evaluate_refuses_a_dataset_it_cannot_use_before_tensorflow_starts(tmp_path, args, message):
+    code = ("import json, sys\nfrom gan.errors import UserError\nimport jobs.evaluate as evaluate\n"
+            f"sys.argv = ['evaluate.py', 'runs/default/unet', *{args!r}]\n"
+            "try:\n    evaluate.parse_args()\n    error = ''\nexcept UserError as e:\n    error = str(e)\n"
+            "print(json.dumps([error, 'tensorflow' in sys.modules]))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env={**os.environ, "PIX2PIX_DATA": str(tmp_path / "data")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    error, tensorflow_loaded = json.loads(done.stdout)
+    assert error.startswith(message) and not tensorflow_loaded, (error, tensorflow_loaded)
 
 
 # -- 3: split files ------------------------------------------------------------------------------------

@@ -75,6 +75,18 @@ def resolve_name(name: str) -> Path | None:
     return folder
 
 
+def dataset_folder(source: str) -> Path:
+    """The folder `--data SOURCE` names (a path, or a dataset name), refused in one line when there is none:
+    cheap, so a command checks it before TensorFlow starts."""
+    root = Path(source).expanduser()
+    if root.is_dir():
+        return root
+    named = resolve_name(source)  # `--data cityscapes`: the downloaded or prepared copy
+    if named is None:
+        raise UserError(f"--data {root}: no such folder (names: synthetic, {', '.join(ARCHIVES)})")
+    return named
+
+
 def fingerprint(folder: str | os.PathLike) -> str:
     """SHA-256 of every file's relative path and size under `folder` (the manifest itself excluded):
     cheap (no file is read) and different for any added, removed or resized file."""

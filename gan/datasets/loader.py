@@ -23,7 +23,7 @@ import numpy as np
 
 from gan.config import Config
 from gan.errors import UserError
-from gan.datasets.fetch import ARCHIVES, data_fingerprint, resolve_name
+from gan.datasets.fetch import data_fingerprint, dataset_folder
 from gan.datasets.pixels import to_unit
 from gan.datasets.synthetic import ensure_synthetic
 
@@ -184,12 +184,7 @@ def resolve_source(cfg: Config) -> tuple[Path, str]:
         # Generate at least the asked counts so any split size works.
         counts = {"train": max(400, d.n_train), "val": max(50, d.n_val), "test": max(50, d.n_test)}
         return ensure_synthetic(d.image_size, seed=0, cache_dir=d.cache_dir, split_sizes=counts), "pix2pix"
-    root = Path(d.source).expanduser()
-    if not root.is_dir():
-        named = resolve_name(d.source)  # `--data cityscapes`: the downloaded or prepared copy
-        if named is None:
-            raise UserError(f"--data {root}: no such folder (names: synthetic, {', '.join(ARCHIVES)})")
-        root = named
+    root = dataset_folder(d.source)
     return root, detect_format(root) if d.format == "auto" else d.format
 
 
